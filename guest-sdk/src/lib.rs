@@ -1,0 +1,139 @@
+//! Write Stepwise steps as plain Rust functions.
+//!
+//! A step is one function from typed settings to a typed output. Stepwise hands the
+//! step's settings (JSON) to it and stores its output (JSON) with the run; the function
+//! reports progress, logs, saves checkpoints for retries, reads the task's secrets and
+//! writes artifacts through the functions of this crate. Nothing else of the host is
+//! reachable: no files, no network, no environment.
+//!
+//! # A complete step
+//!
+//! `Cargo.toml`:
+//!
+//! ```toml
+//! [package]
+//! name = "export-orders"
+//! edition = "2024"
+//!
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! stepwise-guest = { path = "../guest-sdk" }
+//! serde = { version = "1", features = ["derive"] }
+//! ```
+//!
+//! `src/lib.rs`:
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use stepwise_guest::{Progress, StepError, artifact, checkpoint, ensure, export_step, log};
+//!
+//! /// What the task's author configures for this step.
+//! #[derive(Deserialize)]
+//! struct Settings {
+//!     /// Order ids to export.
+//!     orders: Vec<u64>,
+//!     /// Name of the CSV artifact.
+//!     #[serde(default = "default_file")]
+//!     file: String,
+//! }
+//!
+//! fn default_file() -> String {
+//!     "orders.csv".into()
+//! }
+//!
+//! /// What the run history shows when the step succeeds.
+//! #[derive(Serialize)]
+//! struct Output {
+//!     exported: usize,
+//!     file: String,
+//! }
+//!
+//! /// Saved after each order so a retry does not export it twice.
+//! #[derive(Serialize, Deserialize, Default)]
+//! struct Done {
+//!     orders: usize,
+//! }
+//!
+//! fn export_orders(settings: Settings) -> Result<Output, StepError> {
+//!     ensure!(!settings.orders.is_empty(), "no orders to export");
+//!     let mut done: Done = checkpoint::load()?.unwrap_or_default();
+//!     if done.orders == 0 {
+//!         artifact::write(&settings.file, "order_id\n")?;
+//!     } else {
+//!         log::info(format_args!("resuming after {} orders", done.orders));
+//!     }
+//!     let progress = Progress::new(settings.orders.len() as u64);
+//!     progress.set(done.orders as u64, "starting");
+//!     for id in &settings.orders[done.orders..] {
+//!         artifact::append(&settings.file, format!("{id}\n"))?;
+//!         done.orders += 1;
+//!         checkpoint::save(&done)?;
+//!         progress.advance(format_args!("exported order {id}"));
+//!     }
+//!     Ok(Output {
+//!         exported: done.orders,
+//!         file: settings.file,
+//!     })
+//! }
+//!
+//! export_step!(export_orders);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` and upload
+//! `target/wasm32-wasip2/release/export_orders.wasm` with
+//! `PUT /api/v1/modules/shop/orders/export`.
+//!
+//! # Failing
+//!
+//! Return `Err(StepError)` (with `?`, [`bail!`], [`ensure!`] or
+//! [`ErrorContext::context`]): the step fails with that message and the task's retry
+//! policy applies. A panic also fails the step; its message and location go to the step
+//! log at error level.
+//!
+//! # Host calls outside a step
+//!
+//! The crate also compiles for the machine you develop on, so its pure parts (settings
+//! parsing, errors, your own helpers) can be unit-tested there; the host calls themselves
+//! only work inside Stepwise and panic elsewhere.
+
+#![deny(missing_docs)]
+
+// The bindings generated below, and the macros they export, name this crate by its path
+// `::stepwise_guest` because `$crate` is not available to them; this makes that path work
+// inside the crate too.
+extern crate self as stepwise_guest;
+
+pub mod artifact;
+pub mod checkpoint;
+mod error;
+mod host;
+pub mod log;
+mod step;
+
+pub use error::{ErrorContext, StepError};
+pub use host::{Budget, Context, Progress, context, progress, remaining, require_secret, secret};
+pub use step::StepFn;
+
+/// The bindings `wit-bindgen` generates from `wit/step.wit`, the interface shared with the
+/// server. Public only so that [`export_step!`] expands in the step's crate.
+#[doc(hidden)]
+#[allow(missing_docs, unsafe_code)] // generated FFI glue
+pub mod __bindings {
+    wit_bindgen::generate!({
+        world: "step",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_step_world",
+        default_bindings_module: "::stepwise_guest::__bindings",
+        runtime_path: "::stepwise_guest::__private::wit_bindgen::rt",
+    });
+}
+
+/// What the macros of this crate expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::step::run;
+    pub use wit_bindgen;
+}

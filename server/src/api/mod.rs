@@ -1,0 +1,165 @@
+//! The HTTP API under `/api/v1`, the WebSocket, health, metrics and the
+//! embedded dashboard. Each route module owns its `router()`.
+
+mod auth;
+mod error;
+mod events;
+mod extract;
+mod health;
+mod modules;
+mod openapi;
+mod stats;
+mod task_actions;
+mod task_history;
+mod tasks;
+mod tokens;
+mod validate;
+mod web;
+
+pub use auth::{TOKEN_PREFIX, generate_token, hash_token};
+pub use error::{ApiError, ErrorBody};
+pub use openapi::openapi_json;
+
+use crate::engine::Engine;
+use crate::events::EventBus;
+use crate::runtime::Runtime;
+use crate::store::Store;
+use auth::TokenCache;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// Limits the API enforces.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest module upload (default 32 MiB).
+    pub max_module_bytes: usize,
+    /// Largest JSON body (default 4 MiB).
+    pub max_json_bytes: usize,
+    /// Module compilations at the same time (default 1: compiling is heavy).
+    pub concurrent_compiles: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_module_bytes: 32 << 20,
+            max_json_bytes: 4 << 20,
+            concurrent_compiles: 1,
+        }
+    }
+}
+
+struct Shared {
+    engine: Engine,
+    config: ApiConfig,
+    tokens: TokenCache,
+    compiles: Semaphore,
+    started: Instant,
+}
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, config: ApiConfig) -> Self {
+        let compiles = Semaphore::new(config.concurrent_compiles.max(1));
+        AppState {
+            shared: Arc::new(Shared {
+                engine,
+                config,
+                tokens: TokenCache::default(),
+                compiles,
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.shared.engine.store()
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        self.shared.engine.runtime()
+    }
+
+    pub fn bus(&self) -> &Arc<EventBus> {
+        self.shared.engine.bus()
+    }
+
+    pub fn config(&self) -> &ApiConfig {
+        &self.shared.config
+    }
+
+    pub(crate) fn tokens(&self) -> &TokenCache {
+        &self.shared.tokens
+    }
+
+    pub(crate) fn compiles(&self) -> &Semaphore {
+        &self.shared.compiles
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.shared.started.elapsed()
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let max_json = state.config().max_json_bytes;
+    let api = Router::new()
+        .merge(tasks::router())
+        .merge(modules::router(state.config().max_module_bytes))
+        .merge(stats::router())
+        .merge(events::router())
+        .merge(tokens::router())
+        .merge(openapi::router())
+        .layer(DefaultBodyLimit::max(max_json));
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(health::router())
+        // Last: the dashboard's static files, and a JSON 404 for anything else.
+        .merge(web::router())
+        .layer(middleware::from_fn(log_errors))
+        .with_state(state)
+}
+
+/// Log server errors with their cause (the response shows none), and client
+/// errors at debug level.
+async fn log_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_server_error() {
+        let cause = response
+            .extensions()
+            .get::<error::InternalCause>()
+            .map(|c| c.0.to_string());
+        tracing::error!(%method, %path, %status, cause = cause.as_deref().unwrap_or("-"), "request failed");
+    } else if status.is_client_error() {
+        tracing::debug!(%method, %path, %status, "request refused");
+    }
+    response
+}
+
+/// Validate, compile and register a module (start-up discovery and examples).
+pub async fn register_module(
+    state: &AppState,
+    path: &str,
+    bytes: &[u8],
+) -> Result<(crate::store::Module, bool), ApiError> {
+    validate::module_path("path", path)?;
+    modules::register(state, path, bytes).await
+}

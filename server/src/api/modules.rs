@@ -1,0 +1,201 @@
+//! Module upload and management. An upload is validated and compiled (in a
+//! bounded child process, one at a time) before it is accepted; a re-upload is
+//! a new version, and runs keep the version they started with.
+
+use super::auth::Caller;
+use super::error::{ApiError, Result};
+use super::extract::JsonBody;
+use super::{AppState, validate};
+use crate::store::{Module, Role, TaskFilter, TaskStatus};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+pub fn router(max_module_bytes: usize) -> Router<AppState> {
+    Router::new().route("/modules", get(list_modules)).route(
+        "/modules/{*path}",
+        get(get_module)
+            .put(put_module)
+            .patch(patch_module)
+            .delete(delete_module)
+            .layer(DefaultBodyLimit::max(max_module_bytes)),
+    )
+}
+
+/// A module and how many tasks use it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModuleInfo {
+    #[serde(flatten)]
+    pub module: Module,
+    /// Tasks with a step on this module (counted up to 1000).
+    pub tasks: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModuleList {
+    pub modules: Vec<Module>,
+}
+
+async fn usage(state: &AppState, path: &str, status: Option<TaskStatus>) -> Result<i64> {
+    let filter = TaskFilter {
+        module: Some(path.to_string()),
+        status,
+        limit: 1000,
+        ..TaskFilter::default()
+    };
+    Ok(state.store().list_tasks(&filter).await?.len() as i64)
+}
+
+fn check_path(path: &str) -> Result<()> {
+    validate::module_path("path", path)
+}
+
+#[utoipa::path(put, path = "/api/v1/modules/{path}", tag = "modules", params(("path" = String, Path, description = "e.g. tool/backup/dumptables")),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "the component (.wasm)"),
+    responses((status = 201, description = "registered", body = Module),
+        (status = 200, description = "new version of an existing module", body = Module),
+        (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
+        (status = 413, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn put_module(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(path): Path<String>,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<Module>)> {
+    caller.require(Role::Admin)?;
+    check_path(&path)?;
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!(
+                "the module is larger than the {} MiB upload limit (--max-module-bytes)",
+                state.config().max_module_bytes >> 20
+            ))
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })?;
+    let (module, created) = register(&state, &path, &bytes).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(module)))
+}
+
+/// Validate, compile and store a module (also used for start-up discovery).
+pub async fn register(state: &AppState, path: &str, bytes: &[u8]) -> Result<(Module, bool)> {
+    let _permit = state
+        .compiles()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let loaded = state
+        .runtime()
+        .prepare(bytes)
+        .await
+        .map_err(|e| ApiError::Invalid {
+            field: Some("body".into()),
+            message: e.to_string(),
+        })?;
+    Ok(state
+        .store()
+        .put_module(path, loaded.hash(), bytes, Utc::now())
+        .await?)
+}
+
+#[utoipa::path(get, path = "/api/v1/modules", tag = "modules",
+    responses((status = 200, body = ModuleList), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_modules(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ModuleList>> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(ModuleList {
+        modules: state.store().list_modules().await?,
+    }))
+}
+
+async fn load(state: &AppState, path: &str) -> Result<Module> {
+    check_path(path)?;
+    state
+        .store()
+        .get_module(path)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("module `{path}` not found")))
+}
+
+#[utoipa::path(get, path = "/api/v1/modules/{path}", tag = "modules", params(("path" = String, Path)),
+    responses((status = 200, body = ModuleInfo), (status = 401, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_module(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(path): Path<String>,
+) -> Result<Json<ModuleInfo>> {
+    caller.require(Role::Viewer)?;
+    let module = load(&state, &path).await?;
+    let tasks = usage(&state, &path, None).await?;
+    Ok(Json(ModuleInfo { module, tasks }))
+}
+
+/// Body of `PATCH /modules/{path}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModulePatch {
+    /// false: tasks using it are not claimed until it is active again.
+    pub active: bool,
+}
+
+#[utoipa::path(patch, path = "/api/v1/modules/{path}", tag = "modules", params(("path" = String, Path)),
+    request_body = ModulePatch,
+    responses((status = 200, body = Module), (status = 400, body = super::ErrorBody),
+        (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody), (status = 415, body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn patch_module(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(path): Path<String>,
+    JsonBody(patch): JsonBody<ModulePatch>,
+) -> Result<Json<Module>> {
+    caller.require(Role::Admin)?;
+    load(&state, &path).await?;
+    let module = state
+        .store()
+        .set_module_active(&path, patch.active, Utc::now())
+        .await?;
+    state.engine().wake();
+    Ok(Json(module))
+}
+
+#[utoipa::path(delete, path = "/api/v1/modules/{path}", tag = "modules", params(("path" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 401, body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_module(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(path): Path<String>,
+) -> Result<StatusCode> {
+    caller.require(Role::Admin)?;
+    load(&state, &path).await?;
+    let waiting = usage(&state, &path, Some(TaskStatus::Scheduled)).await?
+        + usage(&state, &path, Some(TaskStatus::Running)).await?;
+    if waiting > 0 {
+        return Err(ApiError::Conflict(format!(
+            "module `{path}` is used by {waiting} scheduled or running task(s); disable it (PATCH {{\"active\": false}}) or delete those tasks first"
+        )));
+    }
+    state.store().delete_module(&path).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

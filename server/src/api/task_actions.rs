@@ -1,0 +1,234 @@
+//! Acting on a task: run now, cancel, retry, run one step, and its live progress.
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, Result};
+use super::tasks::{is_final, load_task};
+use crate::engine::eta_seconds;
+use crate::events::{Event, StepState, TaskState};
+use crate::store::{Role, Task, TaskStatus};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Serialize;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tasks/{id}/progress", get(progress))
+        .route("/tasks/{id}/run", post(run_now))
+        .route("/tasks/{id}/cancel", post(cancel))
+        .route("/tasks/{id}/retry", post(retry))
+        .route("/tasks/{id}/steps/{step_id}/run", post(run_step))
+}
+
+/// Publish a task's stored state so live views follow a change made over REST.
+pub fn publish_stored(state: &AppState, task: &Task) {
+    state.bus().publish(Event::Task(TaskState {
+        task_id: task.id,
+        seq: 0,
+        name: task.name.clone(),
+        status: task.status.to_string(),
+        progress: task.progress,
+        message: task.message.clone(),
+        run_id: task.current_run_id,
+        current_step: None,
+        eta_seconds: None,
+        last_result: task.last_result.map(|r| r.to_string()),
+        next_run_at: task.next_run_at,
+        updated_at: task.updated_at,
+    }));
+}
+
+/// Wait until the task reaches a final status or `wait` passes; returns the stored task.
+pub async fn wait_until_finished(
+    state: &AppState,
+    task_id: i64,
+    mut events: broadcast::Receiver<Event>,
+    wait: Duration,
+) -> Result<Task> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let task = load_task(state, task_id).await?;
+        if is_final(task.status) || (task.status == TaskStatus::Scheduled && task.attempts > 0) {
+            return Ok(task);
+        }
+        // Wake on this task's next final-looking event, or re-check after a lag.
+        let woke = tokio::time::timeout_at(deadline, async {
+            loop {
+                match events.recv().await {
+                    Ok(Event::Task(t)) if t.task_id == task_id && t.status != "running" => return,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        })
+        .await;
+        if woke.is_err() {
+            return load_task(state, task_id).await;
+        }
+    }
+}
+
+/// Body of `GET /tasks/{id}/progress`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Progress {
+    pub task_id: i64,
+    pub status: String,
+    /// 0–100.
+    pub progress: f64,
+    pub message: Option<String>,
+    pub run_id: Option<i64>,
+    pub current_step: Option<i64>,
+    /// Seconds left, from the run's rate so far (or past runs); null when unknown.
+    pub eta_seconds: Option<f64>,
+    pub steps: Vec<StepState>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/progress", tag = "tasks", params(("id" = i64, Path)),
+    responses((status = 200, body = Progress), (status = 401, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn progress(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<Progress>> {
+    caller.require(Role::Viewer)?;
+    let task = load_task(&state, id).await?;
+    if task.status == TaskStatus::Running
+        && let Some((live, steps)) = state.bus().latest(id)
+        && live.status == "running"
+    {
+        return Ok(Json(Progress {
+            task_id: id,
+            status: live.status,
+            progress: live.progress,
+            message: live.message,
+            run_id: live.run_id,
+            current_step: live.current_step,
+            eta_seconds: live.eta_seconds,
+            steps,
+        }));
+    }
+    let eta = match task.status {
+        TaskStatus::Running => {
+            let elapsed = task
+                .last_run_at
+                .map(|at| (Utc::now() - at).to_std().unwrap_or_default())
+                .unwrap_or_default();
+            let past = state.store().recent_run_durations(id, 5).await?;
+            eta_seconds(task.progress, elapsed, &past)
+        }
+        TaskStatus::Completed => Some(0.0),
+        _ => None,
+    };
+    Ok(Json(Progress {
+        task_id: id,
+        status: task.status.to_string(),
+        progress: task.progress,
+        message: task.message,
+        run_id: task.current_run_id,
+        current_step: None,
+        eta_seconds: eta,
+        steps: Vec::new(),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/run", tag = "tasks", params(("id" = i64, Path)),
+    responses((status = 202, body = Task), (status = 401, body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn run_now(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<(StatusCode, Json<Task>)> {
+    caller.require(Role::Operator)?;
+    let task = state.store().run_task_now(id, None, Utc::now()).await?;
+    state.engine().wake();
+    publish_stored(&state, &task);
+    Ok((StatusCode::ACCEPTED, Json(task)))
+}
+
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/retry", tag = "tasks", params(("id" = i64, Path)),
+    responses((status = 202, body = Task), (status = 401, body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<(StatusCode, Json<Task>)> {
+    caller.require(Role::Operator)?;
+    let task = state.store().retry_task(id, Utc::now()).await?;
+    state.engine().wake();
+    publish_stored(&state, &task);
+    Ok((StatusCode::ACCEPTED, Json(task)))
+}
+
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/steps/{step_id}/run", tag = "tasks",
+    params(("id" = i64, Path), ("step_id" = i64, Path)),
+    responses((status = 202, body = Task), (status = 401, body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn run_step(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, step_id)): Path<(i64, i64)>,
+) -> Result<(StatusCode, Json<Task>)> {
+    caller.require(Role::Operator)?;
+    let task = load_task(&state, id).await?;
+    if !task.steps.iter().any(|s| s.id == step_id) {
+        return Err(ApiError::NotFound(format!(
+            "task {id} has no step {step_id}"
+        )));
+    }
+    let task = state
+        .store()
+        .run_task_now(id, Some(step_id), Utc::now())
+        .await?;
+    state.engine().wake();
+    publish_stored(&state, &task);
+    Ok((StatusCode::ACCEPTED, Json(task)))
+}
+
+/// Body of `POST /tasks/{id}/cancel`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CancelResult {
+    /// true: cancelled at once; false: running, it stops within 100 ms.
+    pub cancelled: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "tasks", params(("id" = i64, Path)),
+    responses((status = 200, description = "cancelled at once", body = CancelResult),
+        (status = 202, description = "running; being stopped", body = CancelResult),
+        (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<(StatusCode, Json<CancelResult>)> {
+    caller.require(Role::Operator)?;
+    let immediate = state.engine().cancel(id).await?;
+    let status = if immediate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(CancelResult {
+            cancelled: immediate,
+        }),
+    ))
+}

@@ -1,0 +1,184 @@
+//! What a task did: its runs, logs and artifacts; and cleanup of old tasks.
+
+use super::auth::Caller;
+use super::error::{ApiError, Result};
+use super::extract::QueryArgs;
+use super::tasks::load_task;
+use super::{AppState, validate};
+use crate::store::{Artifact, EventRecord, Role, Run, TaskStatus};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tasks/{id}/runs", get(runs))
+        .route("/tasks/{id}/logs", get(logs))
+        .route("/tasks/{id}/artifacts", get(artifacts))
+        .route("/tasks/{id}/artifacts/{name}", get(download))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    /// How many (default 20 runs / 500 log lines; at most 1000 / 10000).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunList {
+    pub runs: Vec<Run>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/runs", tag = "history", params(("id" = i64, Path), LimitQuery),
+    responses((status = 200, body = RunList), (status = 401, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn runs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    QueryArgs(query): QueryArgs<LimitQuery>,
+) -> Result<Json<RunList>> {
+    caller.require(Role::Viewer)?;
+    let limit = query.limit.unwrap_or(20);
+    validate::range("limit", limit, 1, 1000, "runs")?;
+    load_task(&state, id).await?;
+    Ok(Json(RunList {
+        runs: state.store().list_runs(id, limit).await?,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LogList {
+    pub logs: Vec<EventRecord>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/logs", tag = "history", params(("id" = i64, Path), LimitQuery),
+    responses((status = 200, body = LogList), (status = 401, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    QueryArgs(query): QueryArgs<LimitQuery>,
+) -> Result<Json<LogList>> {
+    caller.require(Role::Viewer)?;
+    let limit = query.limit.unwrap_or(500);
+    validate::range("limit", limit, 1, 10_000, "lines")?;
+    load_task(&state, id).await?;
+    state.engine().event_writer().flush_soon().await;
+    Ok(Json(LogList {
+        logs: state.store().list_events(id, true, limit).await?,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ArtifactList {
+    pub artifacts: Vec<Artifact>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/artifacts", tag = "history", params(("id" = i64, Path)),
+    responses((status = 200, body = ArtifactList), (status = 401, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn artifacts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<ArtifactList>> {
+    caller.require(Role::Viewer)?;
+    load_task(&state, id).await?;
+    Ok(Json(ArtifactList {
+        artifacts: state.store().list_artifacts(id).await?,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadQuery {
+    /// A specific run's artifact (default: the newest run that wrote one by this name).
+    pub run_id: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/artifacts/{name}", tag = "history",
+    params(("id" = i64, Path), ("name" = String, Path), DownloadQuery),
+    responses((status = 200, description = "the artifact's bytes", content_type = "application/octet-stream"),
+        (status = 401, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn download(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(i64, String)>,
+    QueryArgs(query): QueryArgs<DownloadQuery>,
+) -> Result<Response> {
+    caller.require(Role::Viewer)?;
+    crate::store::validate_artifact_name(&name).map_err(|m| ApiError::invalid("name", m))?;
+    load_task(&state, id).await?;
+    let bytes = state
+        .store()
+        .read_artifact(id, &name, query.run_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("task {id} has no artifact `{name}`")))?;
+    let mime = mime_guess::from_path(&name).first_or_octet_stream();
+    Ok((
+        [
+            (CONTENT_TYPE, mime.essence_str().to_string()),
+            (
+                CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        Body::from(bytes),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupQuery {
+    /// Delete finished tasks last updated before this time (RFC 3339).
+    pub finished_before: DateTime<Utc>,
+    /// Only tasks in this final status (completed, failed or cancelled).
+    pub status: Option<TaskStatus>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    pub deleted: u64,
+}
+
+#[utoipa::path(delete, path = "/api/v1/tasks", tag = "tasks", params(CleanupQuery),
+    responses((status = 200, body = Deleted), (status = 401, body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cleanup(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryArgs(query): QueryArgs<CleanupQuery>,
+) -> Result<Json<Deleted>> {
+    caller.require(Role::Admin)?;
+    if let Some(status) = query.status
+        && !matches!(
+            status,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    {
+        return Err(ApiError::invalid(
+            "status",
+            "only completed, failed or cancelled tasks can be cleaned up",
+        ));
+    }
+    let deleted = state
+        .store()
+        .delete_finished_tasks(query.finished_before, query.status)
+        .await?;
+    Ok(Json(Deleted { deleted }))
+}

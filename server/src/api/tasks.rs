@@ -1,0 +1,467 @@
+//! Creating, listing, changing and deleting tasks.
+
+use super::auth::Caller;
+use super::error::{ApiError, Result};
+use super::extract::{JsonBody, QueryArgs};
+use super::{AppState, task_actions, task_history, validate};
+use crate::events::Event;
+use crate::store::{
+    NewStep, NewTask, Priority, Role, StepStatus, Task, TaskFilter, TaskPatch, TaskStatus,
+};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Longest `?wait=`.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/tasks",
+            get(list_tasks)
+                .post(create_task)
+                .delete(task_history::cleanup),
+        )
+        .route(
+            "/tasks/{id}",
+            get(get_task).patch(patch_task).delete(delete_task),
+        )
+        .merge(task_actions::router())
+        .merge(task_history::router())
+}
+
+/// A step in a create request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    /// Module path, e.g. `tool/backup/dumptables`.
+    pub controller: String,
+    /// JSON handed to the module's `run`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    /// Seconds (1–604800, default 60).
+    #[serde(default = "default_step_time")]
+    pub max_execution_time: i64,
+    /// Bytes across all memories and tables (default 256 MiB).
+    pub max_memory: Option<i64>,
+    /// A failure of this step ends the run (default true).
+    #[serde(default = "yes")]
+    pub interrupt_on_step_fault: bool,
+    #[serde(default = "scheduled")]
+    pub status: StepStatus,
+    /// Order within the task (default: position in the list).
+    pub sort_order: Option<i64>,
+}
+
+fn default_step_time() -> i64 {
+    60
+}
+fn yes() -> bool {
+    true
+}
+fn scheduled() -> StepStatus {
+    StepStatus::Scheduled
+}
+fn normal() -> Priority {
+    Priority::Normal
+}
+fn one_hour() -> i64 {
+    3600
+}
+fn three() -> i64 {
+    3
+}
+
+/// Body of `POST /tasks`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    pub name: String,
+    /// Unique key: creating a task with an existing code updates that task.
+    pub code: Option<String>,
+    #[serde(default = "normal")]
+    pub priority: Priority,
+    /// When it first becomes due (default now).
+    pub start_at: Option<DateTime<Utc>>,
+    /// Seconds between runs; 0 = run once.
+    #[serde(default)]
+    pub run_interval: i64,
+    /// Seconds for the whole task; 0 = no task-wide limit (steps keep theirs).
+    #[serde(default = "one_hour")]
+    pub max_execution_time: i64,
+    #[serde(default = "three")]
+    pub max_attempts: i64,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+    /// name → value; write-only.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub disabled: bool,
+    pub steps: Vec<StepRequest>,
+}
+
+impl TaskRequest {
+    /// Check every field; the first problem is returned with its path.
+    async fn validate(self, state: &AppState, created_by: &str) -> Result<NewTask> {
+        validate::text("name", &self.name, 200)?;
+        if let Some(code) = &self.code {
+            validate::name("code", code)?;
+        }
+        if let Some(start_at) = self.start_at {
+            let year = chrono::Datelike::year(&start_at);
+            if !(2000..=9999).contains(&year) {
+                return Err(ApiError::invalid(
+                    "start_at",
+                    "must be a date between the years 2000 and 9999",
+                ));
+            }
+        }
+        validate::range(
+            "run_interval",
+            self.run_interval,
+            0,
+            366 * 86_400,
+            "seconds",
+        )?;
+        validate::range(
+            "max_execution_time",
+            self.max_execution_time,
+            0,
+            7 * 86_400,
+            "seconds",
+        )?;
+        validate::range("max_attempts", self.max_attempts, 1, 100, "attempts")?;
+        validate::json_size(
+            "details",
+            &serde_json::Value::Object(self.details.clone()),
+            64 << 10,
+        )?;
+        if self.secrets.len() > 50 {
+            return Err(ApiError::invalid("secrets", "at most 50 secrets per task"));
+        }
+        for (name, value) in &self.secrets {
+            validate::name(&format!("secrets.{name}"), name)?;
+            if value.len() > 64 << 10 {
+                return Err(ApiError::invalid(
+                    format!("secrets.{name}"),
+                    "must be at most 64 KiB",
+                ));
+            }
+        }
+        if self.steps.is_empty() {
+            return Err(ApiError::invalid("steps", "a task needs at least one step"));
+        }
+        if self.steps.len() > 100 {
+            return Err(ApiError::invalid("steps", "at most 100 steps per task"));
+        }
+        let max_memory = state.runtime().max_memory_bytes() as i64;
+        let mut steps = Vec::with_capacity(self.steps.len());
+        for (i, step) in self.steps.into_iter().enumerate() {
+            let field = |name: &str| format!("steps[{i}].{name}");
+            validate::module_path(&field("controller"), &step.controller)?;
+            if state.store().get_module(&step.controller).await?.is_none() {
+                return Err(ApiError::invalid(
+                    field("controller"),
+                    format!(
+                        "module `{0}` is not registered; upload it with PUT /api/v1/modules/{0}",
+                        step.controller
+                    ),
+                ));
+            }
+            validate::json_size(&field("settings"), &step.settings, 1 << 20)?;
+            validate::range(
+                &field("max_execution_time"),
+                step.max_execution_time,
+                1,
+                7 * 86_400,
+                "seconds",
+            )?;
+            if let Some(memory) = step.max_memory {
+                validate::range(&field("max_memory"), memory, 1 << 20, max_memory, "bytes")?;
+            }
+            steps.push(NewStep {
+                sort_order: step.sort_order.unwrap_or(i as i64 + 1),
+                controller: step.controller,
+                settings: step.settings,
+                max_execution_time: step.max_execution_time,
+                max_memory: step.max_memory,
+                interrupt_on_step_fault: step.interrupt_on_step_fault,
+                status: step.status,
+            });
+        }
+        let secrets = self
+            .secrets
+            .iter()
+            .map(|(name, value)| state.engine().secrets().seal(name, value))
+            .collect();
+        Ok(NewTask {
+            name: self.name.trim().to_string(),
+            code: self.code,
+            priority: self.priority,
+            start_at: self.start_at,
+            run_interval: self.run_interval,
+            max_execution_time: self.max_execution_time,
+            max_attempts: self.max_attempts,
+            created_by: Some(created_by.to_string()),
+            details: self.details,
+            secrets,
+            disabled: self.disabled,
+            steps,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQuery {
+    /// Wait up to this long (e.g. `2s`, `500ms`; at most 60 s) for the task to finish.
+    pub wait: Option<String>,
+}
+
+/// Parse `2s`, `500ms`, `1m`.
+pub fn parse_wait(text: &str) -> Result<Duration> {
+    let wait = humantime::parse_duration(text).map_err(|e| {
+        ApiError::invalid(
+            "wait",
+            format!("`{text}` is not a duration like `2s` or `500ms`: {e}"),
+        )
+    })?;
+    if wait > MAX_WAIT {
+        return Err(ApiError::invalid("wait", "must be at most 60s"));
+    }
+    Ok(wait)
+}
+
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", params(CreateQuery),
+    request_body = TaskRequest,
+    responses(
+        (status = 201, description = "created", body = Task),
+        (status = 200, description = "updated by code, or finished within `wait`", body = Task),
+        (status = 202, description = "still running after `wait`", body = Task),
+        (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody),
+        (status = 413, body = super::ErrorBody), (status = 415, body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryArgs(query): QueryArgs<CreateQuery>,
+    JsonBody(request): JsonBody<TaskRequest>,
+) -> Result<Response> {
+    caller.require(Role::Operator)?;
+    let wait = query.wait.as_deref().map(parse_wait).transpose()?;
+    let new_task = request.validate(&state, caller.name()).await?;
+    let events = wait.map(|_| state.bus().subscribe());
+    let (task, created) = state.store().create_task(new_task, Utc::now()).await?;
+    state.engine().wake();
+    if let (Some(wait), Some(events)) = (wait, events) {
+        let task = task_actions::wait_until_finished(&state, task.id, events, wait).await?;
+        let status = if is_final(task.status) {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
+        return Ok((status, Json(task)).into_response());
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(task)).into_response())
+}
+
+/// A task that will not move on by itself.
+pub fn is_final(status: TaskStatus) -> bool {
+    matches!(
+        status,
+        TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Disabled
+    )
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub status: Option<TaskStatus>,
+    pub code: Option<String>,
+    /// Tasks with a step on this module path.
+    pub module: Option<String>,
+    /// 1–500, default 50.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(ListQuery),
+    responses((status = 200, body = TaskPage), (status = 401, body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryArgs(query): QueryArgs<ListQuery>,
+) -> Result<Json<TaskPage>> {
+    caller.require(Role::Viewer)?;
+    let limit = query.limit.unwrap_or(50);
+    validate::range("limit", limit, 1, 500, "tasks")?;
+    let before_id =
+        match &query.cursor {
+            Some(cursor) => Some(cursor.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(
+                || ApiError::invalid("cursor", "is not a cursor this server returned"),
+            )?),
+            None => None,
+        };
+    let filter = TaskFilter {
+        status: query.status,
+        code: query.code,
+        module: query.module,
+        before_id,
+        limit,
+    };
+    let tasks = state.store().list_tasks(&filter).await?;
+    let next_cursor = (tasks.len() as i64 == limit)
+        .then(|| tasks.last().map(|t| t.id.to_string()))
+        .flatten();
+    Ok(Json(TaskPage { tasks, next_cursor }))
+}
+
+/// The task or 404.
+pub async fn load_task(state: &AppState, id: i64) -> Result<Task> {
+    state
+        .store()
+        .get_task(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = i64, Path)),
+    responses((status = 200, body = Task), (status = 401, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<Task>> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(load_task(&state, id).await?))
+}
+
+/// A step's new status in a PATCH.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepPatch {
+    pub id: i64,
+    pub status: StepStatus,
+}
+
+/// Body of `PATCH /tasks/{id}`; absent fields are unchanged.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPatchRequest {
+    pub name: Option<String>,
+    pub priority: Option<Priority>,
+    pub start_at: Option<DateTime<Utc>>,
+    pub run_interval: Option<i64>,
+    pub max_execution_time: Option<i64>,
+    pub max_attempts: Option<i64>,
+    /// Merged into the details; a null value removes a key.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
+    /// true: disable; false: enable (scheduled again).
+    pub disabled: Option<bool>,
+    #[serde(default)]
+    pub steps: Vec<StepPatch>,
+}
+
+#[utoipa::path(patch, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = i64, Path)),
+    request_body = TaskPatchRequest,
+    responses((status = 200, body = Task), (status = 400, body = super::ErrorBody),
+        (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody),
+        (status = 415, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn patch_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    JsonBody(patch): JsonBody<TaskPatchRequest>,
+) -> Result<Json<Task>> {
+    caller.require(Role::Operator)?;
+    if let Some(name) = &patch.name {
+        validate::text("name", name, 200)?;
+    }
+    if let Some(v) = patch.run_interval {
+        validate::range("run_interval", v, 0, 366 * 86_400, "seconds")?;
+    }
+    if let Some(v) = patch.max_execution_time {
+        validate::range("max_execution_time", v, 0, 7 * 86_400, "seconds")?;
+    }
+    if let Some(v) = patch.max_attempts {
+        validate::range("max_attempts", v, 1, 100, "attempts")?;
+    }
+    let task = load_task(&state, id).await?;
+    for (i, step) in patch.steps.iter().enumerate() {
+        if !task.steps.iter().any(|s| s.id == step.id) {
+            return Err(ApiError::invalid(
+                format!("steps[{i}].id"),
+                format!("task {id} has no step {}", step.id),
+            ));
+        }
+    }
+    let store_patch = TaskPatch {
+        name: patch.name.map(|n| n.trim().to_string()),
+        priority: patch.priority,
+        start_at: patch.start_at,
+        run_interval: patch.run_interval,
+        max_execution_time: patch.max_execution_time,
+        max_attempts: patch.max_attempts,
+        details: patch.details,
+        disabled: patch.disabled,
+        step_status: patch.steps.iter().map(|s| (s.id, s.status)).collect(),
+    };
+    let task = state
+        .store()
+        .update_task(id, &store_patch, Utc::now())
+        .await?;
+    state.engine().wake();
+    task_actions::publish_stored(&state, &task);
+    Ok(Json(task))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tasks/{id}", tag = "tasks", params(("id" = i64, Path)),
+    responses((status = 204, description = "deleted"), (status = 401, body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<StatusCode> {
+    caller.require(Role::Operator)?;
+    state.store().delete_task(id).await?;
+    state.bus().publish(Event::Deleted {
+        task_id: id,
+        seq: 0,
+    });
+    Ok(StatusCode::NO_CONTENT)
+}

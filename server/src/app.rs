@@ -1,0 +1,237 @@
+//! Building and running a server: store, sandbox, engine, API, listener.
+//! `main` only parses the command line and calls [`App::build`].
+
+use crate::api::{self, ApiConfig, AppState};
+use crate::engine::{Engine, EngineConfig};
+use crate::events::EventBus;
+use crate::runtime::{Compiler, PoolSizing, Runtime, RuntimeConfig};
+use crate::secrets::SecretBox;
+use crate::store::{Durability, Role, SqliteStore, Store};
+use anyhow::{Context, bail};
+use chrono::Utc;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Everything `stepwise serve` can be told. Defaults are in [`crate::cli::ServeArgs`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…`; `None` = `stepwise.db` in the data directory.
+    pub database: Option<String>,
+    pub durability: Durability,
+    pub workers: usize,
+    pub fuel_per_second: u64,
+    pub max_module_bytes: usize,
+    pub modules_dir: Option<PathBuf>,
+    pub register_examples: bool,
+    pub lease: Duration,
+    pub retention: Option<Duration>,
+    pub compile_timeout: Duration,
+    pub compile_memory_bytes: u64,
+    /// Compile uploads in this process instead of a bounded child (library use only).
+    pub compile_in_process: bool,
+}
+
+/// A server ready to run.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    engine: Engine,
+}
+
+impl App {
+    pub async fn build(settings: Settings) -> anyhow::Result<App> {
+        let data_dir = &settings.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+        let store: Arc<dyn Store> = Arc::new(open_store(&settings).await?);
+
+        let compiler = if settings.compile_in_process {
+            Compiler::InProcess
+        } else {
+            Compiler::current_exe(settings.compile_timeout, settings.compile_memory_bytes)?
+        };
+        let runtime = Arc::new(Runtime::new(RuntimeConfig {
+            cache_dir: data_dir.join("compiled"),
+            fuel_per_second: settings.fuel_per_second,
+            compiler,
+            pool: PoolSizing {
+                max_instances: (settings.workers as u32 + 8).max(16),
+                max_memory_bytes: 4 << 30,
+            },
+            output_cap: crate::runtime::DEFAULT_OUTPUT_CAP,
+            consume_fuel: true,
+        })?);
+        let secrets = Arc::new(SecretBox::load_or_create(data_dir)?);
+        let mut config = EngineConfig::new(node_id(data_dir)?);
+        config.workers = settings.workers;
+        config.lease = settings.lease;
+        config.heartbeat_interval = settings.lease / 3;
+        config.rescue_interval = settings.lease / 2;
+        config.retention = settings.retention;
+        let engine = Engine::new(
+            store.clone(),
+            runtime,
+            Arc::new(EventBus::new()),
+            secrets,
+            config,
+        );
+        let rescued = engine.rescue_own_orphans().await?;
+        if rescued > 0 {
+            tracing::warn!("rescued {rescued} run(s) interrupted by the last stop");
+        }
+
+        let state = AppState::new(
+            engine.clone(),
+            ApiConfig {
+                max_module_bytes: settings.max_module_bytes,
+                ..ApiConfig::default()
+            },
+        );
+        if settings.register_examples {
+            register_examples(&state).await?;
+        }
+        if let Some(dir) = &settings.modules_dir {
+            discover_modules(&state, dir).await?;
+        }
+        let listener = TcpListener::bind(settings.listen).await.with_context(|| {
+            format!(
+                "listening on {}; is another server using it?",
+                settings.listen
+            )
+        })?;
+        let app = App {
+            listener,
+            state,
+            engine,
+        };
+        app.first_start(data_dir).await?;
+        eprintln!("stepwise listening on {}", app.address());
+        Ok(app)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn address(&self) -> String {
+        let addr = self.listener.local_addr().expect("bound listener");
+        format!("http://{addr}/")
+    }
+
+    /// On the very first start: create an admin token, print it once with the
+    /// dashboard address, and keep it in the data directory (0600).
+    async fn first_start(&self, data_dir: &Path) -> anyhow::Result<()> {
+        let store = self.state.store();
+        if store.count_tokens().await? > 0 {
+            tracing::info!("dashboard: {}", self.address());
+            return Ok(());
+        }
+        let token = api::generate_token();
+        store
+            .create_token("admin", Role::Admin, &api::hash_token(&token), Utc::now())
+            .await?;
+        let path = data_dir.join("admin-token");
+        let _ = std::fs::remove_file(&path);
+        crate::fsutil::write_private(&path, format!("{token}\n").as_bytes())?;
+        eprintln!(
+            "\n  Stepwise is ready.\n  Dashboard (signs you in): {}#token={token}\n  Admin token: {token}\n  (shown once; also saved to {} with mode 0600)\n",
+            self.address(),
+            path.display()
+        );
+        Ok(())
+    }
+
+    /// Serve until Ctrl-C or SIGTERM. Runs in progress are left to the rescuer
+    /// of the next start, exactly as after a crash: nothing is lost.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let engine = self.engine.start();
+        let router = api::router(self.state);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        engine.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
+    let path = match settings.database.as_deref() {
+        None => settings.data_dir.join("stepwise.db"),
+        Some(url) if url.starts_with("sqlite://") => PathBuf::from(&url["sqlite://".len()..]),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            bail!("PostgreSQL is not supported by this build yet; use SQLite (the default) for now")
+        }
+        Some(other) => bail!("--database `{other}` must start with sqlite:// or postgres://"),
+    };
+    SqliteStore::open(&path, settings.durability).await
+}
+
+/// This node's stable name: kept in the data directory so a restart rescues its own runs.
+fn node_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_string());
+    }
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "node".into());
+    let id = format!("{}-{}", host.trim(), &crate::api::generate_token()[3..11]);
+    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
+/// The example modules built into the binary, registered when missing (a
+/// user's own upload under the same path is never replaced).
+async fn register_examples(state: &AppState) -> anyhow::Result<()> {
+    for (path, bytes) in crate::examples::EXAMPLE_MODULES {
+        if state.store().get_module(path).await?.is_none() {
+            api::register_module(state, path, bytes)
+                .await
+                .map_err(|e| anyhow::anyhow!("registering example module `{path}`: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Register every `*.wasm` under `dir`, named by its relative path
+/// (`dir/tool/backup/dumptables.wasm` → `tool/backup/dumptables`).
+async fn discover_modules(state: &AppState, dir: &Path) -> anyhow::Result<()> {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries = std::fs::read_dir(&folder)
+            .with_context(|| format!("reading --modules-dir {}", folder.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "wasm") {
+                continue;
+            }
+            let relative = path.strip_prefix(dir).unwrap_or(&path).with_extension("");
+            let module_path = relative.to_string_lossy().replace('\\', "/");
+            let bytes = std::fs::read(&path)?;
+            match api::register_module(state, &module_path, &bytes).await {
+                Ok((module, _)) => {
+                    tracing::info!("registered {} from {}", module.path, path.display())
+                }
+                Err(e) => tracing::warn!("skipped {}: {e}", path.display()),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,370 @@
+//! Client commands: `task …`, `module …`, `token …`, each one API call.
+
+use super::client::{Body, Client, Connection, show};
+use super::watch;
+use anyhow::Context;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TaskCommand {
+    /// Create (or update by code) a task from a JSON file (`-` for stdin).
+    Create {
+        file: PathBuf,
+        /// Follow its progress until it finishes; exit 0 only if it completed.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List tasks, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show a task with its steps.
+    Show { id: i64 },
+    /// Run a task now, whatever its schedule.
+    Run {
+        id: i64,
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Cancel a task (a running one stops within 100 ms).
+    Cancel { id: i64 },
+    /// Run a failed task again, continuing at its first unfinished step.
+    Retry {
+        id: i64,
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Follow a task's progress.
+    Watch { id: i64 },
+    /// Print a task's log.
+    Logs {
+        id: i64,
+        #[arg(long, default_value_t = 500)]
+        limit: i64,
+    },
+    /// List a task's artifacts, or download one.
+    Artifacts {
+        id: i64,
+        /// Download the artifact with this name.
+        #[arg(long)]
+        download: Option<String>,
+        /// Where to save the download (default: its name).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ModuleCommand {
+    /// Upload a component under a path, e.g. `tool/backup/dumptables`.
+    Upload {
+        path: String,
+        file: PathBuf,
+    },
+    List,
+    Show {
+        path: String,
+    },
+    Enable {
+        path: String,
+    },
+    Disable {
+        path: String,
+    },
+    Delete {
+        path: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once.
+    Create {
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    List,
+    Revoke {
+        id: i64,
+    },
+}
+
+pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Result<ExitCode> {
+    let client = Client::new(connection)?;
+    match command {
+        TaskCommand::Create { file, watch } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let body: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", file.display()))?;
+            let task = client
+                .call(Method::POST, "/tasks", Some(Body::Json(body)))
+                .await?;
+            client.print(&task, |t| {
+                eprintln!("task {} created: {}", t["id"], show(&t["status"]))
+            });
+            if watch {
+                return watch::watch(&client, task["id"].as_i64().unwrap_or(0)).await;
+            }
+        }
+        TaskCommand::List { status, limit } => {
+            let mut path = format!("/tasks?limit={limit}");
+            if let Some(status) = status {
+                path.push_str(&format!("&status={status}"));
+            }
+            let page = client.call(Method::GET, &path, None).await?;
+            client.print(&page, |page| {
+                println!(
+                    "{:>6}  {:<10} {:>6}  {:<12} {:<24} NAME",
+                    "ID", "STATUS", "DONE", "LAST", "NEXT RUN"
+                );
+                for t in page["tasks"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:>6}  {:<10} {:>5.0}%  {:<12} {:<24} {}",
+                        t["id"],
+                        show(&t["status"]),
+                        t["progress"].as_f64().unwrap_or(0.0),
+                        show(&t["last_result"]),
+                        show(&t["next_run_at"]),
+                        show(&t["name"])
+                    );
+                }
+            });
+        }
+        TaskCommand::Show { id } => {
+            let task = client
+                .call(Method::GET, &format!("/tasks/{id}"), None)
+                .await?;
+            client.print(&task, |t| {
+                println!("task {} — {}", t["id"], show(&t["name"]));
+                for key in [
+                    "status",
+                    "priority",
+                    "progress",
+                    "message",
+                    "attempts",
+                    "max_attempts",
+                    "last_result",
+                    "last_run_at",
+                    "next_run_at",
+                    "run_interval",
+                    "code",
+                ] {
+                    println!("  {key:<13} {}", show(&t[key]));
+                }
+                for s in t["steps"].as_array().into_iter().flatten() {
+                    println!(
+                        "  step {} #{} {} ({})",
+                        s["id"],
+                        s["sort_order"],
+                        show(&s["controller"]),
+                        show(&s["status"])
+                    );
+                }
+            });
+        }
+        TaskCommand::Run { id, watch } => {
+            client
+                .call(Method::POST, &format!("/tasks/{id}/run"), None)
+                .await?;
+            eprintln!("task {id} started");
+            if watch {
+                return watch::watch(&client, id).await;
+            }
+        }
+        TaskCommand::Cancel { id } => {
+            let result = client
+                .call(Method::POST, &format!("/tasks/{id}/cancel"), None)
+                .await?;
+            client.print(&result, |r| {
+                if r["cancelled"] == true {
+                    eprintln!("task {id} cancelled");
+                } else {
+                    eprintln!("task {id} is running; it is being stopped");
+                }
+            });
+        }
+        TaskCommand::Retry { id, watch } => {
+            client
+                .call(Method::POST, &format!("/tasks/{id}/retry"), None)
+                .await?;
+            eprintln!("task {id} will retry");
+            if watch {
+                return watch::watch(&client, id).await;
+            }
+        }
+        TaskCommand::Watch { id } => return watch::watch(&client, id).await,
+        TaskCommand::Logs { id, limit } => {
+            let logs = client
+                .call(
+                    Method::GET,
+                    &format!("/tasks/{id}/logs?limit={limit}"),
+                    None,
+                )
+                .await?;
+            client.print(&logs, |l| {
+                for line in l["logs"].as_array().into_iter().flatten() {
+                    println!(
+                        "{} {:>5} {}",
+                        show(&line["created_at"]),
+                        show(&line["level"]).to_uppercase(),
+                        show(&line["message"])
+                    );
+                }
+            });
+        }
+        TaskCommand::Artifacts {
+            id,
+            download: Some(name),
+            output,
+        } => {
+            let bytes = client
+                .download(&format!("/tasks/{id}/artifacts/{name}"))
+                .await?;
+            let output = output.unwrap_or_else(|| PathBuf::from(&name));
+            std::fs::write(&output, &bytes)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!("saved {} ({} bytes)", output.display(), bytes.len());
+        }
+        TaskCommand::Artifacts {
+            id, download: None, ..
+        } => {
+            let list = client
+                .call(Method::GET, &format!("/tasks/{id}/artifacts"), None)
+                .await?;
+            client.print(&list, |l| {
+                for a in l["artifacts"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<32} {:>10} bytes  run {}",
+                        show(&a["name"]),
+                        a["size"],
+                        a["run_id"]
+                    );
+                }
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn module(connection: &Connection, command: ModuleCommand) -> anyhow::Result<ExitCode> {
+    let client = Client::new(connection)?;
+    let print_module = |m: &Value| {
+        println!(
+            "{:<40} {:<8} {:>9} bytes  {}",
+            show(&m["path"]),
+            if m["active"] == true {
+                "active"
+            } else {
+                "inactive"
+            },
+            m["size"],
+            &show(&m["hash"])[..12.min(show(&m["hash"]).len())]
+        );
+    };
+    let value = match command {
+        ModuleCommand::Upload { path, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            client
+                .call(
+                    Method::PUT,
+                    &format!("/modules/{path}"),
+                    Some(Body::Bytes(bytes)),
+                )
+                .await?
+        }
+        ModuleCommand::List => {
+            let list = client.call(Method::GET, "/modules", None).await?;
+            client.print(&list, |l| {
+                l["modules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .for_each(print_module)
+            });
+            return Ok(ExitCode::SUCCESS);
+        }
+        ModuleCommand::Show { path } => {
+            client
+                .call(Method::GET, &format!("/modules/{path}"), None)
+                .await?
+        }
+        ModuleCommand::Enable { path } => {
+            client
+                .call(
+                    Method::PATCH,
+                    &format!("/modules/{path}"),
+                    Some(Body::Json(json!({"active": true}))),
+                )
+                .await?
+        }
+        ModuleCommand::Disable { path } => {
+            client
+                .call(
+                    Method::PATCH,
+                    &format!("/modules/{path}"),
+                    Some(Body::Json(json!({"active": false}))),
+                )
+                .await?
+        }
+        ModuleCommand::Delete { path } => {
+            client
+                .call(Method::DELETE, &format!("/modules/{path}"), None)
+                .await?;
+            eprintln!("module {path} deleted");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    client.print(&value, print_module);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn token(connection: &Connection, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let client = Client::new(connection)?;
+    match command {
+        TokenCommand::Create { role, name } => {
+            let token = client
+                .call(
+                    Method::POST,
+                    "/tokens",
+                    Some(Body::Json(json!({"name": name, "role": role}))),
+                )
+                .await?;
+            client.print(&token, |t| println!("{}", show(&t["token"])));
+        }
+        TokenCommand::List => {
+            let list = client.call(Method::GET, "/tokens", None).await?;
+            client.print(&list, |l| {
+                for t in l["tokens"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:>4}  {:<9} {:<20} last used {}",
+                        t["id"],
+                        show(&t["role"]),
+                        show(&t["name"]),
+                        show(&t["last_used_at"])
+                    );
+                }
+            });
+        }
+        TokenCommand::Revoke { id } => {
+            client
+                .call(Method::DELETE, &format!("/tokens/{id}"), None)
+                .await?;
+            eprintln!("token {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

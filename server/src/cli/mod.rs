@@ -1,0 +1,156 @@
+//! The command line: `serve`, the local step runner, and the client commands.
+
+mod client;
+mod commands;
+mod step_run;
+mod watch;
+
+pub use client::Connection;
+pub use commands::{ModuleCommand, TaskCommand, TokenCommand, module, task, token};
+pub use step_run::StepRunArgs;
+
+use crate::app::Settings;
+use crate::store::Durability;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stepwise",
+    version,
+    about = "A task server whose steps are sandboxed WebAssembly components"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (SQLite in the data directory, dashboard, example modules).
+    Serve(ServeArgs),
+    /// Work on step modules locally.
+    #[command(subcommand)]
+    Step(StepCommand),
+    /// Create, list, run, cancel and follow tasks on a server.
+    Task {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+    /// Upload and manage step modules on a server.
+    Module {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: ModuleCommand,
+    },
+    /// Create, list and revoke API tokens (admin).
+    Token {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Compile a module in a bounded child process (used by the server itself).
+    #[command(hide = true)]
+    InternalCompile {
+        input: PathBuf,
+        output: PathBuf,
+        memory_limit_bytes: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StepCommand {
+    /// Run one step module in the sandbox and print its result.
+    Run(StepRunArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync every commit: a power loss loses nothing that was acknowledged.
+    Full,
+    /// fsync at checkpoints: a power loss may lose the last commits (never corrupts).
+    Normal,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default: put a proxy in front to expose it).
+    #[arg(long, env = "STEPWISE_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Where the database, compiled modules, keys and tokens live.
+    #[arg(long, env = "STEPWISE_DATA_DIR", default_value = "stepwise-data")]
+    pub data_dir: PathBuf,
+    /// Database URL (`sqlite://PATH`); default: stepwise.db in the data directory.
+    #[arg(long, env = "STEPWISE_DATABASE")]
+    pub database: Option<String>,
+    /// How SQLite commits reach the disk.
+    #[arg(long, env = "STEPWISE_DURABILITY", value_enum, default_value = "full")]
+    pub durability: DurabilityArg,
+    /// Runs executed at the same time (default: 4 per core).
+    #[arg(long, env = "STEPWISE_WORKERS")]
+    pub workers: Option<usize>,
+    /// Fuel units per second of max_execution_time.
+    #[arg(long, env = "STEPWISE_FUEL_PER_SECOND", default_value_t = crate::runtime::DEFAULT_FUEL_PER_SECOND)]
+    pub fuel_per_second: u64,
+    /// Largest module upload in bytes.
+    #[arg(long, env = "STEPWISE_MAX_MODULE_BYTES", default_value_t = 32 << 20)]
+    pub max_module_bytes: usize,
+    /// Register every .wasm under this directory at start (path = relative file path).
+    #[arg(long, env = "STEPWISE_MODULES_DIR")]
+    pub modules_dir: Option<PathBuf>,
+    /// Do not register the built-in example modules.
+    #[arg(long)]
+    pub no_examples: bool,
+    /// Seconds a run's lease lasts without a heartbeat before another pass rescues it.
+    #[arg(long, env = "STEPWISE_LEASE_SECONDS", default_value_t = 30)]
+    pub lease_seconds: u64,
+    /// Days finished runs, events and artifacts are kept (0 = forever).
+    #[arg(long, env = "STEPWISE_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
+    /// Seconds a module may take to compile.
+    #[arg(long, env = "STEPWISE_COMPILE_TIMEOUT", default_value_t = 60)]
+    pub compile_timeout: u64,
+    /// Bytes of memory a module's compilation may use.
+    #[arg(long, env = "STEPWISE_COMPILE_MEMORY", default_value_t = 2 << 30)]
+    pub compile_memory: u64,
+}
+
+impl ServeArgs {
+    pub fn settings(&self) -> Settings {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Settings {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            database: self.database.clone(),
+            durability: match self.durability {
+                DurabilityArg::Full => Durability::Full,
+                DurabilityArg::Normal => Durability::Normal,
+            },
+            workers: self.workers.unwrap_or(4 * cores).max(1),
+            fuel_per_second: self.fuel_per_second,
+            max_module_bytes: self.max_module_bytes,
+            modules_dir: self.modules_dir.clone(),
+            register_examples: !self.no_examples,
+            lease: Duration::from_secs(self.lease_seconds.max(1)),
+            retention: (self.retention_days > 0)
+                .then(|| Duration::from_secs(self.retention_days * 86_400)),
+            compile_timeout: Duration::from_secs(self.compile_timeout.max(1)),
+            compile_memory_bytes: self.compile_memory,
+            compile_in_process: false,
+        }
+    }
+}
+
+pub async fn step(command: StepCommand) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        StepCommand::Run(args) => step_run::run(args).await,
+    }
+}

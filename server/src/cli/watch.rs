@@ -1,0 +1,121 @@
+//! `--watch`: follow a task over the WebSocket with a progress bar and ETA;
+//! ends with the task, exiting 0 only when it completed.
+
+use super::client::Client;
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use std::process::ExitCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const FINAL: &[&str] = &["completed", "failed", "cancelled", "disabled"];
+
+pub async fn watch(client: &Client, task_id: i64) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/api/v1/events", client.base().replacen("http", "ws", 1));
+    let mut request = url.as_str().into_client_request()?;
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", client.token()).parse()?,
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .context("opening the event stream")?;
+    let subscribe = json!({"type": "subscribe", "tasks": [task_id], "logs": true});
+    socket
+        .send(Message::Text(subscribe.to_string().into()))
+        .await?;
+
+    let bar = ProgressBar::new(1000);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40.cyan/blue}] {percent:>3}% {wide_msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut last_seq = 0u64;
+    let mut status = String::from("scheduled");
+    while let Some(message) = socket.next().await {
+        let Message::Text(text) = message? else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(&text)?;
+        match event["type"].as_str() {
+            Some("snapshot") => {
+                for task in event["tasks"].as_array().into_iter().flatten() {
+                    if task["task_id"] == task_id {
+                        last_seq = task["seq"].as_u64().unwrap_or(0);
+                        status = update(&bar, task);
+                    }
+                }
+            }
+            Some("task") if event["task_id"] == task_id => {
+                let seq = event["seq"].as_u64().unwrap_or(0);
+                if seq <= last_seq {
+                    continue;
+                }
+                last_seq = seq;
+                status = update(&bar, &event);
+            }
+            Some("log") => bar.println(format!(
+                "{:>5} {}",
+                event["level"].as_str().unwrap_or("").to_uppercase(),
+                event["message"].as_str().unwrap_or("")
+            )),
+            Some("error") => bail!(
+                "{}",
+                event["message"].as_str().unwrap_or("event stream error")
+            ),
+            Some("deleted") => bail!("task {task_id} was deleted"),
+            _ => {}
+        }
+        if FINAL.contains(&status.as_str()) {
+            break;
+        }
+    }
+    bar.finish();
+    let task = client
+        .call(reqwest::Method::GET, &format!("/tasks/{task_id}"), None)
+        .await?;
+    let final_status = task["status"].as_str().unwrap_or("unknown").to_string();
+    eprintln!(
+        "task {task_id}: {final_status}{}",
+        match task["message"].as_str() {
+            Some(m) => format!(" — {m}"),
+            None => String::new(),
+        }
+    );
+    Ok(if final_status == "completed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Show a task state on the bar; returns its status.
+fn update(bar: &ProgressBar, task: &Value) -> String {
+    let status = task["status"].as_str().unwrap_or("").to_string();
+    let percent = task["progress"].as_f64().unwrap_or(0.0);
+    bar.set_position((percent * 10.0) as u64);
+    let eta = match task["eta_seconds"].as_f64() {
+        Some(s) if status == "running" => format!(", ETA {}", human_seconds(s)),
+        _ => String::new(),
+    };
+    let message = task["message"]
+        .as_str()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    bar.set_message(format!("{status}{eta}{message}"));
+    status
+}
+
+fn human_seconds(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}

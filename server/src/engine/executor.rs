@@ -1,0 +1,367 @@
+//! Runs one claimed run: its steps in order, each in the sandbox, then ends the
+//! run and moves the task on through [`super::policy`].
+
+use super::Inner;
+use super::policy::{self, RunVerdict};
+use super::progress::RunProgress;
+use super::step_host::{EngineStepHost, RunContext};
+use crate::events::{Event, StepState, TaskState};
+use crate::runtime::{LogLevel, StepContext, StepLimits, StepOutcome, StepRequest};
+use crate::store::{ClaimedRun, PlannedStep, StepRunEnd, StepRunStatus, Task, TaskStatus};
+use chrono::Utc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// What a finished run did (for tests and the CLI).
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub task_id: i64,
+    pub run_id: i64,
+    pub verdict: RunVerdict,
+    pub task_status: TaskStatus,
+    /// Whether this node's end of the run was applied (false if it was rescued meanwhile).
+    pub applied: bool,
+    /// Step id and outcome of each step this run executed.
+    pub steps: Vec<(i64, StepOutcome)>,
+}
+
+pub(super) async fn execute(inner: Arc<Inner>, claimed: ClaimedRun) -> RunSummary {
+    let task = claimed.task;
+    let token = CancellationToken::new();
+    inner
+        .running
+        .lock()
+        .expect("running map")
+        .insert(task.id, (claimed.run_id, token.clone()));
+
+    let (secrets, secret_errors) = inner.secrets.open_all(&claimed.secrets);
+    let past_runs = inner
+        .store
+        .recent_run_durations(task.id, 5)
+        .await
+        .unwrap_or_default();
+    let counted = claimed
+        .steps
+        .iter()
+        .filter(|s| s.status != StepRunStatus::Skipped)
+        .count();
+    let reused = claimed
+        .steps
+        .iter()
+        .filter(|s| s.status == StepRunStatus::Reused)
+        .count();
+    let run = Arc::new(RunContext {
+        inner: inner.clone(),
+        task_id: task.id,
+        task_name: task.name.clone(),
+        run_id: claimed.run_id,
+        started: Instant::now(),
+        past_runs,
+        secrets,
+        progress: Mutex::new(RunProgress::new(counted, reused)),
+        message: Mutex::new(None),
+        log_lines: AtomicU64::new(0),
+    });
+    run.publish_task(None);
+    for error in secret_errors {
+        run.log(0, LogLevel::Error, &error);
+    }
+
+    let task_deadline = (task.max_execution_time > 0)
+        .then(|| run.started + Duration::from_secs(task.max_execution_time as u64));
+    let mut verdict = RunVerdict::Succeeded;
+    let mut message = None;
+    let mut outcomes = Vec::new();
+    for planned in claimed
+        .steps
+        .iter()
+        .filter(|s| s.status == StepRunStatus::Pending)
+    {
+        if token.is_cancelled() {
+            verdict = RunVerdict::Cancelled;
+            break;
+        }
+        let (status, outcome, error) = execute_step(
+            &inner,
+            &run,
+            &task,
+            claimed.attempt,
+            planned,
+            &token,
+            task_deadline,
+        )
+        .await;
+        if status == StepRunStatus::Completed {
+            // Only a finished step fills its share of the bar: a failed one
+            // leaves the bar where the step stopped, which is the honest answer.
+            run.progress.lock().expect("progress lock").step_done();
+        }
+        run.publish_task(None);
+        outcomes.push((planned.step.id, outcome.clone()));
+        if outcome == StepOutcome::Cancelled {
+            verdict = RunVerdict::Cancelled;
+            message = Some("cancelled".to_string());
+            break;
+        }
+        let step_verdict = match status {
+            StepRunStatus::Completed => continue,
+            StepRunStatus::Interrupted => RunVerdict::Interrupted,
+            _ => RunVerdict::Failed,
+        };
+        if verdict == RunVerdict::Succeeded || step_verdict == RunVerdict::Interrupted {
+            verdict = step_verdict;
+        }
+        message = error.map(|e| {
+            format!(
+                "step {} ({}): {e}",
+                planned.step.sort_order, planned.step.controller
+            )
+        });
+        let task_time_over = task_deadline.is_some_and(|d| Instant::now() >= d);
+        if planned.step.interrupt_on_step_fault || task_time_over {
+            break;
+        }
+    }
+
+    let percent = run.progress.lock().expect("progress lock").percent();
+    let end = policy::run_end(
+        &task,
+        claimed.attempt,
+        claimed.trigger,
+        verdict,
+        message,
+        percent,
+        Utc::now(),
+        &inner.config.retry,
+    );
+    let applied = match inner.store.finish_run(task.id, claimed.run_id, &end).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            // The lease will expire and the rescuer will end the run: nothing is lost.
+            tracing::error!(
+                task_id = task.id,
+                run_id = claimed.run_id,
+                "ending the run failed: {e:#}"
+            );
+            false
+        }
+    };
+    inner.running.lock().expect("running map").remove(&task.id);
+    inner.wake.notify_one();
+    if applied && let Ok(Some(task)) = inner.store.get_task(task.id).await {
+        publish_task_final(&inner, &task);
+    }
+    RunSummary {
+        task_id: task.id,
+        run_id: claimed.run_id,
+        verdict,
+        task_status: end.task_status,
+        applied,
+        steps: outcomes,
+    }
+}
+
+/// Publish a task's stored state (after a run ended, or a cancel).
+pub(super) fn publish_task_final(inner: &Inner, task: &Task) {
+    inner.bus.publish(Event::Task(TaskState {
+        task_id: task.id,
+        seq: 0,
+        name: task.name.clone(),
+        status: task.status.to_string(),
+        progress: task.progress,
+        message: task.message.clone(),
+        run_id: task.current_run_id,
+        current_step: None,
+        eta_seconds: None,
+        last_result: task.last_result.map(|r| r.to_string()),
+        next_run_at: task.next_run_at,
+        updated_at: task.updated_at,
+    }));
+}
+
+/// Run one step; returns its stored status, the typed outcome and the error text.
+async fn execute_step(
+    inner: &Arc<Inner>,
+    run: &Arc<RunContext>,
+    task: &Task,
+    attempt: i64,
+    planned: &PlannedStep,
+    token: &CancellationToken,
+    task_deadline: Option<Instant>,
+) -> (StepRunStatus, StepOutcome, Option<String>) {
+    let step = &planned.step;
+    let started = Utc::now();
+    publish_step(inner, run, step.id, "running", 0.0, None, None);
+
+    let module = match resolve_module(inner, &step.controller).await {
+        Ok(module) => module,
+        Err(message) => {
+            let _ = inner
+                .store
+                .start_step(planned.step_run_id, None, started)
+                .await;
+            let outcome = StepOutcome::Failed {
+                message: message.clone(),
+            };
+            return finish_step(inner, run, planned, outcome, 0, 0, 0.0).await;
+        }
+    };
+    if let Err(e) = inner
+        .store
+        .start_step(planned.step_run_id, Some(module.hash()), started)
+        .await
+    {
+        tracing::warn!(task_id = task.id, "recording the step start failed: {e:#}");
+    }
+
+    let mut time = Duration::from_secs(step.max_execution_time.max(1) as u64);
+    if let Some(deadline) = task_deadline {
+        time = time.min(deadline.saturating_duration_since(Instant::now()));
+    }
+    let max_memory = step
+        .max_memory
+        .map(|m| m as u64)
+        .unwrap_or(inner.config.default_max_memory)
+        .min(inner.runtime.max_memory_bytes());
+    let request = StepRequest {
+        settings: step.settings.to_string(),
+        limits: StepLimits {
+            max_execution_time: time,
+            max_memory,
+        },
+        context: StepContext {
+            task_id: task.id,
+            run_id: run.run_id,
+            step_id: step.id,
+            attempt: attempt.max(1) as u32,
+            details: serde_json::Value::Object(task.details.clone()),
+        },
+    };
+    let host = Arc::new(EngineStepHost {
+        run: run.clone(),
+        step_id: step.id,
+        step_run_id: planned.step_run_id,
+        last_saved: Mutex::new(None),
+    });
+    let report = inner
+        .runtime
+        .run(&module, request, host, token.child_token())
+        .await;
+    let step_progress = if report.outcome.is_success() {
+        100.0
+    } else {
+        0.0
+    };
+    finish_step(
+        inner,
+        run,
+        planned,
+        report.outcome,
+        report.fuel_used as i64,
+        report.peak_memory as i64,
+        step_progress,
+    )
+    .await
+}
+
+async fn resolve_module(
+    inner: &Arc<Inner>,
+    path: &str,
+) -> Result<Arc<crate::runtime::LoadedModule>, String> {
+    let module = match inner.store.get_module(path).await {
+        Ok(Some(module)) => module,
+        Ok(None) => {
+            return Err(format!(
+                "module `{path}` is not registered; upload it with PUT /api/v1/modules/{path}"
+            ));
+        }
+        Err(e) => return Err(format!("module `{path}` could not be read: {e}")),
+    };
+    if !module.active {
+        return Err(format!(
+            "module `{path}` is inactive; enable it with PATCH /api/v1/modules/{path} {{\"active\": true}}"
+        ));
+    }
+    let store = inner.store.clone();
+    let hash = module.hash.clone();
+    inner
+        .runtime
+        .module(&module.hash, || async move {
+            store.module_bytes(&hash).await.ok().flatten()
+        })
+        .await
+        .map_err(|e| format!("module `{path}` could not be loaded: {e}"))
+}
+
+async fn finish_step(
+    inner: &Arc<Inner>,
+    run: &Arc<RunContext>,
+    planned: &PlannedStep,
+    outcome: StepOutcome,
+    fuel_used: i64,
+    peak_memory: i64,
+    progress: f64,
+) -> (StepRunStatus, StepOutcome, Option<String>) {
+    let status = if outcome.is_success() {
+        StepRunStatus::Completed
+    } else if outcome.is_interrupted() {
+        StepRunStatus::Interrupted
+    } else {
+        StepRunStatus::Failed
+    };
+    let error = (!outcome.is_success()).then(|| outcome.summary());
+    let result = match &outcome {
+        StepOutcome::Completed { output } => Some(output.clone()),
+        _ => None,
+    };
+    if let Some(error) = &error {
+        run.log(planned.step.id, LogLevel::Error, error);
+    }
+    let end = StepRunEnd {
+        status,
+        outcome: serde_json::to_value(&outcome).unwrap_or_default(),
+        result,
+        error: error.clone(),
+        progress,
+        message: run.message.lock().expect("message lock").clone(),
+        fuel_used,
+        peak_memory,
+        finished_at: Utc::now(),
+    };
+    if let Err(e) = inner.store.finish_step(planned.step_run_id, &end).await {
+        tracing::error!(run_id = run.run_id, "recording the step end failed: {e:#}");
+    }
+    publish_step(
+        inner,
+        run,
+        planned.step.id,
+        status.as_str(),
+        progress,
+        end.message.clone(),
+        error.clone(),
+    );
+    (status, outcome, error)
+}
+
+fn publish_step(
+    inner: &Inner,
+    run: &RunContext,
+    step_id: i64,
+    status: &str,
+    progress: f64,
+    message: Option<String>,
+    error: Option<String>,
+) {
+    inner.bus.publish(Event::Step(StepState {
+        task_id: run.task_id,
+        seq: 0,
+        run_id: run.run_id,
+        step_id,
+        status: status.into(),
+        progress,
+        message,
+        error,
+    }));
+}

@@ -1,0 +1,229 @@
+//! The task engine: claims due tasks, runs their steps in the sandbox, decides
+//! retries, rescues runs of dead nodes. It runs without a web server; the API
+//! and tests call it directly.
+
+mod event_writer;
+mod executor;
+mod policy;
+mod progress;
+mod rescuer;
+mod retention;
+mod scheduler;
+mod step_host;
+
+pub use event_writer::EventWriter;
+pub use executor::RunSummary;
+pub use policy::{RetryPolicy, RunVerdict};
+pub use progress::{RunProgress, eta_seconds};
+pub use scheduler::EngineHandle;
+
+use crate::events::EventBus;
+use crate::runtime::Runtime;
+use crate::secrets::SecretBox;
+use crate::store::{Store, StoreResult};
+use chrono::Utc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How the engine of one node behaves. Defaults are documented on each field.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node's name in leases (stable across restarts so it can rescue its own runs).
+    pub node_id: String,
+    /// Runs executed at the same time on this node (default: 4 × cores).
+    pub workers: usize,
+    /// How often the scheduler looks for due tasks when nothing wakes it (default 50 ms).
+    pub poll_interval: Duration,
+    /// How long a claim is valid without a heartbeat (default 30 s).
+    pub lease: Duration,
+    /// How often leases are renewed and remote cancels are checked (default lease / 3).
+    pub heartbeat_interval: Duration,
+    /// How often expired leases are looked for (default lease / 2).
+    pub rescue_interval: Duration,
+    pub retry: RetryPolicy,
+    /// Memory cap of a step that sets none (default 256 MiB).
+    pub default_max_memory: u64,
+    /// Largest artifact (default 64 MiB).
+    pub max_artifact_bytes: i64,
+    /// Largest checkpoint (default 16 MiB).
+    pub max_checkpoint_bytes: usize,
+    /// Log lines kept per run (default 10,000).
+    pub max_log_lines_per_run: u64,
+    /// Finished runs and events older than this are pruned (default 30 days; `None` keeps all).
+    pub retention: Option<Duration>,
+    /// Tasks claimed per query (default 64).
+    pub claim_batch: i64,
+}
+
+impl EngineConfig {
+    pub fn new(node_id: impl Into<String>) -> Self {
+        let lease = Duration::from_secs(30);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        EngineConfig {
+            node_id: node_id.into(),
+            workers: 4 * cores,
+            poll_interval: Duration::from_millis(50),
+            lease,
+            heartbeat_interval: lease / 3,
+            rescue_interval: lease / 2,
+            retry: RetryPolicy::default(),
+            default_max_memory: 256 << 20,
+            max_artifact_bytes: 64 << 20,
+            max_checkpoint_bytes: 16 << 20,
+            max_log_lines_per_run: 10_000,
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            claim_batch: 64,
+        }
+    }
+}
+
+/// What the engine's parts share.
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<Runtime>,
+    pub bus: Arc<EventBus>,
+    pub secrets: Arc<SecretBox>,
+    pub config: EngineConfig,
+    pub event_writer: Arc<EventWriter>,
+    /// Runs executing on this node: task id → (run id, cancel token).
+    pub running: Mutex<HashMap<i64, (i64, CancellationToken)>>,
+    /// Wakes the scheduler (a task became due, a worker became free).
+    pub wake: Notify,
+}
+
+/// The engine of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Must be called inside a tokio runtime (it starts the event writer).
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<Runtime>,
+        bus: Arc<EventBus>,
+        secrets: Arc<SecretBox>,
+        config: EngineConfig,
+    ) -> Self {
+        let event_writer = EventWriter::start(store.clone());
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                runtime,
+                bus,
+                secrets,
+                config,
+                event_writer,
+                running: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.runtime
+    }
+
+    pub fn bus(&self) -> &Arc<EventBus> {
+        &self.inner.bus
+    }
+
+    pub fn secrets(&self) -> &Arc<SecretBox> {
+        &self.inner.secrets
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn event_writer(&self) -> &Arc<EventWriter> {
+        &self.inner.event_writer
+    }
+
+    /// Tell the scheduler to look for due tasks now (after a create or run-now).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Claim one due task and run it to its end, here and now. Returns `None`
+    /// when nothing is due. The polling loop is a thin wrapper around this.
+    pub async fn try_execute_next(&self) -> anyhow::Result<Option<RunSummary>> {
+        let now = Utc::now();
+        let lease_until = now + self.inner.config.lease;
+        let mut claimed = self
+            .inner
+            .store
+            .claim_due(&self.inner.config.node_id, now, lease_until, 1)
+            .await?;
+        match claimed.pop() {
+            Some(run) => Ok(Some(executor::execute(self.inner.clone(), run).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// Run due tasks until none is due (tests and benchmarks).
+    pub async fn drain(&self) -> anyhow::Result<Vec<RunSummary>> {
+        let mut done = Vec::new();
+        while let Some(summary) = self.try_execute_next().await? {
+            done.push(summary);
+        }
+        Ok(done)
+    }
+
+    /// Cancel a task: at once when it is not running; a running one is stopped
+    /// within one epoch tick on this node (or at the next heartbeat on another
+    /// node). Returns `true` when it was cancelled at once.
+    pub async fn cancel(&self, task_id: i64) -> StoreResult<bool> {
+        let immediate = self.inner.store.request_cancel(task_id, Utc::now()).await?;
+        if let Some((_, token)) = self
+            .inner
+            .running
+            .lock()
+            .expect("running map")
+            .get(&task_id)
+        {
+            token.cancel();
+        }
+        if immediate && let Some(task) = self.inner.store.get_task(task_id).await? {
+            executor::publish_task_final(&self.inner, &task);
+        }
+        Ok(immediate)
+    }
+
+    /// Run ids currently executing on this node.
+    pub fn running_runs(&self) -> Vec<i64> {
+        self.inner
+            .running
+            .lock()
+            .expect("running map")
+            .values()
+            .map(|(run, _)| *run)
+            .collect()
+    }
+
+    /// Rescue runs whose lease expired (see [`rescuer`]). Returns how many.
+    pub async fn rescue_expired(&self) -> anyhow::Result<usize> {
+        rescuer::rescue(&self.inner, None).await
+    }
+
+    /// At start-up: rescue this node's own runs left from before a crash.
+    pub async fn rescue_own_orphans(&self) -> anyhow::Result<usize> {
+        let node = self.inner.config.node_id.clone();
+        rescuer::rescue(&self.inner, Some(&node)).await
+    }
+
+    /// Start the scheduler, heartbeat, rescuer and retention loops.
+    pub fn start(&self) -> EngineHandle {
+        scheduler::start(self.inner.clone())
+    }
+}

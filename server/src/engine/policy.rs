@@ -1,0 +1,125 @@
+//! What becomes of a task when a run ends: retry with backoff, the next
+//! occurrence of a recurring task, or a final status.
+
+use crate::store::{RunEnd, RunResult, RunStatus, RunTrigger, Task, TaskStatus};
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use std::time::Duration;
+
+/// Backoff between retries: `base × 2^(attempt-1)`, capped, with ±25 % jitter
+/// so tasks that failed together do not retry together.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn delay(&self, attempt: i64) -> Duration {
+        let exponent = attempt.clamp(1, 30) as u32 - 1;
+        let raw = self
+            .base
+            .saturating_mul(1u32 << exponent.min(20))
+            .min(self.max);
+        let jitter = rand::rng().random_range(0.75..=1.25);
+        raw.mul_f64(jitter)
+    }
+}
+
+/// How the steps of a run went, as the executor saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunVerdict {
+    Succeeded,
+    /// A step failed (error, trap, missing module).
+    Failed,
+    /// A limit stopped a step, or the node died.
+    Interrupted,
+    Cancelled,
+}
+
+/// Decide the run's end and the task's next state.
+pub fn run_end(
+    task: &Task,
+    attempt: i64,
+    trigger: RunTrigger,
+    verdict: RunVerdict,
+    message: Option<String>,
+    progress: f64,
+    now: DateTime<Utc>,
+    retry: &RetryPolicy,
+) -> RunEnd {
+    let recurring_next = || now + chrono::Duration::seconds(task.run_interval);
+    let (run_status, last_result) = match verdict {
+        RunVerdict::Succeeded => (RunStatus::Completed, RunResult::Success),
+        RunVerdict::Failed => (RunStatus::Failed, RunResult::Failed),
+        RunVerdict::Interrupted => (RunStatus::Interrupted, RunResult::Interrupted),
+        RunVerdict::Cancelled => (RunStatus::Cancelled, RunResult::Interrupted),
+    };
+    let mut end = RunEnd {
+        run_status,
+        message,
+        finished_at: now,
+        task_status: TaskStatus::Completed,
+        last_result,
+        next_run_at: None,
+        attempts: attempt,
+        resume_next: false,
+        progress,
+    };
+    match verdict {
+        RunVerdict::Cancelled => end.task_status = TaskStatus::Cancelled,
+        RunVerdict::Succeeded if task.run_interval > 0 => {
+            end.task_status = TaskStatus::Scheduled;
+            end.next_run_at = Some(recurring_next());
+            end.attempts = 0;
+        }
+        RunVerdict::Succeeded => end.task_status = TaskStatus::Completed,
+        // A single step run on its own is not retried: the user is watching it.
+        RunVerdict::Failed | RunVerdict::Interrupted
+            if attempt < task.max_attempts && trigger != RunTrigger::Step =>
+        {
+            end.task_status = TaskStatus::Scheduled;
+            let delay =
+                chrono::Duration::from_std(retry.delay(attempt)).unwrap_or(chrono::Duration::MAX);
+            end.next_run_at = Some(now + delay);
+            end.resume_next = true;
+        }
+        RunVerdict::Failed | RunVerdict::Interrupted if task.run_interval > 0 => {
+            end.task_status = TaskStatus::Scheduled;
+            end.next_run_at = Some(recurring_next());
+            end.attempts = 0;
+        }
+        RunVerdict::Failed | RunVerdict::Interrupted => end.task_status = TaskStatus::Failed,
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped_with_jitter() {
+        let policy = RetryPolicy {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        };
+        for _ in 0..50 {
+            let first = policy.delay(1).as_secs_f64();
+            assert!((0.75..=1.25).contains(&first), "{first}");
+            let third = policy.delay(3).as_secs_f64();
+            assert!((3.0..=5.0).contains(&third), "{third}");
+            let late = policy.delay(20).as_secs_f64();
+            assert!((7.5..=12.5).contains(&late), "{late}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The node's background loops: claim due tasks up to the worker limit,
+//! renew leases (and notice cancels requested elsewhere), rescue expired runs,
+//! prune old history. Each is a thin loop around a callable service.
+
+use super::{Inner, executor, rescuer, retention};
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How often the retention pass runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Stops the engine's loops when asked or dropped.
+pub struct EngineHandle {
+    stop: CancellationToken,
+    loops: JoinSet<()>,
+}
+
+impl EngineHandle {
+    /// Stop claiming; runs in progress are abandoned to the rescuer of the
+    /// next start (their leases expire), exactly as after a crash.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        while self.loops.join_next().await.is_some() {}
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+pub(super) fn start(inner: Arc<Inner>) -> EngineHandle {
+    let stop = CancellationToken::new();
+    let mut loops = JoinSet::new();
+    loops.spawn(claim_loop(inner.clone(), stop.clone()));
+    loops.spawn(heartbeat_loop(inner.clone(), stop.clone()));
+    loops.spawn(every(inner.config.rescue_interval, stop.clone(), {
+        let inner = inner.clone();
+        move || {
+            let inner = inner.clone();
+            async move {
+                if let Err(e) = rescuer::rescue(&inner, None).await {
+                    tracing::warn!("rescue pass failed: {e:#}");
+                }
+            }
+        }
+    }));
+    loops.spawn(every(RETENTION_INTERVAL, stop.clone(), {
+        let inner = inner.clone();
+        move || {
+            let inner = inner.clone();
+            async move {
+                match retention::prune_once(&inner).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("retention removed {n} old rows"),
+                    Err(e) => tracing::warn!("retention pass failed: {e:#}"),
+                }
+            }
+        }
+    }));
+    EngineHandle { stop, loops }
+}
+
+async fn every<F, Fut>(interval: Duration, stop: CancellationToken, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => pass().await,
+        }
+    }
+}
+
+/// Claim as many due tasks as there are free workers, run each in its own
+/// task, and sleep until woken or the poll interval passes.
+async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
+    let workers = Arc::new(Semaphore::new(inner.config.workers.max(1)));
+    while !stop.is_cancelled() {
+        let free = workers.available_permits() as i64;
+        let mut claimed_all = false;
+        if free > 0 {
+            let now = Utc::now();
+            let want = free.min(inner.config.claim_batch);
+            match inner
+                .store
+                .claim_due(&inner.config.node_id, now, now + inner.config.lease, want)
+                .await
+            {
+                Ok(runs) => {
+                    claimed_all = runs.len() as i64 == want;
+                    for run in runs {
+                        let permit = workers
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore open");
+                        let inner = inner.clone();
+                        tokio::spawn(async move {
+                            executor::execute(inner, run).await;
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!("claiming due tasks failed: {e:#}"),
+            }
+        }
+        if claimed_all && workers.available_permits() > 0 {
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(inner.config.poll_interval) => {}
+        }
+    }
+}
+
+/// Renew the leases of this node's runs, and stop runs whose cancel was
+/// requested through another node.
+async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(inner.config.heartbeat_interval) => {}
+        }
+        let running: Vec<(i64, i64, CancellationToken)> = inner
+            .running
+            .lock()
+            .expect("running map")
+            .iter()
+            .map(|(task, (run, token))| (*task, *run, token.clone()))
+            .collect();
+        if running.is_empty() {
+            continue;
+        }
+        let run_ids: Vec<i64> = running.iter().map(|(_, run, _)| *run).collect();
+        let lease_until = Utc::now() + inner.config.lease;
+        if let Err(e) = inner
+            .store
+            .heartbeat(&inner.config.node_id, &run_ids, lease_until)
+            .await
+        {
+            tracing::warn!("renewing leases failed: {e:#}");
+        }
+        for (_, run_id, token) in running {
+            if let Ok(true) = inner.store.cancel_requested(run_id).await {
+                token.cancel();
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The engine's side of a step's capabilities: progress and logs go to the
+//! event bus (and, throttled or batched, to the store); checkpoints and
+//! artifacts go to the store; secrets come from the run's opened secrets.
+
+use super::Inner;
+use super::progress::{RunProgress, eta_seconds};
+use crate::events::{Event, LogLine, StepState, TaskState};
+use crate::runtime::{LogLevel, StepHost};
+use crate::store::EventRecord;
+use chrono::Utc;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often a step's in-flight progress is written to the store. The bus
+/// carries every update; the store only needs to survive a restart.
+const PROGRESS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// State shared by the steps of one run.
+pub(super) struct RunContext {
+    pub inner: Arc<Inner>,
+    pub task_id: i64,
+    pub task_name: String,
+    pub run_id: i64,
+    pub started: Instant,
+    pub past_runs: Vec<f64>,
+    pub secrets: HashMap<String, String>,
+    pub progress: Mutex<RunProgress>,
+    pub message: Mutex<Option<String>>,
+    pub log_lines: AtomicU64,
+}
+
+impl RunContext {
+    /// Publish the task's running state with the current percent and ETA.
+    pub fn publish_task(&self, current_step: Option<i64>) -> f64 {
+        let percent = self.progress.lock().expect("progress lock").percent();
+        let eta = eta_seconds(percent, self.started.elapsed(), &self.past_runs);
+        self.inner.bus.publish(Event::Task(TaskState {
+            task_id: self.task_id,
+            seq: 0,
+            name: self.task_name.clone(),
+            status: "running".into(),
+            progress: percent,
+            message: self.message.lock().expect("message lock").clone(),
+            run_id: Some(self.run_id),
+            current_step,
+            eta_seconds: eta,
+            last_result: None,
+            next_run_at: None,
+            updated_at: Utc::now(),
+        }));
+        percent
+    }
+
+    /// Record a log line: on the bus at once, in the store in batches, at most
+    /// `max_log_lines_per_run` per run (one line says when the rest is dropped).
+    pub fn log(&self, step_id: i64, level: LogLevel, message: &str) {
+        let count = self.log_lines.fetch_add(1, Ordering::Relaxed);
+        let max = self.inner.config.max_log_lines_per_run;
+        if count > max {
+            return;
+        }
+        let (level, message) = if count == max {
+            (
+                LogLevel::Warn,
+                format!("log limit of {max} lines per run reached; further lines are dropped"),
+            )
+        } else {
+            (level, message.to_string())
+        };
+        let at = Utc::now();
+        self.inner.bus.publish(Event::Log(LogLine {
+            task_id: self.task_id,
+            seq: 0,
+            run_id: self.run_id,
+            step_id,
+            level: level.as_str().into(),
+            message: message.clone(),
+            at,
+        }));
+        self.inner.event_writer.push(EventRecord {
+            task_id: self.task_id,
+            run_id: Some(self.run_id),
+            step_id: Some(step_id),
+            kind: "log".into(),
+            level: Some(level.as_str().into()),
+            message,
+            data: None,
+            created_at: at,
+        });
+    }
+}
+
+/// The capabilities of one step of one run.
+pub(super) struct EngineStepHost {
+    pub run: Arc<RunContext>,
+    pub step_id: i64,
+    pub step_run_id: i64,
+    pub last_saved: Mutex<Option<Instant>>,
+}
+
+impl StepHost for EngineStepHost {
+    fn progress(&self, percent: f32, message: &str) {
+        let run = &self.run;
+        let task_percent = run
+            .progress
+            .lock()
+            .expect("progress lock")
+            .step_progress(percent as f64);
+        let message = (!message.is_empty()).then(|| message.to_string());
+        *run.message.lock().expect("message lock") = message.clone();
+        run.inner.bus.publish(Event::Step(StepState {
+            task_id: run.task_id,
+            seq: 0,
+            run_id: run.run_id,
+            step_id: self.step_id,
+            status: "running".into(),
+            progress: percent as f64,
+            message: message.clone(),
+            error: None,
+        }));
+        run.publish_task(Some(self.step_id));
+
+        let mut last_saved = self.last_saved.lock().expect("progress lock");
+        if last_saved.is_none_or(|at| at.elapsed() >= PROGRESS_SAVE_INTERVAL) {
+            *last_saved = Some(Instant::now());
+            let store = run.inner.store.clone();
+            let (run_id, step_run_id) = (run.run_id, self.step_run_id);
+            tokio::spawn(async move {
+                let saved = store
+                    .save_step_progress(
+                        run_id,
+                        step_run_id,
+                        percent as f64,
+                        task_percent,
+                        message.as_deref(),
+                    )
+                    .await;
+                if let Err(e) = saved {
+                    tracing::warn!(run_id, "saving progress failed: {e:#}");
+                }
+            });
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        self.run.log(self.step_id, level, message);
+    }
+
+    fn checkpoint_save(&self, data: Vec<u8>) -> BoxFuture<'static, Result<(), String>> {
+        let inner = self.run.inner.clone();
+        let (task_id, step_id) = (self.run.task_id, self.step_id);
+        async move {
+            let max = inner.config.max_checkpoint_bytes;
+            if data.len() > max {
+                return Err(format!(
+                    "checkpoint is {} bytes; the limit is {max}",
+                    data.len()
+                ));
+            }
+            inner
+                .store
+                .save_checkpoint(task_id, step_id, &data, Utc::now())
+                .await
+                .map_err(|e| {
+                    tracing::error!(task_id, "saving a checkpoint failed: {e:#}");
+                    "the checkpoint could not be saved".to_string()
+                })
+        }
+        .boxed()
+    }
+
+    fn checkpoint_load(&self) -> BoxFuture<'static, Option<Vec<u8>>> {
+        let store = self.run.inner.store.clone();
+        let (task_id, step_id) = (self.run.task_id, self.step_id);
+        async move { store.load_checkpoint(task_id, step_id).await.ok().flatten() }.boxed()
+    }
+
+    fn secret(&self, name: &str) -> Option<String> {
+        self.run.secrets.get(name).cloned()
+    }
+
+    fn artifact_write(
+        &self,
+        name: String,
+        data: Vec<u8>,
+        append: bool,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let inner = self.run.inner.clone();
+        let (task_id, run_id, step_id) = (self.run.task_id, self.run.run_id, self.step_id);
+        async move {
+            crate::store::validate_artifact_name(&name)?;
+            let max = inner.config.max_artifact_bytes;
+            inner
+                .store
+                .write_artifact(
+                    task_id,
+                    run_id,
+                    step_id,
+                    &name,
+                    &data,
+                    append,
+                    max,
+                    Utc::now(),
+                )
+                .await
+                .map_err(|e| match e {
+                    crate::store::StoreError::TooLarge(message) => message,
+                    other => {
+                        tracing::error!(task_id, "writing artifact failed: {other:#}");
+                        format!("artifact `{name}` could not be written")
+                    }
+                })
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,264 @@
+//! The event bus: progress, status and log events, published by the engine and
+//! read by the WebSocket, the CLI's `--watch` and the progress endpoint.
+//!
+//! It knows no sockets. Every event carries a per-task sequence number; the bus
+//! also keeps the latest task state in memory, so a (re)connecting client's
+//! snapshot is the truth even between database writes, and a slow client can
+//! be caught up with the latest state per task instead of every event.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::broadcast;
+
+/// Events kept for subscribers that are briefly behind; past this a subscriber
+/// lags and is caught up from the latest state instead.
+const CHANNEL_CAPACITY: usize = 8192;
+
+/// The live state of a task, as shown by progress bars.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskState {
+    pub task_id: i64,
+    pub seq: u64,
+    pub name: String,
+    pub status: String,
+    /// 0–100, never lower than before within a run.
+    pub progress: f64,
+    pub message: Option<String>,
+    pub run_id: Option<i64>,
+    pub current_step: Option<i64>,
+    pub eta_seconds: Option<f64>,
+    pub last_result: Option<String>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A step's live state within a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StepState {
+    pub task_id: i64,
+    pub seq: u64,
+    pub run_id: i64,
+    pub step_id: i64,
+    pub status: String,
+    pub progress: f64,
+    pub message: Option<String>,
+    /// For a failed or interrupted step: what stopped it.
+    pub error: Option<String>,
+}
+
+/// One log line of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogLine {
+    pub task_id: i64,
+    pub seq: u64,
+    pub run_id: i64,
+    pub step_id: i64,
+    pub level: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What the bus carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Event {
+    Task(TaskState),
+    Step(StepState),
+    Log(LogLine),
+    /// The task was deleted.
+    Deleted {
+        task_id: i64,
+        seq: u64,
+    },
+}
+
+impl Event {
+    pub fn task_id(&self) -> i64 {
+        match self {
+            Event::Task(e) => e.task_id,
+            Event::Step(e) => e.task_id,
+            Event::Log(e) => e.task_id,
+            Event::Deleted { task_id, .. } => *task_id,
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        match self {
+            Event::Task(e) => e.seq,
+            Event::Step(e) => e.seq,
+            Event::Log(e) => e.seq,
+            Event::Deleted { seq, .. } => *seq,
+        }
+    }
+
+    fn set_seq(&mut self, seq: u64) {
+        match self {
+            Event::Task(e) => e.seq = seq,
+            Event::Step(e) => e.seq = seq,
+            Event::Log(e) => e.seq = seq,
+            Event::Deleted { seq: s, .. } => *s = seq,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Latest {
+    seq: HashMap<i64, u64>,
+    tasks: HashMap<i64, TaskState>,
+    steps: HashMap<i64, Vec<StepState>>,
+}
+
+/// In-process publish/subscribe with the latest state per task.
+pub struct EventBus {
+    sender: broadcast::Sender<Event>,
+    latest: Mutex<Latest>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus {
+            sender: broadcast::channel(CHANNEL_CAPACITY).0,
+            latest: Mutex::default(),
+        }
+    }
+}
+
+impl EventBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Assign the task's next sequence number, remember the state and send.
+    /// Never blocks: a subscriber that falls behind lags, the publisher does not wait.
+    pub fn publish(&self, mut event: Event) -> u64 {
+        let mut latest = self.latest.lock().expect("event bus lock");
+        let task_id = event.task_id();
+        let seq = {
+            let counter = latest.seq.entry(task_id).or_insert(0);
+            *counter += 1;
+            *counter
+        };
+        event.set_seq(seq);
+        match &mut event {
+            Event::Task(state) => {
+                if let Some(previous) = latest.tasks.get(&task_id)
+                    && previous.run_id == state.run_id
+                    && state.status == "running"
+                {
+                    // Progress never goes backwards within a run.
+                    state.progress = state.progress.max(previous.progress);
+                }
+                if previous_run_differs(&latest, task_id, state.run_id) {
+                    latest.steps.remove(&task_id);
+                }
+                latest.tasks.insert(task_id, state.clone());
+            }
+            Event::Step(state) => {
+                let steps = latest.steps.entry(task_id).or_default();
+                steps.retain(|s| s.run_id == state.run_id && s.step_id != state.step_id);
+                steps.push(state.clone());
+            }
+            Event::Log(_) => {}
+            Event::Deleted { .. } => {
+                latest.tasks.remove(&task_id);
+                latest.steps.remove(&task_id);
+            }
+        }
+        // Sent under the lock so subscribers see each task's events in seq order.
+        let _ = self.sender.send(event);
+        seq
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+
+    /// The latest known state of a task and its current run's steps.
+    pub fn latest(&self, task_id: i64) -> Option<(TaskState, Vec<StepState>)> {
+        let latest = self.latest.lock().expect("event bus lock");
+        let task = latest.tasks.get(&task_id)?.clone();
+        Some((
+            task,
+            latest.steps.get(&task_id).cloned().unwrap_or_default(),
+        ))
+    }
+
+    /// The latest state of every task the bus has seen, by task id.
+    pub fn latest_all(&self) -> Vec<TaskState> {
+        let latest = self.latest.lock().expect("event bus lock");
+        let mut all: Vec<TaskState> = latest.tasks.values().cloned().collect();
+        all.sort_by_key(|t| t.task_id);
+        all
+    }
+
+    /// Current sequence number of a task (0 if none yet).
+    pub fn seq(&self, task_id: i64) -> u64 {
+        self.latest
+            .lock()
+            .expect("event bus lock")
+            .seq
+            .get(&task_id)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn previous_run_differs(latest: &Latest, task_id: i64, run_id: Option<i64>) -> bool {
+    latest
+        .steps
+        .get(&task_id)
+        .and_then(|steps| steps.first())
+        .is_some_and(|step| Some(step.run_id) != run_id && run_id.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(task_id: i64, run_id: i64, progress: f64) -> Event {
+        Event::Task(TaskState {
+            task_id,
+            seq: 0,
+            name: "t".into(),
+            status: "running".into(),
+            progress,
+            message: None,
+            run_id: Some(run_id),
+            current_step: None,
+            eta_seconds: None,
+            last_result: None,
+            next_run_at: None,
+            updated_at: Utc::now(),
+        })
+    }
+
+    #[test]
+    fn sequence_numbers_are_per_task() {
+        let bus = EventBus::new();
+        assert_eq!(bus.publish(task(1, 1, 0.0)), 1);
+        assert_eq!(bus.publish(task(2, 1, 0.0)), 1);
+        assert_eq!(bus.publish(task(1, 1, 5.0)), 2);
+    }
+
+    #[test]
+    fn progress_never_goes_backwards_within_a_run() {
+        let bus = EventBus::new();
+        bus.publish(task(1, 7, 40.0));
+        bus.publish(task(1, 7, 30.0));
+        assert_eq!(bus.latest(1).unwrap().0.progress, 40.0);
+        bus.publish(task(1, 8, 10.0));
+        assert_eq!(bus.latest(1).unwrap().0.progress, 10.0);
+    }
+
+    #[tokio::test]
+    async fn subscribers_receive_in_order() {
+        let bus = EventBus::new();
+        let mut rx = bus.subscribe();
+        bus.publish(task(1, 1, 1.0));
+        bus.publish(task(1, 1, 2.0));
+        assert_eq!(rx.recv().await.unwrap().seq(), 1);
+        assert_eq!(rx.recv().await.unwrap().seq(), 2);
+    }
+}

@@ -1,0 +1,12 @@
+//! Stepwise: a task server whose steps are sandboxed WebAssembly components.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod engine;
+pub mod events;
+pub mod examples;
+pub mod fsutil;
+pub mod runtime;
+pub mod secrets;
+pub mod store;

@@ -1,0 +1,66 @@
+//! The `stepwise` binary: parse the command line, call the library.
+
+use clap::Parser;
+use std::process::ExitCode;
+use stepwise::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::InternalCompile {
+        input,
+        output,
+        memory_limit_bytes,
+    } = &cli.command
+    {
+        // No tokio, no tracing: the child only compiles, under its rlimit.
+        return stepwise::runtime::compile_child_main(input, output, *memory_limit_bytes);
+    }
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => {
+                let app = stepwise::app::App::build(args.settings()).await?;
+                app.run_until_stopped().await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Step(command) => stepwise::cli::step(command).await,
+            Command::Task {
+                connection,
+                command,
+            } => stepwise::cli::task(&connection, command).await,
+            Command::Module {
+                connection,
+                command,
+            } => stepwise::cli::module(&connection, command).await,
+            Command::Token {
+                connection,
+                command,
+            } => stepwise::cli::token(&connection, command).await,
+            Command::InternalCompile { .. } => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEPWISE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,wasmtime=warn,cranelift=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

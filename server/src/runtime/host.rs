@@ -1,0 +1,262 @@
+//! The capabilities a step may use, and the per-step state wasmtime carries.
+//!
+//! The runtime knows nothing of tasks or databases: whoever runs a step hands
+//! in a [`StepHost`] that decides where progress, logs, checkpoints and
+//! artifacts go.
+
+use super::limits::StepLimiter;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+wasmtime::component::bindgen!({
+    path: "../guest-sdk/wit",
+    world: "step",
+    imports: {
+        "stepwise:step/host.checkpoint-save": async,
+        "stepwise:step/host.checkpoint-load": async,
+        "stepwise:step/host.artifact-write": async,
+    },
+    exports: { default: async },
+});
+
+use stepwise::step::host as wit;
+
+/// Severity of a step log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl From<wit::Level> for LogLevel {
+    fn from(level: wit::Level) -> Self {
+        match level {
+            wit::Level::Trace => LogLevel::Trace,
+            wit::Level::Debug => LogLevel::Debug,
+            wit::Level::Info => LogLevel::Info,
+            wit::Level::Warn => LogLevel::Warn,
+            wit::Level::Error => LogLevel::Error,
+        }
+    }
+}
+
+/// Where a step's capabilities lead. Implemented by the engine (to the store and
+/// the event bus) and by the local runner (to the terminal).
+///
+/// Sync methods must return at once; async ones are bounded by the step's
+/// deadline, since the runtime drops them when it passes.
+pub trait StepHost: Send + Sync + 'static {
+    fn progress(&self, percent: f32, message: &str);
+    fn log(&self, level: LogLevel, message: &str);
+    fn checkpoint_save(&self, data: Vec<u8>) -> BoxFuture<'static, Result<(), String>>;
+    fn checkpoint_load(&self) -> BoxFuture<'static, Option<Vec<u8>>>;
+    fn secret(&self, name: &str) -> Option<String>;
+    fn artifact_write(
+        &self,
+        name: String,
+        data: Vec<u8>,
+        append: bool,
+    ) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// Ids and details a step sees through `context()`.
+#[derive(Debug, Clone, Default)]
+pub struct StepContext {
+    pub task_id: i64,
+    pub run_id: i64,
+    pub step_id: i64,
+    pub attempt: u32,
+    /// The task's details as a JSON object.
+    pub details: serde_json::Value,
+}
+
+/// Everything one step's `Store` holds. Dropped with the store after one call.
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limiter: StepLimiter,
+    host: Arc<dyn StepHost>,
+    context: StepContext,
+    pub(super) deadline: Instant,
+    pub(super) cancel: CancellationToken,
+}
+
+impl StepState {
+    pub(super) fn new(
+        wasi: WasiCtx,
+        limiter: StepLimiter,
+        host: Arc<dyn StepHost>,
+        context: StepContext,
+        deadline: Instant,
+        cancel: CancellationToken,
+    ) -> Self {
+        StepState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            host,
+            context,
+            deadline,
+            cancel,
+        }
+    }
+}
+
+impl wasmtime_wasi_io::IoView for StepState {
+    fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Most a step may write to its log in one call, so a hostile step cannot
+/// push megabytes through one `log`.
+const MAX_MESSAGE: usize = 8 * 1024;
+
+fn bounded(message: &str) -> &str {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+impl wit::Host for StepState {
+    fn progress(&mut self, percent: f32, message: String) {
+        let percent = if percent.is_finite() {
+            percent.clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
+        self.host.progress(percent, bounded(&message));
+    }
+
+    fn log(&mut self, level: wit::Level, message: String) {
+        self.host.log(level.into(), bounded(&message));
+    }
+
+    async fn checkpoint_save(&mut self, data: Vec<u8>) -> Result<(), String> {
+        self.host.checkpoint_save(data).await
+    }
+
+    async fn checkpoint_load(&mut self) -> Option<Vec<u8>> {
+        self.host.checkpoint_load().await
+    }
+
+    fn secret(&mut self, name: String) -> Option<String> {
+        self.host.secret(&name)
+    }
+
+    async fn artifact_write(
+        &mut self,
+        name: String,
+        data: Vec<u8>,
+        append: bool,
+    ) -> Result<(), String> {
+        self.host.artifact_write(name, data, append).await
+    }
+
+    fn context(&mut self) -> wit::StepContext {
+        wit::StepContext {
+            task_id: self.context.task_id,
+            run_id: self.context.run_id,
+            step_id: self.context.step_id,
+            attempt: self.context.attempt,
+            details: self.context.details.to_string(),
+        }
+    }
+
+    fn remaining(&mut self) -> wit::Budget {
+        // Replaced in `add_to_linker` by a version that can read the fuel.
+        wit::Budget {
+            fuel: 0,
+            millis: millis_left(self.deadline),
+        }
+    }
+}
+
+fn millis_left(deadline: Instant) -> u64 {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis() as u64
+}
+
+/// The interface name of the host imports, as components import it.
+pub const HOST_INTERFACE: &str = "stepwise:step/host@0.1.0";
+
+/// Link the step interface and the WASI interfaces a step may use: io, clocks,
+/// random and cli (empty environment and stdin). Filesystem, sockets and http
+/// are not linked, so a component importing them cannot instantiate — and is
+/// refused at upload by [`super::validate`] before that.
+pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random};
+    use wasmtime_wasi::random::WasiRandom;
+
+    wasmtime_wasi_io::add_to_linker_async(linker)?;
+    let l = &mut *linker;
+    clocks::wall_clock::add_to_linker::<StepState, WasiClocks>(l, StepState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<StepState, WasiClocks>(l, StepState::clocks)?;
+    random::random::add_to_linker::<StepState, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure::add_to_linker::<StepState, WasiRandom>(l, |t| t.wasi.random())?;
+    random::insecure_seed::add_to_linker::<StepState, WasiRandom>(l, |t| t.wasi.random())?;
+    cli::exit::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::environment::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::stdin::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::stdout::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::stderr::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::terminal_input::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::terminal_output::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::terminal_stdin::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::terminal_stdout::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+    cli::terminal_stderr::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
+
+    Step::add_to_linker::<StepState, HasSelf<StepState>>(linker, |state| state)?;
+    // `remaining` needs the store (for fuel), which bindgen's `Host` cannot see.
+    linker.allow_shadowing(true);
+    linker.instance(HOST_INTERFACE)?.func_wrap(
+        "remaining",
+        |store: StoreContextMut<'_, StepState>, (): ()| {
+            let fuel = store.get_fuel().unwrap_or(0);
+            Ok((wit::Budget {
+                fuel,
+                millis: millis_left(store.data().deadline),
+            },))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! The sandbox: the only part of Stepwise that touches wasmtime.
+//!
+//! It owns the `Engine`, the compiled-code cache, the `InstancePre`s, the
+//! memory limiter and the deadline. It knows nothing of tasks or databases:
+//! callers hand in settings, limits and a [`StepHost`], and get a typed
+//! [`StepReport`] back.
+
+mod compile;
+mod engine;
+mod host;
+mod limits;
+mod outcome;
+mod output;
+mod validate;
+
+pub use compile::{Compiler, child_main as compile_child_main};
+pub use engine::{EPOCH_TICK, MAX_WASM_STACK, PoolSizing};
+pub use host::{LogLevel, StepContext, StepHost};
+pub use limits::{MemoryCapExceeded, StepLimits};
+pub use outcome::{StepOutcome, StepReport};
+pub use validate::ModuleError;
+
+use host::{StepPre, StepState};
+use limits::StepLimiter;
+use output::CapturedOutput;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
+
+/// Fuel units per second of `max_execution_time`. Measured on the reference
+/// machine (2 cores) with the benchmark in `server/benches/runtime.rs`; see
+/// BENCHMARKS.md. Configurable because machines differ; the verdict does not
+/// depend on load, only on this number.
+pub const DEFAULT_FUEL_PER_SECOND: u64 = 2_000_000_000;
+
+/// Most stdout + stderr a step may write to its log.
+pub const DEFAULT_OUTPUT_CAP: usize = 1 << 20;
+
+/// Largest output JSON a step may return; bigger results belong in an artifact.
+pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
+
+/// How the sandbox is set up on this node.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled code is cached, keyed by module sha256 and engine compatibility.
+    pub cache_dir: PathBuf,
+    pub fuel_per_second: u64,
+    pub compiler: Compiler,
+    pub pool: PoolSizing,
+    pub output_cap: usize,
+    /// Fuel metering (on in production: it is how `max_execution_time` is
+    /// enforced independently of load). Off only to measure its cost.
+    pub consume_fuel: bool,
+}
+
+impl RuntimeConfig {
+    /// Defaults with an in-process compiler, for tests and local runs.
+    pub fn local(cache_dir: PathBuf) -> Self {
+        RuntimeConfig {
+            cache_dir,
+            fuel_per_second: DEFAULT_FUEL_PER_SECOND,
+            compiler: Compiler::InProcess,
+            pool: PoolSizing {
+                max_instances: 64,
+                max_memory_bytes: 4 << 30,
+            },
+            output_cap: DEFAULT_OUTPUT_CAP,
+            consume_fuel: true,
+        }
+    }
+}
+
+/// A compiled, validated module ready to instantiate.
+pub struct LoadedModule {
+    hash: String,
+    pre: StepPre<StepState>,
+}
+
+impl LoadedModule {
+    /// The sha256 of the component bytes, hex.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+/// What one step execution gets.
+#[derive(Debug, Clone)]
+pub struct StepRequest {
+    /// The step's settings, JSON text.
+    pub settings: String,
+    pub limits: StepLimits,
+    pub context: StepContext,
+}
+
+/// The sandbox of one node.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StepState>,
+    config: RuntimeConfig,
+    compat: String,
+    loaded: Mutex<HashMap<String, Arc<LoadedModule>>>,
+}
+
+/// sha256 of module bytes, lowercase hex: the module's identity everywhere.
+pub fn module_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let engine = engine::runtime_engine(config.pool, config.consume_fuel)
+            .map_err(anyhow::Error::from)?;
+        engine::start_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        std::fs::create_dir_all(&config.cache_dir)?;
+        let compat = engine::compatibility_key(&engine);
+        Ok(Runtime {
+            engine,
+            linker,
+            config,
+            compat,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn fuel_per_second(&self) -> u64 {
+        self.config.fuel_per_second
+    }
+
+    /// Largest memory cap a step may ask for on this node.
+    pub fn max_memory_bytes(&self) -> u64 {
+        self.config.pool.max_memory_bytes
+    }
+
+    fn cache_path(&self, hash: &str) -> PathBuf {
+        self.config
+            .cache_dir
+            .join(format!("{hash}-{}.cwasm", self.compat))
+    }
+
+    /// Validate and compile uploaded bytes (bounded), cache the result and
+    /// return the loaded module. Refusals say exactly what is wrong.
+    pub async fn prepare(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, ModuleError> {
+        validate::check_bytes(bytes)?;
+        let hash = module_hash(bytes);
+        if let Some(module) = self.cached(&hash) {
+            return Ok(module);
+        }
+        let path = self.cache_path(&hash);
+        if !path.exists() {
+            compile::compile_to_file(&self.config.compiler, &self.engine, bytes, &path).await?;
+        }
+        self.load_file(hash, path)
+    }
+
+    /// The module with this hash: from memory, the disk cache, or compiled from
+    /// the bytes `fetch` returns (the store keeps them).
+    pub async fn module<F, Fut>(
+        &self,
+        hash: &str,
+        fetch: F,
+    ) -> Result<Arc<LoadedModule>, ModuleError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Option<Vec<u8>>>,
+    {
+        if let Some(module) = self.cached(hash) {
+            return Ok(module);
+        }
+        let path = self.cache_path(hash);
+        if path.exists()
+            && let Ok(module) = self.load_file(hash.to_string(), path)
+        {
+            return Ok(module);
+        }
+        let bytes = fetch().await.ok_or_else(|| {
+            ModuleError::CompileFailed(format!("no module with hash {hash} is stored"))
+        })?;
+        self.prepare(&bytes).await
+    }
+
+    /// Forget a compiled module (after it was deleted everywhere).
+    pub fn evict(&self, hash: &str) {
+        self.loaded.lock().expect("module map").remove(hash);
+        let _ = std::fs::remove_file(self.cache_path(hash));
+    }
+
+    fn cached(&self, hash: &str) -> Option<Arc<LoadedModule>> {
+        self.loaded.lock().expect("module map").get(hash).cloned()
+    }
+
+    fn load_file(&self, hash: String, path: PathBuf) -> Result<Arc<LoadedModule>, ModuleError> {
+        let component = self.deserialize(&path).inspect_err(|_| {
+            // A stale or damaged artifact: drop it so the next try recompiles.
+            let _ = std::fs::remove_file(&path);
+        })?;
+        validate::check_imports(&self.engine, &component)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| ModuleError::WrongExports(format!("{e:#}")))?;
+        let pre = StepPre::new(instance_pre).map_err(|e| {
+            ModuleError::WrongExports(format!(
+                "{e:#}; a step must export `run: func(settings: string) -> result<string, string>` (use stepwise_guest::export_step!)"
+            ))
+        })?;
+        let module = Arc::new(LoadedModule {
+            hash: hash.clone(),
+            pre,
+        });
+        self.loaded
+            .lock()
+            .expect("module map")
+            .insert(hash, module.clone());
+        Ok(module)
+    }
+
+    #[allow(unsafe_code)]
+    fn deserialize(&self, path: &std::path::Path) -> Result<Component, ModuleError> {
+        // SAFETY: the file is in this node's own cache directory and was written
+        // by this server (in-process or by its compile child) from a component
+        // that passed validation; wasmtime additionally checks that it was
+        // produced by a compatible engine and configuration.
+        unsafe { Component::deserialize_file(&self.engine, path) }
+            .map_err(|e| ModuleError::CompileFailed(format!("cannot load compiled code: {e:#}")))
+    }
+
+    /// Run one step to its end and say how it ended. Never panics on guest
+    /// behaviour; the store is dropped afterwards, never reused.
+    pub async fn run(
+        &self,
+        module: &LoadedModule,
+        request: StepRequest,
+        host: Arc<dyn StepHost>,
+        cancel: CancellationToken,
+    ) -> StepReport {
+        let started = Instant::now();
+        let wall = request.limits.wall_deadline();
+        let deadline = started + wall;
+        let output = CapturedOutput::new(host.clone(), self.config.output_cap);
+        let stdout = output.stream(LogLevel::Info);
+        let stderr = output.stream(LogLevel::Warn);
+        let wasi = wasmtime_wasi::WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let limiter = StepLimiter::new(request.limits.max_memory);
+        let state = StepState::new(
+            wasi,
+            limiter,
+            host,
+            request.context,
+            deadline,
+            cancel.clone(),
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let budget = request.limits.fuel_budget(self.config.fuel_per_second);
+        if self.config.consume_fuel {
+            store.set_fuel(budget).expect("fuel is enabled");
+        }
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if state.cancel.is_cancelled() || Instant::now() >= state.deadline {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+
+        let settings = request.settings;
+        let call = async {
+            let step = module.pre.instantiate_async(&mut store).await?;
+            step.call_run(&mut store, &settings).await
+        };
+        // The epoch callback stops guest code; this select also stops a guest
+        // that waits inside a host call (a sleep), which epochs cannot reach.
+        let result = tokio::select! {
+            biased;
+            result = call => Some(result),
+            _ = cancel.cancelled() => None,
+            _ = tokio::time::sleep_until(deadline.into()) => None,
+        };
+        let outcome = match result {
+            Some(result) => classify(result, &cancel, budget, &request.limits, wall),
+            None if cancel.is_cancelled() => StepOutcome::Cancelled,
+            None => StepOutcome::Deadline {
+                seconds: wall.as_secs_f64(),
+            },
+        };
+        stdout.flush_partial();
+        stderr.flush_partial();
+        output.finish();
+        let fuel_left = if self.config.consume_fuel {
+            store.get_fuel().unwrap_or(0)
+        } else {
+            budget
+        };
+        let peak_memory = store.data().limiter.peak();
+        drop(store);
+        StepReport {
+            outcome,
+            fuel_used: budget.saturating_sub(fuel_left),
+            peak_memory,
+            duration: started.elapsed(),
+        }
+    }
+}
+
+/// Turn what wasmtime returned into a typed outcome.
+fn classify(
+    result: wasmtime::Result<Result<String, String>>,
+    cancel: &CancellationToken,
+    budget: u64,
+    limits: &StepLimits,
+    wall: Duration,
+) -> StepOutcome {
+    let error = match result {
+        Ok(Ok(text)) => return completed(text),
+        Ok(Err(message)) => return StepOutcome::ReturnedError { message },
+        Err(error) => error,
+    };
+    if error.downcast_ref::<MemoryCapExceeded>().is_some() {
+        return StepOutcome::MemoryCap {
+            limit_bytes: limits.max_memory,
+        };
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return StepOutcome::Exited { code: exit.0 };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => StepOutcome::OutOfFuel {
+            fuel_budget: budget,
+        },
+        Some(Trap::Interrupt) if cancel.is_cancelled() => StepOutcome::Cancelled,
+        Some(Trap::Interrupt) => StepOutcome::Deadline {
+            seconds: wall.as_secs_f64(),
+        },
+        Some(trap) => StepOutcome::Trapped {
+            trap: trap_code(trap),
+            message: trap.to_string(),
+            backtrace: error
+                .downcast_ref::<WasmBacktrace>()
+                .map(|bt| bt.to_string())
+                .unwrap_or_default(),
+        },
+        None => StepOutcome::Failed {
+            message: format!("{error:#}"),
+        },
+    }
+}
+
+fn completed(text: String) -> StepOutcome {
+    if text.len() > MAX_OUTPUT_BYTES {
+        return StepOutcome::Failed {
+            message: format!(
+                "step output is {} bytes, more than the {MAX_OUTPUT_BYTES} allowed; write large results as an artifact",
+                text.len()
+            ),
+        };
+    }
+    match serde_json::from_str(&text) {
+        Ok(output) => StepOutcome::Completed { output },
+        Err(e) => StepOutcome::Failed {
+            message: format!("step output is not valid JSON: {e}"),
+        },
+    }
+}
+
+/// `UnreachableCodeReached` → `unreachable_code_reached`.
+fn trap_code(trap: &Trap) -> String {
+    let name = format!("{trap:?}");
+    let mut code = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() {
+            if i > 0 {
+                code.push('_');
+            }
+            code.extend(c.to_lowercase());
+        } else {
+            code.push(c);
+        }
+    }
+    code
+}

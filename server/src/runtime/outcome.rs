@@ -1,0 +1,88 @@
+//! What happened to a step: the typed verdict the engine stores and the API shows.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Why a step stopped. Every way a step can end has its own variant, so callers
+/// (and tests) match on the kind instead of parsing messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// `run` returned `ok`; `output` is the JSON the step produced.
+    Completed { output: serde_json::Value },
+    /// `run` returned `err` with this message.
+    ReturnedError { message: String },
+    /// The guest trapped (panic, `unreachable`, stack overflow, ...).
+    Trapped {
+        /// The wasm trap code, e.g. `unreachable`, `stack_overflow`.
+        trap: String,
+        message: String,
+        /// The wasm backtrace, one frame per line.
+        backtrace: String,
+    },
+    /// The fuel budget (`max_execution_time × fuel_per_second`) ran out.
+    OutOfFuel { fuel_budget: u64 },
+    /// The wall-clock deadline passed (time spent outside guest code, e.g. sleeping).
+    Deadline { seconds: f64 },
+    /// The step tried to grow its memories and tables beyond its cap.
+    MemoryCap { limit_bytes: u64 },
+    /// Someone cancelled the step from outside.
+    Cancelled,
+    /// The guest called `exit` (wasi:cli/exit).
+    Exited { code: i32 },
+    /// The component could not be instantiated or its output was not JSON.
+    Failed { message: String },
+}
+
+impl StepOutcome {
+    /// True only for [`StepOutcome::Completed`].
+    pub fn is_success(&self) -> bool {
+        matches!(self, StepOutcome::Completed { .. })
+    }
+
+    /// True when a limit of the sandbox stopped the step (`interrupted` in the lifecycle).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            StepOutcome::OutOfFuel { .. }
+                | StepOutcome::Deadline { .. }
+                | StepOutcome::MemoryCap { .. }
+                | StepOutcome::Cancelled
+        )
+    }
+
+    /// One line for a human: what stopped the step and, for limits, which one.
+    pub fn summary(&self) -> String {
+        match self {
+            StepOutcome::Completed { .. } => "completed".into(),
+            StepOutcome::ReturnedError { message } => format!("step returned an error: {message}"),
+            StepOutcome::Trapped { trap, message, .. } => {
+                format!("step trapped ({trap}): {message}")
+            }
+            StepOutcome::OutOfFuel { fuel_budget } => format!(
+                "step ran out of fuel: it used its whole budget of {fuel_budget} units (max_execution_time × fuel_per_second)"
+            ),
+            StepOutcome::Deadline { seconds } => {
+                format!("step passed its wall-clock deadline of {seconds:.1} s")
+            }
+            StepOutcome::MemoryCap { limit_bytes } => {
+                format!("step exceeded its memory cap of {limit_bytes} bytes")
+            }
+            StepOutcome::Cancelled => "step was cancelled".into(),
+            StepOutcome::Exited { code } => format!("step called exit with code {code}"),
+            StepOutcome::Failed { message } => message.clone(),
+        }
+    }
+}
+
+/// The verdict plus what the step consumed.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub outcome: StepOutcome,
+    /// Fuel units the guest burned.
+    pub fuel_used: u64,
+    /// Highest total of memories and tables the step held, in bytes.
+    pub peak_memory: u64,
+    /// Wall time from instantiation to teardown.
+    pub duration: Duration,
+}

@@ -1,0 +1,233 @@
+//! Persistence behind one trait, so SQLite (one node) and PostgreSQL (many
+//! nodes) pass the same conformance tests. The store knows no HTTP and no wasm.
+//!
+//! Times are stored as integer milliseconds since the Unix epoch (UTC); every
+//! method that takes `now` uses it instead of the database clock, so tests can
+//! drive time.
+
+mod model;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use model::*;
+pub use sqlite::{Durability, SqliteStore};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+/// What went wrong in the store. `Conflict` and `NotFound` are the caller's
+/// business; `Internal` is logged and shown as an opaque error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Internal(error.into())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything Stepwise persists.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- tasks -------------------------------------------------------------
+
+    /// Create a task, or — when `code` names an existing task — replace its
+    /// definition (steps, details, secrets, schedule) and keep its id and history
+    /// (OpenCart's register by code). Returns the task and whether it was created.
+    /// `Conflict` when the task to replace is running.
+    async fn create_task(&self, task: NewTask, now: DateTime<Utc>) -> StoreResult<(Task, bool)>;
+    async fn get_task(&self, id: i64) -> StoreResult<Option<Task>>;
+    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>>;
+    /// Apply a patch. `Conflict` when disabling a running task.
+    async fn update_task(
+        &self,
+        id: i64,
+        patch: &TaskPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task>;
+    /// Delete a task and everything it owns. `Conflict` when it is running.
+    async fn delete_task(&self, id: i64) -> StoreResult<()>;
+    /// Make a task due now (run now): from any status but running.
+    /// `only_step` runs that single step (step-by-step mode). `Conflict` when running.
+    async fn run_task_now(
+        &self,
+        id: i64,
+        only_step: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task>;
+    /// Retry (a user's "run again, continuing"): like `run_task_now` but the run
+    /// resumes the task's last run — reusing the steps it completed and their
+    /// checkpoints (`resume_from_run_id` = the last run, `pending_trigger` = 'retry').
+    /// The attempt counter is kept: the retry is the next attempt, whatever
+    /// `max_attempts` says (a user asked for it); automatic retries after it
+    /// happen only while attempts remain.
+    /// Conflict when running; Conflict when the task never ran ("nothing to retry").
+    async fn retry_task(&self, id: i64, now: DateTime<Utc>) -> StoreResult<Task>;
+    /// Cancel: a task that is not running becomes `cancelled` at once (returns
+    /// `true`); a running one gets `cancel_requested` set (returns `false`) and
+    /// its executor stops it.
+    async fn request_cancel(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Whether a cancel was requested for this run's task.
+    async fn cancel_requested(&self, run_id: i64) -> StoreResult<bool>;
+    /// Delete finished tasks (completed/failed/cancelled, or the given status)
+    /// whose last update is older than `finished_before`. Returns how many.
+    async fn delete_finished_tasks(
+        &self,
+        finished_before: DateTime<Utc>,
+        status: Option<TaskStatus>,
+    ) -> StoreResult<u64>;
+    async fn count_by_status(&self) -> StoreResult<StatusCounts>;
+
+    // ---- runs --------------------------------------------------------------
+
+    /// Claim up to `limit` due tasks (status scheduled, next_run_at <= now, no
+    /// enabled step on an inactive module), highest priority first, then oldest
+    /// due, then lowest id. Each becomes `running` with a lease until
+    /// `lease_until` held by `node`, `attempts + 1`, and a new run with its step
+    /// runs (pending / reused / skipped, see [`PlannedStep`]).
+    async fn claim_due(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedRun>>;
+    /// Extend the leases of these runs (only those still held by `node`).
+    async fn heartbeat(
+        &self,
+        node: &str,
+        run_ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Runs whose lease expired before `now` (their node died). With
+    /// `node = Some(n)`, runs of node `n` whatever their lease (start-up rescue).
+    async fn expired_runs(
+        &self,
+        now: DateTime<Utc>,
+        node: Option<&str>,
+    ) -> StoreResult<Vec<(Task, i64)>>;
+    /// Mark a step run as started with the module hash it pins.
+    async fn start_step(
+        &self,
+        step_run_id: i64,
+        module_hash: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Record the end of a step run (only if it is not already final: no step
+    /// attempt is recorded twice). Returns whether it was written.
+    async fn finish_step(&self, step_run_id: i64, end: &StepRunEnd) -> StoreResult<bool>;
+    /// Save a step's in-flight progress (throttled by the caller).
+    async fn save_step_progress(
+        &self,
+        run_id: i64,
+        step_run_id: i64,
+        step_progress: f64,
+        task_progress: f64,
+        message: Option<&str>,
+    ) -> StoreResult<()>;
+    /// End a run and move its task on, in one transaction, only if the task is
+    /// still on this run (a rescued run cannot be ended twice): pending and
+    /// running step runs become skipped/interrupted. Returns whether applied.
+    async fn finish_run(&self, task_id: i64, run_id: i64, end: &RunEnd) -> StoreResult<bool>;
+    async fn list_runs(&self, task_id: i64, limit: i64) -> StoreResult<Vec<Run>>;
+    /// Durations in seconds of the last `limit` completed runs (for the ETA).
+    async fn recent_run_durations(&self, task_id: i64, limit: i64) -> StoreResult<Vec<f64>>;
+
+    // ---- checkpoints and artifacts ----------------------------------------
+
+    async fn save_checkpoint(
+        &self,
+        task_id: i64,
+        step_id: i64,
+        data: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn load_checkpoint(&self, task_id: i64, step_id: i64) -> StoreResult<Option<Vec<u8>>>;
+    async fn clear_checkpoints(&self, task_id: i64) -> StoreResult<()>;
+    /// Write or append to an artifact of a run. `TooLarge` past `max_bytes`.
+    async fn write_artifact(
+        &self,
+        task_id: i64,
+        run_id: i64,
+        step_id: i64,
+        name: &str,
+        data: &[u8],
+        append: bool,
+        max_bytes: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Artifacts of a task, newest run first.
+    async fn list_artifacts(&self, task_id: i64) -> StoreResult<Vec<Artifact>>;
+    /// The newest artifact of this name for the task (or of the given run).
+    async fn read_artifact(
+        &self,
+        task_id: i64,
+        name: &str,
+        run_id: Option<i64>,
+    ) -> StoreResult<Option<Vec<u8>>>;
+
+    // ---- events ------------------------------------------------------------
+
+    async fn append_events(&self, events: &[EventRecord]) -> StoreResult<()>;
+    /// Events of a task, oldest first, optionally only logs, at most `limit`.
+    async fn list_events(
+        &self,
+        task_id: i64,
+        logs_only: bool,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>>;
+
+    // ---- modules -----------------------------------------------------------
+
+    /// Register (or re-register) a module at `path` with these bytes. The blob
+    /// is stored once per hash; old blobs stay for runs that pinned them.
+    async fn put_module(
+        &self,
+        path: &str,
+        hash: &str,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Module, bool)>;
+    async fn get_module(&self, path: &str) -> StoreResult<Option<Module>>;
+    async fn list_modules(&self) -> StoreResult<Vec<Module>>;
+    async fn set_module_active(
+        &self,
+        path: &str,
+        active: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Module>;
+    async fn delete_module(&self, path: &str) -> StoreResult<()>;
+    async fn module_bytes(&self, hash: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    // ---- secrets and tokens ------------------------------------------------
+
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Token>;
+    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Token>>;
+    async fn list_tokens(&self) -> StoreResult<Vec<Token>>;
+    async fn revoke_token(&self, id: i64) -> StoreResult<()>;
+    async fn count_tokens(&self) -> StoreResult<i64>;
+
+    // ---- retention ---------------------------------------------------------
+
+    /// Remove finished runs (and their step runs, artifacts) and events older
+    /// than `before`, keeping each task's latest run. Returns rows removed.
+    async fn prune(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}

@@ -1,0 +1,434 @@
+//! The data of Stepwise as the store keeps it: tasks, steps, runs, modules,
+//! artifacts, events, tokens. States are enums whose docs say what moves them on;
+//! they are stored as lowercase text with a CHECK constraint.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vmeta])* $variant,)+ }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+
+            /// The stored (and serialized) text.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "`{other}` is not one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where a task is in its lifecycle.
+    TaskStatus {
+        /// Created or switched off by a user; only a user (PATCH/run now) moves it on.
+        Disabled = "disabled",
+        /// Waiting for `next_run_at`; the scheduler claims it (→ running), a user may cancel it.
+        Scheduled = "scheduled",
+        /// A node holds its lease and runs it; the executor ends the run, the rescuer
+        /// takes it back when the lease expires.
+        Running = "running",
+        /// Its last run succeeded and it does not recur. Final until run again by a user.
+        Completed = "completed",
+        /// Its last run failed with no attempts left. Final until retried by a user.
+        Failed = "failed",
+        /// A user cancelled it. Final until run again by a user.
+        Cancelled = "cancelled",
+    }
+}
+
+text_enum! {
+    /// How urgent a task is; higher priorities are claimed first.
+    Priority {
+        Low = "low",
+        Normal = "normal",
+        High = "high",
+    }
+}
+
+impl Priority {
+    /// Sort key stored in the database (higher runs first).
+    pub fn rank(self) -> i64 {
+        match self {
+            Priority::Low => 0,
+            Priority::Normal => 1,
+            Priority::High => 2,
+        }
+    }
+
+    pub fn from_rank(rank: i64) -> Priority {
+        match rank {
+            i64::MIN..=0 => Priority::Low,
+            1 => Priority::Normal,
+            _ => Priority::High,
+        }
+    }
+}
+
+text_enum! {
+    /// How a task's last run ended.
+    RunResult {
+        Success = "success",
+        Failed = "failed",
+        Interrupted = "interrupted",
+    }
+}
+
+text_enum! {
+    /// One execution attempt of a task.
+    RunStatus {
+        /// The executor is running its steps; it ends the run, or the rescuer does
+        /// (→ interrupted) when the lease expires.
+        Running = "running",
+        Completed = "completed",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        /// Its node died or a limit stopped it; retried if attempts remain.
+        Interrupted = "interrupted",
+    }
+}
+
+text_enum! {
+    /// Whether a step takes part in runs.
+    StepStatus {
+        Scheduled = "scheduled",
+        /// Skipped by every run until enabled again.
+        Disabled = "disabled",
+    }
+}
+
+text_enum! {
+    /// One step within one run.
+    StepRunStatus {
+        /// Not reached yet; the executor starts it.
+        Pending = "pending",
+        /// The executor is running it; it finishes it, or the rescuer interrupts it.
+        Running = "running",
+        Completed = "completed",
+        /// The module returned an error, trapped, or was missing/inactive.
+        Failed = "failed",
+        /// A limit (fuel, deadline, memory), a cancel or a dead node stopped it.
+        Interrupted = "interrupted",
+        /// Disabled, or not reached because an earlier step ended the run.
+        Skipped = "skipped",
+        /// Succeeded in an earlier run that this retry continues.
+        Reused = "reused",
+    }
+}
+
+text_enum! {
+    /// Why a run started.
+    RunTrigger {
+        Schedule = "schedule",
+        Manual = "manual",
+        Retry = "retry",
+        /// A single step run on its own (step-by-step mode).
+        Step = "step",
+    }
+}
+
+text_enum! {
+    /// Token roles; each includes the rights of the ones before it.
+    Role {
+        /// Read everything, open the WebSocket.
+        Viewer = "viewer",
+        /// + create, change, run and cancel tasks.
+        Operator = "operator",
+        /// + modules, tokens, cleanup.
+        Admin = "admin",
+    }
+}
+
+/// A step as the user defined it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewStep {
+    pub sort_order: i64,
+    pub controller: String,
+    pub settings: Value,
+    pub max_execution_time: i64,
+    pub max_memory: Option<i64>,
+    pub interrupt_on_step_fault: bool,
+    pub status: StepStatus,
+}
+
+/// A task as the user defined it. Validated before it reaches the store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewTask {
+    pub name: String,
+    pub code: Option<String>,
+    pub priority: Priority,
+    /// `None` = now.
+    pub start_at: Option<DateTime<Utc>>,
+    pub run_interval: i64,
+    pub max_execution_time: i64,
+    pub max_attempts: i64,
+    pub created_by: Option<String>,
+    pub details: Map<String, Value>,
+    /// Names and ciphertexts (the store never sees plaintext).
+    pub secrets: Vec<SealedSecret>,
+    /// Create it `disabled` instead of `scheduled`.
+    pub disabled: bool,
+    pub steps: Vec<NewStep>,
+}
+
+/// An encrypted secret value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SealedSecret {
+    pub name: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Step {
+    pub id: i64,
+    pub task_id: i64,
+    pub sort_order: i64,
+    pub controller: String,
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    pub max_execution_time: i64,
+    pub max_memory: Option<i64>,
+    pub interrupt_on_step_fault: bool,
+    pub status: StepStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Task {
+    pub id: i64,
+    pub name: String,
+    pub code: Option<String>,
+    pub status: TaskStatus,
+    pub priority: Priority,
+    pub start_at: Option<DateTime<Utc>>,
+    pub run_interval: i64,
+    pub max_execution_time: i64,
+    pub max_attempts: i64,
+    pub attempts: i64,
+    pub progress: f64,
+    pub message: Option<String>,
+    pub last_result: Option<RunResult>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub created_by: Option<String>,
+    #[schema(value_type = Object)]
+    pub details: Map<String, Value>,
+    /// Names only: values are never read back out of the store except by the executor.
+    pub secret_names: Vec<String>,
+    pub current_run_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub steps: Vec<Step>,
+}
+
+/// Changes a user may make to a task (PATCH). `None` = unchanged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskPatch {
+    pub name: Option<String>,
+    pub priority: Option<Priority>,
+    pub start_at: Option<DateTime<Utc>>,
+    pub run_interval: Option<i64>,
+    pub max_execution_time: Option<i64>,
+    pub max_attempts: Option<i64>,
+    /// Merged into the details; a JSON null removes a key.
+    pub details: Option<Map<String, Value>>,
+    /// `true` → disabled (only from scheduled/completed/failed/cancelled);
+    /// `false` → scheduled (from disabled), due at `start_at` or now.
+    pub disabled: Option<bool>,
+    /// (step id, enabled)
+    pub step_status: Vec<(i64, StepStatus)>,
+}
+
+/// Filters for listing tasks, newest first, with a cursor.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub code: Option<String>,
+    /// Tasks with a step whose controller is this module path.
+    pub module: Option<String>,
+    /// Only ids below this (the cursor: stable under concurrent inserts).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// A run claimed by a node: what the executor needs to run it.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    pub run_id: i64,
+    pub task: Task,
+    pub attempt: i64,
+    pub trigger: RunTrigger,
+    /// Steps of this run in order, with their step-run rows.
+    pub steps: Vec<PlannedStep>,
+    /// Sealed secrets, for the executor to open for `secret(name)`.
+    pub secrets: Vec<SealedSecret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    pub step: Step,
+    pub step_run_id: i64,
+    /// `Pending` to run; `Reused` (done in the run this retry continues) or
+    /// `Skipped` (disabled, or not the single step of a step run) to pass over.
+    pub status: StepRunStatus,
+}
+
+/// How a step run ended, written once.
+#[derive(Debug, Clone)]
+pub struct StepRunEnd {
+    pub status: StepRunStatus,
+    /// The typed outcome (StepOutcome as JSON).
+    pub outcome: Value,
+    /// The step's output JSON when it completed.
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub progress: f64,
+    pub message: Option<String>,
+    pub fuel_used: i64,
+    pub peak_memory: i64,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// How a run ended and what becomes of its task, applied in one transaction.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    pub run_status: RunStatus,
+    pub message: Option<String>,
+    pub finished_at: DateTime<Utc>,
+    pub task_status: TaskStatus,
+    pub last_result: RunResult,
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// New value of the task's attempt counter (reset to 0 when a new cycle starts).
+    pub attempts: i64,
+    /// `true` when the next run continues this one (a retry): it reuses the
+    /// steps this run completed and their checkpoints.
+    pub resume_next: bool,
+    pub progress: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Run {
+    pub id: i64,
+    pub task_id: i64,
+    pub attempt: i64,
+    pub status: RunStatus,
+    pub trigger: RunTrigger,
+    pub node: String,
+    pub message: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub steps: Vec<StepRun>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct StepRun {
+    pub id: i64,
+    pub run_id: i64,
+    pub step_id: i64,
+    pub sort_order: i64,
+    pub controller: String,
+    pub status: StepRunStatus,
+    pub module_hash: Option<String>,
+    #[schema(value_type = Object)]
+    pub outcome: Option<Value>,
+    #[schema(value_type = Object)]
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub progress: f64,
+    pub message: Option<String>,
+    pub fuel_used: i64,
+    pub peak_memory: i64,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A registered module (the bytes live in a content-addressed blob).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Module {
+    pub path: String,
+    pub hash: String,
+    pub size: i64,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Artifact {
+    pub run_id: i64,
+    pub step_id: Option<i64>,
+    pub name: String,
+    pub size: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A persisted event (status change or log line).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct EventRecord {
+    pub task_id: i64,
+    pub run_id: Option<i64>,
+    pub step_id: Option<i64>,
+    /// `task`, `step` or `log`.
+    pub kind: String,
+    /// Log level for `log` events.
+    pub level: Option<String>,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub data: Option<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Token {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Counts of tasks by status.
+pub type StatusCounts = Vec<(TaskStatus, i64)>;
+
+/// Artifact names are file names: 1–128 of `[A-Za-z0-9._-]`, not starting with a dot.
+pub fn validate_artifact_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "artifact name `{name}` is not allowed: use 1–128 letters, digits, `.`, `_` or `-`, not starting with `.`"
+        ))
+    }
+}

@@ -1,0 +1,403 @@
+//! The SQLite store: one node, one database file.
+//!
+//! SQLite allows one writer at a time, so every write transaction goes through
+//! a pool of exactly one connection: writes queue in the process instead of
+//! failing with `SQLITE_BUSY`, and a transaction that reads then writes sees
+//! no interleaved writer. Reads use a separate pool of read-only connections,
+//! which WAL mode lets run alongside the writer.
+//!
+//! A second server on the same file is refused with an exclusive advisory lock
+//! on `<file>.lock`, held for the store's lifetime.
+
+mod actions;
+mod blobs;
+mod claim;
+mod records;
+mod rows;
+mod runs;
+mod tasks;
+
+use crate::store::*;
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::SqlitePool;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// How hard a commit works to survive a power loss (`PRAGMA synchronous`,
+/// in WAL mode). Either way the database is never corrupted, and a crash of
+/// the Stepwise process alone (not of the machine) loses nothing committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit waits until the WAL is on disk, so a
+    /// power loss or OS crash loses nothing that was committed. Costs one
+    /// fsync per write transaction (milliseconds on many disks), which bounds
+    /// write transactions per second: batch writes to go faster.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: the WAL is synced only at checkpoints (about every
+    /// 4 MB of WAL). A power loss or OS crash may roll back the transactions
+    /// committed since then (the OS usually writes them out within ~30 s): a
+    /// run may be claimed again and its steps re-run, a finished run may come
+    /// back as running and be rescued, recent logs may vanish. Commits are
+    /// much cheaper.
+    Normal,
+}
+
+/// See the module docs.
+pub struct SqliteStore {
+    /// Exactly one connection: all write transactions.
+    writer: SqlitePool,
+    /// Read-only connections for plain reads.
+    reader: SqlitePool,
+    /// Holds the exclusive lock on `<file>.lock` until the store is dropped.
+    _lock: File,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+const READERS: u32 = 4;
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path`, lock it against a
+    /// second server, and apply pending migrations.
+    pub async fn open(path: &Path, durability: Durability) -> anyhow::Result<SqliteStore> {
+        let lock = lock_file(path)?;
+        let synchronous = match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        };
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(
+                options
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(synchronous),
+            )
+            .await
+            .with_context(|| format!("opening database {}", path.display()))?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .with_context(|| format!("migrating database {}", path.display()))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.read_only(true))
+            .await
+            .with_context(|| format!("opening database {} for reading", path.display()))?;
+        Ok(SqliteStore {
+            writer,
+            reader,
+            _lock: lock,
+        })
+    }
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Take the exclusive advisory lock that keeps a second server off this file.
+fn lock_file(path: &Path) -> anyhow::Result<File> {
+    let lock_path = lock_path(path);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("creating lock file {}", lock_path.display()))?;
+    let locked = fs4::fs_std::FileExt::try_lock_exclusive(&file)
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    if !locked {
+        anyhow::bail!(
+            "another Stepwise server is already using {}; stop it or pass a different --data-dir",
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_task(&self, task: NewTask, now: DateTime<Utc>) -> StoreResult<(Task, bool)> {
+        tasks::create(self, task, now).await
+    }
+
+    async fn get_task(&self, id: i64) -> StoreResult<Option<Task>> {
+        tasks::get(self, id).await
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
+        tasks::list(self, filter).await
+    }
+
+    async fn update_task(
+        &self,
+        id: i64,
+        patch: &TaskPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task> {
+        tasks::update(self, id, patch, now).await
+    }
+
+    async fn delete_task(&self, id: i64) -> StoreResult<()> {
+        tasks::delete(self, id).await
+    }
+
+    async fn run_task_now(
+        &self,
+        id: i64,
+        only_step: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task> {
+        actions::run_now(self, id, only_step, now).await
+    }
+
+    async fn retry_task(&self, id: i64, now: DateTime<Utc>) -> StoreResult<Task> {
+        actions::retry(self, id, now).await
+    }
+
+    async fn request_cancel(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+        actions::request_cancel(self, id, now).await
+    }
+
+    async fn cancel_requested(&self, run_id: i64) -> StoreResult<bool> {
+        runs::cancel_requested(self, run_id).await
+    }
+
+    async fn delete_finished_tasks(
+        &self,
+        finished_before: DateTime<Utc>,
+        status: Option<TaskStatus>,
+    ) -> StoreResult<u64> {
+        tasks::delete_finished(self, finished_before, status).await
+    }
+
+    async fn count_by_status(&self) -> StoreResult<StatusCounts> {
+        tasks::count_by_status(self).await
+    }
+
+    async fn claim_due(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedRun>> {
+        claim::claim_due(self, node, now, lease_until, limit).await
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        run_ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        runs::heartbeat(self, node, run_ids, lease_until).await
+    }
+
+    async fn expired_runs(
+        &self,
+        now: DateTime<Utc>,
+        node: Option<&str>,
+    ) -> StoreResult<Vec<(Task, i64)>> {
+        runs::expired_runs(self, now, node).await
+    }
+
+    async fn start_step(
+        &self,
+        step_run_id: i64,
+        module_hash: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        runs::start_step(self, step_run_id, module_hash, now).await
+    }
+
+    async fn finish_step(&self, step_run_id: i64, end: &StepRunEnd) -> StoreResult<bool> {
+        runs::finish_step(self, step_run_id, end).await
+    }
+
+    async fn save_step_progress(
+        &self,
+        run_id: i64,
+        step_run_id: i64,
+        step_progress: f64,
+        task_progress: f64,
+        message: Option<&str>,
+    ) -> StoreResult<()> {
+        runs::save_step_progress(
+            self,
+            run_id,
+            step_run_id,
+            step_progress,
+            task_progress,
+            message,
+        )
+        .await
+    }
+
+    async fn finish_run(&self, task_id: i64, run_id: i64, end: &RunEnd) -> StoreResult<bool> {
+        runs::finish_run(self, task_id, run_id, end).await
+    }
+
+    async fn list_runs(&self, task_id: i64, limit: i64) -> StoreResult<Vec<Run>> {
+        runs::list_runs(self, task_id, limit).await
+    }
+
+    async fn recent_run_durations(&self, task_id: i64, limit: i64) -> StoreResult<Vec<f64>> {
+        runs::recent_run_durations(self, task_id, limit).await
+    }
+
+    async fn save_checkpoint(
+        &self,
+        task_id: i64,
+        step_id: i64,
+        data: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        blobs::save_checkpoint(self, task_id, step_id, data, now).await
+    }
+
+    async fn load_checkpoint(&self, task_id: i64, step_id: i64) -> StoreResult<Option<Vec<u8>>> {
+        blobs::load_checkpoint(self, task_id, step_id).await
+    }
+
+    async fn clear_checkpoints(&self, task_id: i64) -> StoreResult<()> {
+        blobs::clear_checkpoints(self, task_id).await
+    }
+
+    async fn write_artifact(
+        &self,
+        task_id: i64,
+        run_id: i64,
+        step_id: i64,
+        name: &str,
+        data: &[u8],
+        append: bool,
+        max_bytes: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let target = blobs::ArtifactTarget {
+            task_id,
+            run_id,
+            step_id,
+            name,
+        };
+        blobs::write_artifact(self, target, data, append, max_bytes, now).await
+    }
+
+    async fn list_artifacts(&self, task_id: i64) -> StoreResult<Vec<Artifact>> {
+        blobs::list_artifacts(self, task_id).await
+    }
+
+    async fn read_artifact(
+        &self,
+        task_id: i64,
+        name: &str,
+        run_id: Option<i64>,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        blobs::read_artifact(self, task_id, name, run_id).await
+    }
+
+    async fn append_events(&self, events: &[EventRecord]) -> StoreResult<()> {
+        records::append_events(self, events).await
+    }
+
+    async fn list_events(
+        &self,
+        task_id: i64,
+        logs_only: bool,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>> {
+        records::list_events(self, task_id, logs_only, limit).await
+    }
+
+    async fn put_module(
+        &self,
+        path: &str,
+        hash: &str,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Module, bool)> {
+        blobs::put_module(self, path, hash, bytes, now).await
+    }
+
+    async fn get_module(&self, path: &str) -> StoreResult<Option<Module>> {
+        blobs::get_module(self, path).await
+    }
+
+    async fn list_modules(&self) -> StoreResult<Vec<Module>> {
+        blobs::list_modules(self).await
+    }
+
+    async fn set_module_active(
+        &self,
+        path: &str,
+        active: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Module> {
+        blobs::set_module_active(self, path, active, now).await
+    }
+
+    async fn delete_module(&self, path: &str) -> StoreResult<()> {
+        blobs::delete_module(self, path).await
+    }
+
+    async fn module_bytes(&self, hash: &str) -> StoreResult<Option<Vec<u8>>> {
+        blobs::module_bytes(self, hash).await
+    }
+
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Token> {
+        records::create_token(self, name, role, token_hash, now).await
+    }
+
+    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Token>> {
+        records::find_token(self, token_hash, Utc::now()).await
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<Token>> {
+        records::list_tokens(self).await
+    }
+
+    async fn revoke_token(&self, id: i64) -> StoreResult<()> {
+        records::revoke_token(self, id, Utc::now()).await
+    }
+
+    async fn count_tokens(&self) -> StoreResult<i64> {
+        records::count_tokens(self).await
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        records::prune(self, before).await
+    }
+}

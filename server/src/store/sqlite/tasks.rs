@@ -1,0 +1,369 @@
+//! Tasks as users see them: create (or replace by code), read, list, patch,
+//! delete, cleanup and counts.
+
+use super::SqliteStore;
+use super::rows::{json_text, load_task, ms, opt_ms, parse, task_columns, task_from_row};
+use crate::store::{
+    NewTask, StatusCounts, StoreError, StoreResult, Task, TaskFilter, TaskPatch, TaskStatus,
+};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteConnection;
+
+/// Statuses `delete_finished_tasks` removes when no status is given.
+const FINISHED: [TaskStatus; 3] = [
+    TaskStatus::Completed,
+    TaskStatus::Failed,
+    TaskStatus::Cancelled,
+];
+
+fn not_found(id: i64) -> StoreError {
+    StoreError::NotFound(format!("task {id}"))
+}
+
+/// The status of a task, read inside the write transaction that acts on it.
+pub(super) async fn status_of(conn: &mut SqliteConnection, id: i64) -> StoreResult<TaskStatus> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE id = ?1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(parse(&status.ok_or_else(|| not_found(id))?)?)
+}
+
+pub(super) async fn reload(conn: &mut SqliteConnection, id: i64) -> StoreResult<Task> {
+    load_task(conn, id).await?.ok_or_else(|| not_found(id))
+}
+
+pub(super) async fn create(
+    store: &SqliteStore,
+    new: NewTask,
+    now: DateTime<Utc>,
+) -> StoreResult<(Task, bool)> {
+    let mut tx = store.writer.begin().await?;
+    let initial = if new.disabled {
+        TaskStatus::Disabled
+    } else {
+        TaskStatus::Scheduled
+    };
+    let next_run_at = if new.disabled {
+        None
+    } else {
+        Some(new.start_at.unwrap_or(now))
+    };
+
+    let existing: Option<(i64, String)> = match &new.code {
+        Some(code) => {
+            sqlx::query_as("SELECT id, status FROM tasks WHERE code = ?1")
+                .bind(code)
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+        None => None,
+    };
+    let (id, created) = match existing {
+        Some((_, status)) if status == TaskStatus::Running.as_str() => {
+            let code = new.code.as_deref().unwrap_or_default();
+            return Err(StoreError::Conflict(format!(
+                "task `{code}` is running; try again when it finishes"
+            )));
+        }
+        Some((id, _)) => {
+            // Replace the definition; runs (and step runs, which keep copies of
+            // controller and sort order) stay as history.
+            sqlx::query(
+                "UPDATE tasks SET name = ?2, priority = ?3, start_at = ?4, run_interval = ?5, \
+                        max_execution_time = ?6, max_attempts = ?7, status = ?8, next_run_at = ?9, \
+                        attempts = 0, progress = 0, resume_from_run_id = NULL, pending_trigger = NULL, \
+                        pending_step_id = NULL, cancel_requested = 0, updated_at = ?10 \
+                 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(&new.name)
+            .bind(new.priority.rank())
+            .bind(opt_ms(new.start_at))
+            .bind(new.run_interval)
+            .bind(new.max_execution_time)
+            .bind(new.max_attempts)
+            .bind(initial.as_str())
+            .bind(opt_ms(next_run_at))
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await?;
+            for table in ["steps", "task_details", "task_secrets"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE task_id = ?1"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            (id, false)
+        }
+        None => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO tasks (name, code, status, priority, start_at, run_interval, \
+                        max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) RETURNING id",
+            )
+            .bind(&new.name)
+            .bind(&new.code)
+            .bind(initial.as_str())
+            .bind(new.priority.rank())
+            .bind(opt_ms(new.start_at))
+            .bind(new.run_interval)
+            .bind(new.max_execution_time)
+            .bind(new.max_attempts)
+            .bind(opt_ms(next_run_at))
+            .bind(&new.created_by)
+            .bind(ms(now))
+            .fetch_one(&mut *tx)
+            .await?;
+            (id, true)
+        }
+    };
+    insert_children(&mut tx, id, &new).await?;
+    let task = reload(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok((task, created))
+}
+
+/// Steps, details and secrets of a new or replaced task.
+async fn insert_children(conn: &mut SqliteConnection, id: i64, new: &NewTask) -> StoreResult<()> {
+    for step in &new.steps {
+        sqlx::query(
+            "INSERT INTO steps (task_id, sort_order, controller, settings, max_execution_time, \
+                    max_memory, interrupt_on_step_fault, status) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(id)
+        .bind(step.sort_order)
+        .bind(&step.controller)
+        .bind(json_text(&step.settings))
+        .bind(step.max_execution_time)
+        .bind(step.max_memory)
+        .bind(step.interrupt_on_step_fault)
+        .bind(step.status.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (key, value) in &new.details {
+        upsert_detail(conn, id, key, value).await?;
+    }
+    for secret in &new.secrets {
+        sqlx::query(
+            "INSERT INTO task_secrets (task_id, name, nonce, ciphertext) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(id)
+        .bind(&secret.name)
+        .bind(&secret.nonce)
+        .bind(&secret.ciphertext)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn upsert_detail(
+    conn: &mut SqliteConnection,
+    id: i64,
+    key: &str,
+    value: &serde_json::Value,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO task_details (task_id, key, value) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (task_id, key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(id)
+    .bind(key)
+    .bind(json_text(value))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn get(store: &SqliteStore, id: i64) -> StoreResult<Option<Task>> {
+    let mut conn = store.reader.acquire().await?;
+    Ok(load_task(&mut conn, id).await?)
+}
+
+pub(super) async fn list(store: &SqliteStore, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
+    // Only the filters in use go into the SQL, so each shape gets its own
+    // (cached) plan and can use its index.
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE 1 = 1"
+    ));
+    if filter.status.is_some() {
+        sql.push_str(" AND status = ?1");
+    }
+    if filter.code.is_some() {
+        sql.push_str(" AND code = ?2");
+    }
+    if filter.module.is_some() {
+        sql.push_str(" AND id IN (SELECT task_id FROM steps WHERE controller = ?3)");
+    }
+    if filter.before_id.is_some() {
+        sql.push_str(" AND id < ?4");
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?5");
+    let mut conn = store.reader.acquire().await?;
+    let rows = sqlx::query(&sql)
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(&filter.code)
+        .bind(&filter.module)
+        .bind(filter.before_id)
+        .bind(filter.limit.max(0))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut tasks = rows
+        .iter()
+        .map(task_from_row)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    super::rows::load_children(&mut conn, &mut tasks, false).await?;
+    Ok(tasks)
+}
+
+pub(super) async fn update(
+    store: &SqliteStore,
+    id: i64,
+    patch: &TaskPatch,
+    now: DateTime<Utc>,
+) -> StoreResult<Task> {
+    let mut tx = store.writer.begin().await?;
+    let row = sqlx::query("SELECT status, start_at, next_run_at FROM tasks WHERE id = ?1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let status: TaskStatus = parse(row.try_get("status")?)?;
+    let start_at: Option<i64> = opt_ms(patch.start_at).or(row.try_get("start_at")?);
+    let mut next_run_at: Option<i64> = row.try_get("next_run_at")?;
+    let mut new_status = status;
+    match patch.disabled {
+        Some(true) if status == TaskStatus::Running => {
+            return Err(StoreError::Conflict(format!(
+                "task {id} is running; cancel it or wait until it finishes before disabling it"
+            )));
+        }
+        Some(true) => {
+            new_status = TaskStatus::Disabled;
+            next_run_at = None;
+        }
+        Some(false) if status == TaskStatus::Disabled => {
+            new_status = TaskStatus::Scheduled;
+            next_run_at = Some(start_at.unwrap_or(0).max(ms(now)));
+        }
+        _ => {
+            // A new start time moves a waiting task's next run.
+            if status == TaskStatus::Scheduled && patch.start_at.is_some() {
+                next_run_at = start_at;
+            }
+        }
+    }
+    sqlx::query(
+        "UPDATE tasks SET name = COALESCE(?2, name), priority = COALESCE(?3, priority), start_at = ?4, \
+                run_interval = COALESCE(?5, run_interval), \
+                max_execution_time = COALESCE(?6, max_execution_time), \
+                max_attempts = COALESCE(?7, max_attempts), status = ?8, next_run_at = ?9, \
+                pending_trigger = CASE WHEN ?8 = 'disabled' THEN NULL ELSE pending_trigger END, \
+                pending_step_id = CASE WHEN ?8 = 'disabled' THEN NULL ELSE pending_step_id END, \
+                updated_at = ?10 \
+         WHERE id = ?1",
+    )
+    .bind(id)
+    .bind(&patch.name)
+    .bind(patch.priority.map(|p| p.rank()))
+    .bind(start_at)
+    .bind(patch.run_interval)
+    .bind(patch.max_execution_time)
+    .bind(patch.max_attempts)
+    .bind(new_status.as_str())
+    .bind(next_run_at)
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?;
+    for (key, value) in patch.details.iter().flatten() {
+        if value.is_null() {
+            sqlx::query("DELETE FROM task_details WHERE task_id = ?1 AND key = ?2")
+                .bind(id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            upsert_detail(&mut tx, id, key, value).await?;
+        }
+    }
+    for (step_id, step_status) in &patch.step_status {
+        let changed = sqlx::query("UPDATE steps SET status = ?3 WHERE id = ?1 AND task_id = ?2")
+            .bind(step_id)
+            .bind(id)
+            .bind(step_status.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("step {step_id} of task {id}")));
+        }
+    }
+    let task = reload(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(task)
+}
+
+pub(super) async fn delete(store: &SqliteStore, id: i64) -> StoreResult<()> {
+    let mut tx = store.writer.begin().await?;
+    if status_of(&mut tx, id).await? == TaskStatus::Running {
+        return Err(StoreError::Conflict(format!(
+            "task {id} is running; cancel it or wait until it finishes before deleting it"
+        )));
+    }
+    sqlx::query("DELETE FROM tasks WHERE id = ?1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn delete_finished(
+    store: &SqliteStore,
+    finished_before: DateTime<Utc>,
+    status: Option<TaskStatus>,
+) -> StoreResult<u64> {
+    let statuses: Vec<&str> = match status {
+        Some(TaskStatus::Running) => {
+            return Err(StoreError::Conflict(
+                "running tasks cannot be cleaned up; cancel them first".to_string(),
+            ));
+        }
+        Some(status) => vec![status.as_str()],
+        None => FINISHED.iter().map(|s| s.as_str()).collect(),
+    };
+    // Batched: deleting a task cascades to its runs, step runs and events.
+    let statuses = serde_json::to_string(&statuses).context("encoding statuses")?;
+    super::records::delete_in_batches(
+        store,
+        "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
+             WHERE status IN (SELECT value FROM json_each(?3)) AND updated_at < ?1 LIMIT ?2)",
+        ms(finished_before),
+        Some(&statuses),
+    )
+    .await
+}
+
+pub(super) async fn count_by_status(store: &SqliteStore) -> StoreResult<StatusCounts> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM tasks GROUP BY status")
+            .fetch_all(&store.reader)
+            .await?;
+    Ok(TaskStatus::ALL
+        .iter()
+        .map(|status| {
+            let count = rows
+                .iter()
+                .find(|(s, _)| s == status.as_str())
+                .map_or(0, |(_, n)| *n);
+            (*status, count)
+        })
+        .collect())
+}

@@ -1,0 +1,238 @@
+//! The store conformance suite (river's `riverdrivertest`): every case is an
+//! async function over `&dyn Store`, so each implementation runs the same
+//! cases. An implementation opts in with one line,
+//! `conformance!(factory);`, where `factory().await` returns `(guard, store)`
+//! — a fresh, empty store and whatever must live as long as it (a temp dir).
+//! SQLite does so in `tests/sqlite.rs`.
+
+use super::*;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+/// One `#[tokio::test]` per case, named after it.
+macro_rules! conformance_cases {
+    ($factory:path => $($module:ident :: $case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (_guard, store) = $factory().await;
+                $crate::store::tests::$module::$case(&store).await;
+            }
+        )*
+    };
+}
+
+/// Every conformance case, against the stores `$factory` makes.
+macro_rules! conformance {
+    ($factory:path) => {
+        conformance_cases!($factory =>
+            tasks::create_and_get,
+            tasks::create_disabled_or_later,
+            tasks::code_upsert_replaces_definition,
+            tasks::code_upsert_conflicts_while_running,
+            tasks::list_filters_and_order,
+            tasks::list_cursor_stable_under_inserts,
+            tasks::update_patches_fields,
+            tasks::update_disable_and_enable,
+            tasks::delete_task_and_everything_it_owns,
+            actions::run_now_from_finished,
+            actions::run_now_single_step,
+            actions::retry_resumes_last_run,
+            actions::cancel_scheduled_is_immediate,
+            actions::cancel_running_sets_flag,
+            actions::delete_finished_tasks_by_age_and_status,
+            actions::count_by_status_lists_every_status,
+            claims::claim_order_priority_then_due,
+            claims::claim_marks_running_and_plans_steps,
+            claims::claim_waits_for_inactive_modules,
+            claims::concurrent_claims_never_overlap,
+            claims::leases_heartbeat_and_expiry,
+            runs::finish_run_applies_once,
+            runs::recurring_task_returns_to_scheduled,
+            runs::finish_step_never_twice,
+            runs::resume_reuses_completed_steps,
+            runs::rescued_run_is_retried_with_reuse,
+            runs::step_progress_is_saved,
+            runs::list_runs_and_durations,
+            blobs::checkpoints_round_trip,
+            blobs::artifacts_append_and_cap,
+            blobs::artifacts_newest_run_first,
+            blobs::modules_register_and_activate,
+            records::events_batch_and_tail,
+            records::tokens_find_and_revoke,
+            records::prune_keeps_latest_runs,
+        );
+    };
+}
+
+// Declared after the macros so they are in scope (textual macro scoping).
+mod actions;
+mod blobs;
+mod claims;
+mod records;
+mod runs;
+mod sqlite;
+mod tasks;
+
+// ---- fixtures ----------------------------------------------------------------
+
+pub(crate) const NODE: &str = "node-a";
+
+/// A fixed clock: `t(s)` is `s` seconds after an arbitrary epoch.
+pub(crate) fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_750_000_000 + secs, 0).expect("valid time")
+}
+
+pub(crate) fn new_step(controller: &str, sort_order: i64) -> NewStep {
+    NewStep {
+        sort_order,
+        controller: controller.to_string(),
+        settings: json!({ "order": sort_order }),
+        max_execution_time: 60,
+        max_memory: None,
+        interrupt_on_step_fault: true,
+        status: StepStatus::Scheduled,
+    }
+}
+
+/// A one-step, normal-priority, run-once task due when created.
+pub(crate) fn new_task(name: &str) -> NewTask {
+    NewTask {
+        name: name.to_string(),
+        code: None,
+        priority: Priority::Normal,
+        start_at: None,
+        run_interval: 0,
+        max_execution_time: 600,
+        max_attempts: 3,
+        created_by: Some("tester".to_string()),
+        details: Map::new(),
+        secrets: Vec::new(),
+        disabled: false,
+        steps: vec![new_step("test/noop", 1)],
+    }
+}
+
+pub(crate) fn with_steps(mut task: NewTask, controllers: &[&str]) -> NewTask {
+    task.steps = controllers
+        .iter()
+        .zip(1..)
+        .map(|(c, i)| new_step(c, i))
+        .collect();
+    task
+}
+
+pub(crate) async fn create(store: &dyn Store, task: NewTask, now: i64) -> Task {
+    store
+        .create_task(task, t(now))
+        .await
+        .expect("create task")
+        .0
+}
+
+/// Claim as [`NODE`] at `now` with a 30 s lease.
+pub(crate) async fn claim(store: &dyn Store, now: i64, limit: i64) -> Vec<ClaimedRun> {
+    store
+        .claim_due(NODE, t(now), t(now + 30), limit)
+        .await
+        .expect("claim")
+}
+
+pub(crate) async fn claim_one(store: &dyn Store, now: i64) -> ClaimedRun {
+    let mut claimed = claim(store, now, 1).await;
+    assert_eq!(claimed.len(), 1, "expected one due task at t({now})");
+    claimed.remove(0)
+}
+
+pub(crate) fn step_end(status: StepRunStatus, at: i64) -> StepRunEnd {
+    let completed = status == StepRunStatus::Completed;
+    StepRunEnd {
+        status,
+        outcome: json!({ "status": status.as_str() }),
+        result: completed.then(|| json!({ "ok": true, "at": at })),
+        error: (!completed).then(|| format!("step {}", status.as_str())),
+        progress: if completed { 100.0 } else { 50.0 },
+        message: Some(format!("{} at {at}", status.as_str())),
+        fuel_used: 1_000,
+        peak_memory: 65_536,
+        finished_at: t(at),
+    }
+}
+
+pub(crate) fn run_end(run_status: RunStatus, task_status: TaskStatus, at: i64) -> RunEnd {
+    RunEnd {
+        run_status,
+        message: Some(format!("run {}", run_status.as_str())),
+        finished_at: t(at),
+        task_status,
+        last_result: match run_status {
+            RunStatus::Completed => RunResult::Success,
+            RunStatus::Interrupted | RunStatus::Cancelled => RunResult::Interrupted,
+            RunStatus::Failed | RunStatus::Running => RunResult::Failed,
+        },
+        next_run_at: None,
+        attempts: 0,
+        resume_next: false,
+        progress: 100.0,
+    }
+}
+
+/// Run every pending step of a claimed run to completion and end it.
+pub(crate) async fn complete(store: &dyn Store, claimed: &ClaimedRun, at: i64) {
+    for planned in claimed
+        .steps
+        .iter()
+        .filter(|p| p.status == StepRunStatus::Pending)
+    {
+        store
+            .start_step(planned.step_run_id, Some("hash"), t(at))
+            .await
+            .expect("start step");
+        let written = store
+            .finish_step(planned.step_run_id, &step_end(StepRunStatus::Completed, at))
+            .await
+            .expect("finish step");
+        assert!(written);
+    }
+    let applied = store
+        .finish_run(
+            claimed.task.id,
+            claimed.run_id,
+            &run_end(RunStatus::Completed, TaskStatus::Completed, at),
+        )
+        .await
+        .expect("finish run");
+    assert!(applied);
+}
+
+pub(crate) async fn get(store: &dyn Store, id: i64) -> Task {
+    store
+        .get_task(id)
+        .await
+        .expect("get task")
+        .expect("task exists")
+}
+
+pub(crate) fn statuses(claimed: &ClaimedRun) -> Vec<StepRunStatus> {
+    claimed.steps.iter().map(|p| p.status).collect()
+}
+
+pub(crate) fn details(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+pub(crate) fn log_event(task_id: i64, message: &str, at: i64) -> EventRecord {
+    EventRecord {
+        task_id,
+        run_id: None,
+        step_id: None,
+        kind: "log".into(),
+        level: Some("info".into()),
+        message: message.into(),
+        data: None,
+        created_at: t(at),
+    }
+}

@@ -1,0 +1,473 @@
+//! Step runs, the end of runs, retries and run history.
+
+use super::*;
+
+pub(crate) async fn finish_run_applies_once(store: &dyn Store) {
+    let task = create(
+        store,
+        with_steps(new_task("guarded"), &["g/a", "g/b", "g/c"]),
+        0,
+    )
+    .await;
+    let claimed = claim_one(store, 1).await;
+    let [a, b, c] = [0, 1, 2].map(|i| claimed.steps[i].step_run_id);
+    store
+        .start_step(a, Some("hash-a"), t(2))
+        .await
+        .expect("start a");
+    assert!(
+        store
+            .finish_step(a, &step_end(StepRunStatus::Completed, 3))
+            .await
+            .expect("finish a")
+    );
+    store
+        .start_step(b, Some("hash-b"), t(3))
+        .await
+        .expect("start b");
+
+    let wrong_run = run_end(RunStatus::Completed, TaskStatus::Completed, 4);
+    assert!(
+        !store
+            .finish_run(task.id, claimed.run_id + 1000, &wrong_run)
+            .await
+            .expect("wrong run")
+    );
+    assert!(
+        !store
+            .finish_run(task.id + 1000, claimed.run_id, &wrong_run)
+            .await
+            .expect("wrong task")
+    );
+
+    let mut end = run_end(RunStatus::Interrupted, TaskStatus::Scheduled, 5);
+    end.message = Some("node lost".into());
+    end.next_run_at = Some(t(65));
+    end.attempts = 1;
+    end.progress = 33.0;
+    assert!(
+        store
+            .finish_run(task.id, claimed.run_id, &end)
+            .await
+            .expect("finish")
+    );
+    let again = run_end(RunStatus::Completed, TaskStatus::Completed, 6);
+    assert!(
+        !store
+            .finish_run(task.id, claimed.run_id, &again)
+            .await
+            .expect("second finish"),
+        "applies once"
+    );
+
+    let done = get(store, task.id).await;
+    assert_eq!(done.status, TaskStatus::Scheduled);
+    assert_eq!(done.last_result, Some(RunResult::Interrupted));
+    assert_eq!(done.next_run_at, Some(t(65)));
+    assert_eq!(done.attempts, 1);
+    assert_eq!(done.progress, 33.0);
+    assert_eq!(done.message.as_deref(), Some("node lost"));
+    assert_eq!(done.current_run_id, None);
+    assert_eq!(done.updated_at, t(5));
+
+    let run = store.list_runs(task.id, 1).await.expect("runs").remove(0);
+    assert_eq!(
+        (run.status, run.finished_at),
+        (RunStatus::Interrupted, Some(t(5)))
+    );
+    assert_eq!(run.message.as_deref(), Some("node lost"));
+    let by_id = |id: i64| {
+        run.steps
+            .iter()
+            .find(|s| s.id == id)
+            .expect("step run")
+            .clone()
+    };
+    assert_eq!(by_id(a).status, StepRunStatus::Completed);
+    let interrupted = by_id(b);
+    assert_eq!(interrupted.status, StepRunStatus::Interrupted);
+    assert_eq!(
+        interrupted.error.as_deref(),
+        Some("interrupted: the run ended")
+    );
+    assert_eq!(
+        (interrupted.started_at, interrupted.finished_at),
+        (Some(t(3)), Some(t(5)))
+    );
+    assert_eq!(interrupted.module_hash.as_deref(), Some("hash-b"));
+    assert_eq!(by_id(c).status, StepRunStatus::Skipped);
+    assert_eq!(by_id(c).error, None);
+    assert!(
+        store
+            .expired_runs(t(1000), None)
+            .await
+            .expect("expired")
+            .is_empty(),
+        "lease cleared"
+    );
+}
+
+pub(crate) async fn recurring_task_returns_to_scheduled(store: &dyn Store) {
+    let mut new = new_task("every minute");
+    new.run_interval = 60;
+    let task = create(store, new, 0).await;
+    for round in 0..3 {
+        let start = round * 60;
+        let claimed = claim_one(store, start).await;
+        assert_eq!(claimed.trigger, RunTrigger::Schedule);
+        assert_eq!(claimed.attempt, 1);
+        let mut end = run_end(RunStatus::Completed, TaskStatus::Scheduled, start + 1);
+        end.next_run_at = Some(t(start + 60));
+        assert!(
+            store
+                .finish_run(task.id, claimed.run_id, &end)
+                .await
+                .expect("finish")
+        );
+        assert!(claim(store, start + 59, 10).await.is_empty());
+    }
+    let runs = store.list_runs(task.id, 10).await.expect("runs");
+    assert_eq!(runs.len(), 3);
+    assert!(runs.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+}
+
+pub(crate) async fn finish_step_never_twice(store: &dyn Store) {
+    create(store, with_steps(new_task("once"), &["o/a", "o/b"]), 0).await;
+    let claimed = claim_one(store, 1).await;
+    let (a, b) = (claimed.steps[0].step_run_id, claimed.steps[1].step_run_id);
+    store
+        .start_step(a, Some("sha-a"), t(2))
+        .await
+        .expect("start");
+    let mut end = step_end(StepRunStatus::Completed, 3);
+    end.result = Some(json!({"rows": 12}));
+    assert!(store.finish_step(a, &end).await.expect("finish"));
+    assert!(
+        !store
+            .finish_step(a, &step_end(StepRunStatus::Failed, 4))
+            .await
+            .expect("again")
+    );
+    store
+        .start_step(a, Some("sha-other"), t(5))
+        .await
+        .expect("restart is ignored");
+    assert!(matches!(
+        store.start_step(b + 1000, None, t(5)).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // A step that never started (its module is missing) can still be failed.
+    let missing = step_end(StepRunStatus::Failed, 6);
+    assert!(
+        store
+            .finish_step(b, &missing)
+            .await
+            .expect("fail unstarted")
+    );
+
+    let run = store
+        .list_runs(claimed.task.id, 1)
+        .await
+        .expect("runs")
+        .remove(0);
+    let first = &run.steps[0];
+    assert_eq!(first.status, StepRunStatus::Completed);
+    assert_eq!(first.result, Some(json!({"rows": 12})));
+    assert_eq!(first.outcome, Some(json!({"status": "completed"})));
+    assert_eq!(first.module_hash.as_deref(), Some("sha-a"));
+    assert_eq!(
+        (first.started_at, first.finished_at),
+        (Some(t(2)), Some(t(3)))
+    );
+    assert_eq!(
+        (first.fuel_used, first.peak_memory, first.progress),
+        (1_000, 65_536, 100.0)
+    );
+    assert_eq!(first.message.as_deref(), Some("completed at 3"));
+    let second = &run.steps[1];
+    assert_eq!(
+        (second.status, second.started_at),
+        (StepRunStatus::Failed, None)
+    );
+    assert_eq!(second.error.as_deref(), Some("step failed"));
+
+    let mut end = run_end(RunStatus::Failed, TaskStatus::Failed, 7);
+    end.attempts = 3;
+    assert!(
+        store
+            .finish_run(claimed.task.id, claimed.run_id, &end)
+            .await
+            .expect("finish run")
+    );
+    assert!(
+        !store
+            .finish_step(b, &step_end(StepRunStatus::Completed, 8))
+            .await
+            .expect("after the run")
+    );
+}
+
+pub(crate) async fn resume_reuses_completed_steps(store: &dyn Store) {
+    let task = create(
+        store,
+        with_steps(new_task("resumable"), &["r/a", "r/b", "r/c"]),
+        0,
+    )
+    .await;
+    let steps: Vec<i64> = task.steps.iter().map(|s| s.id).collect();
+    let first = claim_one(store, 1).await;
+    store
+        .save_checkpoint(task.id, steps[1], b"at row 500", t(2))
+        .await
+        .expect("checkpoint");
+    let mut done = step_end(StepRunStatus::Completed, 2);
+    done.result = Some(json!({"dumped": "a.sql"}));
+    store
+        .finish_step(first.steps[0].step_run_id, &done)
+        .await
+        .expect("a done");
+    store
+        .start_step(first.steps[1].step_run_id, Some("h"), t(2))
+        .await
+        .expect("b starts");
+    let mut end = run_end(RunStatus::Failed, TaskStatus::Scheduled, 3);
+    end.next_run_at = Some(t(10));
+    end.attempts = 1;
+    end.resume_next = true;
+    assert!(
+        store
+            .finish_run(task.id, first.run_id, &end)
+            .await
+            .expect("finish")
+    );
+
+    let retry = claim_one(store, 10).await;
+    assert_eq!(retry.trigger, RunTrigger::Retry);
+    assert_eq!(retry.attempt, 2);
+    assert_eq!(
+        statuses(&retry),
+        [
+            StepRunStatus::Reused,
+            StepRunStatus::Pending,
+            StepRunStatus::Pending
+        ]
+    );
+    let checkpoint = store
+        .load_checkpoint(task.id, steps[1])
+        .await
+        .expect("load");
+    assert_eq!(
+        checkpoint.as_deref(),
+        Some(&b"at row 500"[..]),
+        "kept for the resumed step"
+    );
+    let run = store.list_runs(task.id, 1).await.expect("runs").remove(0);
+    assert_eq!(run.steps[0].status, StepRunStatus::Reused);
+    assert_eq!(
+        run.steps[0].result,
+        Some(json!({"dumped": "a.sql"})),
+        "the reused result is copied"
+    );
+
+    // Reused steps stay reused through a second retry.
+    store
+        .finish_step(
+            retry.steps[1].step_run_id,
+            &step_end(StepRunStatus::Completed, 11),
+        )
+        .await
+        .expect("b");
+    let mut end = run_end(RunStatus::Failed, TaskStatus::Scheduled, 12);
+    end.next_run_at = Some(t(20));
+    end.attempts = 2;
+    end.resume_next = true;
+    assert!(
+        store
+            .finish_run(task.id, retry.run_id, &end)
+            .await
+            .expect("finish")
+    );
+    let third = claim_one(store, 20).await;
+    assert_eq!((third.attempt, third.trigger), (3, RunTrigger::Retry));
+    assert_eq!(
+        statuses(&third),
+        [
+            StepRunStatus::Reused,
+            StepRunStatus::Reused,
+            StepRunStatus::Pending
+        ]
+    );
+    let mut end = run_end(RunStatus::Failed, TaskStatus::Failed, 21);
+    end.attempts = 3;
+    assert!(
+        store
+            .finish_run(task.id, third.run_id, &end)
+            .await
+            .expect("finish")
+    );
+
+    // A fresh run starts over: nothing reused, checkpoints cleared.
+    store
+        .run_task_now(task.id, None, t(30))
+        .await
+        .expect("run now");
+    let fresh = claim_one(store, 30).await;
+    assert_eq!((fresh.attempt, fresh.trigger), (1, RunTrigger::Manual));
+    assert_eq!(statuses(&fresh), [StepRunStatus::Pending; 3]);
+    assert_eq!(
+        store
+            .load_checkpoint(task.id, steps[1])
+            .await
+            .expect("load"),
+        None
+    );
+}
+
+pub(crate) async fn rescued_run_is_retried_with_reuse(store: &dyn Store) {
+    let task = create(store, with_steps(new_task("rescued"), &["x/a", "x/b"]), 0).await;
+    let lost = claim_one(store, 0).await;
+    store
+        .finish_step(
+            lost.steps[0].step_run_id,
+            &step_end(StepRunStatus::Completed, 1),
+        )
+        .await
+        .expect("a");
+    store
+        .start_step(lost.steps[1].step_run_id, None, t(1))
+        .await
+        .expect("b");
+
+    let (expired, run_id) = store
+        .expired_runs(t(31), None)
+        .await
+        .expect("expired")
+        .remove(0);
+    assert_eq!((expired.id, run_id), (task.id, lost.run_id));
+    let mut end = run_end(RunStatus::Interrupted, TaskStatus::Scheduled, 31);
+    end.next_run_at = Some(t(31));
+    end.attempts = expired.attempts;
+    end.resume_next = true;
+    assert!(
+        store
+            .finish_run(task.id, run_id, &end)
+            .await
+            .expect("rescue")
+    );
+
+    // The lost executor comes back: it can neither end the run nor record the step.
+    let late = run_end(RunStatus::Completed, TaskStatus::Completed, 32);
+    assert!(
+        !store
+            .finish_run(task.id, lost.run_id, &late)
+            .await
+            .expect("late finish")
+    );
+    let late_step = step_end(StepRunStatus::Completed, 32);
+    assert!(
+        !store
+            .finish_step(lost.steps[1].step_run_id, &late_step)
+            .await
+            .expect("late step")
+    );
+
+    let retry = claim_one(store, 31).await;
+    assert_eq!((retry.trigger, retry.attempt), (RunTrigger::Retry, 2));
+    assert_eq!(
+        statuses(&retry),
+        [StepRunStatus::Reused, StepRunStatus::Pending]
+    );
+}
+
+pub(crate) async fn step_progress_is_saved(store: &dyn Store) {
+    let task = create(store, with_steps(new_task("progress"), &["p/a", "p/b"]), 0).await;
+    let claimed = claim_one(store, 1).await;
+    let a = claimed.steps[0].step_run_id;
+    store.start_step(a, None, t(1)).await.expect("start");
+    store
+        .save_step_progress(claimed.run_id, a, 40.0, 20.0, Some("dumping users"))
+        .await
+        .expect("progress");
+    let live = get(store, task.id).await;
+    assert_eq!(
+        (live.progress, live.message.as_deref()),
+        (20.0, Some("dumping users"))
+    );
+    store
+        .save_step_progress(claimed.run_id, a, 60.0, 30.0, None)
+        .await
+        .expect("progress");
+    let live = get(store, task.id).await;
+    assert_eq!(
+        (live.progress, live.message.as_deref()),
+        (30.0, Some("dumping users")),
+        "no message: kept"
+    );
+    let run = store.list_runs(task.id, 1).await.expect("runs").remove(0);
+    assert_eq!(
+        (run.steps[0].progress, run.steps[0].message.as_deref()),
+        (60.0, Some("dumping users"))
+    );
+    assert_eq!(run.steps[1].progress, 0.0, "other steps untouched");
+
+    complete(store, &claimed, 2).await;
+    store
+        .save_step_progress(claimed.run_id, a, 99.0, 99.0, Some("late"))
+        .await
+        .expect("late progress");
+    assert_eq!(
+        get(store, task.id).await.progress,
+        100.0,
+        "a finished run's progress is final"
+    );
+}
+
+pub(crate) async fn list_runs_and_durations(store: &dyn Store) {
+    let mut new = new_task("timed");
+    new.run_interval = 100;
+    let task = create(store, new, 0).await;
+    let mut run_ids = Vec::new();
+    for (start, seconds, status) in [
+        (0, 3, RunStatus::Completed),
+        (100, 7, RunStatus::Failed),
+        (200, 5, RunStatus::Completed),
+    ] {
+        let claimed = claim_one(store, start).await;
+        run_ids.push(claimed.run_id);
+        let mut end = run_end(status, TaskStatus::Scheduled, start + seconds);
+        end.next_run_at = Some(t(start + 100));
+        assert!(
+            store
+                .finish_run(task.id, claimed.run_id, &end)
+                .await
+                .expect("finish")
+        );
+    }
+    let runs = store.list_runs(task.id, 2).await.expect("runs");
+    let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [run_ids[2], run_ids[1]], "newest first, limited");
+    assert!(
+        runs.iter()
+            .all(|r| r.steps.len() == 1 && r.task_id == task.id)
+    );
+    let durations = store
+        .recent_run_durations(task.id, 5)
+        .await
+        .expect("durations");
+    assert_eq!(durations, [5.0, 3.0], "completed runs only, newest first");
+    assert_eq!(
+        store
+            .recent_run_durations(task.id, 1)
+            .await
+            .expect("durations"),
+        [5.0]
+    );
+    assert!(
+        store
+            .list_runs(task.id + 1000, 5)
+            .await
+            .expect("runs")
+            .is_empty()
+    );
+}

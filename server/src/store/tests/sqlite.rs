@@ -1,0 +1,63 @@
+//! The conformance suite against SQLite, plus what only SQLite has: the
+//! single-server file lock and the durability setting.
+
+use super::*;
+use tempfile::TempDir;
+
+/// A fresh store in its own temp dir (deleted when the guard drops).
+async fn sqlite_store() -> (TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("stepwise.db"), Durability::Full)
+        .await
+        .expect("open store");
+    (dir, store)
+}
+
+conformance!(sqlite_store);
+
+#[tokio::test]
+async fn second_open_is_refused_while_the_first_lives() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("stepwise.db");
+    let first = SqliteStore::open(&path, Durability::Full)
+        .await
+        .expect("first open");
+    let id = create(&first, new_task("kept"), 0).await.id;
+
+    let error = SqliteStore::open(&path, Durability::Full)
+        .await
+        .expect_err("second open must fail");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("another Stepwise server is already using"),
+        "{message}"
+    );
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("--data-dir"), "{message}");
+
+    drop(first);
+    let again = SqliteStore::open(&path, Durability::Normal)
+        .await
+        .expect("open after the first closed");
+    assert_eq!(get(&again, id).await.name, "kept");
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_skips_applied_migrations() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("stepwise.db");
+    let store = SqliteStore::open(&path, Durability::Normal)
+        .await
+        .expect("open");
+    let claimed = {
+        create(&store, new_task("persisted"), 0).await;
+        claim_one(&store, 1).await
+    };
+    drop(store);
+    let store = SqliteStore::open(&path, Durability::Full)
+        .await
+        .expect("reopen");
+    let task = get(&store, claimed.task.id).await;
+    assert_eq!(task.status, TaskStatus::Running);
+    assert_eq!(task.current_run_id, Some(claimed.run_id));
+}

@@ -1,0 +1,662 @@
+//! The REST API through the real binary: every endpoint, its failure cases and
+//! its role; validation errors name their field; nothing a client sends makes a 500.
+
+mod common;
+
+use common::{TestServer, module_bytes};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn simple_task(controller: &str) -> Value {
+    json!({"name": "simple", "steps": [{"controller": controller, "settings": {}}]})
+}
+
+#[tokio::test]
+async fn create_get_list_patch_delete_a_task() {
+    let s = TestServer::start().await;
+    let body = json!({
+        "name": "Nightly backup", "priority": "high", "max_attempts": 2,
+        "start_at": "2999-01-01T00:00:00Z", "details": {"shop": "main"},
+        "secrets": {"db_password": "hunter2"},
+        "steps": [{"controller": "tool/backup/dumptables", "settings": {"tables": []}, "max_execution_time": 30}]
+    });
+    let (status, task) = s.post("/tasks", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    assert_eq!(task["status"], "scheduled");
+    assert_eq!(task["priority"], "high");
+    assert_eq!(task["secret_names"], json!(["db_password"]));
+    assert!(
+        !task.to_string().contains("hunter2"),
+        "secrets are never returned"
+    );
+    let id = task["id"].as_i64().unwrap();
+
+    let (status, got) = s.get(&format!("/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["details"]["shop"], "main");
+
+    let (status, page) = s.get("/tasks?status=scheduled").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id)
+    );
+
+    let (status, patched) = s
+        .patch(
+            &format!("/tasks/{id}"),
+            json!({"name": "Renamed", "details": {"shop": null, "x": 1}, "disabled": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["name"], "Renamed");
+    assert_eq!(patched["status"], "disabled");
+    assert_eq!(patched["details"], json!({"x": 1}));
+
+    let (status, _) = s.delete(&format!("/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = s.get(&format!("/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn wait_returns_the_finished_task_or_202() {
+    let s = TestServer::start().await;
+    let (status, task) = s.post("/tasks?wait=10s", json!({"name": "quick", "steps": [{"controller": "demo/count", "settings": {"to": 1000}}]})).await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["progress"], 100.0);
+
+    let (status, task) = s.post("/tasks?wait=100ms", json!({"name": "slow", "steps": [{"controller": "demo/count", "settings": {"to": 100, "sleep_ms_per_report": 50}}]})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{task}");
+    let (status, body) = s
+        .post("/tasks?wait=forever", simple_task("demo/count"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "wait");
+}
+
+#[tokio::test]
+async fn cursor_pages_are_stable_under_concurrent_inserts() {
+    let s = TestServer::start().await;
+    for _ in 0..5 {
+        s.post(
+            "/tasks",
+            json!({"name": "p", "disabled": true, "steps": [{"controller": "demo/count"}]}),
+        )
+        .await;
+    }
+    let (_, first) = s.get("/tasks?limit=2").await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    s.post(
+        "/tasks",
+        json!({"name": "new", "disabled": true, "steps": [{"controller": "demo/count"}]}),
+    )
+    .await;
+    let (_, second) = s.get(&format!("/tasks?limit=2&cursor={cursor}")).await;
+    let ids = |page: &Value| {
+        page["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (ids(&first), ids(&second));
+    assert_eq!(a.len(), 2);
+    assert_eq!(b.len(), 2);
+    assert!(a[1] > b[0], "no overlap, no gap: {a:?} then {b:?}");
+    assert_eq!(a[1] - 1, b[0]);
+}
+
+#[tokio::test]
+async fn code_upsert_updates_the_existing_task() {
+    let s = TestServer::start().await;
+    let body = |name: &str| json!({"name": name, "code": "shop:backup", "disabled": true, "steps": [{"controller": "demo/count"}]});
+    let (status, first) = s.post("/tasks", body("first")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, second) = s.post("/tasks", body("second")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(second["name"], "second");
+    let (_, page) = s.get("/tasks?code=shop:backup").await;
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_field() {
+    let s = TestServer::start().await;
+    let cases = [
+        (json!({"name": "x", "steps": []}), "steps"),
+        (
+            json!({"name": "", "steps": [{"controller": "demo/count"}]}),
+            "name",
+        ),
+        (
+            json!({"name": "x", "priority": "urgent", "steps": [{"controller": "demo/count"}]}),
+            "priority",
+        ),
+        (
+            json!({"name": "x", "max_attempts": 0, "steps": [{"controller": "demo/count"}]}),
+            "max_attempts",
+        ),
+        (
+            json!({"name": "x", "run_interval": -5, "steps": [{"controller": "demo/count"}]}),
+            "run_interval",
+        ),
+        (
+            json!({"name": "x", "steps": [{"controller": "no/such/module"}]}),
+            "steps[0].controller",
+        ),
+        (
+            json!({"name": "x", "steps": [{"controller": "../etc/passwd"}]}),
+            "steps[0].controller",
+        ),
+        (
+            json!({"name": "x", "steps": [{"controller": "demo/count", "max_execution_time": 99999999}]}),
+            "steps[0].max_execution_time",
+        ),
+        (
+            json!({"name": "x", "steps": [{"controller": "demo/count", "max_memory": 10}]}),
+            "steps[0].max_memory",
+        ),
+        (
+            json!({"name": "x", "bogus": 1, "steps": [{"controller": "demo/count"}]}),
+            "",
+        ),
+        (
+            json!({"name": 5, "steps": [{"controller": "demo/count"}]}),
+            "name",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, error) = s.post("/tasks", body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} → {error}");
+        assert_eq!(error["error"]["code"], "invalid");
+        if !field.is_empty() {
+            assert_eq!(error["error"]["field"], field, "{body} → {error}");
+        }
+        assert!(!error["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // The unknown module error tells what to do.
+    let (_, error) = s
+        .post(
+            "/tasks",
+            json!({"name": "x", "steps": [{"controller": "no/such"}]}),
+        )
+        .await;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("PUT /api/v1/modules/no/such")
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_and_wrong_content_types_are_client_errors() {
+    let s = TestServer::start().await;
+    let send = |body: &'static str, content_type: &'static str| {
+        s.http
+            .post(format!("{}/api/v1/tasks", s.url))
+            .bearer_auth(&s.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        send("{not json", "application/json")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        send("{}", "text/plain").await.unwrap().status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        send("[1,2]", "application/json").await.unwrap().status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let huge = "x".repeat(5 << 20);
+    // A fresh client: the server closes a connection whose body it refused unread.
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/tasks", s.url))
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body(format!("{{\"name\": \"{huge}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = s.get("/tasks/not-a-number").await;
+    assert!(status.is_client_error());
+    let (status, _) = s.get("/tasks?limit=abc").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = s.get("/tasks/999999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn run_cancel_retry_step_run_progress_runs_logs_and_artifacts() {
+    let s = TestServer::start().await;
+    // A failing task, retried after fixing nothing: the retry resumes.
+    let tables = json!({"tables": [{"name": "a", "columns": ["x"], "rows": [[1]]}, {"name": "b", "columns": ["x"], "rows": [[2]]}], "fail_after_tables": 1});
+    let (_, task) = s
+        .post(
+            "/tasks",
+            json!({"name": "backup", "max_attempts": 1,
+        "steps": [{"controller": "tool/backup/dumptables", "settings": tables}]}),
+        )
+        .await;
+    let id = task["id"].as_i64().unwrap();
+    let failed = s.wait_for(id, &["failed"], Duration::from_secs(30)).await;
+    assert_eq!(failed["last_result"], "failed");
+    let (status, _) = s.post_empty(&format!("/tasks/{id}/retry")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    s.wait_for(id, &["completed"], Duration::from_secs(30))
+        .await;
+    let runs = s.runs(id).await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs[0]["steps"][0]["result"]["resumed_from"], 1,
+        "{}",
+        runs[0]
+    );
+    assert_eq!(runs[1]["steps"][0]["outcome"]["kind"], "returned_error");
+
+    let (status, list) = s.get(&format!("/tasks/{id}/artifacts")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        list["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "backup.sql")
+    );
+    let response = s
+        .http
+        .get(format!("{}/api/v1/tasks/{id}/artifacts/backup.sql", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("backup.sql")
+    );
+    assert!(response.text().await.unwrap().contains("CREATE TABLE"));
+    let (status, _) = s.get(&format!("/tasks/{id}/artifacts/missing.txt")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, logs) = s.get(&format!("/tasks/{id}/logs")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!logs["logs"].as_array().unwrap().is_empty());
+
+    let (status, progress) = s.get(&format!("/tasks/{id}/progress")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(progress["status"], "completed");
+    assert_eq!(progress["eta_seconds"], 0.0);
+
+    // Run now, then run only its step.
+    // A fresh run starts at attempt 1 again, where this step fails on purpose.
+    let (status, _) = s.post_empty(&format!("/tasks/{id}/run")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    s.wait_for(id, &["failed"], Duration::from_secs(30)).await;
+    assert_eq!(s.runs(id).await.len(), 3);
+    let step_id = failed["steps"][0]["id"].as_i64().unwrap();
+    let (status, _) = s
+        .post_empty(&format!("/tasks/{id}/steps/{step_id}/run"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = s.post_empty(&format!("/tasks/{id}/steps/999999/run")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Cancel a running task: it stops for real.
+    let (_, task) = s.post("/tasks", json!({"name": "endless", "steps": [{"controller": "demo/count", "settings": {"to": 1000000000u64, "sleep_ms_per_report": 100}, "max_execution_time": 600}]})).await;
+    let id = task["id"].as_i64().unwrap();
+    s.wait_for(id, &["running"], Duration::from_secs(30)).await;
+    let (status, body) = s.post_empty(&format!("/tasks/{id}/cancel")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    s.wait_for(id, &["cancelled"], Duration::from_secs(10))
+        .await;
+    let (status, body) = s.post_empty(&format!("/tasks/{id}/cancel")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn module_upload_validation_versions_and_management() {
+    let s = TestServer::start().await;
+    let (status, module) = s.put_module("my/noop", module_bytes("fixture/noop")).await;
+    assert_eq!(status, StatusCode::CREATED, "{module}");
+    let first_hash = module["hash"].as_str().unwrap().to_string();
+    let (status, module) = s.put_module("my/noop", module_bytes("demo/count")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(
+        module["hash"],
+        first_hash.as_str(),
+        "a re-upload is a new version"
+    );
+
+    for (bytes, needle) in [
+        (Vec::new(), "empty"),
+        (b"hello".to_vec(), "not a WebAssembly"),
+        (b"\0asm\x01\0\0\0".to_vec(), "core WebAssembly module"),
+        (module_bytes("fixture/fs"), "wasi:filesystem"),
+    ] {
+        let (status, error) = s.put_module("bad/one", bytes).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains(needle),
+            "{error}"
+        );
+    }
+    let (status, _) = s.put_module("Bad/Path", module_bytes("fixture/noop")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = s.put_module("a/..%2Fb", module_bytes("fixture/noop")).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a traversal is refused"
+    );
+
+    let (status, list) = s.get("/modules").await;
+    assert_eq!(status, StatusCode::OK);
+    let paths: Vec<&str> = list["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["path"].as_str().unwrap())
+        .collect();
+    for example in [
+        "demo/count",
+        "tool/backup/dumptables",
+        "sale/contact/send",
+        "catalog/product/import",
+        "my/noop",
+    ] {
+        assert!(paths.contains(&example), "{paths:?}");
+    }
+    let (status, shown) = s.get("/modules/my/noop").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["tasks"], 0);
+    let (status, patched) = s.patch("/modules/my/noop", json!({"active": false})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(patched["active"], false);
+    let (status, _) = s.delete("/modules/my/noop").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = s.get("/modules/my/noop").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // In use by a scheduled task: refused with a way out.
+    s.post("/tasks", json!({"name": "later", "start_at": "2999-01-01T00:00:00Z", "steps": [{"controller": "demo/count"}]})).await;
+    let (status, error) = s.delete("/modules/demo/count").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+}
+
+#[tokio::test]
+async fn an_upload_above_the_limit_is_413() {
+    let s = TestServer::start_with(&["--max-module-bytes", "1000", "--no-examples"]).await;
+    let (status, error) = s.put_module("big/one", module_bytes("demo/count")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+}
+
+#[tokio::test]
+async fn every_route_checks_its_role() {
+    let s = TestServer::start().await;
+    let (_, viewer) = s
+        .post("/tokens", json!({"name": "viewer", "role": "viewer"}))
+        .await;
+    let (_, operator) = s
+        .post("/tokens", json!({"name": "op", "role": "operator"}))
+        .await;
+    let viewer = viewer["token"].as_str().unwrap().to_string();
+    let operator = operator["token"].as_str().unwrap().to_string();
+    let (_, task) = s
+        .post(
+            "/tasks",
+            json!({"name": "t", "disabled": true, "steps": [{"controller": "demo/count"}]}),
+        )
+        .await;
+    let id = task["id"].as_i64().unwrap();
+    let step = task["steps"][0]["id"].as_i64().unwrap();
+
+    // (method, path, body, weakest role allowed)
+    let routes: Vec<(Method, String, Option<Value>, &str)> = vec![
+        (Method::GET, "/tasks".into(), None, "viewer"),
+        (Method::GET, format!("/tasks/{id}"), None, "viewer"),
+        (Method::GET, format!("/tasks/{id}/progress"), None, "viewer"),
+        (Method::GET, format!("/tasks/{id}/runs"), None, "viewer"),
+        (Method::GET, format!("/tasks/{id}/logs"), None, "viewer"),
+        (
+            Method::GET,
+            format!("/tasks/{id}/artifacts"),
+            None,
+            "viewer",
+        ),
+        (Method::GET, "/modules".into(), None, "viewer"),
+        (Method::GET, "/modules/demo/count".into(), None, "viewer"),
+        (Method::GET, "/stats".into(), None, "viewer"),
+        (
+            Method::POST,
+            "/tasks".into(),
+            Some(json!({"name": "x", "disabled": true, "steps": [{"controller": "demo/count"}]})),
+            "operator",
+        ),
+        (
+            Method::PATCH,
+            format!("/tasks/{id}"),
+            Some(json!({"name": "y"})),
+            "operator",
+        ),
+        (Method::POST, format!("/tasks/{id}/run"), None, "operator"),
+        (
+            Method::POST,
+            format!("/tasks/{id}/cancel"),
+            None,
+            "operator",
+        ),
+        (Method::POST, format!("/tasks/{id}/retry"), None, "operator"),
+        (
+            Method::POST,
+            format!("/tasks/{id}/steps/{step}/run"),
+            None,
+            "operator",
+        ),
+        (
+            Method::DELETE,
+            "/tasks?finished_before=2000-01-01T00:00:00Z".into(),
+            None,
+            "admin",
+        ),
+        (
+            Method::PATCH,
+            "/modules/demo/count".into(),
+            Some(json!({"active": true})),
+            "admin",
+        ),
+        (Method::GET, "/tokens".into(), None, "admin"),
+        (
+            Method::POST,
+            "/tokens".into(),
+            Some(json!({"name": "z", "role": "viewer"})),
+            "admin",
+        ),
+    ];
+    let rank = |role: &str| {
+        ["viewer", "operator", "admin"]
+            .iter()
+            .position(|r| *r == role)
+            .unwrap()
+    };
+    for (method, path, body, needed) in routes {
+        let (status, _) = s.request(method.clone(), &path, None, body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token"
+        );
+        let (status, _) = s
+            .request(
+                method.clone(),
+                &path,
+                Some("sw_not_a_real_token"),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with a bad token"
+        );
+        for (role, token) in [("viewer", &viewer), ("operator", &operator)] {
+            let (status, body) = s
+                .request(method.clone(), &path, Some(token), body.clone())
+                .await;
+            if rank(role) < rank(needed) {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} as {role}: {body}"
+                );
+            } else {
+                assert_ne!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} as {role}: {body}"
+                );
+                assert_ne!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {path} as {role}"
+                );
+            }
+        }
+    }
+    let response = s
+        .http
+        .put(format!("{}/api/v1/modules/x/y", s.url))
+        .bearer_auth(&operator)
+        .body(module_bytes("fixture/noop"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn tokens_are_created_listed_and_revoked() {
+    let s = TestServer::start().await;
+    let (status, created) = s
+        .post("/tokens", json!({"name": "ci", "role": "operator"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let token = created["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("sw_"));
+    let (status, list) = s.get("/tokens").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !list.to_string().contains(&token),
+        "tokens are never shown again"
+    );
+    let (status, _) = s.request(Method::GET, "/tasks", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s.delete(&format!("/tokens/{}", created["id"])).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = s.request(Method::GET, "/tasks", Some(&token), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The first token is stored hashed and the file holding it is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.dir.join("admin-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn cleanup_stats_health_metrics_openapi_and_the_dashboard() {
+    let s = TestServer::start().await;
+    s.upload("fixture/noop").await;
+    let (_, task) = s
+        .post(
+            "/tasks?wait=10s",
+            json!({"name": "done", "steps": [{"controller": "fixture/noop"}]}),
+        )
+        .await;
+    assert_eq!(task["status"], "completed");
+    let (status, stats) = s.get("/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats["tasks"]["completed"], 1);
+    let (status, deleted) = s
+        .delete("/tasks?finished_before=2999-01-01T00:00:00Z&status=completed")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(deleted["deleted"], 1);
+    let (status, _) = s.delete("/tasks?finished_before=yesterday").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (status, health) = s.request(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "ok");
+    let (status, metrics) = s.request(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("stepwise_tasks{status=\"completed\"}")
+    );
+
+    let (status, doc) = s
+        .request(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"].as_str().unwrap().chars().next(), Some('3'));
+    // Every documented path is routed (none answers "no such route").
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{step_id}", "1")
+            .replace("{path}", "demo/count")
+            .replace("{name}", "x.txt");
+        for method in item.as_object().unwrap().keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (status, body) = s
+                .request(method.clone(), &concrete, Some(&s.token), None)
+                .await;
+            let unrouted = status == StatusCode::NOT_FOUND
+                && body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no such");
+            assert!(!unrouted, "{method} {path} is documented but not routed");
+            assert!(!status.is_server_error(), "{method} {path} → {status}");
+        }
+    }
+
+    let response = s.http.get(format!("{}/", s.url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let response = s
+        .http
+        .get(format!("{}/app.js", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}

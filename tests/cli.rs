@@ -1,0 +1,173 @@
+//! The command line as a user runs it: the local step runner and the client
+//! commands against a real server.
+
+mod common;
+
+use common::{BIN, TestServer, module_file};
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn stepwise(args: &[&str], server: Option<&TestServer>) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("STEPWISE_TOKEN")
+        .env_remove("STEPWISE_URL");
+    if let Some(server) = server {
+        command
+            .env("STEPWISE_URL", &server.url)
+            .env("STEPWISE_TOKEN", &server.token);
+    }
+    command.output().expect("run stepwise")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn step_run_prints_the_result_and_progress() {
+    let module = module_file("demo/count");
+    let out = stepwise(
+        &[
+            "step",
+            "run",
+            module.to_str().unwrap(),
+            "--settings",
+            r#"{"to": 5000}"#,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(result["counted"], 5000);
+    assert!(
+        text(&out.stderr).contains("100.0%"),
+        "progress on stderr: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn step_run_fails_with_one_line_naming_the_limit() {
+    let module = module_file("fixture/loop");
+    let out = stepwise(
+        &[
+            "step",
+            "run",
+            module.to_str().unwrap(),
+            "--max-execution-time",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let last = stderr.lines().last().unwrap();
+    assert!(last.starts_with("error: step ran out of fuel"), "{stderr}");
+
+    let module = module_file("fixture/membomb");
+    let out = stepwise(
+        &[
+            "step",
+            "run",
+            module.to_str().unwrap(),
+            "--max-memory",
+            "33554432",
+        ],
+        None,
+    );
+    assert!(
+        text(&out.stderr)
+            .lines()
+            .last()
+            .unwrap()
+            .contains("memory cap of 33554432 bytes")
+    );
+}
+
+#[test]
+fn step_run_passes_secrets_and_writes_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = module_file("sale/contact/send");
+    let settings = r#"{"template": "Hi {{name}}", "subject": "s", "recipients": [{"email": "a@b.c", "name": "Ann"}]}"#;
+    let artifacts = dir.path().join("out");
+    let out = stepwise(
+        &[
+            "step",
+            "run",
+            module.to_str().unwrap(),
+            "--settings",
+            settings,
+            "--secret",
+            "mail_api_key=k",
+            "--artifacts-dir",
+            artifacts.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        std::fs::read_to_string(artifacts.join("outbox.jsonl"))
+            .unwrap()
+            .contains("Hi Ann")
+    );
+}
+
+#[test]
+fn step_run_refuses_a_bad_file_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"\0asm\x01\0\0\0").unwrap();
+    let out = stepwise(&["step", "run", bad.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("core WebAssembly module"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn client_commands_drive_a_server() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("task.json");
+    std::fs::write(&file, r#"{"name": "from the cli", "steps": [{"controller": "demo/count", "settings": {"to": 20000}}]}"#).unwrap();
+    let s = &server;
+    let out = stepwise(
+        &["task", "create", file.to_str().unwrap(), "--watch"],
+        Some(s),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("completed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = stepwise(&["task", "list", "--json"], Some(s));
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["tasks"][0]["name"], "from the cli");
+
+    let noop = module_file("fixture/noop");
+    let out = stepwise(
+        &["module", "upload", "my/noop", noop.to_str().unwrap()],
+        Some(s),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = stepwise(&["module", "list"], Some(s));
+    assert!(text(&out.stdout).contains("my/noop"));
+
+    let out = stepwise(
+        &["token", "create", "--role", "viewer", "--name", "dash"],
+        Some(s),
+    );
+    assert!(text(&out.stdout).trim().starts_with("sw_"));
+
+    let out = stepwise(&["task", "show", "424242"], Some(s));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("not found"));
+}

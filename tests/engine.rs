@@ -1,0 +1,509 @@
+//! The engine driven directly (no web server): scheduling, step order, faults,
+//! retries with resume, checkpoints, cancel, run now, step mode, code upsert,
+//! secrets, rescue — each rule of DESIGN.md "Lifecycle" has a test here.
+
+mod common;
+
+use chrono::Utc;
+use common::module_bytes;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use stepwise::engine::{Engine, EngineConfig, RetryPolicy, RunVerdict};
+use stepwise::events::{Event, EventBus};
+use stepwise::runtime::{Runtime, RuntimeConfig, StepOutcome};
+use stepwise::secrets::SecretBox;
+use stepwise::store::{
+    Durability, NewStep, NewTask, Priority, RunStatus, SqliteStore, StepRunStatus, StepStatus,
+    Store, TaskStatus,
+};
+
+struct Harness {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    harness_with(|_| {}).await
+}
+
+async fn harness_with(configure: impl FnOnce(&mut EngineConfig)) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("db.sqlite"), Durability::Normal)
+            .await
+            .unwrap(),
+    );
+    let runtime =
+        Arc::new(Runtime::new(RuntimeConfig::local(dir.path().join("compiled"))).unwrap());
+    let mut config = EngineConfig::new("test-node");
+    config.retry = RetryPolicy {
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+    };
+    configure(&mut config);
+    let engine = Engine::new(
+        store.clone(),
+        runtime.clone(),
+        Arc::new(EventBus::new()),
+        Arc::new(SecretBox::from_key(&[1; 32])),
+        config,
+    );
+    for path in [
+        "demo/count",
+        "tool/backup/dumptables",
+        "sale/contact/send",
+        "fixture/fail",
+        "fixture/loop",
+        "fixture/noop",
+        "fixture/trap",
+    ] {
+        let bytes = module_bytes(path);
+        let module = runtime.prepare(&bytes).await.unwrap();
+        store
+            .put_module(path, module.hash(), &bytes, Utc::now())
+            .await
+            .unwrap();
+    }
+    Harness {
+        engine,
+        store,
+        _dir: dir,
+    }
+}
+
+fn step(controller: &str, settings: Value) -> NewStep {
+    NewStep {
+        sort_order: 0,
+        controller: controller.into(),
+        settings,
+        max_execution_time: 10,
+        max_memory: None,
+        interrupt_on_step_fault: true,
+        status: StepStatus::Scheduled,
+    }
+}
+
+fn task(steps: Vec<NewStep>) -> NewTask {
+    let steps = steps.into_iter().enumerate().map(|(i, mut s)| {
+        s.sort_order = i as i64 + 1;
+        s
+    });
+    NewTask {
+        name: "test".into(),
+        code: None,
+        priority: Priority::Normal,
+        start_at: None,
+        run_interval: 0,
+        max_execution_time: 0,
+        max_attempts: 1,
+        created_by: None,
+        details: Default::default(),
+        secrets: Vec::new(),
+        disabled: false,
+        steps: steps.collect(),
+    }
+}
+
+impl Harness {
+    async fn create(&self, new: NewTask) -> i64 {
+        self.store.create_task(new, Utc::now()).await.unwrap().0.id
+    }
+
+    async fn status(&self, id: i64) -> TaskStatus {
+        self.store.get_task(id).await.unwrap().unwrap().status
+    }
+
+    /// Run due tasks until the given task is not scheduled-and-due any more.
+    async fn run_until_settled(&self, id: i64) {
+        for _ in 0..200 {
+            self.engine.drain().await.unwrap();
+            let task = self.store.get_task(id).await.unwrap().unwrap();
+            if task.status != TaskStatus::Scheduled {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_one_step_task_completes_and_pins_its_module_hash() {
+    let h = harness().await;
+    let id = h
+        .create(task(vec![step("demo/count", json!({"to": 1000}))]))
+        .await;
+    let summary = h.engine.try_execute_next().await.unwrap().expect("claimed");
+    assert_eq!(summary.verdict, RunVerdict::Succeeded);
+    assert_eq!(h.status(id).await, TaskStatus::Completed);
+    let runs = h.store.list_runs(id, 10).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Completed);
+    let step_run = &runs[0].steps[0];
+    assert_eq!(step_run.status, StepRunStatus::Completed);
+    assert_eq!(step_run.result.as_ref().unwrap()["counted"], 1000);
+    let module = h.store.get_module("demo/count").await.unwrap().unwrap();
+    assert_eq!(step_run.module_hash.as_deref(), Some(module.hash.as_str()));
+    assert!(
+        h.engine.try_execute_next().await.unwrap().is_none(),
+        "nothing left"
+    );
+}
+
+#[tokio::test]
+async fn steps_run_in_sort_order_and_disabled_steps_are_skipped() {
+    let h = harness().await;
+    let mut disabled = step("fixture/fail", json!({}));
+    disabled.status = StepStatus::Disabled;
+    let mut new = task(vec![
+        step("demo/count", json!({"to": 10})),
+        disabled,
+        step("fixture/noop", json!({})),
+    ]);
+    new.steps[0].sort_order = 20;
+    new.steps[2].sort_order = 10;
+    let id = h.create(new).await;
+    let summary = h.engine.try_execute_next().await.unwrap().unwrap();
+    assert_eq!(summary.verdict, RunVerdict::Succeeded);
+    let run = &h.store.list_runs(id, 1).await.unwrap()[0];
+    let order: Vec<(&str, StepRunStatus)> = run
+        .steps
+        .iter()
+        .map(|s| (s.controller.as_str(), s.status))
+        .collect();
+    // sort_order: the disabled step 2, noop 10, count 20.
+    assert_eq!(
+        order,
+        vec![
+            ("fixture/fail", StepRunStatus::Skipped),
+            ("fixture/noop", StepRunStatus::Completed),
+            ("demo/count", StepRunStatus::Completed),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_fault_interrupts_the_run_only_when_the_step_says_so() {
+    let h = harness().await;
+    let id = h
+        .create(task(vec![
+            step("fixture/fail", json!({})),
+            step("fixture/noop", json!({})),
+        ]))
+        .await;
+    h.engine.try_execute_next().await.unwrap();
+    let run = &h.store.list_runs(id, 1).await.unwrap()[0];
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.steps[1].status, StepRunStatus::Skipped);
+    assert_eq!(h.status(id).await, TaskStatus::Failed);
+
+    let mut tolerant = step("fixture/fail", json!({}));
+    tolerant.interrupt_on_step_fault = false;
+    let id = h
+        .create(task(vec![tolerant, step("fixture/noop", json!({}))]))
+        .await;
+    h.engine.try_execute_next().await.unwrap();
+    let run = &h.store.list_runs(id, 1).await.unwrap()[0];
+    assert_eq!(
+        run.steps[1].status,
+        StepRunStatus::Completed,
+        "the run went on"
+    );
+    assert_eq!(
+        run.status,
+        RunStatus::Failed,
+        "but it failed because a step did"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_backs_off_and_starts_at_the_first_step_that_did_not_succeed() {
+    let h = harness().await;
+    let mut new = task(vec![
+        step("demo/count", json!({"to": 10})),
+        step("fixture/fail", json!({"fail_until_attempt": 2})),
+    ]);
+    new.max_attempts = 3;
+    let id = h.create(new).await;
+    let first = h.engine.try_execute_next().await.unwrap().unwrap();
+    assert_eq!(first.verdict, RunVerdict::Failed);
+    let waiting = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(waiting.status, TaskStatus::Scheduled);
+    assert!(
+        waiting.next_run_at.unwrap() > Utc::now() - chrono::Duration::milliseconds(5),
+        "backoff puts it in the future"
+    );
+    h.run_until_settled(id).await;
+    assert_eq!(h.status(id).await, TaskStatus::Completed);
+    let runs = h.store.list_runs(id, 10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    let retry = &runs[0];
+    assert_eq!(retry.attempt, 2);
+    assert_eq!(
+        retry.steps[0].status,
+        StepRunStatus::Reused,
+        "the first step is not run again"
+    );
+    assert_eq!(retry.steps[1].status, StepRunStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_checkpointing_step_resumes_where_it_stopped() {
+    let h = harness().await;
+    let settings = json!({"tables": [
+        {"name": "a", "columns": ["x"], "rows": [[1]]},
+        {"name": "b", "columns": ["x"], "rows": [[2]]},
+        {"name": "c", "columns": ["x"], "rows": [[3]]}],
+        "fail_after_tables": 2});
+    let mut new = task(vec![step("tool/backup/dumptables", settings)]);
+    new.max_attempts = 2;
+    let id = h.create(new).await;
+    h.run_until_settled(id).await;
+    assert_eq!(h.status(id).await, TaskStatus::Completed);
+    let runs = h.store.list_runs(id, 10).await.unwrap();
+    let output = runs[0].steps[0].result.clone().unwrap();
+    assert_eq!(
+        output["resumed_from"], 2,
+        "the retry continued from its checkpoint: {output}"
+    );
+    let dump = h
+        .store
+        .read_artifact(id, "backup.sql", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8(dump).unwrap().contains("INSERT INTO"));
+}
+
+#[tokio::test]
+async fn cancel_stops_a_scheduled_task_at_once_and_a_running_one_for_real() {
+    let h = harness().await;
+    let mut later = task(vec![step("fixture/noop", json!({}))]);
+    later.start_at = Some(Utc::now() + chrono::Duration::hours(1));
+    let id = h.create(later).await;
+    assert!(h.engine.cancel(id).await.unwrap(), "cancelled at once");
+    assert_eq!(h.status(id).await, TaskStatus::Cancelled);
+
+    let mut endless = step("fixture/loop", json!({}));
+    endless.max_execution_time = 600;
+    let id = h.create(task(vec![endless])).await;
+    let engine = h.engine.clone();
+    let running = tokio::spawn(async move { engine.try_execute_next().await });
+    while h.status(id).await != TaskStatus::Running {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !h.engine.cancel(id).await.unwrap(),
+        "a running task is stopped, not cancelled at once"
+    );
+    let summary = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.verdict, RunVerdict::Cancelled);
+    assert_eq!(summary.steps[0].1, StepOutcome::Cancelled);
+    assert_eq!(h.status(id).await, TaskStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn run_now_ignores_the_schedule_and_a_single_step_can_run_alone() {
+    let h = harness().await;
+    let mut later = task(vec![
+        step("fixture/noop", json!({})),
+        step("demo/count", json!({"to": 5})),
+    ]);
+    later.start_at = Some(Utc::now() + chrono::Duration::hours(1));
+    let id = h.create(later).await;
+    assert!(
+        h.engine.try_execute_next().await.unwrap().is_none(),
+        "not due yet"
+    );
+    h.store.run_task_now(id, None, Utc::now()).await.unwrap();
+    assert!(h.engine.try_execute_next().await.unwrap().is_some());
+    assert_eq!(h.status(id).await, TaskStatus::Completed);
+
+    let second_step = h.store.get_task(id).await.unwrap().unwrap().steps[1].id;
+    h.store
+        .run_task_now(id, Some(second_step), Utc::now())
+        .await
+        .unwrap();
+    let summary = h.engine.try_execute_next().await.unwrap().unwrap();
+    assert_eq!(summary.steps.len(), 1, "only that step ran");
+    assert_eq!(summary.steps[0].0, second_step);
+}
+
+#[tokio::test]
+async fn a_recurring_task_returns_to_scheduled_after_each_run() {
+    let h = harness().await;
+    let mut recurring = task(vec![step("fixture/noop", json!({}))]);
+    recurring.run_interval = 60;
+    let id = h.create(recurring).await;
+    h.engine.try_execute_next().await.unwrap();
+    let task = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(task.status, TaskStatus::Scheduled);
+    let gap = task.next_run_at.unwrap() - Utc::now();
+    assert!(
+        gap > chrono::Duration::seconds(55) && gap <= chrono::Duration::seconds(60),
+        "{gap}"
+    );
+}
+
+#[tokio::test]
+async fn the_task_time_limit_interrupts_a_long_step() {
+    let h = harness().await;
+    let mut endless = step("fixture/loop", json!({}));
+    endless.max_execution_time = 600;
+    let mut new = task(vec![endless]);
+    new.max_execution_time = 1;
+    let id = h.create(new).await;
+    let summary = h.engine.try_execute_next().await.unwrap().unwrap();
+    assert_eq!(summary.verdict, RunVerdict::Interrupted);
+    assert!(matches!(
+        summary.steps[0].1,
+        StepOutcome::OutOfFuel { .. } | StepOutcome::Deadline { .. }
+    ));
+    let run = &h.store.list_runs(id, 1).await.unwrap()[0];
+    assert_eq!(run.steps[0].status, StepRunStatus::Interrupted);
+}
+
+#[tokio::test]
+async fn a_missing_module_fails_the_step_and_an_inactive_one_holds_the_task() {
+    let h = harness().await;
+    let id = h.create(task(vec![step("nothing/here", json!({}))])).await;
+    h.engine.try_execute_next().await.unwrap();
+    let run = &h.store.list_runs(id, 1).await.unwrap()[0];
+    assert!(
+        run.steps[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("not registered"),
+        "{:?}",
+        run.steps[0].error
+    );
+
+    h.store
+        .set_module_active("fixture/noop", false, Utc::now())
+        .await
+        .unwrap();
+    let id = h.create(task(vec![step("fixture/noop", json!({}))])).await;
+    assert!(
+        h.engine.try_execute_next().await.unwrap().is_none(),
+        "held while inactive"
+    );
+    h.store
+        .set_module_active("fixture/noop", true, Utc::now())
+        .await
+        .unwrap();
+    h.engine.try_execute_next().await.unwrap().unwrap();
+    assert_eq!(h.status(id).await, TaskStatus::Completed);
+}
+
+#[tokio::test]
+async fn higher_priority_runs_first() {
+    let h = harness().await;
+    let mut low = task(vec![step("fixture/noop", json!({}))]);
+    low.priority = Priority::Low;
+    let low = h.create(low).await;
+    let mut high = task(vec![step("fixture/noop", json!({}))]);
+    high.priority = Priority::High;
+    let high = h.create(high).await;
+    assert_eq!(
+        h.engine.try_execute_next().await.unwrap().unwrap().task_id,
+        high
+    );
+    assert_eq!(
+        h.engine.try_execute_next().await.unwrap().unwrap().task_id,
+        low
+    );
+}
+
+#[tokio::test]
+async fn secrets_reach_the_step_and_nothing_else() {
+    let h = harness().await;
+    let mut new = task(vec![step(
+        "sale/contact/send",
+        json!({"template": "Hi {{name}}", "subject": "s", "recipients": [{"email": "a@b.c", "name": "A"}]}),
+    )]);
+    new.secrets = vec![
+        h.engine
+            .secrets()
+            .seal("mail_api_key", "super-secret-value"),
+    ];
+    let id = h.create(new).await;
+    let summary = h.engine.try_execute_next().await.unwrap().unwrap();
+    assert_eq!(
+        summary.verdict,
+        RunVerdict::Succeeded,
+        "{:?}",
+        summary.steps
+    );
+    let task = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(task.secret_names, vec!["mail_api_key".to_string()]);
+    assert!(
+        !serde_json::to_string(&task)
+            .unwrap()
+            .contains("super-secret-value")
+    );
+    h.engine.event_writer().flush(Duration::from_secs(5)).await;
+    let events = h.store.list_events(id, false, 1000).await.unwrap();
+    assert!(
+        !serde_json::to_string(&events)
+            .unwrap()
+            .contains("super-secret-value")
+    );
+}
+
+#[tokio::test]
+async fn a_run_whose_lease_expired_is_rescued_and_retried() {
+    let h = harness().await;
+    let mut new = task(vec![step("fixture/noop", json!({}))]);
+    new.max_attempts = 2;
+    let id = h.create(new).await;
+    // A node claims it and dies: the lease is already over.
+    let now = Utc::now();
+    let claimed = h
+        .store
+        .claim_due("dead-node", now, now - chrono::Duration::seconds(1), 1)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(h.engine.rescue_expired().await.unwrap(), 1);
+    let runs = h.store.list_runs(id, 10).await.unwrap();
+    assert_eq!(runs[0].status, RunStatus::Interrupted);
+    h.run_until_settled(id).await;
+    assert_eq!(h.status(id).await, TaskStatus::Completed);
+}
+
+#[tokio::test]
+async fn progress_events_reach_the_bus_in_order_and_never_go_back() {
+    let h = harness().await;
+    let mut events = h.engine.bus().subscribe();
+    let id = h
+        .create(task(vec![step("demo/count", json!({"to": 100000}))]))
+        .await;
+    h.engine.try_execute_next().await.unwrap();
+    let mut last_seq = 0;
+    let mut last_progress = 0.0;
+    let mut saw_final = false;
+    while let Ok(event) = events.try_recv() {
+        if event.task_id() != id {
+            continue;
+        }
+        assert!(event.seq() > last_seq, "seq increases");
+        last_seq = event.seq();
+        if let Event::Task(state) = event {
+            if state.status == "running" {
+                assert!(state.progress >= last_progress, "never backwards");
+                last_progress = state.progress;
+            } else {
+                saw_final = state.status == "completed";
+            }
+        }
+    }
+    assert_eq!(last_progress, 100.0);
+    assert!(saw_final);
+}
