@@ -7,7 +7,7 @@ use super::progress::RunProgress;
 use super::step_host::{EngineStepHost, RunContext};
 use crate::events::{Event, StepState, TaskState};
 use crate::runtime::{LogLevel, StepContext, StepLimits, StepOutcome, StepRequest};
-use crate::store::{ClaimedRun, PlannedStep, StepRunEnd, StepRunStatus, Task, TaskStatus};
+use crate::store::{ClaimedRun, PlannedStep, StepRunEnd, StepRunStatus, Task, TaskStatus, WriteOp};
 use chrono::Utc;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -136,7 +136,12 @@ pub(super) async fn execute(inner: Arc<Inner>, claimed: ClaimedRun) -> RunSummar
         Utc::now(),
         &inner.config.retry,
     );
-    let applied = match inner.store.finish_run(task.id, claimed.run_id, &end).await {
+    let finish = WriteOp::FinishRun {
+        task_id: task.id,
+        run_id: claimed.run_id,
+        end: end.clone(),
+    };
+    let applied = match inner.committer.commit(finish).await {
         Ok(applied) => applied,
         Err(e) => {
             // The lease will expire and the rescuer will end the run: nothing is lost.
@@ -150,8 +155,24 @@ pub(super) async fn execute(inner: Arc<Inner>, claimed: ClaimedRun) -> RunSummar
     };
     inner.running.lock().expect("running map").remove(&task.id);
     inner.wake.notify_one();
-    if applied && let Ok(Some(task)) = inner.store.get_task(task.id).await {
-        publish_task_final(&inner, &task);
+    if applied {
+        inner.bus.publish(Event::Task(TaskState {
+            task_id: task.id,
+            seq: 0,
+            name: task.name.clone(),
+            status: end.task_status.to_string(),
+            progress: end.progress,
+            message: end
+                .message
+                .clone()
+                .or_else(|| run.message.lock().expect("message lock").clone()),
+            run_id: Some(claimed.run_id),
+            current_step: None,
+            eta_seconds: None,
+            last_result: Some(end.last_result.to_string()),
+            next_run_at: end.next_run_at,
+            updated_at: end.finished_at,
+        }));
     }
     RunSummary {
         task_id: task.id,
@@ -330,9 +351,10 @@ async fn finish_step(
         peak_memory,
         finished_at: Utc::now(),
     };
-    if let Err(e) = inner.store.finish_step(planned.step_run_id, &end).await {
-        tracing::error!(run_id = run.run_id, "recording the step end failed: {e:#}");
-    }
+    inner.committer.queue(WriteOp::FinishStep {
+        step_run_id: planned.step_run_id,
+        end: end.clone(),
+    });
     publish_step(
         inner,
         run,

@@ -2,6 +2,7 @@
 //! retries, rescues runs of dead nodes. It runs without a web server; the API
 //! and tests call it directly.
 
+mod committer;
 mod event_writer;
 mod executor;
 mod policy;
@@ -90,6 +91,7 @@ pub(crate) struct Inner {
     pub secrets: Arc<SecretBox>,
     pub config: EngineConfig,
     pub event_writer: Arc<EventWriter>,
+    pub committer: Arc<committer::Committer>,
     /// Runs executing on this node: task id → (run id, cancel token).
     pub running: Mutex<HashMap<i64, (i64, CancellationToken)>>,
     /// Wakes the scheduler (a task became due, a worker became free).
@@ -112,6 +114,7 @@ impl Engine {
         config: EngineConfig,
     ) -> Self {
         let event_writer = EventWriter::start(store.clone());
+        let committer = committer::Committer::start(store.clone());
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -120,6 +123,7 @@ impl Engine {
                 secrets,
                 config,
                 event_writer,
+                committer,
                 running: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
             }),

@@ -125,6 +125,10 @@ pub trait Store: Send + Sync + 'static {
         module_hash: Option<&str>,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// Apply several executor writes in order in one transaction (one commit
+    /// for many runs). Returns, per op, whether it applied (the same answer as
+    /// the single-op methods; `StartStep` is always `true`).
+    async fn apply_writes(&self, ops: &[WriteOp]) -> StoreResult<Vec<bool>>;
     /// Record the end of a step run (only if it is not already final: no step
     /// attempt is recorded twice). Returns whether it was written.
     async fn finish_step(&self, step_run_id: i64, end: &StepRunEnd) -> StoreResult<bool>;

@@ -413,6 +413,26 @@ pub struct Token {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// One write of the executor, applied with others in one transaction
+/// ([`super::Store::apply_writes`]): group commit for the run path.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Like [`super::Store::start_step`].
+    StartStep {
+        step_run_id: i64,
+        module_hash: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// Like [`super::Store::finish_step`].
+    FinishStep { step_run_id: i64, end: StepRunEnd },
+    /// Like [`super::Store::finish_run`].
+    FinishRun {
+        task_id: i64,
+        run_id: i64,
+        end: RunEnd,
+    },
+}
+
 /// Counts of tasks by status.
 pub type StatusCounts = Vec<(TaskStatus, i64)>;
 

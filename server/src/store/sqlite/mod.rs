@@ -237,6 +237,10 @@ impl Store for SqliteStore {
         runs::start_step(self, step_run_id, module_hash, now).await
     }
 
+    async fn apply_writes(&self, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
+        runs::apply_writes(self, ops).await
+    }
+
     async fn finish_step(&self, step_run_id: i64, end: &StepRunEnd) -> StoreResult<bool> {
         runs::finish_step(self, step_run_id, end).await
     }

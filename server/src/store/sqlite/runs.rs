@@ -6,7 +6,7 @@ use super::rows::{
     RUN_COLUMNS, json_ids, json_text, load_children, load_step_runs, ms, opt_ms, run_from_row,
     task_columns, task_from_row,
 };
-use crate::store::{Run, RunEnd, StepRunEnd, StoreError, StoreResult, Task};
+use crate::store::{Run, RunEnd, StepRunEnd, StoreError, StoreResult, Task, WriteOp};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -97,6 +97,21 @@ pub(super) async fn start_step(
     module_hash: Option<&str>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
+    let mut conn = store.writer.acquire().await?;
+    if start_step_in(&mut conn, step_run_id, module_hash, now).await? {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(format!("step run {step_run_id}")))
+    }
+}
+
+/// Mark a pending step run as running; false when there is no such step run.
+pub(super) async fn start_step_in(
+    conn: &mut SqliteConnection,
+    step_run_id: i64,
+    module_hash: Option<&str>,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
     // Only a pending step run starts: one already ended (rescued) stays ended.
     let exists: Option<String> = sqlx::query_scalar(
         "UPDATE step_runs SET status = CASE status WHEN 'pending' THEN 'running' ELSE status END, \
@@ -107,12 +122,38 @@ pub(super) async fn start_step(
     .bind(step_run_id)
     .bind(module_hash)
     .bind(ms(now))
-    .fetch_optional(&store.writer)
+    .fetch_optional(&mut *conn)
     .await?;
-    match exists {
-        Some(_) => Ok(()),
-        None => Err(StoreError::NotFound(format!("step run {step_run_id}"))),
+    Ok(exists.is_some())
+}
+
+/// The executor's writes of many runs in one transaction: one fsync for all.
+pub(super) async fn apply_writes(store: &SqliteStore, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
+    let mut tx = store.writer.begin().await?;
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        let applied = match op {
+            WriteOp::StartStep {
+                step_run_id,
+                module_hash,
+                at,
+            } => {
+                start_step_in(&mut tx, *step_run_id, module_hash.as_deref(), *at).await?;
+                true
+            }
+            WriteOp::FinishStep { step_run_id, end } => {
+                finish_step_in(&mut tx, *step_run_id, end).await?
+            }
+            WriteOp::FinishRun {
+                task_id,
+                run_id,
+                end,
+            } => finish_run_in(&mut tx, *task_id, *run_id, end).await?,
+        };
+        results.push(applied);
     }
+    tx.commit().await?;
+    Ok(results)
 }
 
 pub(super) async fn finish_step(
