@@ -660,3 +660,144 @@ async fn cleanup_stats_health_metrics_openapi_and_the_dashboard() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn performance_stats_and_alerts_after_runs() {
+    let s = TestServer::start().await;
+    s.upload("fixture/noop").await;
+    s.upload("fixture/fail").await;
+
+    // Nothing ran: no rate, no module, every hour of the window at zero, no alert.
+    let (status, perf) = s.get("/stats/performance").await;
+    assert_eq!(status, StatusCode::OK, "{perf}");
+    assert_eq!(perf["hours"], 24);
+    assert_eq!(perf["runs"], 0);
+    assert_eq!(perf["success_rate"], Value::Null);
+    assert_eq!(perf["average_duration_seconds"], Value::Null);
+    assert_eq!(perf["modules"], json!([]));
+    let hours = perf["throughput"].as_array().unwrap();
+    assert_eq!(hours.len(), 25, "the hours from 24 h ago to now");
+    assert!(
+        hours
+            .iter()
+            .all(|h| h["completed"] == 0 && h["failed"] == 0)
+    );
+    let (status, alerts) = s.get("/alerts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(alerts, json!({"alerts": []}));
+
+    // Two successes, then four failures in a row (one attempt each).
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(
+            s.create_step_task("fixture/noop", json!({}), json!({}))
+                .await,
+        );
+    }
+    for id in &ids {
+        s.wait_for(*id, &["completed"], Duration::from_secs(30))
+            .await;
+    }
+    for _ in 0..4 {
+        let id = s
+            .create_step_task("fixture/fail", json!({}), json!({"max_attempts": 1}))
+            .await;
+        s.wait_for(id, &["failed"], Duration::from_secs(30)).await;
+    }
+
+    let (status, perf) = s.get("/stats/performance?hours=1").await;
+    assert_eq!(status, StatusCode::OK, "{perf}");
+    assert_eq!(perf["hours"], 1);
+    assert_eq!(
+        (&perf["runs"], &perf["completed"], &perf["failed"]),
+        (&json!(6), &json!(2), &json!(4)),
+        "{perf}"
+    );
+    let rate = perf["success_rate"].as_f64().unwrap();
+    assert!((rate - 2.0 / 6.0).abs() < 1e-9, "{perf}");
+    assert!(perf["average_duration_seconds"].as_f64().unwrap() >= 0.0);
+    let modules = perf["modules"].as_array().unwrap();
+    let names: Vec<&str> = modules
+        .iter()
+        .map(|m| m["module"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fixture/fail", "fixture/noop"], "{perf}");
+    let (fail, noop) = (&modules[0], &modules[1]);
+    assert_eq!(
+        (&fail["runs"], &fail["success_rate"]),
+        (&json!(4), &json!(0.0))
+    );
+    assert_eq!(
+        (&noop["runs"], &noop["success_rate"]),
+        (&json!(2), &json!(1.0))
+    );
+    for module in modules {
+        for field in ["average_duration_seconds", "average_fuel"] {
+            assert!(module[field].as_f64().unwrap() >= 0.0, "{module}");
+        }
+        assert!(
+            module["average_peak_memory"].as_f64().unwrap() > 0.0,
+            "{module}"
+        );
+    }
+    let hours = perf["throughput"].as_array().unwrap();
+    assert_eq!(hours.len(), 2, "this hour and the one before: {perf}");
+    let sum = |key: &str| hours.iter().map(|h| h[key].as_i64().unwrap()).sum::<i64>();
+    assert_eq!((sum("completed"), sum("failed")), (2, 4));
+    let last = hours.last().unwrap()["hour"].as_str().unwrap();
+    assert!(last.ends_with(":00:00Z"), "an RFC 3339 hour start: {last}");
+
+    // 2 of 6 is under half: critical; fixture/fail failed 4 times in a row.
+    let (status, body) = s.get("/alerts").await;
+    assert_eq!(status, StatusCode::OK);
+    let alerts = body["alerts"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = alerts
+        .iter()
+        .map(|a| (a["kind"].as_str().unwrap(), a["severity"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("success_rate", "critical"), ("failing_module", "warning")],
+        "{body}"
+    );
+    let message = alerts[0]["message"].as_str().unwrap();
+    assert!(message.contains("only 33% of the 6 runs"), "{message}");
+    let message = alerts[1]["message"].as_str().unwrap();
+    assert!(
+        message.contains("module `fixture/fail` failed its last 4 step runs")
+            && message.contains("failed on purpose")
+            && message.contains("PUT /api/v1/modules/fixture/fail"),
+        "{message}"
+    );
+
+    // Viewers may read both; no token or a bad one is 401 (no role is below viewer).
+    let (_, viewer) = s
+        .post("/tokens", json!({"name": "viewer", "role": "viewer"}))
+        .await;
+    let viewer = viewer["token"].as_str().unwrap().to_string();
+    for path in ["/stats/performance", "/alerts"] {
+        let (status, _) = s.request(Method::GET, path, Some(&viewer), None).await;
+        assert_eq!(status, StatusCode::OK, "{path} as a viewer");
+        let (status, body) = s.request(Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let (status, _) = s
+            .request(Method::GET, path, Some("sw_not_a_real_token"), None)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with a bad token");
+    }
+    for query in ["hours=0", "hours=721", "hours=day", "hour=5"] {
+        let (status, body) = s.get(&format!("/stats/performance?{query}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "invalid", "{query}: {body}");
+    }
+    let (_, body) = s.get("/stats/performance?hours=721").await;
+    assert_eq!(body["error"]["field"], "hours");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("between 1 and 720"),
+        "{body}"
+    );
+}

@@ -171,3 +171,47 @@ async fn client_commands_drive_a_server() {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains("not found"));
 }
+
+#[tokio::test]
+async fn serve_reads_a_config_file_below_flags_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stepwise.toml");
+    std::fs::write(
+        &config,
+        "no_examples = true\nretention_days = 7\nmax_module_bytes = 2000\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--max-module-bytes",
+        "100000000",
+    ])
+    .await;
+    let (_, modules) = server.get("/modules").await;
+    assert_eq!(
+        modules["modules"],
+        serde_json::json!([]),
+        "no_examples from the file"
+    );
+    // The flag wins over the file's 2000-byte limit.
+    server.upload("fixture/noop").await;
+
+    std::fs::write(&config, "wrokers = 3\n").unwrap();
+    let out = stepwise(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("d").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown setting `wrokers`"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -507,3 +507,24 @@ async fn progress_events_reach_the_bus_in_order_and_never_go_back() {
     assert_eq!(last_progress, 100.0);
     assert!(saw_final);
 }
+
+#[tokio::test]
+async fn retention_removes_old_runs_but_keeps_the_latest() {
+    let h = harness().await;
+    let mut recurring = task(vec![step("fixture/noop", json!({}))]);
+    recurring.run_interval = 1;
+    let id = h.create(recurring).await;
+    for _ in 0..3 {
+        h.store.run_task_now(id, None, Utc::now()).await.unwrap();
+        h.engine.try_execute_next().await.unwrap().unwrap();
+    }
+    assert_eq!(h.store.list_runs(id, 10).await.unwrap().len(), 3);
+    let removed = h
+        .engine
+        .prune_history(Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(removed >= 2, "{removed}");
+    let runs = h.store.list_runs(id, 10).await.unwrap();
+    assert_eq!(runs.len(), 1, "the latest run stays");
+}

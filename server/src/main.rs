@@ -5,7 +5,14 @@ use std::process::ExitCode;
 use stepwise::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match stepwise::cli::args_with_config() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     if let Command::InternalCompile {
         input,
         output,

@@ -1,6 +1,7 @@
 //! The HTTP API under `/api/v1`, the WebSocket, health, metrics and the
 //! embedded dashboard. Each route module owns its `router()`.
 
+mod alerts;
 mod auth;
 mod error;
 mod events;
@@ -122,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(modules::router(state.config().max_module_bytes))
         .merge(stats::router())
+        .merge(alerts::router())
         .merge(events::router())
         .merge(tokens::router())
         .merge(openapi::router())

@@ -5,10 +5,11 @@
 use super::auth::Caller;
 use super::error::{ApiError, Result};
 use super::extract::JsonBody;
+use super::extract::PathArgs;
 use super::{AppState, validate};
 use crate::store::{Module, Role, TaskFilter, TaskStatus};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -25,6 +26,22 @@ pub fn router(max_module_bytes: usize) -> Router<AppState> {
             .layer(DefaultBodyLimit::max(max_module_bytes)),
     )
 }
+
+/// The module path in the URL, e.g. `tool/backup/dumptables` (for the
+/// OpenAPI document; the handlers take the wildcard as a string).
+#[derive(Debug, utoipa::IntoParams)]
+#[allow(dead_code)]
+#[into_params(parameter_in = Path)]
+pub struct ModulePathParam {
+    /// 1–8 segments of `[a-z0-9_-]`.
+    #[param(pattern = r"^[a-z0-9_-]{1,24}(/[a-z0-9_-]{1,24}){0,7}$")]
+    pub path: String,
+}
+
+/// A component's bytes (the request body of an upload).
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct ComponentBytes(#[allow(dead_code)] Vec<u8>);
 
 /// A module and how many tasks use it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -54,8 +71,8 @@ fn check_path(path: &str) -> Result<()> {
     validate::module_path("path", path)
 }
 
-#[utoipa::path(put, path = "/api/v1/modules/{path}", tag = "modules", params(("path" = String, Path, description = "e.g. tool/backup/dumptables")),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "the component (.wasm)"),
+#[utoipa::path(put, path = "/api/v1/modules/{path}", tag = "modules", params(ModulePathParam),
+    request_body(content = ComponentBytes, content_type = "application/octet-stream", description = "the component (.wasm); `application/wasm` is accepted too"),
     responses((status = 201, description = "registered", body = Module),
         (status = 200, description = "new version of an existing module", body = Module),
         (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
@@ -64,7 +81,7 @@ fn check_path(path: &str) -> Result<()> {
 pub async fn put_module(
     State(state): State<AppState>,
     caller: Caller,
-    Path(path): Path<String>,
+    PathArgs(path): PathArgs<String>,
     body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Module>)> {
     caller.require(Role::Admin)?;
@@ -131,14 +148,14 @@ async fn load(state: &AppState, path: &str) -> Result<Module> {
         .ok_or_else(|| ApiError::NotFound(format!("module `{path}` not found")))
 }
 
-#[utoipa::path(get, path = "/api/v1/modules/{path}", tag = "modules", params(("path" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/modules/{path}", tag = "modules", params(ModulePathParam),
     responses((status = 200, body = ModuleInfo), (status = 401, body = super::ErrorBody),
         (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_module(
     State(state): State<AppState>,
     caller: Caller,
-    Path(path): Path<String>,
+    PathArgs(path): PathArgs<String>,
 ) -> Result<Json<ModuleInfo>> {
     caller.require(Role::Viewer)?;
     let module = load(&state, &path).await?;
@@ -154,7 +171,7 @@ pub struct ModulePatch {
     pub active: bool,
 }
 
-#[utoipa::path(patch, path = "/api/v1/modules/{path}", tag = "modules", params(("path" = String, Path)),
+#[utoipa::path(patch, path = "/api/v1/modules/{path}", tag = "modules", params(ModulePathParam),
     request_body = ModulePatch,
     responses((status = 200, body = Module), (status = 400, body = super::ErrorBody),
         (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
@@ -164,7 +181,7 @@ pub struct ModulePatch {
 pub async fn patch_module(
     State(state): State<AppState>,
     caller: Caller,
-    Path(path): Path<String>,
+    PathArgs(path): PathArgs<String>,
     JsonBody(patch): JsonBody<ModulePatch>,
 ) -> Result<Json<Module>> {
     caller.require(Role::Admin)?;
@@ -177,7 +194,7 @@ pub async fn patch_module(
     Ok(Json(module))
 }
 
-#[utoipa::path(delete, path = "/api/v1/modules/{path}", tag = "modules", params(("path" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/modules/{path}", tag = "modules", params(ModulePathParam),
     responses((status = 204, description = "deleted"), (status = 401, body = super::ErrorBody),
         (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
         (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
@@ -185,7 +202,7 @@ pub async fn patch_module(
 pub async fn delete_module(
     State(state): State<AppState>,
     caller: Caller,
-    Path(path): Path<String>,
+    PathArgs(path): PathArgs<String>,
 ) -> Result<StatusCode> {
     caller.require(Role::Admin)?;
     load(&state, &path).await?;

@@ -3,11 +3,12 @@
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, Result};
+use super::extract::PathArgs;
 use super::tasks::{is_final, load_task};
 use crate::engine::eta_seconds;
 use crate::events::{Event, StepState, TaskState};
 use crate::store::{Role, Task, TaskStatus};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -96,7 +97,7 @@ pub struct Progress {
 pub async fn progress(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathArgs(id): PathArgs<i64>,
 ) -> Result<Json<Progress>> {
     caller.require(Role::Viewer)?;
     let task = load_task(&state, id).await?;
@@ -147,7 +148,7 @@ pub async fn progress(
 pub async fn run_now(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathArgs(id): PathArgs<i64>,
 ) -> Result<(StatusCode, Json<Task>)> {
     caller.require(Role::Operator)?;
     let task = state.store().run_task_now(id, None, Utc::now()).await?;
@@ -164,7 +165,7 @@ pub async fn run_now(
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathArgs(id): PathArgs<i64>,
 ) -> Result<(StatusCode, Json<Task>)> {
     caller.require(Role::Operator)?;
     let task = state.store().retry_task(id, Utc::now()).await?;
@@ -182,7 +183,7 @@ pub async fn retry(
 pub async fn run_step(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, step_id)): Path<(i64, i64)>,
+    PathArgs((id, step_id)): PathArgs<(i64, i64)>,
 ) -> Result<(StatusCode, Json<Task>)> {
     caller.require(Role::Operator)?;
     let task = load_task(&state, id).await?;
@@ -216,7 +217,7 @@ pub struct CancelResult {
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathArgs(id): PathArgs<i64>,
 ) -> Result<(StatusCode, Json<CancelResult>)> {
     caller.require(Role::Operator)?;
     let immediate = state.engine().cancel(id).await?;

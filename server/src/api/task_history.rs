@@ -2,12 +2,13 @@
 
 use super::auth::Caller;
 use super::error::{ApiError, Result};
+use super::extract::PathArgs;
 use super::extract::QueryArgs;
 use super::tasks::load_task;
 use super::{AppState, validate};
 use crate::store::{Artifact, EventRecord, Role, Run, TaskStatus};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -42,7 +43,7 @@ pub struct RunList {
 pub async fn runs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathArgs(id): PathArgs<i64>,
     QueryArgs(query): QueryArgs<LimitQuery>,
 ) -> Result<Json<RunList>> {
     caller.require(Role::Viewer)?;
@@ -66,7 +67,7 @@ pub struct LogList {
 pub async fn logs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathArgs(id): PathArgs<i64>,
     QueryArgs(query): QueryArgs<LimitQuery>,
 ) -> Result<Json<LogList>> {
     caller.require(Role::Viewer)?;
@@ -91,7 +92,7 @@ pub struct ArtifactList {
 pub async fn artifacts(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathArgs(id): PathArgs<i64>,
 ) -> Result<Json<ArtifactList>> {
     caller.require(Role::Viewer)?;
     load_task(&state, id).await?;
@@ -116,7 +117,7 @@ pub struct DownloadQuery {
 pub async fn download(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, name)): Path<(i64, String)>,
+    PathArgs((id, name)): PathArgs<(i64, String)>,
     QueryArgs(query): QueryArgs<DownloadQuery>,
 ) -> Result<Response> {
     caller.require(Role::Viewer)?;

@@ -2,13 +2,14 @@
 
 use super::auth::Caller;
 use super::error::{ApiError, Result};
+use super::extract::PathArgs;
 use super::extract::{JsonBody, QueryArgs};
 use super::{AppState, task_actions, task_history, validate};
 use crate::events::Event;
 use crate::store::{
     NewStep, NewTask, Priority, Role, StepStatus, Task, TaskFilter, TaskPatch, TaskStatus,
 };
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -359,7 +360,7 @@ pub async fn load_task(state: &AppState, id: i64) -> Result<Task> {
 pub async fn get_task(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathArgs(id): PathArgs<i64>,
 ) -> Result<Json<Task>> {
     caller.require(Role::Viewer)?;
     Ok(Json(load_task(&state, id).await?))
@@ -402,7 +403,7 @@ pub struct TaskPatchRequest {
 pub async fn patch_task(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathArgs(id): PathArgs<i64>,
     JsonBody(patch): JsonBody<TaskPatchRequest>,
 ) -> Result<Json<Task>> {
     caller.require(Role::Operator)?;
@@ -455,7 +456,7 @@ pub async fn patch_task(
 pub async fn delete_task(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathArgs(id): PathArgs<i64>,
 ) -> Result<StatusCode> {
     caller.require(Role::Operator)?;
     state.store().delete_task(id).await?;

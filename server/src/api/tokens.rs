@@ -4,9 +4,10 @@ use super::AppState;
 use super::auth::{Caller, generate_token, hash_token};
 use super::error::{ApiError, Result};
 use super::extract::JsonBody;
+use super::extract::PathArgs;
 use super::validate;
 use crate::store::{Role, Token};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -79,7 +80,7 @@ pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> Resul
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    PathArgs(id): PathArgs<i64>,
 ) -> Result<StatusCode> {
     caller.require(Role::Admin)?;
     if caller.token.id == id {

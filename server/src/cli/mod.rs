@@ -2,11 +2,13 @@
 
 mod client;
 mod commands;
+mod config_file;
 mod step_run;
 mod watch;
 
 pub use client::Connection;
 pub use commands::{ModuleCommand, TaskCommand, TokenCommand, module, task, token};
+pub use config_file::args_with_config;
 pub use step_run::StepRunArgs;
 
 use crate::app::Settings;
@@ -80,6 +82,10 @@ pub enum DurabilityArg {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// A TOML file with any of these settings (keys are the flag names with `_`).
+    /// Flags and environment variables take precedence over it.
+    #[arg(long, env = "STEPWISE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Address to listen on (loopback by default: put a proxy in front to expose it).
     #[arg(long, env = "STEPWISE_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,

@@ -226,6 +226,14 @@ impl Engine {
         rescuer::rescue(&self.inner, Some(&node)).await
     }
 
+    /// Remove finished runs (with their step runs and artifacts) and events
+    /// older than `before`, keeping each task's latest run. The background
+    /// retention pass calls this with `now - retention`; operators can call it
+    /// with any cut-off. Returns rows removed.
+    pub async fn prune_history(&self, before: chrono::DateTime<Utc>) -> StoreResult<u64> {
+        self.inner.store.prune(before).await
+    }
+
     /// Start the scheduler, heartbeat, rescuer and retention loops.
     pub fn start(&self) -> EngineHandle {
         scheduler::start(self.inner.clone())

@@ -234,4 +234,21 @@ pub trait Store: Send + Sync + 'static {
     /// Remove finished runs (and their step runs, artifacts) and events older
     /// than `before`, keeping each task's latest run. Returns rows removed.
     async fn prune(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    // ---- statistics and alerts ---------------------------------------------
+
+    /// How the runs started in `[since, now]` went, overall, per module and per
+    /// hour (see [`PerformanceStats`]), computed by the database.
+    async fn performance(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<PerformanceStats>;
+    /// What alerting needs at `now`: run outcomes and failing modules over the
+    /// recent window `[since, now]`, the due backlog, and the running runs.
+    async fn alert_facts(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AlertFacts>;
 }

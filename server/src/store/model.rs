@@ -452,3 +452,114 @@ pub fn validate_artifact_name(name: &str) -> Result<(), String> {
         ))
     }
 }
+
+// ---- statistics and alerts ---------------------------------------------------
+
+/// How runs went over a window ([`super::Store::performance`]): counts and
+/// averages the database computes, rates left to the caller.
+///
+/// The runs counted are those *started* in the window. A run is *judged* once
+/// it ended `completed` (a success), or `failed` or `interrupted` (a failure);
+/// `cancelled` runs (a user's decision) and running ones are counted in `runs`
+/// but judged neither way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerformanceStats {
+    /// Runs started in the window, whatever their status.
+    pub runs: i64,
+    /// Of those, runs that ended `completed`.
+    pub completed: i64,
+    /// Of those, runs that ended `failed` or `interrupted`.
+    pub failed: i64,
+    /// Mean wall-clock time of the judged runs; `None` when there is none.
+    pub average_duration_seconds: Option<f64>,
+    /// Per module (step controller), by module path.
+    pub modules: Vec<ModulePerformance>,
+    /// Judged runs by the UTC hour they ended in, oldest first; hours with no
+    /// ended run are absent.
+    pub throughput: Vec<HourThroughput>,
+}
+
+/// The step runs of one module within the runs of a [`PerformanceStats`].
+/// A step run is judged like a run: `completed` is a success, `failed` or
+/// `interrupted` a failure — except a step interrupted because its run was
+/// cancelled, which is judged neither way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModulePerformance {
+    /// The module path (`step_runs.controller`).
+    pub module: String,
+    /// Step runs that executed or are executing (pending, skipped and reused
+    /// ones did not run this module).
+    pub runs: i64,
+    pub completed: i64,
+    pub failed: i64,
+    /// Means over the judged step runs; `None` when there is none.
+    pub average_duration_seconds: Option<f64>,
+    pub average_fuel: Option<f64>,
+    /// Bytes.
+    pub average_peak_memory: Option<f64>,
+}
+
+/// Judged runs that ended within one UTC hour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourThroughput {
+    /// Start of the hour.
+    pub hour: DateTime<Utc>,
+    pub completed: i64,
+    /// `failed` or `interrupted`.
+    pub failed: i64,
+}
+
+/// What alerting looks at ([`super::Store::alert_facts`]). The store reports
+/// facts; the caller decides with its thresholds what deserves an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertFacts {
+    /// Runs that ended in the recent window `completed`.
+    pub recent_completed: i64,
+    /// Runs that ended in the recent window `failed` or `interrupted`
+    /// (cancelled runs are left out).
+    pub recent_failed: i64,
+    /// Tasks a node could claim now (scheduled, due, no enabled step on an
+    /// inactive module).
+    pub due_tasks: i64,
+    /// The one of them due the longest.
+    pub oldest_due: Option<DueTask>,
+    /// Every running task (few: at most the nodes' workers), oldest run first.
+    pub running: Vec<RunningRun>,
+    /// Modules whose latest step runs in the recent window failed in a row,
+    /// most failures first.
+    pub failing_modules: Vec<FailingModule>,
+}
+
+/// A due task waiting for a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueTask {
+    pub task_id: i64,
+    pub name: String,
+    pub next_run_at: DateTime<Utc>,
+}
+
+/// A running task and its run, with what tells whether it is stuck.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningRun {
+    pub task_id: i64,
+    pub name: String,
+    pub run_id: i64,
+    /// The node holding the lease.
+    pub node: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The task's limit in seconds (0 = none).
+    pub max_execution_time: i64,
+}
+
+/// A module whose latest step runs in the recent window all failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailingModule {
+    pub module: String,
+    /// `failed` step runs since its last `completed` one in the window
+    /// (interrupted step runs neither count nor break the streak).
+    pub consecutive_failures: i64,
+    /// The error of the latest of them.
+    pub last_error: Option<String>,
+    pub last_failed_at: DateTime<Utc>,
+}

@@ -61,6 +61,8 @@ macro_rules! conformance {
             records::events_batch_and_tail,
             records::tokens_find_and_revoke,
             records::prune_keeps_latest_runs,
+            stats::performance_totals_modules_and_hours,
+            stats::alert_facts_backlog_running_and_failing_modules,
         );
     };
 }
@@ -72,6 +74,7 @@ mod claims;
 mod records;
 mod runs;
 mod sqlite;
+mod stats;
 mod tasks;
 
 // ---- fixtures ----------------------------------------------------------------

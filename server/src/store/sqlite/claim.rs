@@ -144,6 +144,25 @@ pub(super) async fn claim_due(
     let reusable = load_reusable(&mut tx, &shapes).await?;
     let planned = insert_step_runs(&mut tx, &tasks, &shapes, &run_ids, &reusable).await?;
 
+    // A resuming run continues the artifacts of the run it resumes (a dump
+    // that stopped half-way is completed, not restarted in an empty file).
+    let carried: Vec<(i64, i64)> = tasks
+        .iter()
+        .zip(&shapes)
+        .filter_map(|(t, s)| s.resumes().map(|previous| (previous, run_ids[&t.id])))
+        .collect();
+    for (previous, run_id) in carried {
+        sqlx::query(
+            "INSERT INTO artifacts (task_id, run_id, step_id, name, data, size, created_at, updated_at) \
+             SELECT task_id, ?2, step_id, name, data, size, created_at, updated_at FROM artifacts WHERE run_id = ?1",
+        )
+        .bind(previous)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .context("carrying artifacts into the resuming run")?;
+    }
+
     let fresh: Vec<i64> = tasks
         .iter()
         .zip(&shapes)

@@ -15,6 +15,7 @@ mod claim;
 mod records;
 mod rows;
 mod runs;
+mod stats;
 mod tasks;
 
 use crate::store::*;
@@ -403,5 +404,21 @@ impl Store for SqliteStore {
 
     async fn prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         records::prune(self, before).await
+    }
+
+    async fn performance(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<PerformanceStats> {
+        stats::performance(self, since, now).await
+    }
+
+    async fn alert_facts(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AlertFacts> {
+        stats::alert_facts(self, since, now).await
     }
 }

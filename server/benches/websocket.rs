@@ -1,0 +1,479 @@
+//! WebSocket fan-out benchmark: `cargo bench -p stepwise --bench websocket`.
+//!
+//! 1,000 subscribers (`"tasks": "all"`, no logs) on loopback watch 100 tasks
+//! that each report progress 50 times a second for 10 s (`fixture/progress`,
+//! 500 updates, 20 ms apart). Measured: the delay from the guest's progress
+//! call to each subscriber's receipt, the server's CPU time and peak RSS.
+//!
+//! The delay is `receipt − updated_at` of each `task` event with status
+//! `running`: the engine sets `updated_at` (`Utc::now()`) when it publishes the
+//! progress, inside the guest's `progress` host call, so it is the call's time
+//! to within microseconds; both clocks are this machine's wall clock.
+//!
+//! The server is the `stepwise` binary cargo built for this bench (same
+//! profile), run as a child process, so its CPU time and RSS are its own and
+//! not the 1,000 clients'. CPU time is read from `/proc/PID/stat` around the
+//! run; peak RSS is `VmHWM`, reset (`clear_refs`) when the run starts.
+//!
+//! Smaller runs for a quick check: `STEPWISE_BENCH_CLIENTS`, `_TASKS`,
+//! `_UPDATES` and `_SLEEP_MS` override 1000, 100, 500 and 20.
+
+use chrono::{DateTime, Utc};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The whole run stops here even if tasks are not done (the bench is bounded).
+const RUN_LIMIT: Duration = Duration::from_secs(75);
+/// After the last task ends, how long subscribers get to read its final event.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// Connections opened at the same time while subscribing.
+const CONNECT_CONCURRENCY: usize = 64;
+/// `/proc/PID/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
+const USER_HZ: f64 = 100.0;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(format!("STEPWISE_BENCH_{name}"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `stepwise` server as a child process on a random loopback port.
+struct Server {
+    child: Child,
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(workers: usize) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stepwise"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-examples"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--workers")
+            .arg(workers.to_string())
+            .env("STEPWISE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stepwise");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("stepwise listening on ") {
+                        break url.trim_end_matches('/').to_string();
+                    }
+                }
+                _ => panic!("the server exited before listening"),
+            }
+        };
+        // Keep reading so the server never blocks on a full stderr pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let token = std::fs::read_to_string(dir.path().join("admin-token"))
+            .expect("admin token")
+            .trim()
+            .to_string();
+        Server {
+            child,
+            base,
+            token,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn upload(&self, path: &str) {
+        let file = Path::new(env!("STEPWISE_BUILT_MODULES_DIR"))
+            .join(format!("{}.wasm", path.replace('/', "__")));
+        let response = self
+            .http
+            .put(format!("{}/api/v1/modules/{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/wasm")
+            .body(std::fs::read(file).expect("module file"))
+            .send()
+            .await
+            .expect("upload");
+        assert!(response.status().is_success(), "upload {path}");
+    }
+
+    async fn create_task(&self, updates: usize, sleep_ms: usize) -> i64 {
+        let body = json!({
+            "name": "websocket bench",
+            "steps": [{
+                "controller": "fixture/progress",
+                "settings": {"updates": updates, "sleep_ms": sleep_ms},
+                "max_execution_time": 120,
+            }],
+        });
+        let response = self
+            .http
+            .post(format!("{}/api/v1/tasks", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("create task");
+        let task: serde_json::Value = response.json().await.expect("task JSON");
+        task["id"].as_i64().expect("task id")
+    }
+
+    async fn status(&self, id: i64) -> String {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/tasks/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("get task");
+        let task: serde_json::Value = response.json().await.expect("task JSON");
+        task["status"].as_str().unwrap_or("").to_string()
+    }
+
+    async fn subscriber(&self) -> Socket {
+        let url = format!("{}/api/v1/events", self.base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().expect("request");
+        let auth = format!("Bearer {}", self.token).parse().expect("header");
+        request.headers_mut().insert("authorization", auth);
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("connect");
+        let subscribe = json!({"type": "subscribe", "tasks": "all", "logs": false});
+        socket
+            .send(Message::text(subscribe.to_string()))
+            .await
+            .expect("subscribe");
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) if text.contains("\"snapshot\"") => socket,
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
+
+    /// CPU time (user + system) so far, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
+        // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+            .split(' ')
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / USER_HZ
+    }
+
+    /// Reset the peak resident set size (Linux ≥ 4.0), so VmHWM covers the run.
+    fn reset_peak_rss(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5");
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What all subscribers share: the delays, and how many have seen every task end.
+struct Shared {
+    delays: Histogram,
+    done: AtomicU64,
+    tasks: usize,
+}
+
+/// Delays in 50 µs buckets up to 5 s (the last bucket holds everything above).
+struct Histogram {
+    buckets: Vec<AtomicU64>,
+}
+
+const BUCKET_MICROS: u64 = 50;
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            buckets: (0..100_001).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn record(&self, micros: u64) {
+        let index = ((micros / BUCKET_MICROS) as usize).min(self.buckets.len() - 1);
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Upper edge of the bucket holding quantile `q`, in milliseconds.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        let total = self.count();
+        let rank = ((total as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            seen += bucket.load(Ordering::Relaxed);
+            if seen >= rank {
+                return ((i as u64 + 1) * BUCKET_MICROS) as f64 / 1000.0;
+            }
+        }
+        f64::NAN
+    }
+}
+
+/// What one subscriber saw.
+#[derive(Default)]
+struct Seen {
+    messages: u64,
+    progress_events: u64,
+    catch_up_snapshots: u64,
+    completed: HashSet<i64>,
+    closed_by_server: bool,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    task_id: Option<i64>,
+    status: Option<&'a str>,
+    updated_at: Option<&'a str>,
+    message: Option<String>,
+    #[serde(default)]
+    tasks: Vec<SnapshotTask<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotTask<'a> {
+    task_id: i64,
+    status: &'a str,
+}
+
+/// Read events until `stop`, recording each progress event's delay.
+async fn watch(mut socket: Socket, shared: Arc<Shared>, stop: CancellationToken) -> Seen {
+    let mut seen = Seen::default();
+    let mut done = false;
+    loop {
+        if !done && seen.completed.len() >= shared.tasks {
+            done = true;
+            shared.done.fetch_add(1, Ordering::Relaxed);
+        }
+        let message = tokio::select! {
+            _ = stop.cancelled() => return seen,
+            message = socket.next() => message,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                seen.closed_by_server = true;
+                return seen;
+            }
+            Some(Ok(_)) => continue,
+        };
+        let received = Utc::now();
+        seen.messages += 1;
+        let Ok(message) = serde_json::from_str::<Incoming>(&text) else {
+            continue;
+        };
+        match (message.kind, message.status) {
+            ("task", Some("running")) => {
+                if let Some(at) = message
+                    .updated_at
+                    .and_then(|at| at.parse::<DateTime<Utc>>().ok())
+                {
+                    let micros = (received - at).num_microseconds().unwrap_or(0).max(0);
+                    shared.delays.record(micros as u64);
+                    seen.progress_events += 1;
+                }
+            }
+            ("task", Some("completed")) => {
+                seen.completed.extend(message.task_id);
+            }
+            ("snapshot", _) => {
+                seen.catch_up_snapshots += 1;
+                let done = message.tasks.iter().filter(|t| t.status == "completed");
+                seen.completed.extend(done.map(|t| t.task_id));
+            }
+            ("error", _) => seen.error = message.message,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let clients = setting("CLIENTS", 1000);
+    let tasks = setting("TASKS", 100);
+    let updates = setting("UPDATES", 500);
+    let sleep_ms = setting("SLEEP_MS", 20);
+    // Two sockets per subscriber on this machine (ours and the server's), which
+    // the server inherits; plus files, the database and the listener.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("could not raise the open-files limit: {e}");
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+
+    let server = Server::start(tasks + 8);
+    server.upload("fixture/progress").await;
+    let server = Arc::new(server);
+
+    let connecting = Instant::now();
+    let sockets: Vec<Socket> = futures::stream::iter(0..clients)
+        .map(|_| {
+            let server = server.clone();
+            async move { server.subscriber().await }
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    let connect_time = connecting.elapsed();
+
+    let shared = Arc::new(Shared {
+        delays: Histogram::new(),
+        done: AtomicU64::new(0),
+        tasks,
+    });
+    let stop = CancellationToken::new();
+    let watchers: Vec<_> = sockets
+        .into_iter()
+        .map(|socket| tokio::spawn(watch(socket, shared.clone(), stop.clone())))
+        .collect();
+
+    server.reset_peak_rss();
+    let cpu_before = server.cpu_seconds();
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..tasks {
+        ids.push(server.create_task(updates, sleep_ms).await);
+    }
+    let mut unfinished = ids.clone();
+    while !unfinished.is_empty() && started.elapsed() < RUN_LIMIT {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut still = Vec::new();
+        for id in unfinished {
+            if !matches!(server.status(id).await.as_str(), "completed" | "failed") {
+                still.push(id);
+            }
+        }
+        unfinished = still;
+    }
+    let run_time = started.elapsed();
+    let cpu = server.cpu_seconds() - cpu_before;
+    let peak_rss = server.peak_rss_mib();
+
+    // Let subscribers read the final events, then stop them.
+    let draining = Instant::now();
+    while draining.elapsed() < DRAIN_LIMIT
+        && (shared.done.load(Ordering::Relaxed) as usize)
+            < clients - watchers.iter().filter(|w| w.is_finished()).count()
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    let mut seen = Vec::new();
+    for watcher in watchers {
+        seen.push(watcher.await.expect("watcher"));
+    }
+
+    let published = (tasks * updates) as f64;
+    let received: Vec<u64> = seen.iter().map(|s| s.progress_events).collect();
+    let mean_received = received.iter().sum::<u64>() as f64 / clients.max(1) as f64;
+    let min_received = received.iter().min().copied().unwrap_or(0);
+    let closed = seen.iter().filter(|s| s.closed_by_server).count();
+    let complete_view = seen
+        .iter()
+        .filter(|s| ids.iter().all(|id| s.completed.contains(id)))
+        .count();
+    let snapshots: u64 = seen.iter().map(|s| s.catch_up_snapshots).sum::<u64>();
+    let messages: u64 = seen.iter().map(|s| s.messages).sum();
+    let first_error = seen.iter().find_map(|s| s.error.clone());
+    let delays = &shared.delays;
+    let p99 = delays.quantile_ms(0.99);
+
+    println!(
+        "# Stepwise WebSocket benchmark ({cores} cores, loopback, server in its own process)\n"
+    );
+    println!("| measure | value |\n|---|---|");
+    println!(
+        "| workload | {clients} subscribers (all tasks, no logs); {tasks} tasks × {updates} progress reports, {sleep_ms} ms apart |"
+    );
+    println!(
+        "| subscribing ({clients} sockets) | {:.2} s |",
+        connect_time.as_secs_f64()
+    );
+    println!(
+        "| run (first task created → last task ended) | {:.1} s{} |",
+        run_time.as_secs_f64(),
+        if unfinished.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} tasks unfinished at the limit)", unfinished.len())
+        }
+    );
+    println!(
+        "| progress events received per subscriber | mean {mean_received:.0}, min {min_received} of {published:.0} published ({:.1} %) |",
+        100.0 * mean_received / published.max(1.0)
+    );
+    println!("| messages received, all subscribers | {messages} |");
+    println!("| catch-up snapshots (after the first) | {snapshots} |");
+    println!(
+        "| subscribers closed by the server | {closed}{} |",
+        first_error
+            .map(|e| format!(" (\"{e}\")"))
+            .unwrap_or_default()
+    );
+    println!("| subscribers that saw every task end | {complete_view} of {clients} |");
+    println!(
+        "| delay, progress call → receipt ({} samples) | p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.0} ms |",
+        delays.count(),
+        delays.quantile_ms(0.5),
+        delays.quantile_ms(0.9),
+        p99,
+        delays.quantile_ms(1.0)
+    );
+    println!(
+        "| server CPU time (user + system) | {cpu:.1} s ({:.0} % of one core) |",
+        100.0 * cpu / run_time.as_secs_f64()
+    );
+    println!("| server peak RSS during the run | {peak_rss:.0} MiB |");
+    println!(
+        "\nGoal: p99 ≤ 20 ms — {}.",
+        if p99 <= 20.0 { "met" } else { "not met" }
+    );
+}
