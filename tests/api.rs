@@ -801,3 +801,34 @@ async fn performance_stats_and_alerts_after_runs() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_creates_are_committed_together_and_each_answered() {
+    let s = TestServer::start().await;
+    let creates = (0..60).map(|i| {
+        let body = if i % 20 == 0 {
+            json!({"name": format!("shared {i}"), "code": "same-code", "disabled": true, "steps": [{"controller": "demo/count"}]})
+        } else {
+            json!({"name": format!("task {i}"), "disabled": true, "steps": [{"controller": "demo/count"}]})
+        };
+        let s = &s;
+        async move { s.post("/tasks", body).await }
+    });
+    let results = futures::future::join_all(creates).await;
+    let mut ids = std::collections::HashSet::new();
+    let mut created_by_code = 0;
+    for (status, task) in &results {
+        assert!(status.is_success(), "{status} {task}");
+        if task["code"] == "same-code" {
+            created_by_code += usize::from(*status == StatusCode::CREATED);
+        } else {
+            assert!(ids.insert(task["id"].as_i64().unwrap()), "distinct ids");
+        }
+    }
+    assert_eq!(
+        created_by_code, 1,
+        "one task per code, the others update it"
+    );
+    let (_, page) = s.get("/tasks?limit=500").await;
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 58);
+}

@@ -57,6 +57,7 @@ impl Default for ApiConfig {
 
 struct Shared {
     engine: Engine,
+    creator: Arc<crate::store::CreateBatcher>,
     config: ApiConfig,
     tokens: TokenCache,
     compiles: Semaphore,
@@ -74,6 +75,7 @@ impl AppState {
         let compiles = Semaphore::new(config.concurrent_compiles.max(1));
         AppState {
             shared: Arc::new(Shared {
+                creator: crate::store::CreateBatcher::start(engine.store().clone()),
                 engine,
                 config,
                 tokens: TokenCache::default(),
@@ -105,6 +107,11 @@ impl AppState {
 
     pub(crate) fn tokens(&self) -> &TokenCache {
         &self.shared.tokens
+    }
+
+    /// Task creation, group-committed.
+    pub fn creator(&self) -> &crate::store::CreateBatcher {
+        &self.shared.creator
     }
 
     pub(crate) fn compiles(&self) -> &Semaphore {

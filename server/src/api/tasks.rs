@@ -264,7 +264,7 @@ pub async fn create_task(
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
     let new_task = request.validate(&state, caller.name()).await?;
     let events = wait.map(|_| state.bus().subscribe());
-    let (task, created) = state.store().create_task(new_task, Utc::now()).await?;
+    let (task, created) = state.creator().create(new_task).await?;
     state.engine().wake();
     if let (Some(wait), Some(events)) = (wait, events) {
         let task = task_actions::wait_until_finished(&state, task.id, events, wait).await?;

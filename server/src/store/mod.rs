@@ -5,11 +5,13 @@
 //! method that takes `now` uses it instead of the database clock, so tests can
 //! drive time.
 
+mod create_batcher;
 mod model;
 mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use create_batcher::CreateBatcher;
 pub use model::*;
 pub use sqlite::{Durability, SqliteStore};
 
@@ -48,6 +50,13 @@ pub trait Store: Send + Sync + 'static {
     /// (OpenCart's register by code). Returns the task and whether it was created.
     /// `Conflict` when the task to replace is running.
     async fn create_task(&self, task: NewTask, now: DateTime<Utc>) -> StoreResult<(Task, bool)>;
+    /// Several creates in one transaction, one result per task in order (a
+    /// `Conflict` fails only its own item). Used to group-commit API creates.
+    async fn create_tasks(
+        &self,
+        tasks: Vec<NewTask>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<(Task, bool)>>>;
     async fn get_task(&self, id: i64) -> StoreResult<Option<Task>>;
     async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>>;
     /// Apply a patch. `Conflict` when disabling a running task.

@@ -148,6 +148,14 @@ impl Store for SqliteStore {
         tasks::create(self, task, now).await
     }
 
+    async fn create_tasks(
+        &self,
+        tasks: Vec<NewTask>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
+        tasks::create_many(self, tasks, now).await
+    }
+
     async fn get_task(&self, id: i64) -> StoreResult<Option<Task>> {
         tasks::get(self, id).await
     }

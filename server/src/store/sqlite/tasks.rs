@@ -41,6 +41,36 @@ pub(super) async fn create(
     now: DateTime<Utc>,
 ) -> StoreResult<(Task, bool)> {
     let mut tx = store.writer.begin().await?;
+    let created = create_in(&mut tx, new, now).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// Several creates in one transaction (one commit). A conflict (a running
+/// task's code) fails only its own item: it is detected before any write.
+pub(super) async fn create_many(
+    store: &SqliteStore,
+    tasks: Vec<NewTask>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
+    let mut tx = store.writer.begin().await?;
+    let mut results = Vec::with_capacity(tasks.len());
+    for new in tasks {
+        match create_in(&mut tx, new, now).await {
+            Err(StoreError::Conflict(message)) => results.push(Err(StoreError::Conflict(message))),
+            Err(other) => return Err(other),
+            Ok(created) => results.push(Ok(created)),
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn create_in(
+    tx: &mut SqliteConnection,
+    new: NewTask,
+    now: DateTime<Utc>,
+) -> StoreResult<(Task, bool)> {
     let initial = if new.disabled {
         TaskStatus::Disabled
     } else {
@@ -120,9 +150,8 @@ pub(super) async fn create(
             (id, true)
         }
     };
-    insert_children(&mut tx, id, &new).await?;
-    let task = reload(&mut tx, id).await?;
-    tx.commit().await?;
+    insert_children(tx, id, &new).await?;
+    let task = reload(tx, id).await?;
     Ok((task, created))
 }
 
