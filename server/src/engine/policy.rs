@@ -47,6 +47,7 @@ pub enum RunVerdict {
 }
 
 /// Decide the run's end and the task's next state.
+#[allow(clippy::too_many_arguments)] // each input is one independent fact of the run
 pub fn run_end(
     task: &Task,
     attempt: i64,

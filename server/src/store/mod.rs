@@ -170,6 +170,7 @@ pub trait Store: Send + Sync + 'static {
     async fn load_checkpoint(&self, task_id: i64, step_id: i64) -> StoreResult<Option<Vec<u8>>>;
     async fn clear_checkpoints(&self, task_id: i64) -> StoreResult<()>;
     /// Write or append to an artifact of a run. `TooLarge` past `max_bytes`.
+    #[allow(clippy::too_many_arguments)] // three ids, a name, the bytes, the mode, the cap, the time
     async fn write_artifact(
         &self,
         task_id: i64,
