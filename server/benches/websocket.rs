@@ -98,7 +98,10 @@ impl Server {
             child,
             base,
             token,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("HTTP client"),
             _dir: dir,
         }
     }
@@ -363,6 +366,7 @@ async fn main() {
         .collect()
         .await;
     let connect_time = connecting.elapsed();
+    eprintln!("{clients} subscribers in {:.1} s", connect_time.as_secs_f64());
 
     let shared = Arc::new(Shared {
         delays: Histogram::new(),
@@ -382,6 +386,10 @@ async fn main() {
     for _ in 0..tasks {
         ids.push(server.create_task(updates, sleep_ms).await);
     }
+    eprintln!(
+        "{tasks} tasks created in {:.1} s; running",
+        started.elapsed().as_secs_f64()
+    );
     let mut unfinished = ids.clone();
     while !unfinished.is_empty() && started.elapsed() < RUN_LIMIT {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -397,6 +405,7 @@ async fn main() {
     let cpu = server.cpu_seconds() - cpu_before;
     let peak_rss = server.peak_rss_mib();
 
+    eprintln!("run over after {:.1} s; draining", run_time.as_secs_f64());
     // Let subscribers read the final events, then stop them.
     let draining = Instant::now();
     while draining.elapsed() < DRAIN_LIMIT

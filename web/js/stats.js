@@ -136,6 +136,12 @@ export function mount(main, ctx) {
   }
 
   function failure(box, what, err, retry) {
+    // A server without this route (older version): say so calmly, nothing to retry.
+    if (err && err.status === 404) {
+      box.replaceChildren(h('p', { class: 'notice notice-muted notice-unavailable' },
+        `${what}: not available from this server.`));
+      return;
+    }
     const button = h('button', { type: 'button', class: 'button' }, 'Try again');
     button.addEventListener('click', retry);
     box.replaceChildren(h('div', { class: 'notice notice-error', role: 'alert' }, `${what} could not be loaded: ${describeError(err)} `, button));

@@ -12,12 +12,12 @@ import {
 const TERMINAL_STEP = new Set(['completed', 'failed', 'interrupted', 'skipped', 'reused']);
 const MAX_LOG_LINES = 2000;
 
-/** What stopped a step, from its outcome. */
+/** What stopped a step, from its outcome: a short headline; the step's error has the details. */
 export function limitLabel(outcome) {
   if (!outcome || typeof outcome !== 'object') return '';
   switch (outcome.kind) {
     case 'out_of_fuel':
-      return `Fuel budget exhausted (max execution time${outcome.fuel_budget ? `: ${formatCount(outcome.fuel_budget)} fuel units` : ''})`;
+      return 'Time limit reached (out of fuel)';
     case 'deadline':
       return `Wall-clock deadline passed${outcome.seconds ? ` (${formatDuration(outcome.seconds)})` : ''}`;
     case 'memory_cap':
@@ -27,9 +27,9 @@ export function limitLabel(outcome) {
     case 'trapped':
       return `Trapped${outcome.trap ? ` (${outcome.trap})` : ''}`;
     case 'returned_error':
-      return 'The step returned an error';
+      return 'Returned an error';
     case 'exited':
-      return `The step called exit${outcome.code !== undefined ? ` (code ${outcome.code})` : ''}`;
+      return `Called exit${outcome.code !== undefined ? ` (code ${outcome.code})` : ''}`;
     case 'failed':
       return 'Failed to run';
     default:
@@ -241,7 +241,7 @@ export function mount(main, ctx) {
       t.start_at ? h('span', { class: 'muted' }, `, from ${formatDateTime(t.start_at)}`) : null));
     items.push(fact('Next run', t.status === 'disabled' ? 'disabled' : timeEl(t.next_run_at, { class: 'next-run' })));
     items.push(fact('Last result', h('span', { class: 'last-result badge', dataset: { result: t.last_result || 'none' } },
-      t.last_result || 'never run'), ' ', t.last_run_at ? timeEl(t.last_run_at, { class: 'muted' }) : null));
+      t.last_result || (t.last_run_at ? 'none yet' : 'never run')), ' ', t.last_run_at ? timeEl(t.last_run_at, { class: 'muted' }) : null));
     items.push(fact('Attempts', `${t.attempts ?? 0} of ${t.max_attempts ?? '—'}`));
     items.push(fact('Time limit', t.max_execution_time ? formatDuration(t.max_execution_time) : 'none (per step only)'));
     if (t.code) items.push(fact('Code', h('code', null, t.code)));
@@ -414,7 +414,7 @@ export function mount(main, ctx) {
     if (failed) {
       const limit = limitLabel(d.outcome);
       const err = h('div', { class: 'step-error', role: 'note', dataset: { limit: d.outcome && d.outcome.kind ? d.outcome.kind : null } },
-        limit ? h('strong', { class: 'step-limit' }, `${limit}. `) : null,
+        limit ? h('strong', { class: 'step-limit' }, limit) : null, limit ? ' ' : null,
         h('span', { class: 'step-error-text' }, d.error || ''));
       parts.push(err);
       if (d.outcome && d.outcome.kind === 'trapped' && d.outcome.backtrace) {

@@ -214,7 +214,7 @@ export function mount(main, ctx) {
     updateTimeEl(row.nextRun, showNext ? t.next_run_at : null);
     if (t.status === 'disabled') setText(row.nextRun, 'disabled');
     setText(row.interval, t.run_interval > 0 ? formatInterval(t.run_interval) : '');
-    setText(row.lastResult, t.last_result || 'never run');
+    setText(row.lastResult, t.last_result || (t.last_run_at ? 'none yet' : 'never run'));
     setAttr(row.lastResult, 'data-result', t.last_result || 'none');
     updateTimeEl(row.lastRun, t.last_run_at || null);
     if (!t.last_run_at) setText(row.lastRun, '');
