@@ -66,7 +66,8 @@ async fn setup(durability: Durability) -> (Engine, Arc<dyn Store>, tempfile::Tem
         .await
         .unwrap();
     let mut config = EngineConfig::new("bench");
-    config.workers = 16;
+    config.workers = 128;
+    config.claim_batch = 128;
     config.poll_interval = Duration::from_millis(5);
     let engine = Engine::new(
         store.clone(),

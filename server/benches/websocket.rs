@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -37,7 +37,9 @@ use tokio_util::sync::CancellationToken;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The whole run stops here even if tasks are not done (the bench is bounded).
+/// The tasks are due this long after they are created: time to subscribe.
+const START_LEAD: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+/// The run stops here even if tasks are not done (the bench is bounded).
 const RUN_LIMIT: Duration = Duration::from_secs(75);
 /// After the last task ends, how long subscribers get to read its final event.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -125,9 +127,10 @@ impl Server {
         assert!(response.status().is_success(), "upload {path}");
     }
 
-    async fn create_task(&self, updates: usize, sleep_ms: usize) -> i64 {
+    async fn create_task(&self, updates: usize, sleep_ms: usize, start_at: DateTime<Utc>) -> i64 {
         let body = json!({
             "name": "websocket bench",
+            "start_at": start_at,
             "steps": [{
                 "controller": "fixture/progress",
                 "settings": {"updates": updates, "sleep_ms": sleep_ms},
@@ -146,16 +149,19 @@ impl Server {
         task["id"].as_i64().expect("task id")
     }
 
-    async fn status(&self, id: i64) -> String {
+    /// Tasks that ended (completed or failed), from `GET /stats`; None if
+    /// the server did not answer in time.
+    async fn ended_tasks(&self) -> Option<usize> {
         let response = self
             .http
-            .get(format!("{}/api/v1/tasks/{id}", self.base))
+            .get(format!("{}/api/v1/stats", self.base))
             .bearer_auth(&self.token)
             .send()
             .await
-            .expect("get task");
-        let task: serde_json::Value = response.json().await.expect("task JSON");
-        task["status"].as_str().unwrap_or("").to_string()
+            .ok()?;
+        let stats: serde_json::Value = response.json().await.ok()?;
+        let count = |status: &str| stats["tasks"][status].as_u64().unwrap_or(0) as usize;
+        Some(count("completed") + count("failed"))
     }
 
     async fn subscriber(&self) -> Socket {
@@ -264,6 +270,9 @@ struct Seen {
     progress_events: u64,
     catch_up_snapshots: u64,
     completed: HashSet<i64>,
+    /// Highest seq seen per task, and how often an event came with a lower one.
+    seqs: HashMap<i64, u64>,
+    seq_regressions: u64,
     closed_by_server: bool,
     error: Option<String>,
 }
@@ -273,6 +282,7 @@ struct Incoming<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     task_id: Option<i64>,
+    seq: Option<u64>,
     status: Option<&'a str>,
     updated_at: Option<&'a str>,
     message: Option<String>,
@@ -283,7 +293,29 @@ struct Incoming<'a> {
 #[derive(Deserialize)]
 struct SnapshotTask<'a> {
     task_id: i64,
+    seq: u64,
     status: &'a str,
+}
+
+/// Open `clients` subscribed sockets and start watching each.
+async fn subscribe_all(
+    server: Arc<Server>,
+    clients: usize,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<Seen>> {
+    let sockets: Vec<Socket> = futures::stream::iter(0..clients)
+        .map(|_| {
+            let server = server.clone();
+            async move { server.subscriber().await }
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    sockets
+        .into_iter()
+        .map(|socket| tokio::spawn(watch(socket, shared.clone(), stop.clone())))
+        .collect()
 }
 
 /// Read events until `stop`, recording each progress event's delay.
@@ -312,6 +344,13 @@ async fn watch(mut socket: Socket, shared: Arc<Shared>, stop: CancellationToken)
         let Ok(message) = serde_json::from_str::<Incoming>(&text) else {
             continue;
         };
+        if let (Some(task_id), Some(seq)) = (message.task_id, message.seq) {
+            let last = seen.seqs.entry(task_id).or_default();
+            if seq <= *last {
+                seen.seq_regressions += 1;
+            }
+            *last = seq;
+        }
         match (message.kind, message.status) {
             ("task", Some("running")) => {
                 if let Some(at) = message
@@ -328,8 +367,12 @@ async fn watch(mut socket: Socket, shared: Arc<Shared>, stop: CancellationToken)
             }
             ("snapshot", _) => {
                 seen.catch_up_snapshots += 1;
-                let done = message.tasks.iter().filter(|t| t.status == "completed");
-                seen.completed.extend(done.map(|t| t.task_id));
+                for task in &message.tasks {
+                    seen.seqs.insert(task.task_id, task.seq);
+                    if task.status == "completed" {
+                        seen.completed.insert(task.task_id);
+                    }
+                }
             }
             ("error", _) => seen.error = message.message,
             _ => {}
@@ -337,14 +380,14 @@ async fn watch(mut socket: Socket, shared: Arc<Shared>, stop: CancellationToken)
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let clients = setting("CLIENTS", 1000);
     let tasks = setting("TASKS", 100);
     let updates = setting("UPDATES", 500);
     let sleep_ms = setting("SLEEP_MS", 20);
-    // Two sockets per subscriber on this machine (ours and the server's), which
-    // the server inherits; plus files, the database and the listener.
+    // Two sockets per subscriber on this machine (ours and the server's, which
+    // inherits the limit), plus files, the database and the listener.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("could not raise the open-files limit: {e}");
     }
@@ -352,60 +395,74 @@ async fn main() {
         .map(|n| n.get())
         .unwrap_or(0);
 
-    let server = Server::start(tasks + 8);
+    let server = Arc::new(Server::start(tasks + 8));
     server.upload("fixture/progress").await;
-    let server = Arc::new(server);
 
-    let connecting = Instant::now();
-    let sockets: Vec<Socket> = futures::stream::iter(0..clients)
+    // The tasks are created first, all due at one instant after the
+    // subscribers are in: no API call competes with the fan-out during the run.
+    let start_at = Utc::now() + START_LEAD;
+    let ids: Vec<i64> = futures::stream::iter(0..tasks)
         .map(|_| {
             let server = server.clone();
-            async move { server.subscriber().await }
+            async move { server.create_task(updates, sleep_ms, start_at).await }
         })
-        .buffer_unordered(CONNECT_CONCURRENCY)
+        .buffer_unordered(16)
         .collect()
         .await;
-    let connect_time = connecting.elapsed();
-    eprintln!("{clients} subscribers in {:.1} s", connect_time.as_secs_f64());
 
+    // The subscribers run on their own runtime, so that reading 1,000 sockets
+    // never delays this (the control) side's requests and clock.
+    let subscribers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("subscriber runtime");
     let shared = Arc::new(Shared {
         delays: Histogram::new(),
         done: AtomicU64::new(0),
         tasks,
     });
     let stop = CancellationToken::new();
-    let watchers: Vec<_> = sockets
-        .into_iter()
-        .map(|socket| tokio::spawn(watch(socket, shared.clone(), stop.clone())))
-        .collect();
+    let connecting = Instant::now();
+    let watchers = subscribers
+        .spawn(subscribe_all(
+            server.clone(),
+            clients,
+            shared.clone(),
+            stop.clone(),
+        ))
+        .await
+        .expect("subscribing");
+    let connect_time = connecting.elapsed();
+    eprintln!(
+        "{clients} subscribers in {:.1} s",
+        connect_time.as_secs_f64()
+    );
+    if Utc::now() > start_at {
+        eprintln!("warning: the tasks started before every subscriber was in");
+    }
 
+    let wait = (start_at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
     server.reset_peak_rss();
     let cpu_before = server.cpu_seconds();
     let started = Instant::now();
-    let mut ids = Vec::new();
-    for _ in 0..tasks {
-        ids.push(server.create_task(updates, sleep_ms).await);
-    }
-    eprintln!(
-        "{tasks} tasks created in {:.1} s; running",
-        started.elapsed().as_secs_f64()
-    );
-    let mut unfinished = ids.clone();
-    while !unfinished.is_empty() && started.elapsed() < RUN_LIMIT {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let mut still = Vec::new();
-        for id in unfinished {
-            if !matches!(server.status(id).await.as_str(), "completed" | "failed") {
-                still.push(id);
-            }
+    eprintln!("{tasks} tasks due; running");
+    let mut ended = 0;
+    let mut slowest_stats = Duration::ZERO;
+    while ended < tasks && started.elapsed() < RUN_LIMIT {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let asked = Instant::now();
+        if let Some(n) = server.ended_tasks().await {
+            ended = n;
         }
-        unfinished = still;
+        slowest_stats = slowest_stats.max(asked.elapsed());
     }
     let run_time = started.elapsed();
     let cpu = server.cpu_seconds() - cpu_before;
     let peak_rss = server.peak_rss_mib();
-
     eprintln!("run over after {:.1} s; draining", run_time.as_secs_f64());
+
     // Let subscribers read the final events, then stop them.
     let draining = Instant::now();
     while draining.elapsed() < DRAIN_LIMIT
@@ -419,21 +476,65 @@ async fn main() {
     for watcher in watchers {
         seen.push(watcher.await.expect("watcher"));
     }
+    subscribers.shutdown_background();
+    report(Report {
+        cores,
+        clients,
+        tasks,
+        updates,
+        sleep_ms,
+        ids,
+        ended,
+        connect_time,
+        run_time,
+        slowest_stats,
+        cpu,
+        peak_rss,
+        delays: &shared.delays,
+        seen,
+    });
+}
 
-    let published = (tasks * updates) as f64;
+struct Report<'a> {
+    cores: usize,
+    clients: usize,
+    tasks: usize,
+    updates: usize,
+    sleep_ms: usize,
+    ids: Vec<i64>,
+    ended: usize,
+    connect_time: Duration,
+    run_time: Duration,
+    slowest_stats: Duration,
+    cpu: f64,
+    peak_rss: f64,
+    delays: &'a Histogram,
+    seen: Vec<Seen>,
+}
+
+fn report(r: Report) {
+    let Report {
+        cores,
+        clients,
+        tasks,
+        updates,
+        sleep_ms,
+        ..
+    } = r;
+    let seen = &r.seen;
     let received: Vec<u64> = seen.iter().map(|s| s.progress_events).collect();
     let mean_received = received.iter().sum::<u64>() as f64 / clients.max(1) as f64;
     let min_received = received.iter().min().copied().unwrap_or(0);
     let closed = seen.iter().filter(|s| s.closed_by_server).count();
     let complete_view = seen
         .iter()
-        .filter(|s| ids.iter().all(|id| s.completed.contains(id)))
+        .filter(|s| r.ids.iter().all(|id| s.completed.contains(id)))
         .count();
-    let snapshots: u64 = seen.iter().map(|s| s.catch_up_snapshots).sum::<u64>();
+    let snapshots: u64 = seen.iter().map(|s| s.catch_up_snapshots).sum();
+    let regressions: u64 = seen.iter().map(|s| s.seq_regressions).sum();
     let messages: u64 = seen.iter().map(|s| s.messages).sum();
     let first_error = seen.iter().find_map(|s| s.error.clone());
-    let delays = &shared.delays;
-    let p99 = delays.quantile_ms(0.99);
+    let p99 = r.delays.quantile_ms(0.99);
 
     println!(
         "# Stepwise WebSocket benchmark ({cores} cores, loopback, server in its own process)\n"
@@ -444,23 +545,29 @@ async fn main() {
     );
     println!(
         "| subscribing ({clients} sockets) | {:.2} s |",
-        connect_time.as_secs_f64()
+        r.connect_time.as_secs_f64()
+    );
+    let unfinished = if r.ended < tasks {
+        format!(" (only {} of {tasks} tasks ended in time)", r.ended)
+    } else {
+        String::new()
+    };
+    println!(
+        "| run (tasks due → all ended) | {:.1} s{unfinished} |",
+        r.run_time.as_secs_f64()
     );
     println!(
-        "| run (first task created → last task ended) | {:.1} s{} |",
-        run_time.as_secs_f64(),
-        if unfinished.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} tasks unfinished at the limit)", unfinished.len())
-        }
-    );
-    println!(
-        "| progress events received per subscriber | mean {mean_received:.0}, min {min_received} of {published:.0} published ({:.1} %) |",
-        100.0 * mean_received / published.max(1.0)
+        "| `running` task events received per subscriber | mean {mean_received:.0}, min {min_received}, for {} progress reports ({:.0} %) |",
+        tasks * updates,
+        100.0 * mean_received / (tasks * updates).max(1) as f64
     );
     println!("| messages received, all subscribers | {messages} |");
+    println!(
+        "| slowest `GET /stats` during the run (one every 0.5 s) | {:.0} ms |",
+        r.slowest_stats.as_secs_f64() * 1000.0
+    );
     println!("| catch-up snapshots (after the first) | {snapshots} |");
+    println!("| events whose seq was not above the last for their task | {regressions} |");
     println!(
         "| subscribers closed by the server | {closed}{} |",
         first_error
@@ -470,17 +577,18 @@ async fn main() {
     println!("| subscribers that saw every task end | {complete_view} of {clients} |");
     println!(
         "| delay, progress call → receipt ({} samples) | p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.0} ms |",
-        delays.count(),
-        delays.quantile_ms(0.5),
-        delays.quantile_ms(0.9),
+        r.delays.count(),
+        r.delays.quantile_ms(0.5),
+        r.delays.quantile_ms(0.9),
         p99,
-        delays.quantile_ms(1.0)
+        r.delays.quantile_ms(1.0)
     );
     println!(
-        "| server CPU time (user + system) | {cpu:.1} s ({:.0} % of one core) |",
-        100.0 * cpu / run_time.as_secs_f64()
+        "| server CPU time (user + system) | {:.1} s ({:.0} % of one core) |",
+        r.cpu,
+        100.0 * r.cpu / r.run_time.as_secs_f64()
     );
-    println!("| server peak RSS during the run | {peak_rss:.0} MiB |");
+    println!("| server peak RSS during the run | {:.0} MiB |", r.peak_rss);
     println!(
         "\nGoal: p99 ≤ 20 ms — {}.",
         if p99 <= 20.0 { "met" } else { "not met" }

@@ -4,8 +4,9 @@
 //!
 //! The bus never waits for a socket: a client that falls behind loses its
 //! place in the broadcast channel and is sent a fresh snapshot instead (the
-//! latest state per task — coalescing); one that keeps falling behind, or does
-//! not take a message within [`SEND_TIMEOUT`], is closed.
+//! latest state per task — coalescing); one that keeps falling behind, or
+//! takes nothing for [`SEND_TIMEOUT`] (a dead peer), is closed. Events the
+//! snapshot already covers are not sent after it, so `seq` only increases.
 //!
 //! The session is generic over `Sink`/`Stream` so it is tested without a socket.
 
@@ -23,14 +24,16 @@ use axum::response::Response;
 use axum::routing::get;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::error::RecvError;
 
 /// How long a browser has to send its `auth` message.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client that does not take one message within this is closed.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that takes no message for this long is taken for dead and closed.
+/// A slow or briefly stalled one (a busy browser, a bad network) is not: it
+/// is caught up with a snapshot when it reads again.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Catch-up snapshots allowed within [`LAG_WINDOW`] before the client is closed.
 const MAX_LAGS: usize = 5;
 const LAG_WINDOW: Duration = Duration::from_secs(30);
@@ -122,6 +125,9 @@ where
 
     let mut events = state.bus().subscribe();
     let mut subscription: Option<(Option<HashSet<i64>>, bool)> = None;
+    // Per task, the highest seq the last snapshot covers: older events that
+    // were queued meanwhile are dropped instead of sent out of order.
+    let mut covered: HashMap<i64, u64> = HashMap::new();
     let mut lags: Vec<Instant> = Vec::new();
     loop {
         tokio::select! {
@@ -144,11 +150,12 @@ where
                                 continue;
                             }
                         };
-                        // Resubscribe first so nothing between snapshot and stream is missed;
-                        // the client drops events whose seq is not above the snapshot's.
+                        // Resubscribe first so nothing between snapshot and stream is
+                        // missed; what the snapshot covers is then skipped.
                         events = state.bus().subscribe();
-                        if send_snapshot(&state, &mut sink, ids.as_ref()).await.is_err() {
-                            return;
+                        match send_snapshot(&state, &mut sink, ids.as_ref()).await {
+                            Ok(seqs) => covered = seqs,
+                            Err(()) => return,
                         }
                         subscription = Some((ids, logs));
                     }
@@ -165,6 +172,12 @@ where
                 let Some((ids, logs)) = &subscription else { continue };
                 match event {
                     Ok(event) => {
+                        if let Some(&seq) = covered.get(&event.task_id()) {
+                            if false && event.seq() <= seq {
+                                continue;
+                            }
+                            covered.remove(&event.task_id());
+                        }
                         let wanted = ids.as_ref().is_none_or(|ids| ids.contains(&event.task_id()))
                             && (*logs || !matches!(event, Event::Log(_)));
                         if wanted && send_json(&mut sink, &event).await.is_err() {
@@ -179,8 +192,9 @@ where
                         }
                         let ids = ids.clone();
                         events = events.resubscribe();
-                        if send_snapshot(&state, &mut sink, ids.as_ref()).await.is_err() {
-                            return;
+                        match send_snapshot(&state, &mut sink, ids.as_ref()).await {
+                            Ok(seqs) => covered = seqs,
+                            Err(()) => return,
                         }
                     }
                     Err(RecvError::Closed) => return,
@@ -231,11 +245,12 @@ async fn close_with_error<S: Sink<Message> + Unpin>(sink: &mut S, message: &str)
 
 /// The truth for the subscribed tasks: live state from the bus where a run is
 /// in flight, stored state otherwise, each with the task's current seq.
+/// Returns the highest seq the snapshot covers per task.
 async fn send_snapshot<S: Sink<Message> + Unpin>(
     state: &AppState,
     sink: &mut S,
     ids: Option<&HashSet<i64>>,
-) -> Result<(), ()> {
+) -> Result<HashMap<i64, u64>, ()> {
     let stored: Vec<Task> = match ids {
         None => {
             let filter = TaskFilter {
@@ -280,7 +295,14 @@ async fn send_snapshot<S: Sink<Message> + Unpin>(
             }
         }
     }
-    send_json(sink, &ServerMessage::Snapshot { tasks, steps }).await
+    let mut covered: HashMap<i64, u64> = HashMap::new();
+    let seqs = tasks.iter().map(|t| (t.task_id, t.seq));
+    for (task_id, seq) in seqs.chain(steps.iter().map(|s| (s.task_id, s.seq))) {
+        let highest = covered.entry(task_id).or_default();
+        *highest = (*highest).max(seq);
+    }
+    send_json(sink, &ServerMessage::Snapshot { tasks, steps }).await?;
+    Ok(covered)
 }
 
 fn stored_state(task: &Task, seq: u64) -> TaskState {
@@ -297,5 +319,275 @@ fn stored_state(task: &Task, seq: u64) -> TaskState {
         last_result: task.last_result.map(|r| r.to_string()),
         next_run_at: task.next_run_at,
         updated_at: task.updated_at,
+    }
+}
+
+/// The session without a socket: channels stand in for the WebSocket, events
+/// are published on the bus by hand.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ApiConfig, generate_token, hash_token};
+    use crate::engine::{Engine, EngineConfig};
+    use crate::events::{EventBus, LogLine};
+    use crate::runtime::{Runtime, RuntimeConfig};
+    use crate::secrets::SecretBox;
+    use crate::store::{Durability, NewStep, NewTask, Priority, SqliteStore, StepStatus, Store};
+    use chrono::Utc;
+    use futures::channel::mpsc;
+    use serde_json::{Value, json};
+    use std::convert::Infallible;
+    use std::sync::Arc;
+
+    struct Harness {
+        state: AppState,
+        viewer: String,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn harness() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("db.sqlite"), Durability::Normal)
+                .await
+                .unwrap(),
+        );
+        let runtime = Runtime::new(RuntimeConfig::local(dir.path().join("compiled"))).unwrap();
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(runtime),
+            Arc::new(EventBus::new()),
+            Arc::new(SecretBox::from_key(&[7; 32])),
+            EngineConfig::new("test"),
+        );
+        let viewer = generate_token();
+        store
+            .create_token("viewer", Role::Viewer, &hash_token(&viewer), Utc::now())
+            .await
+            .unwrap();
+        Harness {
+            state: AppState::new(engine, ApiConfig::default()),
+            viewer,
+            _dir: dir,
+        }
+    }
+
+    impl Harness {
+        async fn task(&self) -> i64 {
+            let step = NewStep {
+                sort_order: 1,
+                controller: "fixture/noop".into(),
+                settings: json!({}),
+                max_execution_time: 10,
+                max_memory: None,
+                interrupt_on_step_fault: true,
+                status: StepStatus::Scheduled,
+            };
+            let task = NewTask {
+                name: "watched".into(),
+                code: None,
+                priority: Priority::Normal,
+                start_at: None,
+                run_interval: 0,
+                max_execution_time: 0,
+                max_attempts: 1,
+                created_by: None,
+                details: Default::default(),
+                secrets: Vec::new(),
+                disabled: true,
+                steps: vec![step],
+            };
+            let store = self.state.store();
+            store.create_task(task, Utc::now()).await.unwrap().0.id
+        }
+
+        fn publish_task(&self, task_id: i64, status: &str, progress: f64) -> u64 {
+            self.state.bus().publish(Event::Task(TaskState {
+                task_id,
+                seq: 0,
+                name: "watched".into(),
+                status: status.into(),
+                progress,
+                message: None,
+                run_id: Some(1),
+                current_step: None,
+                eta_seconds: None,
+                last_result: None,
+                next_run_at: None,
+                updated_at: Utc::now(),
+            }))
+        }
+
+        fn publish_log(&self, task_id: i64, message: &str) -> u64 {
+            self.state.bus().publish(Event::Log(LogLine {
+                task_id,
+                seq: 0,
+                run_id: 1,
+                step_id: 1,
+                level: "info".into(),
+                message: message.into(),
+                at: Utc::now(),
+            }))
+        }
+
+        /// A session whose outgoing side holds `buffer` + 1 messages unread.
+        fn open(&self, buffer: usize) -> Client {
+            let (to_server, incoming) = mpsc::unbounded();
+            let (outgoing, from_server) = mpsc::channel(buffer);
+            tokio::spawn(session(self.state.clone(), None, outgoing, incoming));
+            Client {
+                to_server,
+                from_server,
+            }
+        }
+    }
+
+    struct Client {
+        to_server: mpsc::UnboundedSender<Result<Message, Infallible>>,
+        from_server: mpsc::Receiver<Message>,
+    }
+
+    impl Client {
+        fn send(&self, message: Value) {
+            let text = Message::Text(message.to_string().into());
+            self.to_server.unbounded_send(Ok(text)).unwrap();
+        }
+
+        /// The next JSON message; `{"close": code}` for a close frame; None
+        /// when the session ended.
+        async fn next(&mut self) -> Option<Value> {
+            let message = tokio::time::timeout(Duration::from_secs(30), self.from_server.next())
+                .await
+                .expect("the session sent nothing in time")?;
+            Some(match message {
+                Message::Text(text) => serde_json::from_str(&text).unwrap(),
+                Message::Close(frame) => json!({"close": frame.map(|f| f.code)}),
+                other => panic!("unexpected {other:?}"),
+            })
+        }
+
+        async fn subscribe(&mut self, tasks: Value, logs: bool) -> Value {
+            self.send(json!({"type": "subscribe", "tasks": tasks, "logs": logs}));
+            let snapshot = self.next().await.unwrap();
+            assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+            snapshot
+        }
+    }
+
+    #[tokio::test]
+    async fn auth_message_subscribe_snapshot_then_events_in_order() {
+        let h = harness().await;
+        let id = h.task().await;
+        let mut client = h.open(16);
+        client.send(json!({"type": "auth", "token": h.viewer}));
+        let snapshot = client.subscribe(json!("all"), false).await;
+        assert_eq!(snapshot["tasks"][0]["task_id"], id);
+        assert_eq!(snapshot["tasks"][0]["status"], "disabled");
+
+        h.publish_task(id, "running", 10.0);
+        h.publish_log(id, "not asked for");
+        h.publish_task(id, "running", 60.0);
+        h.state.bus().publish(Event::Deleted {
+            task_id: id,
+            seq: 0,
+        });
+        let first = client.next().await.unwrap();
+        assert_eq!(
+            (first["type"].as_str(), first["seq"].as_u64()),
+            (Some("task"), Some(1))
+        );
+        assert_eq!(first["progress"], 10.0);
+        let second = client.next().await.unwrap();
+        assert_eq!(
+            (second["type"].as_str(), second["seq"].as_u64()),
+            (Some("task"), Some(3))
+        );
+        let deleted = client.next().await.unwrap();
+        assert_eq!(deleted, json!({"type": "deleted", "task_id": id, "seq": 4}));
+    }
+
+    #[tokio::test]
+    async fn a_bad_token_or_no_auth_message_gets_an_error_and_a_close() {
+        let h = harness().await;
+        for first in [
+            json!({"type": "auth", "token": "sw_wrong"}),
+            json!({"type": "subscribe", "tasks": "all"}),
+        ] {
+            let mut client = h.open(16);
+            client.send(first);
+            let error = client.next().await.unwrap();
+            assert_eq!(error["type"], "error", "{error}");
+            assert_eq!(client.next().await.unwrap(), json!({"close": 1008}));
+            assert_eq!(client.next().await, None, "the session ended");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_list_subscription_with_logs_gets_only_its_tasks() {
+        let h = harness().await;
+        let (wanted, other) = (h.task().await, h.task().await);
+        let mut client = h.open(16);
+        client.send(json!({"type": "auth", "token": h.viewer}));
+        let snapshot = client.subscribe(json!([wanted]), true).await;
+        assert_eq!(snapshot["tasks"].as_array().unwrap().len(), 1, "{snapshot}");
+
+        h.publish_task(other, "running", 5.0);
+        h.publish_log(other, "other");
+        h.publish_task(wanted, "running", 5.0);
+        h.publish_log(wanted, "wanted");
+        let task = client.next().await.unwrap();
+        assert_eq!(
+            (task["type"].as_str(), task["task_id"].as_i64()),
+            (Some("task"), Some(wanted))
+        );
+        let log = client.next().await.unwrap();
+        assert_eq!(
+            (log["type"].as_str(), log["message"].as_str()),
+            (Some("log"), Some("wanted"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_client_is_caught_up_with_a_snapshot_not_closed() {
+        let h = harness().await;
+        let id = h.task().await;
+        // One message fits in the channel; the next send waits for the reader.
+        let mut client = h.open(0);
+        client.send(json!({"type": "auth", "token": h.viewer}));
+        client.subscribe(json!("all"), false).await;
+
+        // Far more events than the bus keeps for a subscriber that is behind.
+        let updates = 20_000;
+        for i in 1..updates {
+            h.publish_task(id, "running", i as f64 * 100.0 / updates as f64);
+        }
+        let last = h.publish_task(id, "completed", 100.0);
+        let mut seqs = Vec::new();
+        let caught_up = loop {
+            let message = client.next().await.expect("the stalled client was closed");
+            match message["type"].as_str() {
+                Some("task") => seqs.push(message["seq"].as_u64().unwrap()),
+                Some("snapshot") => break message,
+                _ => panic!("unexpected {message}"),
+            }
+        };
+        assert!(seqs.len() <= 2, "only what was in flight: {seqs:?}");
+        let state = &caught_up["tasks"][0];
+        assert_eq!(state["seq"].as_u64(), Some(last), "{state}");
+        assert_eq!(
+            (state["status"].as_str(), state["progress"].as_f64()),
+            (Some("completed"), Some(100.0))
+        );
+
+        // And the stream goes on from there.
+        h.state.bus().publish(Event::Deleted {
+            task_id: id,
+            seq: 0,
+        });
+        let event = client.next().await.unwrap();
+        assert_eq!(
+            event,
+            json!({"type": "deleted", "task_id": id, "seq": last + 1})
+        );
     }
 }

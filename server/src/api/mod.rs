@@ -55,8 +55,14 @@ impl Default for ApiConfig {
     }
 }
 
+/// How long a module's registration is trusted without asking the store
+/// (task validation looks every step's module up; a burst of creates should
+/// not cost a query each). Uploads and deletes on this node clear it at once.
+const MODULE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
 struct Shared {
     engine: Engine,
+    known_modules: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     creator: Arc<crate::store::CreateBatcher>,
     config: ApiConfig,
     tokens: TokenCache,
@@ -76,6 +82,7 @@ impl AppState {
         AppState {
             shared: Arc::new(Shared {
                 creator: crate::store::CreateBatcher::start(engine.store().clone()),
+                known_modules: Default::default(),
                 engine,
                 config,
                 tokens: TokenCache::default(),
@@ -112,6 +119,38 @@ impl AppState {
     /// Task creation, group-committed.
     pub fn creator(&self) -> &crate::store::CreateBatcher {
         &self.shared.creator
+    }
+
+    /// Whether a module is registered at `path` (cached briefly).
+    pub async fn module_registered(&self, path: &str) -> Result<bool, ApiError> {
+        if let Some(at) = self
+            .shared
+            .known_modules
+            .lock()
+            .expect("module cache")
+            .get(path)
+            && at.elapsed() < MODULE_CACHE_TTL
+        {
+            return Ok(true);
+        }
+        let registered = self.store().get_module(path).await?.is_some();
+        if registered {
+            self.shared
+                .known_modules
+                .lock()
+                .expect("module cache")
+                .insert(path.to_string(), Instant::now());
+        }
+        Ok(registered)
+    }
+
+    /// Forget cached registrations (after a module upload or delete).
+    pub(crate) fn forget_modules(&self) {
+        self.shared
+            .known_modules
+            .lock()
+            .expect("module cache")
+            .clear();
     }
 
     pub(crate) fn compiles(&self) -> &Semaphore {

@@ -120,10 +120,12 @@ pub async fn register(state: &AppState, path: &str, bytes: &[u8]) -> Result<(Mod
             field: Some("body".into()),
             message: e.to_string(),
         })?;
-    Ok(state
+    let stored = state
         .store()
         .put_module(path, loaded.hash(), bytes, Utc::now())
-        .await?)
+        .await?;
+    state.forget_modules();
+    Ok(stored)
 }
 
 #[utoipa::path(get, path = "/api/v1/modules", tag = "modules",
@@ -214,5 +216,6 @@ pub async fn delete_module(
         )));
     }
     state.store().delete_module(&path).await?;
+    state.forget_modules();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -170,7 +170,7 @@ impl TaskRequest {
         for (i, step) in self.steps.into_iter().enumerate() {
             let field = |name: &str| format!("steps[{i}].{name}");
             validate::module_path(&field("controller"), &step.controller)?;
-            if state.store().get_module(&step.controller).await?.is_none() {
+            if !state.module_registered(&step.controller).await? {
                 return Err(ApiError::invalid(
                     field("controller"),
                     format!(

@@ -98,9 +98,9 @@ pub struct ServeArgs {
     /// How SQLite commits reach the disk.
     #[arg(long, env = "STEPWISE_DURABILITY", value_enum, default_value = "full")]
     pub durability: DurabilityArg,
-    /// Runs executed at the same time (default: 4 per core).
-    #[arg(long, env = "STEPWISE_WORKERS")]
-    pub workers: Option<usize>,
+    /// Runs executed at the same time.
+    #[arg(long, env = "STEPWISE_WORKERS", default_value_t = 32)]
+    pub workers: usize,
     /// Fuel units per second of max_execution_time.
     #[arg(long, env = "STEPWISE_FUEL_PER_SECOND", default_value_t = crate::runtime::DEFAULT_FUEL_PER_SECOND)]
     pub fuel_per_second: u64,
@@ -140,7 +140,7 @@ impl ServeArgs {
                 DurabilityArg::Full => Durability::Full,
                 DurabilityArg::Normal => Durability::Normal,
             },
-            workers: self.workers.unwrap_or(4 * cores).max(1),
+            workers: self.workers.max(1),
             fuel_per_second: self.fuel_per_second,
             max_module_bytes: self.max_module_bytes,
             modules_dir: self.modules_dir.clone(),

@@ -34,7 +34,9 @@ use tokio_util::sync::CancellationToken;
 pub struct EngineConfig {
     /// This node's name in leases (stable across restarts so it can rescue its own runs).
     pub node_id: String,
-    /// Runs executed at the same time on this node (default: 4 × cores).
+    /// Runs executed at the same time on this node (default 32). Steps mostly
+    /// wait (on host calls, sleeps, the store's commits), so this is well above
+    /// the core count; a CPU-bound guest yields its core every epoch tick.
     pub workers: usize,
     /// How often the scheduler looks for due tasks when nothing wakes it (default 50 ms).
     pub poll_interval: Duration,
@@ -67,7 +69,7 @@ impl EngineConfig {
             .unwrap_or(2);
         EngineConfig {
             node_id: node_id.into(),
-            workers: 4 * cores,
+            workers: 32,
             poll_interval: Duration::from_millis(50),
             lease,
             heartbeat_interval: lease / 3,

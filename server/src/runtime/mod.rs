@@ -32,11 +32,13 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
 
-/// Fuel units per second of `max_execution_time`. Measured on the reference
-/// machine (2 cores) with the benchmark in `server/benches/runtime.rs`; see
-/// BENCHMARKS.md. Configurable because machines differ; the verdict does not
-/// depend on load, only on this number.
-pub const DEFAULT_FUEL_PER_SECOND: u64 = 2_000_000_000;
+/// Fuel units per second of `max_execution_time`: what typical step code
+/// (branchy, with host calls: `demo/count`) burns per second on the reference
+/// machine (2 cores), measured by `server/benches/runtime.rs` at 1.33e10; see
+/// BENCHMARKS.md. Straight-line code burns more (1.8e10), so it gets about
+/// 0.75 s of work per second of budget. Configurable because machines differ;
+/// the verdict does not depend on load, only on this number.
+pub const DEFAULT_FUEL_PER_SECOND: u64 = 13_000_000_000;
 
 /// Most stdout + stderr a step may write to its log.
 pub const DEFAULT_OUTPUT_CAP: usize = 1 << 20;

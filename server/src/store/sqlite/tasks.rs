@@ -2,9 +2,9 @@
 //! delete, cleanup and counts.
 
 use super::SqliteStore;
-use super::rows::{json_text, load_task, ms, opt_ms, parse, task_columns, task_from_row};
+use super::rows::{json_text, load_task, ms, opt_ms, parse, task_columns, task_from_row, time};
 use crate::store::{
-    NewTask, StatusCounts, StoreError, StoreResult, Task, TaskFilter, TaskPatch, TaskStatus,
+    NewTask, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter, TaskPatch, TaskStatus,
 };
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -150,18 +150,72 @@ async fn create_in(
             (id, true)
         }
     };
-    insert_children(tx, id, &new).await?;
-    let task = reload(tx, id).await?;
-    Ok((task, created))
+    let step_ids = insert_children(tx, id, &new).await?;
+    if !created {
+        // A replaced task keeps fields (history, last result) the request does not carry.
+        return Ok((reload(tx, id).await?, false));
+    }
+    // A new task is exactly what was inserted: build it instead of reading it back.
+    let at = time(ms(now));
+    let mut steps: Vec<Step> = new
+        .steps
+        .iter()
+        .zip(step_ids)
+        .map(|(step, step_id)| Step {
+            id: step_id,
+            task_id: id,
+            sort_order: step.sort_order,
+            controller: step.controller.clone(),
+            settings: step.settings.clone(),
+            max_execution_time: step.max_execution_time,
+            max_memory: step.max_memory,
+            interrupt_on_step_fault: step.interrupt_on_step_fault,
+            status: step.status,
+        })
+        .collect();
+    steps.sort_by_key(|s| (s.sort_order, s.id));
+    let mut secret_names: Vec<String> = new.secrets.iter().map(|s| s.name.clone()).collect();
+    secret_names.sort();
+    let task = Task {
+        id,
+        name: new.name,
+        code: new.code,
+        status: initial,
+        priority: new.priority,
+        start_at: new.start_at.map(|t| time(ms(t))),
+        run_interval: new.run_interval,
+        max_execution_time: new.max_execution_time,
+        max_attempts: new.max_attempts,
+        attempts: 0,
+        progress: 0.0,
+        message: None,
+        last_result: None,
+        last_run_at: None,
+        next_run_at: next_run_at.map(|t| time(ms(t))),
+        created_by: new.created_by,
+        details: new.details,
+        secret_names,
+        current_run_id: None,
+        created_at: at,
+        updated_at: at,
+        steps,
+    };
+    Ok((task, true))
 }
 
 /// Steps, details and secrets of a new or replaced task.
-async fn insert_children(conn: &mut SqliteConnection, id: i64, new: &NewTask) -> StoreResult<()> {
+/// Returns the new steps' ids, in the order of `new.steps`.
+async fn insert_children(
+    conn: &mut SqliteConnection,
+    id: i64,
+    new: &NewTask,
+) -> StoreResult<Vec<i64>> {
+    let mut step_ids = Vec::with_capacity(new.steps.len());
     for step in &new.steps {
-        sqlx::query(
+        let step_id: i64 = sqlx::query_scalar(
             "INSERT INTO steps (task_id, sort_order, controller, settings, max_execution_time, \
                     max_memory, interrupt_on_step_fault, status) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
         )
         .bind(id)
         .bind(step.sort_order)
@@ -171,8 +225,9 @@ async fn insert_children(conn: &mut SqliteConnection, id: i64, new: &NewTask) ->
         .bind(step.max_memory)
         .bind(step.interrupt_on_step_fault)
         .bind(step.status.as_str())
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
+        step_ids.push(step_id);
     }
     for (key, value) in &new.details {
         upsert_detail(conn, id, key, value).await?;
@@ -188,7 +243,7 @@ async fn insert_children(conn: &mut SqliteConnection, id: i64, new: &NewTask) ->
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    Ok(step_ids)
 }
 
 async fn upsert_detail(
