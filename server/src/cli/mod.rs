@@ -129,9 +129,6 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     pub fn settings(&self) -> Settings {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
         Settings {
             listen: self.listen,
             data_dir: self.data_dir.clone(),

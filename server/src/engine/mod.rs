@@ -64,9 +64,6 @@ pub struct EngineConfig {
 impl EngineConfig {
     pub fn new(node_id: impl Into<String>) -> Self {
         let lease = Duration::from_secs(30);
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
         EngineConfig {
             node_id: node_id.into(),
             workers: 32,
