@@ -173,7 +173,7 @@ where
                 match event {
                     Ok(event) => {
                         if let Some(&seq) = covered.get(&event.task_id()) {
-                            if false && event.seq() <= seq {
+                            if event.seq() <= seq {
                                 continue;
                             }
                             covered.remove(&event.task_id());

@@ -24,7 +24,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-use stepwise::step::host as wit;
+use self::stepwise::step::host as wit;
 
 /// Severity of a step log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
