@@ -282,7 +282,7 @@ async fn send_snapshot<S: Sink<Message> + Unpin>(
                 tasks.push(live);
                 steps.extend(live_steps);
             }
-            _ => tasks.push(stored_state(task, bus.seq(task.id))),
+            _ => tasks.push(TaskState::stored(task, bus.seq(task.id))),
         }
     }
     if ids.is_none() {
@@ -303,23 +303,6 @@ async fn send_snapshot<S: Sink<Message> + Unpin>(
     }
     send_json(sink, &ServerMessage::Snapshot { tasks, steps }).await?;
     Ok(covered)
-}
-
-fn stored_state(task: &Task, seq: u64) -> TaskState {
-    TaskState {
-        task_id: task.id,
-        seq,
-        name: task.name.clone(),
-        status: task.status.to_string(),
-        progress: task.progress,
-        message: task.message.clone(),
-        run_id: task.current_run_id,
-        current_step: None,
-        eta_seconds: None,
-        last_result: task.last_result.map(|r| r.to_string()),
-        next_run_at: task.next_run_at,
-        updated_at: task.updated_at,
-    }
 }
 
 /// The session without a socket: channels stand in for the WebSocket, events

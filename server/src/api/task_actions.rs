@@ -28,20 +28,7 @@ pub fn router() -> Router<AppState> {
 
 /// Publish a task's stored state so live views follow a change made over REST.
 pub fn publish_stored(state: &AppState, task: &Task) {
-    state.bus().publish(Event::Task(TaskState {
-        task_id: task.id,
-        seq: 0,
-        name: task.name.clone(),
-        status: task.status.to_string(),
-        progress: task.progress,
-        message: task.message.clone(),
-        run_id: task.current_run_id,
-        current_step: None,
-        eta_seconds: None,
-        last_result: task.last_result.map(|r| r.to_string()),
-        next_run_at: task.next_run_at,
-        updated_at: task.updated_at,
-    }));
+    state.bus().publish(Event::Task(TaskState::stored(task, 0)));
 }
 
 /// Wait until the task reaches a final status or `wait` passes; returns the stored task.

@@ -186,20 +186,7 @@ pub(super) async fn execute(inner: Arc<Inner>, claimed: ClaimedRun) -> RunSummar
 
 /// Publish a task's stored state (after a run ended, or a cancel).
 pub(super) fn publish_task_final(inner: &Inner, task: &Task) {
-    inner.bus.publish(Event::Task(TaskState {
-        task_id: task.id,
-        seq: 0,
-        name: task.name.clone(),
-        status: task.status.to_string(),
-        progress: task.progress,
-        message: task.message.clone(),
-        run_id: task.current_run_id,
-        current_step: None,
-        eta_seconds: None,
-        last_result: task.last_result.map(|r| r.to_string()),
-        next_run_at: task.next_run_at,
-        updated_at: task.updated_at,
-    }));
+    inner.bus.publish(Event::Task(TaskState::stored(task, 0)));
 }
 
 /// Run one step; returns its stored status, the typed outcome and the error text.

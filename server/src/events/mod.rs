@@ -34,6 +34,26 @@ pub struct TaskState {
     pub updated_at: DateTime<Utc>,
 }
 
+impl TaskState {
+    /// The state of a task as stored (no run in flight, or right after a change).
+    pub fn stored(task: &crate::store::Task, seq: u64) -> Self {
+        TaskState {
+            task_id: task.id,
+            seq,
+            name: task.name.clone(),
+            status: task.status.to_string(),
+            progress: task.progress,
+            message: task.message.clone(),
+            run_id: task.current_run_id,
+            current_step: None,
+            eta_seconds: None,
+            last_result: task.last_result.map(|r| r.to_string()),
+            next_run_at: task.next_run_at,
+            updated_at: task.updated_at,
+        }
+    }
+}
+
 /// A step's live state within a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepState {
