@@ -219,10 +219,22 @@ async fn serve_reads_a_config_file_below_flags_and_environment() {
 #[tokio::test]
 async fn a_second_server_on_the_same_data_is_refused() {
     let server = TestServer::start_with(&["--no-examples"]).await;
-    let out = stepwise(&["serve", "--listen", "127.0.0.1:0", "--data-dir", server.dir.to_str().unwrap()], None);
+    let out = stepwise(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            server.dir.to_str().unwrap(),
+        ],
+        None,
+    );
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("another Stepwise server is already using"), "{stderr}");
+    assert!(
+        stderr.contains("another Stepwise server is already using"),
+        "{stderr}"
+    );
     // The first one keeps serving.
     let (status, _) = server.get("/stats").await;
     assert_eq!(status, 200);
