@@ -385,7 +385,7 @@ async fn log_events_only_when_asked() {
     without.subscribe(json!("all"), false).await;
 
     let id = server
-        .create_step_task("fixture/panic", json!({}), json!({}))
+        .create_step_task("fixture/panic", json!({}), json!({"max_attempts": 1}))
         .await;
     for client in [&mut with_logs, &mut without] {
         client

@@ -33,6 +33,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => {
+                // Each WebSocket subscriber holds a socket: lift the soft limit
+                // of open files (often 1024) to the hard limit.
+                if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+                    tracing::warn!("could not raise the open-files limit: {e}");
+                }
                 let app = stepwise::app::App::build(args.settings()).await?;
                 app.run_until_stopped().await?;
                 Ok(ExitCode::SUCCESS)
