@@ -75,35 +75,13 @@ async fn harness_with(configure: impl FnOnce(&mut EngineConfig)) -> Harness {
 
 fn step(controller: &str, settings: Value) -> NewStep {
     NewStep {
-        sort_order: 0,
-        controller: controller.into(),
-        settings,
         max_execution_time: 10,
-        max_memory: None,
-        interrupt_on_step_fault: true,
-        status: StepStatus::Scheduled,
+        ..NewStep::new(controller, settings)
     }
 }
 
 fn task(steps: Vec<NewStep>) -> NewTask {
-    let steps = steps.into_iter().enumerate().map(|(i, mut s)| {
-        s.sort_order = i as i64 + 1;
-        s
-    });
-    NewTask {
-        name: "test".into(),
-        code: None,
-        priority: Priority::Normal,
-        start_at: None,
-        run_interval: 0,
-        max_execution_time: 0,
-        max_attempts: 1,
-        created_by: None,
-        details: Default::default(),
-        secrets: Vec::new(),
-        disabled: false,
-        steps: steps.collect(),
-    }
+    NewTask::new("test", steps)
 }
 
 impl Harness {

@@ -13,9 +13,7 @@ use stepwise::engine::{Engine, EngineConfig};
 use stepwise::events::EventBus;
 use stepwise::runtime::{Runtime, RuntimeConfig};
 use stepwise::secrets::SecretBox;
-use stepwise::store::{
-    Durability, NewStep, NewTask, Priority, SqliteStore, StepStatus, Store, TaskStatus,
-};
+use stepwise::store::{Durability, NewStep, NewTask, SqliteStore, Store, TaskStatus};
 
 fn module(path: &str) -> Vec<u8> {
     let file = Path::new(env!("STEPWISE_BUILT_MODULES_DIR"))
@@ -24,29 +22,15 @@ fn module(path: &str) -> Vec<u8> {
 }
 
 fn new_task(steps: usize, start_at: Option<chrono::DateTime<Utc>>) -> NewTask {
+    let steps = (0..steps)
+        .map(|_| NewStep {
+            max_execution_time: 10,
+            ..NewStep::new("fixture/noop", serde_json::json!({}))
+        })
+        .collect();
     NewTask {
-        name: "bench".into(),
-        code: None,
-        priority: Priority::Normal,
         start_at,
-        run_interval: 0,
-        max_execution_time: 0,
-        max_attempts: 1,
-        created_by: None,
-        details: Default::default(),
-        secrets: Vec::new(),
-        disabled: false,
-        steps: (0..steps)
-            .map(|i| NewStep {
-                sort_order: i as i64,
-                controller: "fixture/noop".into(),
-                settings: serde_json::json!({}),
-                max_execution_time: 10,
-                max_memory: None,
-                interrupt_on_step_fault: true,
-                status: StepStatus::Scheduled,
-            })
-            .collect(),
+        ..NewTask::new("bench", steps)
     }
 }
 

@@ -366,7 +366,7 @@ mod tests {
     use crate::events::{EventBus, LogLine};
     use crate::runtime::{Runtime, RuntimeConfig};
     use crate::secrets::SecretBox;
-    use crate::store::{Durability, NewStep, NewTask, Priority, SqliteStore, StepStatus, Store};
+    use crate::store::{Durability, NewStep, NewTask, SqliteStore, Store};
     use chrono::Utc;
     use futures::channel::mpsc;
     use serde_json::{Value, json};
@@ -408,28 +408,11 @@ mod tests {
 
     impl Harness {
         async fn task(&self) -> i64 {
-            let step = NewStep {
-                sort_order: 1,
-                controller: "fixture/noop".into(),
-                settings: json!({}),
-                max_execution_time: 10,
-                max_memory: None,
-                interrupt_on_step_fault: true,
-                status: StepStatus::Scheduled,
-            };
+            let mut step = NewStep::new("fixture/noop", json!({}));
+            step.max_execution_time = 10;
             let task = NewTask {
-                name: "watched".into(),
-                code: None,
-                priority: Priority::Normal,
-                start_at: None,
-                run_interval: 0,
-                max_execution_time: 0,
-                max_attempts: 1,
-                created_by: None,
-                details: Default::default(),
-                secrets: Vec::new(),
                 disabled: true,
-                steps: vec![step],
+                ..NewTask::new("watched", vec![step])
             };
             let store = self.state.store();
             store.create_task(task, Utc::now()).await.unwrap().0.id

@@ -177,6 +177,22 @@ pub struct NewStep {
     pub status: StepStatus,
 }
 
+impl NewStep {
+    /// A scheduled step with a 60 s limit, no memory cap of its own, that ends
+    /// the run when it fails: the API's defaults.
+    pub fn new(controller: impl Into<String>, settings: Value) -> Self {
+        NewStep {
+            sort_order: 1,
+            controller: controller.into(),
+            settings,
+            max_execution_time: 60,
+            max_memory: None,
+            interrupt_on_step_fault: true,
+            status: StepStatus::Scheduled,
+        }
+    }
+}
+
 /// A task as the user defined it. Validated before it reaches the store.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NewTask {
@@ -195,6 +211,35 @@ pub struct NewTask {
     /// Create it `disabled` instead of `scheduled`.
     pub disabled: bool,
     pub steps: Vec<NewStep>,
+}
+
+impl NewTask {
+    /// A normal-priority task due now, run once, one attempt, no task-wide
+    /// limit; steps are numbered in the order given.
+    pub fn new(name: impl Into<String>, steps: Vec<NewStep>) -> Self {
+        let steps = steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, step)| NewStep {
+                sort_order: i as i64 + 1,
+                ..step
+            })
+            .collect();
+        NewTask {
+            name: name.into(),
+            code: None,
+            priority: Priority::Normal,
+            start_at: None,
+            run_interval: 0,
+            max_execution_time: 0,
+            max_attempts: 1,
+            created_by: None,
+            details: Map::new(),
+            secrets: Vec::new(),
+            disabled: false,
+            steps,
+        }
+    }
 }
 
 /// An encrypted secret value.
