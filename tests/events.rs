@@ -1,7 +1,7 @@
 //! The live event stream (`GET /api/v1/events`, docs/API.md "Live events")
 //! through the real binary with a real `tokio-tungstenite` client:
-//! authentication, subscriptions, ordering, coalescing for a slow reader, and
-//! the snapshot after a reconnect. Timeouts are generous (a loaded machine is
+//! authentication, subscriptions, frames of events, ordering, pacing of
+//! progress, coalescing for a slow reader, and the snapshot after a reconnect. Timeouts are generous (a loaded machine is
 //! slow, not wrong); speed is measured in `server/benches/websocket.rs`.
 
 mod common;
@@ -9,8 +9,8 @@ mod common;
 use common::TestServer;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -60,8 +60,12 @@ struct Client {
     tasks: HashMap<i64, Value>,
     /// Highest `seq` seen per task.
     seqs: HashMap<i64, u64>,
-    /// Every message read, in order.
+    /// Every message read, in order, events one by one out of their frames.
     seen: Vec<Value>,
+    /// Events of the last frame not read yet.
+    unread: VecDeque<Value>,
+    /// Event frames received.
+    frames: usize,
 }
 
 impl Client {
@@ -78,6 +82,8 @@ impl Client {
             tasks: HashMap::new(),
             seqs: HashMap::new(),
             seen: Vec::new(),
+            unread: VecDeque::new(),
+            frames: 0,
         }
     }
 
@@ -97,9 +103,24 @@ impl Client {
         snapshot
     }
 
-    /// The next message (checked and applied), or None when the server closed.
+    /// The next message or event (checked and applied), or None when the
+    /// server closed.
     async fn next(&mut self) -> Option<Value> {
-        let message = raw_next(&mut self.socket).await?;
+        let message = match self.unread.pop_front() {
+            Some(event) => event,
+            None => {
+                let message = raw_next(&mut self.socket).await?;
+                if message["type"] != "events" {
+                    message
+                } else {
+                    self.frames += 1;
+                    let events = message["events"].as_array().expect("events array");
+                    assert!(!events.is_empty(), "an empty frame was sent");
+                    self.unread.extend(events.iter().cloned());
+                    self.unread.pop_front().expect("an event")
+                }
+            }
+        };
         self.apply(&message);
         self.seen.push(message.clone());
         Some(message)
@@ -316,7 +337,7 @@ async fn snapshot_first_then_ordered_events_until_completed() {
     assert_eq!(existing["status"], "completed");
     assert_eq!(progress(existing), 100.0);
 
-    let id = progress_task(&server, 50, 10, json!({})).await;
+    let id = progress_task(&server, 100, 5, json!({})).await;
     client
         .until("the task to complete", |c| c.all_in(&[id], &["completed"]))
         .await;
@@ -328,15 +349,39 @@ async fn snapshot_first_then_ordered_events_until_completed() {
         .iter()
         .filter(|m| m["type"] == "task" && m["task_id"] == id)
         .collect();
-    let running = events.iter().filter(|e| e["status"] == "running").count();
-    assert!(running >= 2, "progress events expected, got {running}");
+    let running: Vec<&&Value> = events.iter().filter(|e| e["status"] == "running").collect();
+    assert!(
+        running.len() >= 2,
+        "progress events expected, got {running:?}"
+    );
+    // Progress is paced: at most one state per 100 ms after the first.
+    let at = |e: &Value| {
+        e["updated_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    let span = at(running[running.len() - 1]) - at(running[0]);
+    assert!(
+        running.len() as i64 <= 3 + span.num_milliseconds() / 100,
+        "{} running states over {span} for 100 reports",
+        running.len()
+    );
+    assert!(client.frames > 0);
     let last = events.last().unwrap();
     assert_eq!(last["status"], "completed");
     assert_eq!(last["last_result"], "success");
     assert_eq!(progress(last), 100.0);
     let run_ids: HashSet<String> = events.iter().map(|e| e["run_id"].to_string()).collect();
     assert_eq!(run_ids.len(), 1, "one run: {run_ids:?}");
-    assert!(client.count("step", id) >= 10, "step events are sent too");
+    let steps: Vec<&Value> = client
+        .seen
+        .iter()
+        .filter(|m| m["type"] == "step" && m["task_id"] == id)
+        .collect();
+    assert_eq!(steps[0]["status"], "running", "{steps:?}");
+    assert_eq!(steps[steps.len() - 1]["status"], "completed", "{steps:?}");
     assert!(
         client
             .seen
@@ -416,22 +461,30 @@ async fn log_events_only_when_asked() {
 async fn a_stalled_reader_catches_up_and_never_holds_back_a_fast_one() {
     let server = TestServer::start().await;
     server.upload("fixture/progress").await;
+    server.upload("fixture/stdout").await;
     let mut fast = Client::open(&server).await;
-    fast.subscribe(json!("all"), false).await;
+    fast.subscribe(json!("all"), true).await;
     let mut slow = Client::over(connect_small_buffer(&server).await);
-    slow.subscribe(json!("all"), false).await;
+    slow.subscribe(json!("all"), true).await;
 
-    // 40 tasks × 500 updates × (step + task event), some 10 MB: more than
-    // the socket buffers (loopback grows the server's to 4 MB) and the bus's
-    // backlog hold, so the server's sends to the stalled client wait for as
-    // long as the run takes, and it falls behind.
+    // Log lines are never paced: 4 × 10,000 of them, some 6 MB, are more
+    // than the socket buffers hold (loopback grows the server's to 4 MB), so
+    // the server's sends to the stalled client wait. Meanwhile 20 tasks
+    // report progress for 4 s, a frame at nearly every flush: more than the
+    // feed keeps for a subscriber that is behind, so it falls behind.
     let mut ids = Vec::new();
-    for _ in 0..40 {
-        ids.push(progress_task(&server, 500, 1, json!({})).await);
+    for _ in 0..4 {
+        let id = server
+            .create_step_task("fixture/stdout", json!({}), json!({}))
+            .await;
+        ids.push(id);
+    }
+    for _ in 0..20 {
+        ids.push(progress_task(&server, 400, 10, json!({})).await);
     }
 
     // The slow client reads nothing while the fast one sees every task end.
-    let stalled = std::time::Instant::now();
+    let stalled = Instant::now();
     fast.until("every task to complete (fast client)", |c| {
         c.all_in(&ids, &["completed"])
     })
@@ -456,12 +509,20 @@ async fn a_stalled_reader_catches_up_and_never_holds_back_a_fast_one() {
     for id in &ids {
         assert_eq!(slow.tasks[id], fast.tasks[id], "final state of task {id}");
     }
+    let logs = |c: &Client| c.seen.iter().filter(|m| m["type"] == "log").count();
     eprintln!(
-        "stalled {:.1} s; fast client: {} messages; slow client: {} messages, {} snapshot(s)",
+        "stalled {:.1} s; fast client: {} events in {} frames, {} logs; slow client: {} events, {} logs, {} snapshot(s)",
         stalled.elapsed().as_secs_f64(),
         fast.seen.len(),
+        fast.frames,
+        logs(&fast),
         slow.seen.len(),
+        logs(&slow),
         slow.seen.iter().filter(|m| m["type"] == "snapshot").count()
+    );
+    assert!(
+        logs(&fast) >= 4 * 10_000,
+        "the fast client got every log line"
     );
 }
 

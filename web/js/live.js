@@ -9,6 +9,16 @@ import { parseTime } from './dom.js';
 
 // ---------------------------------------------------------------- store
 
+// Fields the server leaves out when they have no value (it sends no nulls);
+// the views compare them with null.
+const TASK_OPTIONAL = ['message', 'run_id', 'current_step', 'eta_seconds', 'last_result', 'next_run_at'];
+const STEP_OPTIONAL = ['message', 'error'];
+
+function withNulls(state, fields) {
+  for (const field of fields) if (state[field] === undefined) state[field] = null;
+  return state;
+}
+
 export function createStore() {
   const rest = new Map();       // task id → Task from REST
   const live = new Map();       // task id → TaskState from the WebSocket
@@ -146,14 +156,14 @@ export function createStore() {
     seqs.clear();
     for (const t of message.tasks || []) {
       const id = Number(t.task_id);
-      live.set(id, t);
+      live.set(id, withNulls({ ...t }, TASK_OPTIONAL));
       seqs.set(id, Math.max(seqs.get(id) || 0, Number(t.seq) || 0));
       // A new snapshot is the truth: restart the on-screen guard from it.
       shown.delete(id);
     }
     for (const s of message.steps || []) {
       const id = Number(s.task_id);
-      putStep(s);
+      putStep(withNulls({ ...s }, STEP_OPTIONAL));
       seqs.set(id, Math.max(seqs.get(id) || 0, Number(s.seq) || 0));
     }
     emit({ kind: 'snapshot', reconnect: !!reconnect });
@@ -171,7 +181,7 @@ export function createStore() {
     }
     switch (ev.type) {
       case 'task': {
-        const state = { ...ev };
+        const state = withNulls({ ...ev }, TASK_OPTIONAL);
         delete state.type;
         const previous = live.get(id);
         if (previous && previous.run_id !== state.run_id && state.run_id !== null && state.run_id !== undefined) {
@@ -188,7 +198,7 @@ export function createStore() {
         return true;
       }
       case 'step': {
-        const state = { ...ev };
+        const state = withNulls({ ...ev }, STEP_OPTIONAL);
         delete state.type;
         if (putStep(state)) emit({ kind: 'step', id, stepId: Number(ev.step_id), state: steps.get(id).get(Number(ev.step_id)) });
         return true;
@@ -291,12 +301,13 @@ export function createLive(store, options) {
         failuresWithoutSnapshot = 0;
         store.applySnapshot(msg, reconnect);
         setState('live');
+      } else if (msg.type === 'events') {
+        // One frame per flush of the server's feed, events in seq order per task.
+        for (const ev of Array.isArray(msg.events) ? msg.events : []) store.applyEvent(ev);
       } else if (msg.type === 'error') {
         setState(state, msg.message || 'error');
         store.emit({ kind: 'live-error', message: msg.message || '' });
         if (/auth|token|unauthori[sz]ed|forbidden/i.test(msg.message || '')) options.onAuthProblem();
-      } else {
-        store.applyEvent(msg);
       }
     });
     ws.addEventListener('close', () => {

@@ -39,35 +39,14 @@ pub async fn watch(client: &Client, task_id: i64) -> anyhow::Result<ExitCode> {
         let Message::Text(text) = message? else {
             continue;
         };
-        let event: Value = serde_json::from_str(&text)?;
-        match event["type"].as_str() {
-            Some("snapshot") => {
-                for task in event["tasks"].as_array().into_iter().flatten() {
-                    if task["task_id"] == task_id {
-                        last_seq = task["seq"].as_u64().unwrap_or(0);
-                        status = update(&bar, task);
-                    }
-                }
-            }
-            Some("task") if event["task_id"] == task_id => {
-                let seq = event["seq"].as_u64().unwrap_or(0);
-                if seq <= last_seq {
-                    continue;
-                }
-                last_seq = seq;
-                status = update(&bar, &event);
-            }
-            Some("log") => bar.println(format!(
-                "{:>5} {}",
-                event["level"].as_str().unwrap_or("").to_uppercase(),
-                event["message"].as_str().unwrap_or("")
-            )),
-            Some("error") => bail!(
-                "{}",
-                event["message"].as_str().unwrap_or("event stream error")
-            ),
-            Some("deleted") => bail!("task {task_id} was deleted"),
-            _ => {}
+        let message: Value = serde_json::from_str(&text)?;
+        // Events come in frames, `{"type":"events","events":[…]}`.
+        let events = match message["type"].as_str() {
+            Some("events") => message["events"].as_array().cloned().unwrap_or_default(),
+            _ => vec![message],
+        };
+        for event in &events {
+            show(&bar, task_id, event, &mut last_seq, &mut status)?;
         }
         if FINAL.contains(&status.as_str()) {
             break;
@@ -90,6 +69,45 @@ pub async fn watch(client: &Client, task_id: i64) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Apply one message or event of the stream to the bar.
+fn show(
+    bar: &ProgressBar,
+    task_id: i64,
+    event: &Value,
+    last_seq: &mut u64,
+    status: &mut String,
+) -> anyhow::Result<()> {
+    match event["type"].as_str() {
+        Some("snapshot") => {
+            for task in event["tasks"].as_array().into_iter().flatten() {
+                if task["task_id"] == task_id {
+                    *last_seq = task["seq"].as_u64().unwrap_or(0);
+                    *status = update(bar, task);
+                }
+            }
+        }
+        Some("task") if event["task_id"] == task_id => {
+            let seq = event["seq"].as_u64().unwrap_or(0);
+            if seq > *last_seq {
+                *last_seq = seq;
+                *status = update(bar, event);
+            }
+        }
+        Some("log") => bar.println(format!(
+            "{:>5} {}",
+            event["level"].as_str().unwrap_or("").to_uppercase(),
+            event["message"].as_str().unwrap_or("")
+        )),
+        Some("error") => bail!(
+            "{}",
+            event["message"].as_str().unwrap_or("event stream error")
+        ),
+        Some("deleted") => bail!("task {task_id} was deleted"),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Show a task state on the bar; returns its status.

@@ -5,31 +5,51 @@
 //! also keeps the latest task state in memory, so a (re)connecting client's
 //! snapshot is the truth even between database writes, and a slow client can
 //! be caught up with the latest state per task instead of every event.
+//!
+//! Subscribers of the live view read the [`feed`]: batches of events, paced
+//! per task and serialised once for all of them. [`EventBus::subscribe`] is
+//! every event, for in-process waiters.
+
+mod batch;
+mod feed;
+mod pacer;
+
+pub use batch::{Batch, Published, coalesce, frame};
+pub use feed::{Class, FLUSH_INTERVAL, PROGRESS_INTERVAL};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 /// Events kept for subscribers that are briefly behind; past this a subscriber
 /// lags and is caught up from the latest state instead.
 const CHANNEL_CAPACITY: usize = 8192;
 
-/// The live state of a task, as shown by progress bars.
+/// The live state of a task, as shown by progress bars. Fields without a
+/// value are left out (not `null`): with many subscribers every byte is
+/// written and parsed once per subscriber.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskState {
     pub task_id: i64,
     pub seq: u64,
     pub name: String,
     pub status: String,
-    /// 0–100, never lower than before within a run.
+    /// 0–100 with two decimals, never lower than before within a run.
     pub progress: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub current_step: Option<i64>,
+    /// With one decimal.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_run_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
@@ -54,7 +74,28 @@ impl TaskState {
     }
 }
 
-/// A step's live state within a run.
+#[cfg(test)]
+impl TaskState {
+    /// A state of run `run_id` with only what the tests look at.
+    pub(crate) fn for_test(task_id: i64, status: &str, run_id: i64, progress: f64) -> Self {
+        TaskState {
+            task_id,
+            seq: 0,
+            name: "t".into(),
+            status: status.into(),
+            progress,
+            message: None,
+            run_id: Some(run_id),
+            current_step: None,
+            eta_seconds: None,
+            last_result: None,
+            next_run_at: None,
+            updated_at: Utc::now(),
+        }
+    }
+}
+
+/// A step's live state within a run (fields without a value left out).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepState {
     pub task_id: i64,
@@ -62,9 +103,12 @@ pub struct StepState {
     pub run_id: i64,
     pub step_id: i64,
     pub status: String,
+    /// 0–100 with two decimals.
     pub progress: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// For a failed or interrupted step: what stopped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -125,6 +169,8 @@ impl Event {
 
 #[derive(Default)]
 struct Latest {
+    /// Events published so far, all tasks (the last one's [`Published::index`]).
+    published: u64,
     seq: HashMap<i64, u64>,
     tasks: HashMap<i64, TaskState>,
     steps: HashMap<i64, Vec<StepState>>,
@@ -133,6 +179,7 @@ struct Latest {
 /// In-process publish/subscribe with the latest state per task.
 pub struct EventBus {
     sender: broadcast::Sender<Event>,
+    feed: feed::Feed,
     latest: Mutex<Latest>,
 }
 
@@ -140,9 +187,17 @@ impl Default for EventBus {
     fn default() -> Self {
         EventBus {
             sender: broadcast::channel(CHANNEL_CAPACITY).0,
+            feed: feed::Feed::default(),
             latest: Mutex::default(),
         }
     }
+}
+
+/// Two decimals are plenty for a percent and keep the JSON short (an `f32`
+/// percent from a guest widens to digits like 33.33333206176758).
+fn round_to(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
 }
 
 impl EventBus {
@@ -163,6 +218,8 @@ impl EventBus {
         event.set_seq(seq);
         match &mut event {
             Event::Task(state) => {
+                state.progress = round_to(state.progress, 2);
+                state.eta_seconds = state.eta_seconds.map(|eta| round_to(eta, 1));
                 if let Some(previous) = latest.tasks.get(&task_id)
                     && previous.run_id == state.run_id
                     && state.status == "running"
@@ -176,6 +233,7 @@ impl EventBus {
                 latest.tasks.insert(task_id, state.clone());
             }
             Event::Step(state) => {
+                state.progress = round_to(state.progress, 2);
                 let steps = latest.steps.entry(task_id).or_default();
                 steps.retain(|s| s.run_id == state.run_id && s.step_id != state.step_id);
                 steps.push(state.clone());
@@ -187,12 +245,28 @@ impl EventBus {
             }
         }
         // Sent under the lock so subscribers see each task's events in seq order.
-        let _ = self.sender.send(event);
+        latest.published += 1;
+        if self.sender.receiver_count() > 0 {
+            let _ = self.sender.send(event.clone());
+        }
+        self.feed
+            .push(Arc::new(Published::new(latest.published, event)));
         seq
     }
 
+    /// Every event from now on, one by one.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
+    }
+
+    /// The live view's batches from now on (see [`feed`]).
+    pub fn subscribe_batches(&self, class: Class) -> broadcast::Receiver<Arc<Batch>> {
+        self.feed.subscribe(class)
+    }
+
+    /// The index of the last event published (0 before the first).
+    pub fn published(&self) -> u64 {
+        self.latest.lock().expect("event bus lock").published
     }
 
     /// The latest known state of a task and its current run's steps.
@@ -238,20 +312,7 @@ mod tests {
     use super::*;
 
     fn task(task_id: i64, run_id: i64, progress: f64) -> Event {
-        Event::Task(TaskState {
-            task_id,
-            seq: 0,
-            name: "t".into(),
-            status: "running".into(),
-            progress,
-            message: None,
-            run_id: Some(run_id),
-            current_step: None,
-            eta_seconds: None,
-            last_result: None,
-            next_run_at: None,
-            updated_at: Utc::now(),
-        })
+        Event::Task(TaskState::for_test(task_id, "running", run_id, progress))
     }
 
     #[test]
@@ -270,6 +331,43 @@ mod tests {
         assert_eq!(bus.latest(1).unwrap().0.progress, 40.0);
         bus.publish(task(1, 8, 10.0));
         assert_eq!(bus.latest(1).unwrap().0.progress, 10.0);
+    }
+
+    #[test]
+    fn progress_is_rounded_for_the_wire() {
+        let bus = EventBus::new();
+        bus.publish(task(1, 7, 100.0 / 3.0));
+        assert_eq!(bus.latest(1).unwrap().0.progress, 33.33);
+    }
+
+    #[tokio::test]
+    async fn the_feed_batches_each_class_once() {
+        let bus = EventBus::new();
+        let mut without_logs = bus.subscribe_batches(Class::NoLogs);
+        let mut with_logs = bus.subscribe_batches(Class::WithLogs);
+        bus.publish(task(1, 1, 5.0));
+        bus.publish(Event::Log(LogLine {
+            task_id: 1,
+            seq: 0,
+            run_id: 1,
+            step_id: 1,
+            level: "info".into(),
+            message: "hello".into(),
+            at: Utc::now(),
+        }));
+        let seqs =
+            |batch: &Batch| -> Vec<u64> { batch.events.iter().map(|p| p.event.seq()).collect() };
+        let first = without_logs.recv().await.unwrap();
+        assert_eq!(seqs(&first), [1]);
+        let frame: serde_json::Value = serde_json::from_slice(&first.frame).unwrap();
+        assert_eq!(frame["events"][0]["progress"], 5.0);
+        assert_eq!(first.settled, 3, "both events were taken");
+        let second = with_logs.recv().await.unwrap();
+        assert_eq!(seqs(&second), [1, 2]);
+        assert!(
+            Arc::ptr_eq(&first.events[0], &second.events[0]),
+            "one event, serialised once, in both classes"
+        );
     }
 
     #[tokio::test]
