@@ -41,6 +41,38 @@ pub struct App {
     listener: TcpListener,
     state: AppState,
     engine: Engine,
+    engine_runtime: EngineRuntime,
+}
+
+/// The engine's own tokio runtime: claims, steps and their commits run on its
+/// threads, the API and the WebSocket sessions on the server's. With one
+/// runtime, a thousand live-view sessions queued the steps behind them and
+/// slowed execution itself; with two, the operating system shares the cores
+/// between them and no amount of socket work can stall a step.
+struct EngineRuntime(Option<tokio::runtime::Runtime>);
+
+impl EngineRuntime {
+    fn new() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("stepwise-engine")
+            .enable_all()
+            .build()
+            .context("starting the engine's runtime")?;
+        Ok(EngineRuntime(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("engine runtime").handle()
+    }
+}
+
+impl Drop for EngineRuntime {
+    /// Dropped from async code (the server's runtime): must not block.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl App {
@@ -73,13 +105,18 @@ impl App {
         config.heartbeat_interval = settings.lease / 3;
         config.rescue_interval = settings.lease / 2;
         config.retention = settings.retention;
-        let engine = Engine::new(
-            store.clone(),
-            runtime,
-            Arc::new(EventBus::new()),
-            secrets,
-            config,
-        );
+        let engine_runtime = EngineRuntime::new()?;
+        // The engine's background writers start on its runtime.
+        let engine = {
+            let _on_engine_runtime = engine_runtime.handle().enter();
+            Engine::new(
+                store.clone(),
+                runtime,
+                Arc::new(EventBus::new()),
+                secrets,
+                config,
+            )
+        };
         let rescued = engine.rescue_own_orphans().await?;
         if rescued > 0 {
             tracing::warn!("rescued {rescued} run(s) interrupted by the last stop");
@@ -108,6 +145,7 @@ impl App {
             listener,
             state,
             engine,
+            engine_runtime,
         };
         app.first_start(data_dir).await?;
         eprintln!("stepwise listening on {}", app.address());
@@ -149,7 +187,10 @@ impl App {
     /// Serve until Ctrl-C or SIGTERM. Runs in progress are left to the rescuer
     /// of the next start, exactly as after a crash: nothing is lost.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let engine = self.engine.start();
+        let engine = {
+            let _on_engine_runtime = self.engine_runtime.handle().enter();
+            self.engine.start()
+        };
         let router = api::router(self.state);
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown_signal())
