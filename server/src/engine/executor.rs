@@ -12,6 +12,7 @@ use chrono::Utc;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 /// What a finished run did (for tests and the CLI).
@@ -27,7 +28,14 @@ pub struct RunSummary {
     pub steps: Vec<(i64, StepOutcome)>,
 }
 
-pub(super) async fn execute(inner: Arc<Inner>, claimed: ClaimedRun) -> RunSummary {
+/// `slot` is the worker slot the run holds while its steps run; it is given
+/// back before the run's end is awaited on disk, so the node keeps its
+/// configured number of steps running while commits are in flight.
+pub(super) async fn execute(
+    inner: Arc<Inner>,
+    claimed: ClaimedRun,
+    slot: Option<OwnedSemaphorePermit>,
+) -> RunSummary {
     let task = claimed.task;
     let token = CancellationToken::new();
     inner
@@ -37,11 +45,7 @@ pub(super) async fn execute(inner: Arc<Inner>, claimed: ClaimedRun) -> RunSummar
         .insert(task.id, (claimed.run_id, token.clone()));
 
     let (secrets, secret_errors) = inner.secrets.open_all(&claimed.secrets);
-    let past_runs = inner
-        .store
-        .recent_run_durations(task.id, 5)
-        .await
-        .unwrap_or_default();
+    let past_runs = claimed.past_durations;
     let counted = claimed
         .steps
         .iter()
@@ -141,6 +145,7 @@ pub(super) async fn execute(inner: Arc<Inner>, claimed: ClaimedRun) -> RunSummar
         run_id: claimed.run_id,
         end: end.clone(),
     };
+    drop(slot);
     let applied = match inner.committer.commit(finish).await {
         Ok(applied) => applied,
         Err(e) => {
@@ -203,26 +208,28 @@ async fn execute_step(
     let started = Utc::now();
     publish_step(inner, run, step.id, "running", 0.0, None, None);
 
-    let module = match resolve_module(inner, &step.controller).await {
+    let module = match resolve_module(inner, planned).await {
         Ok(module) => module,
         Err(message) => {
-            let _ = inner
-                .store
-                .start_step(planned.step_run_id, None, started)
-                .await;
+            inner.committer.queue(WriteOp::StartStep {
+                step_run_id: planned.step_run_id,
+                module_hash: None,
+                at: started,
+            });
             let outcome = StepOutcome::Failed {
                 message: message.clone(),
             };
             return finish_step(inner, run, planned, outcome, 0, 0, 0.0).await;
         }
     };
-    if let Err(e) = inner
-        .store
-        .start_step(planned.step_run_id, Some(module.hash()), started)
-        .await
-    {
-        tracing::warn!(task_id = task.id, "recording the step start failed: {e:#}");
-    }
+    // Queued, not awaited: it commits with the step's end (or before it). If
+    // the node dies first the step run stays pending and the rescuer ends the
+    // run as interrupted; nothing is recorded as done that was not.
+    inner.committer.queue(WriteOp::StartStep {
+        step_run_id: planned.step_run_id,
+        module_hash: Some(module.hash().to_string()),
+        at: started,
+    });
 
     let mut time = Duration::from_secs(step.max_execution_time.max(1) as u64);
     if let Some(deadline) = task_deadline {
@@ -274,18 +281,17 @@ async fn execute_step(
     .await
 }
 
+/// The module version pinned when the run was claimed, loaded (and compiled)
+/// once per version by the runtime's cache.
 async fn resolve_module(
     inner: &Arc<Inner>,
-    path: &str,
+    planned: &PlannedStep,
 ) -> Result<Arc<crate::runtime::LoadedModule>, String> {
-    let module = match inner.store.get_module(path).await {
-        Ok(Some(module)) => module,
-        Ok(None) => {
-            return Err(format!(
-                "module `{path}` is not registered; upload it with PUT /api/v1/modules/{path}"
-            ));
-        }
-        Err(e) => return Err(format!("module `{path}` could not be read: {e}")),
+    let path = &planned.step.controller;
+    let Some(module) = &planned.module else {
+        return Err(format!(
+            "module `{path}` is not registered; upload it with PUT /api/v1/modules/{path}"
+        ));
     };
     if !module.active {
         return Err(format!(

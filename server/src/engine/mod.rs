@@ -169,7 +169,7 @@ impl Engine {
             .claim_due(&self.inner.config.node_id, now, lease_until, 1)
             .await?;
         match claimed.pop() {
-            Some(run) => Ok(Some(executor::execute(self.inner.clone(), run).await)),
+            Some(run) => Ok(Some(executor::execute(self.inner.clone(), run, None).await)),
             None => Ok(None),
         }
     }

@@ -83,10 +83,17 @@ where
 /// task, and sleep until woken or the poll interval passes.
 async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
     let workers = Arc::new(Semaphore::new(inner.config.workers.max(1)));
+    // While a backlog waits (the last claim got all it asked for), claim only
+    // once a quarter of the workers is free: a claim of many costs about what
+    // a claim of one does, and claiming one task per finished run would spend
+    // the writer on claims. Without a backlog, claim at once (latency).
+    let batch_when_busy =
+        (inner.config.workers.max(1) as i64 / 4).clamp(1, inner.config.claim_batch.max(1));
+    let mut backlog = false;
     while !stop.is_cancelled() {
         let free = workers.available_permits() as i64;
         let mut claimed_all = false;
-        if free > 0 {
+        if free >= if backlog { batch_when_busy } else { 1 } {
             let now = Utc::now();
             let want = free.min(inner.config.claim_batch);
             match inner
@@ -96,6 +103,7 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
             {
                 Ok(runs) => {
                     claimed_all = runs.len() as i64 == want;
+                    backlog = claimed_all;
                     for run in runs {
                         let permit = workers
                             .clone()
@@ -103,10 +111,7 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
                             .await
                             .expect("semaphore open");
                         let inner = inner.clone();
-                        tokio::spawn(async move {
-                            executor::execute(inner, run).await;
-                            drop(permit);
-                        });
+                        tokio::spawn(executor::execute(inner, run, Some(permit)));
                     }
                 }
                 Err(e) => tracing::warn!("claiming due tasks failed: {e:#}"),
@@ -143,17 +148,19 @@ async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {
         }
         let run_ids: Vec<i64> = running.iter().map(|(_, run, _)| *run).collect();
         let lease_until = Utc::now() + inner.config.lease;
-        if let Err(e) = inner
+        match inner
             .store
             .heartbeat(&inner.config.node_id, &run_ids, lease_until)
             .await
         {
-            tracing::warn!("renewing leases failed: {e:#}");
-        }
-        for (_, run_id, token) in running {
-            if let Ok(true) = inner.store.cancel_requested(run_id).await {
-                token.cancel();
+            Ok(cancelled) => {
+                for (_, run_id, token) in running {
+                    if cancelled.contains(&run_id) {
+                        token.cancel();
+                    }
+                }
             }
+            Err(e) => tracing::warn!("renewing leases failed: {e:#}"),
         }
     }
 }

@@ -113,13 +113,15 @@ pub trait Store: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<ClaimedRun>>;
-    /// Extend the leases of these runs (only those still held by `node`).
+    /// Extend the leases of these runs (only those still held by `node`), and
+    /// return those among them whose cancel was requested (through any node):
+    /// one round trip per heartbeat, whatever the number of runs.
     async fn heartbeat(
         &self,
         node: &str,
         run_ids: &[i64],
         lease_until: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<Vec<i64>>;
     /// Runs whose lease expired before `now` (their node died). With
     /// `node = Some(n)`, runs of node `n` whatever their lease (start-up rescue).
     async fn expired_runs(

@@ -333,6 +333,17 @@ pub struct ClaimedRun {
     pub steps: Vec<PlannedStep>,
     /// Sealed secrets, for the executor to open for `secret(name)`.
     pub secrets: Vec<SealedSecret>,
+    /// How long the task's last completed runs took (seconds, newest first, at
+    /// most five): the ETA's prior before this run has a rate of its own.
+    pub past_durations: Vec<f64>,
+}
+
+/// The module a step's controller names, as registered when the run was
+/// claimed: the run pins this version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleRef {
+    pub hash: String,
+    pub active: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +353,8 @@ pub struct PlannedStep {
     /// `Pending` to run; `Reused` (done in the run this retry continues) or
     /// `Skipped` (disabled, or not the single step of a step run) to pass over.
     pub status: StepRunStatus,
+    /// The controller's module at claim time; `None` when it is not registered.
+    pub module: Option<ModuleRef>,
 }
 
 /// How a step run ended, written once.

@@ -8,13 +8,18 @@
 //! 4. steps, details and sealed secrets of all claimed tasks (3 queries);
 //! 5. the reusable step runs of the runs being resumed (only if any);
 //! 6. `INSERT INTO step_runs … SELECT … FROM json_each(?) RETURNING …`;
-//! 7. checkpoints of the fresh (non-resuming) runs are cleared (only if any).
+//! 7. checkpoints of the fresh (non-resuming) runs are cleared (only if any);
+//! 8. the controllers' modules and the tasks' recent run durations, so the
+//!    executor reads nothing per run.
+//!
+//! The transaction runs with `synchronous=NORMAL` (see [`super::relaxed`]).
 
 use super::SqliteStore;
+use super::relaxed::Relaxed;
 use super::rows::{json_ids, load_children, ms, task_columns, task_from_row};
 use crate::store::{
-    ClaimedRun, PlannedStep, Priority, RunTrigger, Step, StepRunStatus, StepStatus, StoreResult,
-    Task,
+    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, Step, StepRunStatus, StepStatus,
+    StoreResult, Task,
 };
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -101,7 +106,20 @@ pub(super) async fn claim_due(
     if limit <= 0 {
         return Ok(Vec::new());
     }
-    let mut tx = store.writer.begin().await?;
+    let mut conn = Relaxed::acquire(store).await?;
+    let claimed = claim_in(&mut conn, node, now, lease_until, limit).await;
+    conn.restore().await?;
+    claimed
+}
+
+async fn claim_in(
+    conn: &mut SqliteConnection,
+    node: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> StoreResult<Vec<ClaimedRun>> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let rows = sqlx::query(&CLAIM_SQL)
         .bind(ms(now))
         .bind(limit)
@@ -111,6 +129,7 @@ pub(super) async fn claim_due(
         .await
         .context("claiming due tasks")?;
     if rows.is_empty() {
+        tx.commit().await?;
         return Ok(Vec::new());
     }
     let mut claimed: Vec<(Task, Shape)> = Vec::with_capacity(rows.len());
@@ -142,7 +161,12 @@ pub(super) async fn claim_due(
     let mut secrets = load_children(&mut tx, &mut tasks, true).await?;
 
     let reusable = load_reusable(&mut tx, &shapes).await?;
-    let planned = insert_step_runs(&mut tx, &tasks, &shapes, &run_ids, &reusable).await?;
+    let mut planned = insert_step_runs(&mut tx, &tasks, &shapes, &run_ids, &reusable).await?;
+    let modules = load_modules(&mut tx, &tasks).await?;
+    for step in planned.iter_mut().flatten() {
+        step.module = modules.get(&step.step.controller).cloned();
+    }
+    let mut past = past_durations(&mut tx, &tasks).await?;
 
     // A resuming run continues the artifacts of the run it resumes (a dump
     // that stopped half-way is completed, not restarted in an empty file).
@@ -187,6 +211,7 @@ pub(super) async fn claim_due(
             attempt: task.attempts,
             trigger: shape.trigger(),
             secrets: secrets.remove(&task.id).unwrap_or_default(),
+            past_durations: past.remove(&task.id).unwrap_or_default(),
             steps,
             task,
         })
@@ -339,8 +364,56 @@ async fn insert_step_runs(
                     step: step.clone(),
                     step_run_id: ids[&(run_id, step.id)],
                     status,
+                    module: None,
                 })
                 .collect()
         })
         .collect())
+}
+
+/// The registered modules the claimed steps name (path → version).
+async fn load_modules(
+    conn: &mut SqliteConnection,
+    tasks: &[Task],
+) -> StoreResult<HashMap<String, ModuleRef>> {
+    let mut paths: Vec<&str> = tasks
+        .iter()
+        .flat_map(|t| t.steps.iter().map(|s| s.controller.as_str()))
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT path, hash, active FROM modules WHERE path IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(Value::from(paths).to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .context("loading the claimed steps' modules")?;
+    Ok(rows
+        .into_iter()
+        .map(|(path, hash, active)| (path, ModuleRef { hash, active }))
+        .collect())
+}
+
+/// Durations in seconds of each claimed task's last five completed runs,
+/// newest first (one index walk per task, stopping after five).
+async fn past_durations(
+    conn: &mut SqliteConnection,
+    tasks: &[Task],
+) -> StoreResult<HashMap<i64, Vec<f64>>> {
+    let rows: Vec<(i64, f64)> = sqlx::query_as(
+        "SELECT r.task_id, (r.finished_at - r.started_at) / 1000.0 FROM json_each(?1) AS j \
+         JOIN runs AS r ON r.id IN (SELECT id FROM runs WHERE task_id = j.value AND status = 'completed' \
+                                    AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 5) \
+         ORDER BY r.task_id, r.id DESC",
+    )
+    .bind(json_ids(tasks.iter().map(|t| t.id)))
+    .fetch_all(&mut *conn)
+    .await
+    .context("loading the claimed tasks' past run durations")?;
+    let mut past: HashMap<i64, Vec<f64>> = HashMap::new();
+    for (task_id, seconds) in rows {
+        past.entry(task_id).or_default().push(seconds);
+    }
+    Ok(past)
 }

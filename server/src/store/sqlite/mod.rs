@@ -13,10 +13,12 @@ mod actions;
 mod blobs;
 mod claim;
 mod records;
+mod relaxed;
 mod rows;
 mod runs;
 mod stats;
 mod tasks;
+mod writes;
 
 use crate::store::*;
 use anyhow::Context;
@@ -57,6 +59,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Read-only connections for plain reads.
     reader: SqlitePool,
+    durability: Durability,
     /// Holds the exclusive lock on `<file>.lock` until the store is dropped.
     _lock: File,
 }
@@ -68,6 +71,7 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 const READERS: u32 = 4;
+const ROW_BUFFER: usize = 4096;
 
 impl SqliteStore {
     /// Open (creating if needed) the database at `path`, lock it against a
@@ -80,6 +84,10 @@ impl SqliteStore {
         };
         let options = SqliteConnectOptions::new()
             .filename(path)
+            // Rows come back from sqlx's connection thread over a bounded
+            // channel; at the default 50 a claim of a few hundred rows stalls
+            // that thread and wakes the caller row by row.
+            .row_buffer_size(ROW_BUFFER)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory");
@@ -111,6 +119,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer,
             reader,
+            durability,
             _lock: lock,
         })
     }
@@ -225,7 +234,7 @@ impl Store for SqliteStore {
         node: &str,
         run_ids: &[i64],
         lease_until: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<i64>> {
         runs::heartbeat(self, node, run_ids, lease_until).await
     }
 

@@ -1,13 +1,12 @@
 //! Runs after the claim: leases, step starts and ends, progress, the end of a
 //! run, rescue queries and run history.
 
-use super::SqliteStore;
 use super::rows::{
-    RUN_COLUMNS, json_ids, json_text, load_children, load_step_runs, ms, opt_ms, run_from_row,
-    task_columns, task_from_row,
+    RUN_COLUMNS, json_ids, load_children, load_step_runs, ms, run_from_row, task_columns,
+    task_from_row,
 };
+use super::{SqliteStore, writes};
 use crate::store::{Run, RunEnd, StepRunEnd, StoreError, StoreResult, Task, WriteOp};
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
@@ -33,23 +32,24 @@ pub(super) async fn heartbeat(
     node: &str,
     run_ids: &[i64],
     lease_until: DateTime<Utc>,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<i64>> {
     if run_ids.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ids = json_ids(run_ids.iter().copied());
-    sqlx::query(
+    let cancelled: Vec<Option<i64>> = sqlx::query_scalar(
         "UPDATE tasks SET lease_expires_at = ?3 \
          WHERE id IN (SELECT task_id FROM runs WHERE id IN (SELECT value FROM json_each(?1))) \
            AND current_run_id IN (SELECT value FROM json_each(?1)) \
-           AND status = 'running' AND lease_owner = ?2",
+           AND status = 'running' AND lease_owner = ?2 \
+         RETURNING CASE WHEN cancel_requested THEN current_run_id END",
     )
     .bind(ids)
     .bind(node)
     .bind(ms(lease_until))
-    .execute(&store.writer)
+    .fetch_all(&store.writer)
     .await?;
-    Ok(())
+    Ok(cancelled.into_iter().flatten().collect())
 }
 
 pub(super) async fn expired_runs(
@@ -127,33 +127,13 @@ pub(super) async fn start_step_in(
     Ok(exists.is_some())
 }
 
-/// The executor's writes of many runs in one transaction: one fsync for all.
+/// The executor's writes of many runs in one transaction: one fsync for all
+/// (see [`super::writes`]).
 pub(super) async fn apply_writes(store: &SqliteStore, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
     let mut tx = store.writer.begin().await?;
-    let mut results = Vec::with_capacity(ops.len());
-    for op in ops {
-        let applied = match op {
-            WriteOp::StartStep {
-                step_run_id,
-                module_hash,
-                at,
-            } => {
-                start_step_in(&mut tx, *step_run_id, module_hash.as_deref(), *at).await?;
-                true
-            }
-            WriteOp::FinishStep { step_run_id, end } => {
-                finish_step_in(&mut tx, *step_run_id, end).await?
-            }
-            WriteOp::FinishRun {
-                task_id,
-                run_id,
-                end,
-            } => finish_run_in(&mut tx, *task_id, *run_id, end).await?,
-        };
-        results.push(applied);
-    }
+    let applied = writes::apply(&mut tx, ops).await?;
     tx.commit().await?;
-    Ok(results)
+    Ok(applied)
 }
 
 pub(super) async fn finish_step(
@@ -161,35 +141,11 @@ pub(super) async fn finish_step(
     step_run_id: i64,
     end: &StepRunEnd,
 ) -> StoreResult<bool> {
-    let mut conn = store.writer.acquire().await?;
-    finish_step_in(&mut conn, step_run_id, end).await
-}
-
-/// One statement, so a batched variant is a loop inside one transaction.
-pub(super) async fn finish_step_in(
-    conn: &mut SqliteConnection,
-    step_run_id: i64,
-    end: &StepRunEnd,
-) -> StoreResult<bool> {
-    let written = sqlx::query(
-        "UPDATE step_runs SET status = ?2, outcome = ?3, result = ?4, error = ?5, progress = ?6, \
-                message = ?7, fuel_used = ?8, peak_memory = ?9, finished_at = ?10 \
-         WHERE id = ?1 AND status IN ('pending', 'running')",
-    )
-    .bind(step_run_id)
-    .bind(end.status.as_str())
-    .bind(json_text(&end.outcome))
-    .bind(end.result.as_ref().map(json_text))
-    .bind(&end.error)
-    .bind(end.progress)
-    .bind(&end.message)
-    .bind(end.fuel_used)
-    .bind(end.peak_memory)
-    .bind(ms(end.finished_at))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(written == 1)
+    let op = WriteOp::FinishStep {
+        step_run_id,
+        end: end.clone(),
+    };
+    Ok(apply_writes(store, &[op]).await?[0])
 }
 
 pub(super) async fn save_step_progress(
@@ -230,68 +186,12 @@ pub(super) async fn finish_run(
     run_id: i64,
     end: &RunEnd,
 ) -> StoreResult<bool> {
-    let mut tx = store.writer.begin().await?;
-    let applied = finish_run_in(&mut tx, task_id, run_id, end).await?;
-    if applied {
-        tx.commit().await?;
-    }
-    Ok(applied)
-}
-
-/// Three statements, inside the caller's transaction (so a batched variant
-/// is a loop inside one): the guarded task update, which decides; the run;
-/// the step runs left pending or running.
-pub(super) async fn finish_run_in(
-    conn: &mut SqliteConnection,
-    task_id: i64,
-    run_id: i64,
-    end: &RunEnd,
-) -> StoreResult<bool> {
-    let finished_at = ms(end.finished_at);
-    let applied = sqlx::query(
-        "UPDATE tasks SET status = ?3, last_result = ?4, next_run_at = ?5, attempts = ?6, progress = ?7, \
-                message = COALESCE(?8, message), finished_at = ?9, updated_at = ?9, \
-                resume_from_run_id = ?10, current_run_id = NULL, lease_owner = NULL, \
-                lease_expires_at = NULL, cancel_requested = 0, pending_trigger = NULL, pending_step_id = NULL \
-         WHERE id = ?1 AND current_run_id = ?2 AND status = 'running'",
-    )
-    .bind(task_id)
-    .bind(run_id)
-    .bind(end.task_status.as_str())
-    .bind(end.last_result.as_str())
-    .bind(opt_ms(end.next_run_at))
-    .bind(end.attempts)
-    .bind(end.progress)
-    .bind(&end.message)
-    .bind(finished_at)
-    .bind(end.resume_next.then_some(run_id))
-    .execute(&mut *conn)
-    .await
-    .context("ending the run's task")?
-    .rows_affected();
-    if applied == 0 {
-        return Ok(false);
-    }
-    sqlx::query("UPDATE runs SET status = ?2, message = ?3, finished_at = ?4 WHERE id = ?1")
-        .bind(run_id)
-        .bind(end.run_status.as_str())
-        .bind(&end.message)
-        .bind(finished_at)
-        .execute(&mut *conn)
-        .await
-        .context("ending the run")?;
-    sqlx::query(
-        "UPDATE step_runs SET status = CASE status WHEN 'pending' THEN 'skipped' ELSE 'interrupted' END, \
-                error = CASE status WHEN 'running' THEN 'interrupted: the run ended' ELSE error END, \
-                finished_at = CASE status WHEN 'running' THEN ?2 ELSE finished_at END \
-         WHERE run_id = ?1 AND status IN ('pending', 'running')",
-    )
-    .bind(run_id)
-    .bind(finished_at)
-    .execute(&mut *conn)
-    .await
-    .context("closing the run's step runs")?;
-    Ok(true)
+    let op = WriteOp::FinishRun {
+        task_id,
+        run_id,
+        end: end.clone(),
+    };
+    Ok(apply_writes(store, &[op]).await?[0])
 }
 
 pub(super) async fn list_runs(

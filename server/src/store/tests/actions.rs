@@ -228,6 +228,14 @@ pub(crate) async fn cancel_running_sets_flag(store: &dyn Store) {
     );
     assert!(store.cancel_requested(claimed.run_id).await.expect("flag"));
     assert_eq!(get(store, task.id).await.status, TaskStatus::Running);
+    assert_eq!(
+        store
+            .heartbeat(NODE, &[claimed.run_id], t(60))
+            .await
+            .expect("heartbeat"),
+        [claimed.run_id],
+        "the heartbeat tells the node which of its runs to cancel"
+    );
 
     let end = run_end(RunStatus::Cancelled, TaskStatus::Cancelled, 3);
     assert!(

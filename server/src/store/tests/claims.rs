@@ -191,11 +191,29 @@ pub(crate) async fn claim_waits_for_inactive_modules(store: &dyn Store) {
     skipping.steps[1].status = StepStatus::Disabled;
     let skipping = create(store, skipping, 0).await;
 
-    let mut claimed: Vec<i64> = claim(store, 1, 10)
-        .await
+    let runs = claim(store, 1, 10).await;
+    let pinned: Vec<(String, Option<ModuleRef>)> = runs
         .iter()
-        .map(|c| c.task.id)
+        .flat_map(|c| c.steps.iter())
+        .map(|p| (p.step.controller.clone(), p.module.clone()))
         .collect();
+    let on = Some(ModuleRef {
+        hash: "h-on".into(),
+        active: true,
+    });
+    let off = Some(ModuleRef {
+        hash: "h-off".into(),
+        active: false,
+    });
+    for (controller, module) in &pinned {
+        let expected = match controller.as_str() {
+            "m/on" => &on,
+            "m/off" => &off,
+            _ => &None,
+        };
+        assert_eq!(module, expected, "the claim pins {controller}'s version");
+    }
+    let mut claimed: Vec<i64> = runs.iter().map(|c| c.task.id).collect();
     claimed.sort_unstable();
     assert_eq!(
         claimed,
@@ -264,10 +282,14 @@ pub(crate) async fn leases_heartbeat_and_expiry(store: &dyn Store) {
             .expect("expired")
             .is_empty()
     );
-    store
-        .heartbeat(NODE, &[mine.run_id, theirs.run_id], t(60))
-        .await
-        .expect("heartbeat");
+    assert!(
+        store
+            .heartbeat(NODE, &[mine.run_id, theirs.run_id], t(60))
+            .await
+            .expect("heartbeat")
+            .is_empty(),
+        "no cancel requested"
+    );
     let expired = store.expired_runs(t(45), None).await.expect("expired");
     let expired: Vec<(i64, i64)> = expired.iter().map(|(task, run)| (task.id, *run)).collect();
     assert_eq!(

@@ -428,12 +428,14 @@ pub(crate) async fn list_runs_and_durations(store: &dyn Store) {
     new.run_interval = 100;
     let task = create(store, new, 0).await;
     let mut run_ids = Vec::new();
+    let mut known_at_claim = Vec::new();
     for (start, seconds, status) in [
         (0, 3, RunStatus::Completed),
         (100, 7, RunStatus::Failed),
         (200, 5, RunStatus::Completed),
     ] {
         let claimed = claim_one(store, start).await;
+        known_at_claim.push(claimed.past_durations.clone());
         run_ids.push(claimed.run_id);
         let mut end = run_end(status, TaskStatus::Scheduled, start + seconds);
         end.next_run_at = Some(t(start + 100));
@@ -444,6 +446,11 @@ pub(crate) async fn list_runs_and_durations(store: &dyn Store) {
                 .expect("finish")
         );
     }
+    assert_eq!(
+        known_at_claim,
+        [vec![], vec![3.0], vec![3.0]],
+        "a claim carries the completed runs' durations"
+    );
     let runs = store.list_runs(task.id, 2).await.expect("runs");
     let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
     assert_eq!(ids, [run_ids[2], run_ids[1]], "newest first, limited");
@@ -470,4 +477,86 @@ pub(crate) async fn list_runs_and_durations(store: &dyn Store) {
             .expect("runs")
             .is_empty()
     );
+}
+
+/// A batch of writes over several runs gives what the single writes would,
+/// op by op — including a run rescued before its batch arrived.
+pub(crate) async fn batched_writes_match_single_writes(store: &dyn Store) {
+    for name in ["ok", "failing", "rescued"] {
+        create(store, with_steps(new_task(name), &["m/a", "m/b"]), 0).await;
+    }
+    let claimed = claim(store, 1, 10).await;
+    let [ok, failing, rescued] = &claimed[..] else {
+        panic!("three claims expected");
+    };
+    let rescue = run_end(RunStatus::Interrupted, TaskStatus::Failed, 2);
+    assert!(
+        store
+            .finish_run(rescued.task.id, rescued.run_id, &rescue)
+            .await
+            .expect("rescue")
+    );
+    let start = |planned: &PlannedStep| WriteOp::StartStep {
+        step_run_id: planned.step_run_id,
+        module_hash: Some("h".into()),
+        at: t(3),
+    };
+    let end_step = |planned: &PlannedStep, status| WriteOp::FinishStep {
+        step_run_id: planned.step_run_id,
+        end: step_end(status, 4),
+    };
+    let end_run = |c: &ClaimedRun, run, task| WriteOp::FinishRun {
+        task_id: c.task.id,
+        run_id: c.run_id,
+        end: run_end(run, task, 5),
+    };
+    let ops = vec![
+        start(&ok.steps[0]),
+        start(&failing.steps[0]),
+        start(&rescued.steps[0]),
+        end_step(&ok.steps[0], StepRunStatus::Completed),
+        end_step(&failing.steps[0], StepRunStatus::Failed),
+        end_step(&rescued.steps[0], StepRunStatus::Completed),
+        start(&ok.steps[1]),
+        end_step(&ok.steps[1], StepRunStatus::Completed),
+        end_run(failing, RunStatus::Failed, TaskStatus::Failed),
+        end_run(ok, RunStatus::Completed, TaskStatus::Completed),
+        end_run(rescued, RunStatus::Completed, TaskStatus::Completed),
+    ];
+    let applied = store.apply_writes(&ops).await.expect("batch");
+    assert_eq!(
+        applied,
+        [
+            true, true, true, true, true, false, true, true, true, true, false
+        ],
+        "a rescued run's step and run ends do not apply"
+    );
+
+    let step_statuses =
+        |runs: Vec<Run>| -> Vec<StepRunStatus> { runs[0].steps.iter().map(|s| s.status).collect() };
+    let runs = store.list_runs(ok.task.id, 1).await.expect("runs");
+    assert_eq!(runs[0].status, RunStatus::Completed);
+    assert_eq!(runs[0].steps[1].module_hash.as_deref(), Some("h"));
+    assert_eq!(runs[0].steps[1].started_at, Some(t(3)));
+    assert_eq!(
+        step_statuses(runs),
+        [StepRunStatus::Completed, StepRunStatus::Completed]
+    );
+    assert_eq!(get(store, ok.task.id).await.status, TaskStatus::Completed);
+
+    let runs = store.list_runs(failing.task.id, 1).await.expect("runs");
+    assert_eq!(runs[0].status, RunStatus::Failed);
+    assert_eq!(
+        step_statuses(runs),
+        [StepRunStatus::Failed, StepRunStatus::Skipped],
+        "the step never started is skipped when the run ends"
+    );
+
+    let runs = store.list_runs(rescued.task.id, 1).await.expect("runs");
+    assert_eq!(runs[0].status, RunStatus::Interrupted, "the rescue stands");
+    assert_eq!(
+        step_statuses(runs),
+        [StepRunStatus::Skipped, StepRunStatus::Skipped]
+    );
+    assert_eq!(get(store, rescued.task.id).await.status, TaskStatus::Failed);
 }
