@@ -124,6 +124,13 @@ fn process_cpu_seconds() -> f64 {
 
 #[tokio::main]
 async fn main() {
+    // STEPWISE_BENCH_TRACE=sqlx=debug logs every statement with its time.
+    if let Ok(filter) = std::env::var("STEPWISE_BENCH_TRACE") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);

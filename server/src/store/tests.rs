@@ -28,6 +28,7 @@ macro_rules! conformance {
         conformance_cases!($factory =>
             tasks::create_and_get,
             tasks::create_disabled_or_later,
+            tasks::create_batch_matches_single_creates,
             tasks::code_upsert_replaces_definition,
             tasks::code_upsert_conflicts_while_running,
             tasks::list_filters_and_order,

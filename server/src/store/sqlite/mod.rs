@@ -12,6 +12,7 @@
 mod actions;
 mod blobs;
 mod claim;
+mod create_batch;
 mod records;
 mod relaxed;
 mod rows;

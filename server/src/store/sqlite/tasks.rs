@@ -1,10 +1,11 @@
 //! Tasks as users see them: create (or replace by code), read, list, patch,
 //! delete, cleanup and counts.
 
-use super::SqliteStore;
 use super::rows::{json_text, load_task, ms, opt_ms, parse, task_columns, task_from_row, time};
+use super::{SqliteStore, create_batch};
 use crate::store::{
-    NewTask, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter, TaskPatch, TaskStatus,
+    NewTask, SealedSecret, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter,
+    TaskPatch, TaskStatus,
 };
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -48,39 +49,59 @@ pub(super) async fn create(
 
 /// Several creates in one transaction (one commit). A conflict (a running
 /// task's code) fails only its own item: it is detected before any write.
+/// Creates without a code (no upsert to decide) are inserted set-based.
 pub(super) async fn create_many(
     store: &SqliteStore,
     tasks: Vec<NewTask>,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
     let mut tx = store.writer.begin().await?;
-    let mut results = Vec::with_capacity(tasks.len());
+    let mut results: Vec<Option<StoreResult<(Task, bool)>>> = Vec::with_capacity(tasks.len());
+    let mut plain = Vec::new();
     for new in tasks {
-        match create_in(&mut tx, new, now).await {
-            Err(StoreError::Conflict(message)) => results.push(Err(StoreError::Conflict(message))),
-            Err(other) => return Err(other),
-            Ok(created) => results.push(Ok(created)),
+        if new.code.is_some() {
+            match create_in(&mut tx, new, now).await {
+                Err(StoreError::Conflict(message)) => {
+                    results.push(Some(Err(StoreError::Conflict(message))))
+                }
+                Err(other) => return Err(other),
+                Ok(created) => results.push(Some(Ok(created))),
+            }
+        } else {
+            results.push(None);
+            plain.push(new);
         }
     }
+    let mut inserted = create_batch::insert_new(&mut tx, plain, now)
+        .await?
+        .into_iter();
     tx.commit().await?;
-    Ok(results)
+    Ok(results
+        .into_iter()
+        .map(|result| {
+            result.unwrap_or_else(|| Ok((inserted.next().expect("one per plain create"), true)))
+        })
+        .collect())
 }
 
-async fn create_in(
+/// A new task's status and first due time.
+pub(super) fn initial_state(
+    new: &NewTask,
+    now: DateTime<Utc>,
+) -> (TaskStatus, Option<DateTime<Utc>>) {
+    if new.disabled {
+        (TaskStatus::Disabled, None)
+    } else {
+        (TaskStatus::Scheduled, Some(new.start_at.unwrap_or(now)))
+    }
+}
+
+pub(super) async fn create_in(
     tx: &mut SqliteConnection,
     new: NewTask,
     now: DateTime<Utc>,
 ) -> StoreResult<(Task, bool)> {
-    let initial = if new.disabled {
-        TaskStatus::Disabled
-    } else {
-        TaskStatus::Scheduled
-    };
-    let next_run_at = if new.disabled {
-        None
-    } else {
-        Some(new.start_at.unwrap_or(now))
-    };
+    let (initial, next_run_at) = initial_state(&new, now);
 
     let existing: Option<(i64, String)> = match &new.code {
         Some(code) => {
@@ -156,6 +177,18 @@ async fn create_in(
         return Ok((reload(tx, id).await?, false));
     }
     // A new task is exactly what was inserted: build it instead of reading it back.
+    Ok((built(id, new, step_ids, initial, next_run_at, now), true))
+}
+
+/// The task a create inserted, built from the request instead of read back.
+pub(super) fn built(
+    id: i64,
+    new: NewTask,
+    step_ids: Vec<i64>,
+    initial: TaskStatus,
+    next_run_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Task {
     let at = time(ms(now));
     let mut steps: Vec<Step> = new
         .steps
@@ -176,7 +209,7 @@ async fn create_in(
     steps.sort_by_key(|s| (s.sort_order, s.id));
     let mut secret_names: Vec<String> = new.secrets.iter().map(|s| s.name.clone()).collect();
     secret_names.sort();
-    let task = Task {
+    Task {
         id,
         name: new.name,
         code: new.code,
@@ -199,8 +232,7 @@ async fn create_in(
         created_at: at,
         updated_at: at,
         steps,
-    };
-    Ok((task, true))
+    }
 }
 
 /// Steps, details and secrets of a new or replaced task.
@@ -233,17 +265,26 @@ async fn insert_children(
         upsert_detail(conn, id, key, value).await?;
     }
     for secret in &new.secrets {
-        sqlx::query(
-            "INSERT INTO task_secrets (task_id, name, nonce, ciphertext) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(id)
-        .bind(&secret.name)
-        .bind(&secret.nonce)
-        .bind(&secret.ciphertext)
-        .execute(&mut *conn)
-        .await?;
+        insert_secret(conn, id, secret).await?;
     }
     Ok(step_ids)
+}
+
+pub(super) async fn insert_secret(
+    conn: &mut SqliteConnection,
+    task_id: i64,
+    secret: &SealedSecret,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO task_secrets (task_id, name, nonce, ciphertext) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .bind(task_id)
+    .bind(&secret.name)
+    .bind(&secret.nonce)
+    .bind(&secret.ciphertext)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn upsert_detail(

@@ -493,3 +493,84 @@ pub(crate) async fn delete_task_and_everything_it_owns(store: &dyn Store) {
         "others untouched"
     );
 }
+
+/// A batch of creates gives, item by item, what single creates would: the
+/// returned tasks are what is stored, a conflict fails only its item, and
+/// ids keep rising (never reused) across batches and deletes.
+pub(crate) async fn create_batch_matches_single_creates(store: &dyn Store) {
+    let mut busy = new_task("busy");
+    busy.code = Some("busy".into());
+    create(store, busy.clone(), 0).await;
+    claim_one(store, 0).await;
+
+    let mut full = with_steps(new_task("full"), &["m/a", "m/b", "m/c"]);
+    full.details = details(&[("db", json!("shop")), ("n", json!(3))]);
+    full.secrets = vec![SealedSecret {
+        name: "key".into(),
+        nonce: vec![1],
+        ciphertext: vec![2, 3],
+    }];
+    full.steps[2].status = StepStatus::Disabled;
+    let mut later = new_task("later");
+    later.start_at = Some(t(500));
+    let mut disabled = new_task("disabled");
+    disabled.disabled = true;
+    let mut coded = new_task("coded");
+    coded.code = Some("coded".into());
+
+    let results = store
+        .create_tasks(vec![full, busy, later, coded, disabled], t(1))
+        .await
+        .expect("batch");
+    assert!(
+        matches!(results[1], Err(StoreError::Conflict(_))),
+        "the running code conflicts"
+    );
+    let tasks: Vec<Task> = results
+        .into_iter()
+        .filter_map(|r| {
+            r.ok().map(|(task, created)| {
+                assert!(created);
+                task
+            })
+        })
+        .collect();
+    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["full", "later", "coded", "disabled"],
+        "results in request order"
+    );
+    for task in &tasks {
+        assert_eq!(&get(store, task.id).await, task, "{} as stored", task.name);
+    }
+    assert_eq!(tasks[0].steps.len(), 3);
+    assert_eq!(tasks[0].secret_names, ["key"]);
+    assert_eq!(tasks[1].next_run_at, Some(t(500)));
+    assert_eq!(tasks[3].status, TaskStatus::Disabled);
+    let mut ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "distinct ids");
+
+    let highest = *ids.last().expect("ids");
+    store.delete_task(highest).await.expect("delete");
+    let again = store
+        .create_tasks(vec![with_steps(new_task("again"), &["m/a"])], t(2))
+        .await
+        .expect("batch")
+        .remove(0)
+        .expect("created")
+        .0;
+    assert!(again.id > highest, "a deleted task's id is not reused");
+    assert_eq!(get(store, again.id).await, again);
+    let live_step_ids: Vec<i64> = tasks
+        .iter()
+        .filter(|t| t.id != highest)
+        .flat_map(|t| t.steps.iter().map(|s| s.id))
+        .collect();
+    assert!(
+        again.steps.iter().all(|s| !live_step_ids.contains(&s.id)),
+        "step ids are not shared with live tasks"
+    );
+}
