@@ -126,6 +126,17 @@ impl SqliteStore {
     }
 }
 
+#[cfg(test)]
+impl SqliteStore {
+    /// The writer connection's `PRAGMA synchronous` (2 = FULL, 1 = NORMAL).
+    pub(crate) async fn writer_synchronous(&self) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&self.writer)
+            .await
+            .expect("read synchronous")
+    }
+}
+
 fn lock_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");

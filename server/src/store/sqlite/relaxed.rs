@@ -21,14 +21,19 @@ pub(super) struct Relaxed {
 impl Relaxed {
     /// The writer connection; relaxed only when the store syncs every commit.
     pub(super) async fn acquire(store: &SqliteStore) -> StoreResult<Relaxed> {
-        let mut conn = store.writer.acquire().await?;
-        let relaxed = store.durability == super::Durability::Full;
-        if relaxed {
+        let conn = store.writer.acquire().await?;
+        // Guarded before the pragma is sent: if this future is dropped while
+        // it runs, the connection is closed, not returned relaxed.
+        let mut guard = Relaxed {
+            conn,
+            relaxed: store.durability == super::Durability::Full,
+        };
+        if guard.relaxed {
             sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
+                .execute(&mut *guard.conn)
                 .await?;
         }
-        Ok(Relaxed { conn, relaxed })
+        Ok(guard)
     }
 
     /// Put `synchronous=FULL` back for the writes that follow.

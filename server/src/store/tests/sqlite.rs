@@ -61,3 +61,26 @@ async fn reopening_keeps_data_and_skips_applied_migrations() {
     assert_eq!(task.status, TaskStatus::Running);
     assert_eq!(task.current_run_id, Some(claimed.run_id));
 }
+
+/// A claim commits with `synchronous=NORMAL` (see `sqlite::relaxed`); every
+/// other write must stay FULL — also after a claim that errs or whose future
+/// is dropped half-way (the connection is then closed and reopened).
+#[tokio::test]
+async fn claims_relax_durability_for_themselves_only() {
+    let (_dir, store) = sqlite_store().await;
+    for i in 0..50 {
+        create(&store, new_task(&format!("t{i}")), 0).await;
+    }
+    assert_eq!(store.writer_synchronous().await, 2, "FULL to begin with");
+    assert_eq!(claim(&store, 1, 5).await.len(), 5);
+    assert_eq!(store.writer_synchronous().await, 2, "FULL after a claim");
+    for micros in (0..400).step_by(10) {
+        let claim = store.claim_due(NODE, t(1), t(31), 1);
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(micros), claim).await;
+        assert_eq!(
+            store.writer_synchronous().await,
+            2,
+            "FULL after a claim dropped at {micros} µs"
+        );
+    }
+}
