@@ -11,6 +11,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
+use stepwise::events::PROGRESS_INTERVAL;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -354,7 +355,7 @@ async fn snapshot_first_then_ordered_events_until_completed() {
         running.len() >= 2,
         "progress events expected, got {running:?}"
     );
-    // Progress is paced: at most one state per 100 ms after the first.
+    // Progress is paced: about one state per interval after the first.
     let at = |e: &Value| {
         e["updated_at"]
             .as_str()
@@ -364,7 +365,7 @@ async fn snapshot_first_then_ordered_events_until_completed() {
     };
     let span = at(running[running.len() - 1]) - at(running[0]);
     assert!(
-        running.len() as i64 <= 3 + span.num_milliseconds() / 100,
+        running.len() as i64 <= 3 + span.num_milliseconds() / PROGRESS_INTERVAL.as_millis() as i64,
         "{} running states over {span} for 100 reports",
         running.len()
     );

@@ -202,13 +202,7 @@ impl Server {
 
     /// CPU time (user + system) so far, in seconds.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
-        // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
-            .split(' ')
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        ticks as f64 / USER_HZ
+        cpu_seconds(&self.pid().to_string())
     }
 
     /// Reset the peak resident set size (Linux ≥ 4.0), so VmHWM covers the run.
@@ -226,6 +220,17 @@ impl Server {
             .unwrap_or(0.0);
         kib / 1024.0
     }
+}
+
+/// CPU time (user + system) of a process (`self` for this one), in seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / USER_HZ
 }
 
 impl Drop for Server {
@@ -424,9 +429,13 @@ impl Seen {
             ("task", Some("running")) => {
                 if let Some(at) = event
                     .updated_at
-                    .and_then(|at| at.parse::<DateTime<Utc>>().ok())
+                    .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
                 {
-                    let micros = (received - at).num_microseconds().unwrap_or(0).max(0);
+                    let micros = received
+                        .signed_duration_since(at)
+                        .num_microseconds()
+                        .unwrap_or(0)
+                        .max(0);
                     delays.record(micros as u64);
                     self.progress_events += 1;
                 }
@@ -507,6 +516,7 @@ async fn main() {
     tokio::time::sleep(wait).await;
     server.reset_peak_rss();
     let cpu_before = server.cpu_seconds();
+    let own_cpu_before = cpu_seconds("self");
     let started = Instant::now();
     eprintln!("{tasks} tasks due; running");
     // The run is over when the server says every task ended, or when every
@@ -534,6 +544,7 @@ async fn main() {
     };
     let slowest_stats = Duration::from_micros(shared.slowest_stats.load(Ordering::Relaxed));
     let cpu = server.cpu_seconds() - cpu_before;
+    let own_cpu = cpu_seconds("self") - own_cpu_before;
     let peak_rss = server.peak_rss_mib();
     eprintln!("run over after {:.1} s; draining", run_time.as_secs_f64());
 
@@ -563,6 +574,7 @@ async fn main() {
         run_time,
         slowest_stats,
         cpu,
+        own_cpu,
         peak_rss,
         delays: &shared.delays,
         seen,
@@ -581,6 +593,8 @@ struct Report<'a> {
     run_time: Duration,
     slowest_stats: Duration,
     cpu: f64,
+    /// This process's: the subscribers reading and parsing.
+    own_cpu: f64,
     peak_rss: f64,
     delays: &'a Histogram,
     seen: Vec<Seen>,
@@ -668,6 +682,11 @@ fn report(r: Report) {
         100.0 * r.cpu / r.run_time.as_secs_f64()
     );
     println!("| server peak RSS during the run | {:.0} MiB |", r.peak_rss);
+    println!(
+        "| subscribers' CPU time (this process) | {:.1} s ({:.0} % of one core) |",
+        r.own_cpu,
+        100.0 * r.own_cpu / r.run_time.as_secs_f64()
+    );
     println!(
         "\nGoal: p99 ≤ 20 ms — {}.",
         if p99 <= 20.0 { "met" } else { "not met" }

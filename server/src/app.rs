@@ -8,6 +8,7 @@ use crate::runtime::{Compiler, PoolSizing, Runtime, RuntimeConfig};
 use crate::secrets::SecretBox;
 use crate::store::{Durability, Role, SqliteStore, Store};
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use chrono::Utc;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -192,7 +193,14 @@ impl App {
             self.engine.start()
         };
         let router = api::router(self.state);
-        axum::serve(self.listener, router)
+        // Small writes go out at once: with Nagle's algorithm a live-view
+        // frame waited for the client's delayed ACK (up to 40 ms).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY not set on a connection: {e}");
+            }
+        });
+        axum::serve(listener, router)
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         engine.shutdown().await;

@@ -63,9 +63,11 @@ impl Batch {
     }
 }
 
+const HEAD: &[u8] = br#"{"type":"events","events":["#;
+const TAIL: &[u8] = b"]}";
+
 /// `{"type":"events","events":[…]}` of already serialised events.
 pub fn frame<'a>(events: impl Iterator<Item = &'a Published>) -> Bytes {
-    const HEAD: &[u8] = br#"{"type":"events","events":["#;
     let mut out = BytesMut::with_capacity(1024);
     out.put_slice(HEAD);
     for (i, event) in events.enumerate() {
@@ -74,7 +76,24 @@ pub fn frame<'a>(events: impl Iterator<Item = &'a Published>) -> Bytes {
         }
         out.put_slice(event.json());
     }
-    out.put_slice(b"]}");
+    out.put_slice(TAIL);
+    out.freeze()
+}
+
+/// One frame of all the events of several batches, copied from their frames
+/// as they are: for a subscriber a few flushes behind, cheaper than
+/// coalescing, which saves little when progress is paced.
+pub fn join(batches: &[Arc<Batch>]) -> Bytes {
+    let size = batches.iter().map(|b| b.frame.len()).sum();
+    let mut out = BytesMut::with_capacity(size);
+    out.put_slice(HEAD);
+    for (i, batch) in batches.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(&batch.frame[HEAD.len()..batch.frame.len() - TAIL.len()]);
+    }
+    out.put_slice(TAIL);
     out.freeze()
 }
 
@@ -137,5 +156,18 @@ mod tests {
         );
         let empty = super::frame(std::iter::empty());
         assert_eq!(&empty[..], br#"{"type":"events","events":[]}"#);
+    }
+
+    #[test]
+    fn batches_join_into_one_frame() {
+        let batches = [
+            Arc::new(Batch::new(vec![deleted(1, 7), deleted(2, 8)], 3)),
+            Arc::new(Batch::new(vec![deleted(3, 9)], 4)),
+        ];
+        let joined: serde_json::Value = serde_json::from_slice(&join(&batches)).unwrap();
+        let all = [deleted(1, 7), deleted(2, 8), deleted(3, 9)];
+        let expected: serde_json::Value =
+            serde_json::from_slice(&frame(all.iter().map(|e| &**e))).unwrap();
+        assert_eq!(joined, expected);
     }
 }

@@ -23,7 +23,7 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// How long a flush after a quiet spell waits for events published with the first.
 const GATHER: Duration = Duration::from_millis(1);
 /// How often a running task's progress is sent (see [`super::pacer`]).
-pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Batches kept for a subscriber that is behind (2.5 s of flushes at the
 /// shortest interval); past this it lags and is caught up with a snapshot.
 const BATCHES_KEPT: usize = 256;

@@ -14,7 +14,7 @@ mod batch;
 mod feed;
 mod pacer;
 
-pub use batch::{Batch, Published, coalesce, frame};
+pub use batch::{Batch, Published, coalesce, frame, join};
 pub use feed::{Class, FLUSH_INTERVAL, PROGRESS_INTERVAL};
 
 use chrono::{DateTime, Utc};

@@ -6,10 +6,15 @@
 //! subscribers cost more than the steps themselves. So, per task:
 //! - a change of status or run, a step starting or ending, a log line and a
 //!   deletion go out at the next flush;
-//! - a running task's progress goes out at most once per `interval`, and
+//! - a running task's progress goes out about once per `interval`, and
 //!   always as the latest state: what was held back is replaced by newer
 //!   progress, or sent `interval` after it was published if nothing newer
 //!   comes. A state is sent soon after it is published, never stale.
+//!
+//! Each task's sends keep to a phase of the interval set by its id: tasks
+//! that report in step (the benchmark starts 100 at one instant) would
+//! otherwise all be due in the same flush, and one frame of all of them to
+//! every subscriber at once is a burst that the last subscribers wait for.
 //!
 //! Pure logic over given instants, so it is tested without waiting.
 
@@ -28,7 +33,8 @@ struct TaskPace {
     /// When the oldest and the newest pending event came.
     first_pending: Option<Instant>,
     last_pending: Option<Instant>,
-    last_sent: Option<Instant>,
+    /// When running progress may go next.
+    next_due: Option<Instant>,
     /// The task's last state pushed (status, run) and its running step.
     status: Option<(String, Option<i64>)>,
     running_step: Option<(i64, i64)>,
@@ -97,11 +103,11 @@ impl Pacer {
     pub fn take(&mut self, now: Instant, previous: Instant) -> Vec<Arc<Published>> {
         let interval = self.interval;
         let mut out = Vec::new();
-        self.tasks.retain(|_, pace| {
+        self.tasks.retain(|&task_id, pace| {
             if pace.pending.is_empty() {
                 return !pace.finished;
             }
-            let due = pace.last_sent.is_none_or(|at| now >= at + interval);
+            let due = pace.next_due.is_none_or(|at| now >= at);
             let fresh = pace.last_pending.is_some_and(|at| at > previous);
             let held_long = pace.first_pending.is_some_and(|at| now >= at + interval);
             if pace.urgent || (due && (fresh || held_long)) {
@@ -109,7 +115,11 @@ impl Pacer {
                 pace.urgent = false;
                 pace.first_pending = None;
                 pace.last_pending = None;
-                pace.last_sent = Some(now);
+                pace.next_due = Some(match pace.next_due {
+                    // On time: keep to the phase.
+                    Some(due) if now < due + interval => due + interval,
+                    _ => now + interval - phase(task_id, interval),
+                });
                 return !pace.finished;
             }
             // Held: keep only the latest state per task and step.
@@ -127,6 +137,13 @@ impl Pacer {
             .filter_map(|t| t.pending.first().map(|p| p.index))
             .min()
     }
+}
+
+/// Where in the interval a task's progress goes out: spread over the
+/// interval by a multiplicative hash of the task id.
+fn phase(task_id: i64, interval: Duration) -> Duration {
+    let fraction = (task_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54;
+    interval * fraction as u32 / 1024
 }
 
 #[cfg(test)]
@@ -165,27 +182,41 @@ mod tests {
     }
 
     #[test]
-    fn progress_goes_at_most_once_per_interval_as_the_latest_state() {
+    fn progress_goes_about_once_per_interval_as_the_latest_state() {
         let mut pacer = Pacer::new(INTERVAL);
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         // The run starting is a change: it goes at the first flush.
         pacer.push(task(1, "running", 1, 0.0), ms(0));
         assert_eq!(indexes(&pacer.take(ms(10), ms(0))), [1]);
-        // Progress every 20 ms: held until the interval since the last send
-        // has passed, then the newest state goes.
+        // Progress every 20 ms, a flush 5 ms after each: held until due,
+        // then the newest state goes.
         let mut sent = Vec::new();
-        for (i, at) in (20..=220).step_by(20).enumerate() {
-            pacer.push(task(2 + i as u64, "running", 1, i as f64), ms(at));
-            let flushed = pacer.take(ms(at + 5), ms(at - 15));
-            sent.extend(flushed.iter().map(|p| (p.index, at)));
+        for (i, at) in (20..=1010).step_by(20).enumerate() {
+            let index = 2 + i as u64;
+            pacer.push(task(index, "running", 1, i as f64), ms(at));
+            for published in pacer.take(ms(at + 5), ms(at - 15)) {
+                assert_eq!(published.index, index, "the newest state");
+                sent.push(at);
+            }
         }
-        assert_eq!(
-            sent,
-            [(7, 120), (12, 220)],
-            "one state per 100 ms, the newest"
-        );
-        assert!(pacer.is_idle());
+        let gaps: Vec<u64> = sent.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!((9..=11).contains(&sent.len()), "one a 100 ms: {sent:?}");
+        assert!(gaps.iter().all(|gap| (80..=120).contains(gap)), "{gaps:?}");
+    }
+
+    #[test]
+    fn tasks_reporting_in_step_are_spread_over_the_interval() {
+        let phases: Vec<Duration> = (1..=100).map(|id| phase(id, INTERVAL)).collect();
+        assert!(phases.iter().all(|p| *p < INTERVAL));
+        for tenth in 0..10 {
+            let (from, to) = (INTERVAL * tenth / 10, INTERVAL * (tenth + 1) / 10);
+            let here = phases.iter().filter(|p| (from..to).contains(*p)).count();
+            assert!(
+                (5..=15).contains(&here),
+                "{here} of 100 in {from:?}..{to:?}"
+            );
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod tests;
 use super::AppState;
 use super::auth::{Caller, authenticate, bearer};
 use super::error::ApiError;
-use crate::events::{Batch, Class, Event, Published, coalesce, frame};
+use crate::events::{Batch, Class, Event, Published, coalesce, frame, join};
 use crate::store::Role;
 use axum::Router;
 use axum::extract::State;
@@ -53,8 +53,11 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Catch-up snapshots allowed within [`LAG_WINDOW`] before the client is closed.
 const MAX_LAGS: usize = 5;
 const LAG_WINDOW: Duration = Duration::from_secs(30);
-/// Most waiting batches taken (and coalesced) at once.
+/// Most waiting batches taken at once.
 const MAX_DRAIN: usize = 64;
+/// Up to this many batches taken at once are joined as they are; more are
+/// coalesced to the latest state per task and step.
+const MAX_JOINED: usize = 8;
 /// Read buffer of a socket. Clients send only small messages, and the
 /// WebSocket library zero-fills this buffer before every read attempt:
 /// 128 KiB (the default) per wake-up and subscriber was most of the
@@ -144,9 +147,11 @@ impl Following {
 
     /// The frame to send for batches taken together, if any event is wanted.
     fn frame(&mut self, batches: &[Arc<Batch>]) -> Option<Utf8Bytes> {
-        let shared = batches.len() == 1 && self.ids.is_none() && self.covered.is_none();
-        let text = if shared {
+        let all = self.ids.is_none() && self.covered.is_none();
+        let text = if all && batches.len() == 1 {
             Some(batches[0].frame.clone())
+        } else if all && batches.len() <= MAX_JOINED {
+            Some(join(batches))
         } else {
             let events: Vec<Arc<Published>> = batches
                 .iter()

@@ -297,3 +297,27 @@ async fn a_stalled_client_is_caught_up_with_a_snapshot_not_closed() {
         json!({"type": "deleted", "task_id": id, "seq": last + 1})
     );
 }
+
+#[tokio::test]
+async fn a_client_a_few_flushes_behind_gets_them_in_one_frame() {
+    let h = harness().await;
+    let id = h.task().await;
+    let mut client = h.open(0);
+    client.send(json!({"type": "auth", "token": h.viewer}));
+    client.subscribe(json!("all"), false).await;
+
+    // Six changes, one per flush, none read: the first frame waits in the
+    // channel, the session waits to send the second, the rest wait for it.
+    let mut published = Vec::new();
+    for i in 0..6 {
+        let status = if i % 2 == 0 { "running" } else { "scheduled" };
+        published.push(h.publish_task(id, status, 0.0));
+        tokio::time::sleep(FLUSH_INTERVAL * 2).await;
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < published.len() {
+        seqs.push(client.next().await.unwrap()["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, published, "every change, in order");
+    assert!(client.frames <= 3, "{} frames", client.frames);
+}
