@@ -9,7 +9,7 @@
 //! `running`: the engine sets `updated_at` (`Utc::now()`) when it publishes the
 //! progress, inside the guest's `progress` host call, so it is the call's time
 //! to within microseconds; both clocks are this machine's wall clock. The
-//! server sends a running task's progress at most every 100 ms (its latest
+//! server sends a running task's progress about every 250 ms (its latest
 //! state, see `server/src/events/pacer.rs`), so a subscriber receives some
 //! of the 50 reports a second per task, and the delay is that of the states
 //! it receives; the table says how many that was.
