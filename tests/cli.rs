@@ -149,6 +149,16 @@ async fn client_commands_drive_a_server() {
     let out = stepwise(&["task", "list", "--json"], Some(s));
     let page: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(page["tasks"][0]["name"], "from the cli");
+    let out = stepwise(&["task", "list"], Some(s));
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines.len() >= 2, "{table}");
+    let status_column = |line: &str, word: &str| line.find(word);
+    assert_eq!(
+        status_column(lines[0], "STATUS"),
+        status_column(lines[1], "completed"),
+        "columns line up:\n{table}"
+    );
 
     let noop = module_file("fixture/noop");
     let out = stepwise(

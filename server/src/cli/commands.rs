@@ -133,7 +133,7 @@ pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Resu
                 for t in page["tasks"].as_array().into_iter().flatten() {
                     println!(
                         "{:>6}  {:<10} {:>5.0}%  {:<12} {:<24} {}",
-                        t["id"],
+                        show(&t["id"]),
                         show(&t["status"]),
                         t["progress"].as_f64().unwrap_or(0.0),
                         show(&t["last_result"]),
@@ -249,8 +249,8 @@ pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Resu
                     println!(
                         "{:<32} {:>10} bytes  run {}",
                         show(&a["name"]),
-                        a["size"],
-                        a["run_id"]
+                        show(&a["size"]),
+                        show(&a["run_id"])
                     );
                 }
             });
@@ -270,7 +270,7 @@ pub async fn module(connection: &Connection, command: ModuleCommand) -> anyhow::
             } else {
                 "inactive"
             },
-            m["size"],
+            show(&m["size"]),
             &show(&m["hash"])[..12.min(show(&m["hash"]).len())]
         );
     };
@@ -351,7 +351,7 @@ pub async fn token(connection: &Connection, command: TokenCommand) -> anyhow::Re
                 for t in l["tokens"].as_array().into_iter().flatten() {
                     println!(
                         "{:>4}  {:<9} {:<20} last used {}",
-                        t["id"],
+                        show(&t["id"]),
                         show(&t["role"]),
                         show(&t["name"]),
                         show(&t["last_used_at"])
