@@ -325,6 +325,68 @@ async fn bad_tokens_and_a_missing_auth_message_are_refused() {
     );
 }
 
+/// The WebSocket's own protocol: a ping gets its pong, a close its echo (a
+/// clean close handshake), a refusal its close code, and a request that is no
+/// upgrade a plain 400.
+#[tokio::test]
+async fn pings_closes_and_plain_requests_are_answered() {
+    let server = TestServer::start().await;
+
+    let (status, body) = server.get("/events").await;
+    assert_eq!(status, 400, "{body}");
+
+    let mut client = Client::open(&server).await;
+    client.subscribe(json!("all"), false).await;
+    let mut socket = client.socket;
+    socket
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next()).await;
+        match message.expect("no pong in time") {
+            Some(Ok(Message::Pong(payload))) => {
+                assert_eq!(&payload[..], b"are you there");
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+    socket.close(None).await.unwrap();
+    loop {
+        match tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("no close echo")
+        {
+            // The echo, then the end of the stream.
+            Some(Ok(_)) => continue,
+            None | Some(Err(WsError::ConnectionClosed)) => break,
+            Some(Err(e)) => panic!("not a clean close: {e}"),
+        }
+    }
+
+    // A refusal closes with 1008 and its reason.
+    let mut socket = connect(&server, None).await.expect("upgrade");
+    socket
+        .send(Message::text(
+            json!({"type": "auth", "token": "sw_nope"}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let code = loop {
+        match tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("no close")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 1008);
+}
+
 #[tokio::test]
 async fn snapshot_first_then_ordered_events_until_completed() {
     let server = TestServer::start().await;

@@ -50,6 +50,8 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// A slow or briefly stalled one (a busy browser, a bad network) is not: it
 /// is caught up with a snapshot when it reads again.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the reply to a client's close may take to go out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Catch-up snapshots allowed within [`LAG_WINDOW`] before the client is closed.
 const MAX_LAGS: usize = 5;
 const LAG_WINDOW: Duration = Duration::from_secs(30);
@@ -193,7 +195,13 @@ where
             incoming = stream.next() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(Message::Close(_))) => {
+                        // Flush the close handshake's reply (queued by the
+                        // WebSocket library) before the socket is dropped.
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+                        return;
+                    }
+                    None | Some(Err(_)) => return,
                     Some(Ok(_)) => continue,
                 };
                 match serde_json::from_str::<ClientMessage>(&text) {
