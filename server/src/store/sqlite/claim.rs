@@ -17,6 +17,7 @@
 use super::SqliteStore;
 use super::relaxed::Relaxed;
 use super::rows::{json_ids, load_children, ms, task_columns, task_from_row};
+use super::runs::run_durations;
 use crate::store::{
     ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, Step, StepRunStatus, StepStatus,
     StoreResult, Task,
@@ -60,6 +61,9 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
         task_columns!()
     )
 });
+
+/// Past runs whose durations a claim brings for the ETA.
+const PAST_RUNS: i64 = 5;
 
 /// What decides the shape of a claimed task's run (read from the task row).
 struct Shape {
@@ -166,7 +170,8 @@ async fn claim_in(
     for step in planned.iter_mut().flatten() {
         step.module = modules.get(&step.step.controller).cloned();
     }
-    let mut past = past_durations(&mut tx, &tasks).await?;
+    let claimed_ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+    let mut past = run_durations(&mut tx, &claimed_ids, PAST_RUNS).await?;
 
     // A resuming run continues the artifacts of the run it resumes (a dump
     // that stopped half-way is completed, not restarted in an empty file).
@@ -393,27 +398,4 @@ async fn load_modules(
         .into_iter()
         .map(|(path, hash, active)| (path, ModuleRef { hash, active }))
         .collect())
-}
-
-/// Durations in seconds of each claimed task's last five completed runs,
-/// newest first (one index walk per task, stopping after five).
-async fn past_durations(
-    conn: &mut SqliteConnection,
-    tasks: &[Task],
-) -> StoreResult<HashMap<i64, Vec<f64>>> {
-    let rows: Vec<(i64, f64)> = sqlx::query_as(
-        "SELECT r.task_id, (r.finished_at - r.started_at) / 1000.0 FROM json_each(?1) AS j \
-         JOIN runs AS r ON r.id IN (SELECT id FROM runs WHERE task_id = j.value AND status = 'completed' \
-                                    AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 5) \
-         ORDER BY r.task_id, r.id DESC",
-    )
-    .bind(json_ids(tasks.iter().map(|t| t.id)))
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading the claimed tasks' past run durations")?;
-    let mut past: HashMap<i64, Vec<f64>> = HashMap::new();
-    for (task_id, seconds) in rows {
-        past.entry(task_id).or_default().push(seconds);
-    }
-    Ok(past)
 }

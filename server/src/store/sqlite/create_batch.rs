@@ -35,9 +35,11 @@ pub(super) async fn insert_new(
     let mut step_rows = Vec::new();
     let mut detail_rows = Vec::new();
     let mut step_ids = Vec::with_capacity(tasks.len());
+    let mut states = Vec::with_capacity(tasks.len());
     let mut next_step = first_step;
     for (id, new) in (first_task..).zip(&tasks) {
         let (initial, next_run_at) = initial_state(new, now);
+        states.push((initial, next_run_at));
         task_rows.push(json!([
             id,
             new.name,
@@ -117,8 +119,8 @@ pub(super) async fn insert_new(
     Ok((first_task..)
         .zip(tasks)
         .zip(step_ids)
-        .map(|((id, new), ids)| {
-            let (initial, next_run_at) = initial_state(&new, now);
+        .zip(states)
+        .map(|(((id, new), ids), (initial, next_run_at))| {
             built(id, new, ids, initial, next_run_at, now)
         })
         .collect())

@@ -8,8 +8,8 @@ use super::rows::{
 use super::{SqliteStore, writes};
 use crate::store::{Run, RunEnd, StepRunEnd, StoreError, StoreResult, Task, WriteOp};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
+use std::collections::HashMap;
 
 /// Whether a cancel was requested for the task this run belongs to, while the
 /// task is still on this run (`false` once the run is over or taken back).
@@ -220,17 +220,31 @@ pub(super) async fn recent_run_durations(
     task_id: i64,
     limit: i64,
 ) -> StoreResult<Vec<f64>> {
-    let rows = sqlx::query(
-        "SELECT (finished_at - started_at) / 1000.0 AS seconds FROM runs \
-         WHERE task_id = ?1 AND status = 'completed' AND finished_at IS NOT NULL \
-         ORDER BY id DESC LIMIT ?2",
+    let mut conn = store.reader.acquire().await?;
+    let mut durations = run_durations(&mut conn, &[task_id], limit).await?;
+    Ok(durations.remove(&task_id).unwrap_or_default())
+}
+
+/// Durations in seconds of each task's last `limit` completed runs, newest
+/// first (one index walk per task, stopping after `limit`).
+pub(super) async fn run_durations(
+    conn: &mut SqliteConnection,
+    task_ids: &[i64],
+    limit: i64,
+) -> StoreResult<HashMap<i64, Vec<f64>>> {
+    let rows: Vec<(i64, f64)> = sqlx::query_as(
+        "SELECT r.task_id, (r.finished_at - r.started_at) / 1000.0 FROM json_each(?1) AS j \
+         JOIN runs AS r ON r.id IN (SELECT id FROM runs WHERE task_id = j.value AND status = 'completed' \
+                                    AND finished_at IS NOT NULL ORDER BY id DESC LIMIT ?2) \
+         ORDER BY r.task_id, r.id DESC",
     )
-    .bind(task_id)
+    .bind(json_ids(task_ids.iter().copied()))
     .bind(limit.max(0))
-    .fetch_all(&store.reader)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|row| row.try_get("seconds"))
-        .collect::<Result<_, _>>()?)
+    let mut durations: HashMap<i64, Vec<f64>> = HashMap::new();
+    for (task_id, seconds) in rows {
+        durations.entry(task_id).or_default().push(seconds);
+    }
+    Ok(durations)
 }
