@@ -58,6 +58,10 @@ fn step_run_fails_with_one_line_naming_the_limit() {
             module.to_str().unwrap(),
             "--max-execution-time",
             "1",
+            // Fuel runs out within milliseconds, long before the wall-clock
+            // backstop, however busy the machine is.
+            "--fuel-per-second",
+            "100000000",
         ],
         None,
     );

@@ -230,7 +230,13 @@ async fn product_import_validates_rows() {
 
 #[tokio::test]
 async fn an_endless_loop_runs_out_of_fuel() {
-    let rt = runtime();
+    // A small fuel rate makes the budget run out in milliseconds, so fuel,
+    // not the wall-clock backstop, stops the loop even on a machine busy
+    // with other tests (CI once gave the loop under a quarter of a core).
+    let dir = tempfile::tempdir().unwrap().keep();
+    let mut config = RuntimeConfig::local(dir);
+    config.fuel_per_second = 100_000_000;
+    let rt = Runtime::new(config).unwrap();
     let host = Arc::new(RecordingHost::default());
     let report = run_with(
         &rt,
