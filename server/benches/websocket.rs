@@ -6,9 +6,13 @@
 //! call to each subscriber's receipt, the server's CPU time and peak RSS.
 //!
 //! The delay is `receipt − updated_at` of each `task` event with status
-//! `running`: the engine sets `updated_at` (`Utc::now()`) when it publishes the
+//! `running` that a progress call published (those carry `current_step`):
+//! the engine sets `updated_at` (`Utc::now()`) when it publishes the
 //! progress, inside the guest's `progress` host call, so it is the call's time
 //! to within microseconds; both clocks are this machine's wall clock. The
+//! state published when a run starts is a status change, not a progress
+//! call: its delay is reported on a row of its own (the 100 tasks start at
+//! one instant, so those states reach every subscriber as one burst). The
 //! server sends a running task's progress about every 250 ms (its latest
 //! state, see `server/src/events/pacer.rs`), so a subscriber receives some
 //! of the 50 reports a second per task, and the delay is that of the states
@@ -58,8 +62,9 @@ const CONNECT_CONCURRENCY: usize = 64;
 /// Read buffer of each subscriber's socket. The WebSocket library zero-fills
 /// it before every read attempt: at the default 128 KiB, 1,000 subscribers
 /// spent more of the shared cores clearing memory than the server spent
-/// serving them. Frames are a few KiB; a larger one takes a few reads.
-const CLIENT_READ_BUFFER: usize = 16 << 10;
+/// serving them (and at 16 KiB it was still 2 %). Frames are one or two
+/// KiB; a larger one takes a few reads.
+const CLIENT_READ_BUFFER: usize = 4 << 10;
 /// `/proc/PID/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
 const USER_HZ: f64 = 100.0;
 
@@ -243,7 +248,16 @@ impl Drop for Server {
 /// What all subscribers share: the delays, and how many have seen every task
 /// end; and what `GET /stats` said.
 struct Shared {
+    /// Delays of the states published by progress calls.
     delays: Histogram,
+    /// Delays of the `running` states published when a run starts or its
+    /// step ends (all 100 tasks start at one instant: one burst to everyone).
+    starts: Histogram,
+    /// Per frame, the delay of its freshest progress state: about the time
+    /// from the flush to the receipt (the fan-out's share of the delay).
+    frame_delays: Histogram,
+    /// Per frame, the delay of its oldest progress state.
+    frame_oldest: Histogram,
     done: AtomicU64,
     tasks: usize,
     ended: AtomicU64,
@@ -311,12 +325,36 @@ struct Seen {
     events: u64,
     progress_events: u64,
     catch_up_snapshots: u64,
-    completed: HashSet<i64>,
+    completed: HashSet<i64, IdHash>,
     /// Highest seq seen per task, and how often an event came with a lower one.
-    seqs: HashMap<i64, u64>,
+    seqs: HashMap<i64, u64, IdHash>,
     seq_regressions: u64,
     closed_by_server: bool,
     error: Option<String>,
+}
+
+/// Hashing for task ids: the subscribers look one up per event, and the
+/// default SipHash was a tenth of their time, which the server's cores pay
+/// for on this machine.
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i64(&mut self, id: i64) {
+        self.0 = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// A message: a snapshot, an error, or a frame of events.
@@ -338,6 +376,9 @@ struct IncomingEvent<'a> {
     task_id: i64,
     seq: u64,
     status: Option<&'a str>,
+    /// Set on the states a guest's progress call publishes (the run's start
+    /// and a step's end publish the task's state without it).
+    current_step: Option<i64>,
     updated_at: Option<&'a str>,
 }
 
@@ -397,8 +438,16 @@ async fn watch(mut socket: Socket, shared: Arc<Shared>, stop: CancellationToken)
         };
         match message.kind {
             "events" => {
+                let (mut freshest, mut oldest) = (None, None);
                 for event in &message.events {
-                    seen.event(event, received, &shared.delays);
+                    if let Some(delay) = seen.event(event, received, &shared.delays, &shared.starts) {
+                        freshest = Some(freshest.map_or(delay, |f: u64| f.min(delay)));
+                        oldest = Some(oldest.map_or(delay, |f: u64| f.max(delay)));
+                    }
+                }
+                if let (Some(freshest), Some(oldest)) = (freshest, oldest) {
+                    shared.frame_delays.record(freshest);
+                    shared.frame_oldest.record(oldest);
                 }
             }
             "snapshot" => {
@@ -417,8 +466,14 @@ async fn watch(mut socket: Socket, shared: Arc<Shared>, stop: CancellationToken)
 }
 
 impl Seen {
-    /// Check one event's seq; record a progress event's delay.
-    fn event(&mut self, event: &IncomingEvent, received: DateTime<Utc>, delays: &Histogram) {
+    /// Check one event's seq; record (and return) a progress event's delay.
+    fn event(
+        &mut self,
+        event: &IncomingEvent,
+        received: DateTime<Utc>,
+        delays: &Histogram,
+        starts: &Histogram,
+    ) -> Option<u64> {
         self.events += 1;
         let last = self.seqs.entry(event.task_id).or_default();
         if event.seq <= *last {
@@ -427,24 +482,31 @@ impl Seen {
         *last = event.seq;
         match (event.kind, event.status) {
             ("task", Some("running")) => {
-                if let Some(at) = event
+                let micros = event
                     .updated_at
                     .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
-                {
-                    let micros = received
-                        .signed_duration_since(at)
-                        .num_microseconds()
-                        .unwrap_or(0)
-                        .max(0);
-                    delays.record(micros as u64);
-                    self.progress_events += 1;
+                    .map(|at| {
+                        received
+                            .signed_duration_since(at)
+                            .num_microseconds()
+                            .unwrap_or(0)
+                            .max(0) as u64
+                    })?;
+                if event.current_step.is_none() {
+                    // A run starting or its step ending: not a progress call.
+                    starts.record(micros);
+                    return None;
                 }
+                delays.record(micros);
+                self.progress_events += 1;
+                return Some(micros);
             }
             ("task", Some("completed")) => {
                 self.completed.insert(event.task_id);
             }
             _ => {}
         }
+        None
     }
 }
 
@@ -487,6 +549,9 @@ async fn main() {
         .expect("subscriber runtime");
     let shared = Arc::new(Shared {
         delays: Histogram::new(),
+        starts: Histogram::new(),
+        frame_delays: Histogram::new(),
+        frame_oldest: Histogram::new(),
         done: AtomicU64::new(0),
         tasks,
         ended: AtomicU64::new(0),
@@ -577,6 +642,9 @@ async fn main() {
         own_cpu,
         peak_rss,
         delays: &shared.delays,
+        starts: &shared.starts,
+        frame_delays: &shared.frame_delays,
+        frame_oldest: &shared.frame_oldest,
         seen,
     });
 }
@@ -597,6 +665,9 @@ struct Report<'a> {
     own_cpu: f64,
     peak_rss: f64,
     delays: &'a Histogram,
+    starts: &'a Histogram,
+    frame_delays: &'a Histogram,
+    frame_oldest: &'a Histogram,
     seen: Vec<Seen>,
 }
 
@@ -675,6 +746,25 @@ fn report(r: Report) {
         r.delays.quantile_ms(0.9),
         p99,
         r.delays.quantile_ms(1.0)
+    );
+    println!(
+        "| delay of the other `running` states (a run starting, its step ending; all 100 at once; {} samples) | p50 {:.2} ms, p99 {:.2} ms, max {:.0} ms |",
+        r.starts.count(),
+        r.starts.quantile_ms(0.5),
+        r.starts.quantile_ms(0.99),
+        r.starts.quantile_ms(1.0)
+    );
+    println!(
+        "| freshest state's delay per frame (≈ flush → receipt) | p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms |",
+        r.frame_delays.quantile_ms(0.5),
+        r.frame_delays.quantile_ms(0.9),
+        r.frame_delays.quantile_ms(0.99)
+    );
+    println!(
+        "| oldest state's delay per frame | p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms |",
+        r.frame_oldest.quantile_ms(0.5),
+        r.frame_oldest.quantile_ms(0.9),
+        r.frame_oldest.quantile_ms(0.99)
     );
     println!(
         "| server CPU time (user + system) | {:.1} s ({:.0} % of one core) |",
