@@ -253,3 +253,32 @@ async fn a_second_server_on_the_same_data_is_refused() {
     let (status, _) = server.get("/stats").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn calibrate_prints_a_fuel_rate_the_server_accepts() {
+    let out = stepwise(&["calibrate", "--seconds", "0.2"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rate: u64 = stdout
+        .trim()
+        .strip_prefix("fuel_per_second = ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a config-file line on stdout: {stdout:?}"));
+    // Any machine that runs the tests burns more than 10^8 units a second
+    // and fewer than 10^12 (the reference machine: 1.3 × 10^10).
+    assert!((100_000_000..1_000_000_000_000).contains(&rate), "{rate}");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--fuel-per-second"), "{stderr}");
+
+    // The printed line is a config file `serve` starts with.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stepwise.toml");
+    std::fs::write(&config, &stdout).unwrap();
+    let server = TestServer::start_with(&["--config", config.to_str().unwrap()]).await;
+    let (status, _) = server.get("/modules").await;
+    assert!(status.is_success());
+
+    let out = stepwise(&["calibrate", "--seconds", "0"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--seconds must be between"));
+}

@@ -6,40 +6,14 @@
 //! the same Rust code compiled natively with fuel on and off, fuel per second,
 //! and cancel latency. Ratios within one run are what to compare.
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepwise::runtime::{
-    LogLevel, Runtime, RuntimeConfig, StepContext, StepHost, StepLimits, StepOutcome, StepRequest,
+    NullHost, Runtime, RuntimeConfig, StepContext, StepHost, StepLimits, StepOutcome, StepRequest,
 };
 use tokio_util::sync::CancellationToken;
-
-struct NullHost;
-
-impl StepHost for NullHost {
-    fn progress(&self, _: f32, _: &str) {}
-    fn log(&self, _: LogLevel, _: &str) {}
-    fn checkpoint_save(&self, _: Vec<u8>) -> BoxFuture<'static, Result<(), String>> {
-        async { Ok(()) }.boxed()
-    }
-    fn checkpoint_load(&self) -> BoxFuture<'static, Option<Vec<u8>>> {
-        async { None }.boxed()
-    }
-    fn secret(&self, _: &str) -> Option<String> {
-        None
-    }
-    fn artifact_write(
-        &self,
-        _: String,
-        _: Vec<u8>,
-        _: bool,
-    ) -> BoxFuture<'static, Result<(), String>> {
-        async { Ok(()) }.boxed()
-    }
-}
 
 fn module(path: &str) -> Vec<u8> {
     let file = Path::new(env!("STEPWISE_BUILT_MODULES_DIR"))

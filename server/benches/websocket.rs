@@ -440,7 +440,8 @@ async fn watch(mut socket: Socket, shared: Arc<Shared>, stop: CancellationToken)
             "events" => {
                 let (mut freshest, mut oldest) = (None, None);
                 for event in &message.events {
-                    if let Some(delay) = seen.event(event, received, &shared.delays, &shared.starts) {
+                    if let Some(delay) = seen.event(event, received, &shared.delays, &shared.starts)
+                    {
                         freshest = Some(freshest.map_or(delay, |f: u64| f.min(delay)));
                         oldest = Some(oldest.map_or(delay, |f: u64| f.max(delay)));
                     }

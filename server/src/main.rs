@@ -43,6 +43,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Step(command) => stepwise::cli::step(command).await,
+            Command::Calibrate(args) => stepwise::cli::calibrate(args).await,
             Command::Task {
                 connection,
                 command,

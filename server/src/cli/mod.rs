@@ -1,11 +1,13 @@
 //! The command line: `serve`, the local step runner, and the client commands.
 
+mod calibrate;
 mod client;
 mod commands;
 mod config_file;
 mod step_run;
 mod watch;
 
+pub use calibrate::CalibrateArgs;
 pub use client::Connection;
 pub use commands::{ModuleCommand, TaskCommand, TokenCommand, module, task, token};
 pub use config_file::args_with_config;
@@ -57,6 +59,9 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Measure how much fuel this machine burns per second of typical step
+    /// code, and print it as a `fuel_per_second` line for the config file.
+    Calibrate(CalibrateArgs),
     /// Compile a module in a bounded child process (used by the server itself).
     #[command(hide = true)]
     InternalCompile {
@@ -101,7 +106,7 @@ pub struct ServeArgs {
     /// Runs executed at the same time.
     #[arg(long, env = "STEPWISE_WORKERS", default_value_t = 32)]
     pub workers: usize,
-    /// Fuel units per second of max_execution_time.
+    /// Fuel units per second of max_execution_time (`stepwise calibrate` measures this machine).
     #[arg(long, env = "STEPWISE_FUEL_PER_SECOND", default_value_t = crate::runtime::DEFAULT_FUEL_PER_SECOND)]
     pub fuel_per_second: u64,
     /// Largest module upload in bytes.
@@ -150,6 +155,10 @@ impl ServeArgs {
             compile_in_process: false,
         }
     }
+}
+
+pub async fn calibrate(args: CalibrateArgs) -> anyhow::Result<std::process::ExitCode> {
+    calibrate::run(args).await
 }
 
 pub async fn step(command: StepCommand) -> anyhow::Result<std::process::ExitCode> {

@@ -113,8 +113,7 @@ pub async fn run(args: StepRunArgs) -> anyhow::Result<ExitCode> {
     let details: serde_json::Value =
         serde_json::from_str(&args.details).context("--details is not valid JSON")?;
 
-    let cache = std::env::temp_dir().join(format!("stepwise-step-run-{}", whoami()));
-    let mut config = RuntimeConfig::local(cache);
+    let mut config = RuntimeConfig::local(compile_cache());
     config.fuel_per_second = args.fuel_per_second;
     let runtime = Runtime::new(config)?;
     let module = runtime
@@ -170,6 +169,11 @@ pub async fn run(args: StepRunArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Where local commands keep compiled modules: one cache per user.
+pub(super) fn compile_cache() -> PathBuf {
+    std::env::temp_dir().join(format!("stepwise-step-run-{}", whoami()))
 }
 
 fn whoami() -> u32 {

@@ -80,6 +80,38 @@ pub trait StepHost: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), String>>;
 }
 
+/// A host that accepts everything and keeps nothing (no secrets, no saved
+/// checkpoint): for measuring the sandbox itself (`stepwise calibrate`, the
+/// runtime benchmark).
+pub struct NullHost;
+
+impl StepHost for NullHost {
+    fn progress(&self, _percent: f32, _message: &str) {}
+
+    fn log(&self, _level: LogLevel, _message: &str) {}
+
+    fn checkpoint_save(&self, _data: Vec<u8>) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn checkpoint_load(&self) -> BoxFuture<'static, Option<Vec<u8>>> {
+        Box::pin(async { None })
+    }
+
+    fn secret(&self, _name: &str) -> Option<String> {
+        None
+    }
+
+    fn artifact_write(
+        &self,
+        _name: String,
+        _data: Vec<u8>,
+        _append: bool,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// Ids and details a step sees through `context()`.
 #[derive(Debug, Clone, Default)]
 pub struct StepContext {

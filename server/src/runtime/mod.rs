@@ -15,7 +15,7 @@ mod validate;
 
 pub use compile::{Compiler, child_main as compile_child_main};
 pub use engine::{EPOCH_TICK, MAX_WASM_STACK, PoolSizing};
-pub use host::{LogLevel, StepContext, StepHost};
+pub use host::{LogLevel, NullHost, StepContext, StepHost};
 pub use limits::{MemoryCapExceeded, StepLimits};
 pub use outcome::{StepOutcome, StepReport};
 pub use validate::ModuleError;
@@ -36,8 +36,9 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
 /// (branchy, with host calls: `demo/count`) burns per second on the reference
 /// machine (2 cores), measured by `server/benches/runtime.rs` at 1.33e10; see
 /// BENCHMARKS.md. Straight-line code burns more (1.8e10), so it gets about
-/// 0.75 s of work per second of budget. Configurable because machines differ;
-/// the verdict does not depend on load, only on this number.
+/// 0.75 s of work per second of budget. Configurable because machines differ
+/// (`stepwise calibrate` measures one); the verdict does not depend on load,
+/// only on this number.
 pub const DEFAULT_FUEL_PER_SECOND: u64 = 13_000_000_000;
 
 /// Most stdout + stderr a step may write to its log.
