@@ -352,7 +352,8 @@ export function mount(main, ctx) {
       error: (fromRun ? sr.error : (lv && lv.error)) || (sr && sr.error) || '',
       outcome: sr ? sr.outcome : null,
       result: sr ? sr.result : undefined,
-      fuel: sr ? sr.fuel_used : null,
+      // Fuel is counted when the step ends: a running step's 0 means "not yet".
+      fuel: sr && sr.finished_at ? sr.fuel_used : null,
       memory: sr ? sr.peak_memory : null,
       startedAt: sr ? sr.started_at : null,
       finishedAt: sr ? sr.finished_at : null,
