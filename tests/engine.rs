@@ -115,6 +115,9 @@ async fn a_one_step_task_completes_and_pins_its_module_hash() {
     let summary = h.engine.try_execute_next().await.unwrap().expect("claimed");
     assert_eq!(summary.verdict, RunVerdict::Succeeded);
     assert_eq!(h.status(id).await, TaskStatus::Completed);
+    // The task keeps the run's last progress message, not one saved mid-run.
+    let task = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(task.message.as_deref(), Some("counted 1000 of 1000"));
     let runs = h.store.list_runs(id, 10).await.unwrap();
     assert_eq!(runs[0].status, RunStatus::Completed);
     let step_run = &runs[0].steps[0];

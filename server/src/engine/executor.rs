@@ -130,6 +130,9 @@ pub(super) async fn execute(
     }
 
     let percent = run.progress.lock().expect("progress lock").percent();
+    // Without an error, the run ends with its last progress message: the
+    // stored one is only saved now and then, and would be stale.
+    let message = message.or_else(|| run.message.lock().expect("message lock").clone());
     let end = policy::run_end(
         &task,
         claimed.attempt,
@@ -167,10 +170,7 @@ pub(super) async fn execute(
             name: task.name.clone(),
             status: end.task_status.to_string(),
             progress: end.progress,
-            message: end
-                .message
-                .clone()
-                .or_else(|| run.message.lock().expect("message lock").clone()),
+            message: end.message.clone(),
             run_id: Some(claimed.run_id),
             current_step: None,
             eta_seconds: None,
