@@ -21,6 +21,33 @@ fn stepwise(args: &[&str], server: Option<&TestServer>) -> Output {
     command.output().expect("run stepwise")
 }
 
+/// Like [`stepwise`], for commands that wait (`--watch`): killed after
+/// `limit`, so a watch that never ends fails the test instead of hanging it.
+fn stepwise_within(args: &[&str], server: &TestServer, limit: std::time::Duration) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("STEPWISE_URL", &server.url)
+        .env("STEPWISE_TOKEN", &server.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run stepwise");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait for stepwise").is_none() {
+        if started.elapsed() > limit {
+            child.kill().ok();
+            let out = child.wait_with_output().expect("stepwise output");
+            panic!(
+                "`stepwise {}` did not end within {limit:?}: {}",
+                args.join(" "),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("stepwise output")
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -281,4 +308,37 @@ async fn calibrate_prints_a_fuel_rate_the_server_accepts() {
     let out = stepwise(&["calibrate", "--seconds", "0"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--seconds must be between"));
+}
+
+#[tokio::test]
+async fn watching_a_recurring_task_ends_with_its_run() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("task.json");
+    std::fs::write(
+        &file,
+        r#"{"name": "hourly", "run_interval": 3600, "steps": [{"controller": "demo/count", "settings": {"to": 1000}}]}"#,
+    )
+    .unwrap();
+    let limit = std::time::Duration::from_secs(60);
+    let out = stepwise_within(
+        &["task", "create", file.to_str().unwrap(), "--watch"],
+        &server,
+        limit,
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the run ended: success"), "{stderr}");
+    assert!(stderr.contains("next run at"), "{stderr}");
+
+    // Run it again now: the watch follows that run, not the one before.
+    let id = serde_json::from_slice::<Value>(
+        &stepwise(&["task", "list", "--json"], Some(&server)).stdout,
+    )
+    .unwrap()["tasks"][0]["id"]
+        .to_string();
+    let out = stepwise_within(&["task", "run", &id, "--watch"], &server, limit);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (_, runs) = server.get(&format!("/tasks/{id}/runs")).await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 2, "{runs}");
 }

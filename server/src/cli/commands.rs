@@ -13,7 +13,8 @@ pub enum TaskCommand {
     /// Create (or update by code) a task from a JSON file (`-` for stdin).
     Create {
         file: PathBuf,
-        /// Follow its progress until it finishes; exit 0 only if it completed.
+        /// Follow its progress until it finishes (a recurring task: until its
+        /// run ends); exit 0 only if it completed.
         #[arg(long)]
         watch: bool,
     },
@@ -40,7 +41,8 @@ pub enum TaskCommand {
         #[arg(long)]
         watch: bool,
     },
-    /// Follow a task's progress.
+    /// Follow a task's progress until it finishes (a recurring task: until
+    /// its current or next run ends).
     Watch { id: i64 },
     /// Print a task's log.
     Logs {
@@ -116,7 +118,8 @@ pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Resu
                 eprintln!("task {} created: {}", t["id"], show(&t["status"]))
             });
             if watch {
-                return watch::watch(&client, task["id"].as_i64().unwrap_or(0)).await;
+                // A new task has no run yet: its first is the one to follow.
+                return watch::watch(&client, task["id"].as_i64().unwrap_or(0), 0).await;
             }
         }
         TaskCommand::List { status, limit } => {
@@ -176,12 +179,13 @@ pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Resu
             });
         }
         TaskCommand::Run { id, watch } => {
+            let floor = watch::latest_run(&client, id).await?.0;
             client
                 .call(Method::POST, &format!("/tasks/{id}/run"), None)
                 .await?;
             eprintln!("task {id} started");
             if watch {
-                return watch::watch(&client, id).await;
+                return watch::watch(&client, id, floor).await;
             }
         }
         TaskCommand::Cancel { id } => {
@@ -197,15 +201,19 @@ pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Resu
             });
         }
         TaskCommand::Retry { id, watch } => {
+            let floor = watch::latest_run(&client, id).await?.0;
             client
                 .call(Method::POST, &format!("/tasks/{id}/retry"), None)
                 .await?;
             eprintln!("task {id} will retry");
             if watch {
-                return watch::watch(&client, id).await;
+                return watch::watch(&client, id, floor).await;
             }
         }
-        TaskCommand::Watch { id } => return watch::watch(&client, id).await,
+        TaskCommand::Watch { id } => {
+            let floor = watch::current_run_floor(&client, id).await?;
+            return watch::watch(&client, id, floor).await;
+        }
         TaskCommand::Logs { id, limit } => {
             let logs = client
                 .call(

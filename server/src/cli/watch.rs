@@ -1,5 +1,7 @@
 //! `--watch`: follow a task over the WebSocket with a progress bar and ETA;
-//! ends with the task, exiting 0 only when it completed.
+//! ends with the task, exiting 0 only when it completed. A recurring task
+//! never ends: its watch ends with its next run (scheduled again after it),
+//! exiting 0 only when that run succeeded.
 
 use super::client::Client;
 use anyhow::{Context, bail};
@@ -12,7 +14,35 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const FINAL: &[&str] = &["completed", "failed", "cancelled", "disabled"];
 
-pub async fn watch(client: &Client, task_id: i64) -> anyhow::Result<ExitCode> {
+/// The latest run of a task (0 if none) and whether it is still running.
+pub async fn latest_run(client: &Client, task_id: i64) -> anyhow::Result<(i64, bool)> {
+    let runs = client
+        .call(
+            reqwest::Method::GET,
+            &format!("/tasks/{task_id}/runs?limit=1"),
+            None,
+        )
+        .await?;
+    let latest = &runs["runs"][0];
+    Ok((
+        latest["id"].as_i64().unwrap_or(0),
+        latest["status"] == "running",
+    ))
+}
+
+/// Where a watch starts: runs up to this id are not the one it waits for.
+/// A running run is followed; otherwise the next one.
+pub async fn current_run_floor(client: &Client, task_id: i64) -> anyhow::Result<i64> {
+    let (latest, running) = latest_run(client, task_id).await?;
+    Ok(if running { latest - 1 } else { latest })
+}
+
+/// Follow `task_id` until it ends, or (recurring) until a run after `floor`
+/// has ended.
+pub async fn watch(client: &Client, task_id: i64, floor: i64) -> anyhow::Result<ExitCode> {
+    let path = format!("/tasks/{task_id}");
+    let task = client.call(reqwest::Method::GET, &path, None).await?;
+    let recurring = task["run_interval"].as_i64().unwrap_or(0) > 0;
     let url = format!("{}/api/v1/events", client.base().replacen("http", "ws", 1));
     let mut request = url.as_str().into_client_request()?;
     request.headers_mut().insert(
@@ -51,19 +81,36 @@ pub async fn watch(client: &Client, task_id: i64) -> anyhow::Result<ExitCode> {
         if FINAL.contains(&status.as_str()) {
             break;
         }
+        // A recurring task is scheduled again after each run: is it after ours?
+        // (It may have ended before the subscription, so the stream alone
+        // cannot tell.)
+        if recurring && status == "scheduled" {
+            let (latest, running) = latest_run(client, task_id).await?;
+            if latest > floor && !running {
+                break;
+            }
+        }
     }
     bar.finish();
-    let task = client
-        .call(reqwest::Method::GET, &format!("/tasks/{task_id}"), None)
-        .await?;
+    let task = client.call(reqwest::Method::GET, &path, None).await?;
     let final_status = task["status"].as_str().unwrap_or("unknown").to_string();
-    eprintln!(
-        "task {task_id}: {final_status}{}",
-        match task["message"].as_str() {
-            Some(m) => format!(" — {m}"),
-            None => String::new(),
-        }
-    );
+    let message = match task["message"].as_str() {
+        Some(m) => format!(" — {m}"),
+        None => String::new(),
+    };
+    if recurring && final_status == "scheduled" {
+        let result = task["last_result"].as_str().unwrap_or("unknown");
+        eprintln!(
+            "task {task_id}: the run ended: {result}{message}; next run at {}",
+            task["next_run_at"].as_str().unwrap_or("-")
+        );
+        return Ok(if result == "success" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    eprintln!("task {task_id}: {final_status}{message}");
     Ok(if final_status == "completed" {
         ExitCode::SUCCESS
     } else {
