@@ -59,8 +59,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Measure how much fuel this machine burns per second of typical step
-    /// code, and print it as a `fuel_per_second` line for the config file.
+    /// Measure this machine's fuel per second, for `--fuel-per-second`.
+    ///
+    /// Runs the example demo/count (typical step code) in the sandbox and
+    /// prints how much fuel it burnt per second, as a `fuel_per_second` line
+    /// for the config file.
     Calibrate(CalibrateArgs),
     /// Compile a module in a bounded child process (used by the server itself).
     #[command(hide = true)]

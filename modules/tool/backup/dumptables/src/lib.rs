@@ -92,7 +92,8 @@ fn dump(settings: Settings) -> Result<Output, StepError> {
     );
 
     let header = if resumed_from == 0 {
-        let mut header = format!("-- Stepwise table dump: {total} tables\n");
+        let plural = if total == 1 { "" } else { "s" };
+        let mut header = format!("-- Stepwise table dump: {total} table{plural}\n");
         if settings.dialect == Dialect::Mysql {
             header.push_str("SET NAMES utf8mb4;\n");
         }
