@@ -1,25 +1,35 @@
-//! The feed: what the bus publishes, gathered into one batch per flush for
-//! each class of subscriber (without log lines, with them), paced per task
-//! (see [`super::pacer`]) and serialised once for all its subscribers.
+//! The feed: what the bus publishes, gathered into batches for each class of
+//! subscriber (without log lines, with them), paced per task (see
+//! [`super::pacer`]) and serialised once for all the subscribers of a batch.
 //!
 //! It runs on a thread of its own, not on a tokio runtime: building the
 //! batches is never queued behind the socket work it feeds, nor behind steps.
-//! A flush follows the first event after a quiet spell by [`GATHER`] (a
-//! progress call publishes a step and a task state together), and flushes
-//! are at least [`FLUSH_INTERVAL`] apart: each subscriber gets at most one
-//! frame per interval, however many tasks report.
-
+//!
+//! Each subscriber gets at most one frame per [`FLUSH_INTERVAL`], but not
+//! all at the same instant: subscribers are spread over [`GROUPS`] groups,
+//! and the feed flushes every [`BATCH_INTERVAL`], each time to the group
+//! whose turn it is (a group that has had nothing for a whole interval is
+//! sent at once). A flush to every subscriber at once was a burst of
+//! 1,000 socket writes that the last subscribers waited ~10 ms for; a tenth
+//! of them at a time, the work is the same and the wait is gone. What the
+//! pacer lets out goes into every group's pending list at once, so a group's
+//! frame holds what came since its last one, coalesced to the latest state
+//! per task and step.
 use super::Event;
-use super::batch::{Batch, Published};
+use super::batch::{Batch, Published, coalesce};
 use super::pacer::Pacer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
-/// Shortest time between two flushes; also the longest a change waits for
-/// one while flushes follow each other.
+/// Shortest time between two frames to one subscriber; also the longest a
+/// change waits for one while frames follow each other.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+/// Groups of subscribers, each flushed in its turn.
+pub const GROUPS: usize = 10;
+/// How often the feed flushes (one group's turn each time).
+const BATCH_INTERVAL: Duration = Duration::from_millis(1);
 /// How long a flush after a quiet spell waits for events published with the first.
 const GATHER: Duration = Duration::from_millis(1);
 /// How often a running task's progress is sent (see [`super::pacer`]).
@@ -35,9 +45,12 @@ pub enum Class {
     WithLogs = 1,
 }
 
+/// Per class, one channel per group of subscribers.
+type Groups = [Vec<broadcast::Sender<Arc<Batch>>>; 2];
+
 pub struct Feed {
     input: Arc<Input>,
-    classes: [broadcast::Sender<Arc<Batch>>; 2],
+    classes: Arc<Groups>,
     started: AtomicBool,
     start: Once,
 }
@@ -63,10 +76,11 @@ impl Default for Feed {
                 queue: Mutex::default(),
                 wake: Condvar::new(),
             }),
-            classes: [
-                broadcast::channel(BATCHES_KEPT).0,
-                broadcast::channel(BATCHES_KEPT).0,
-            ],
+            classes: Arc::new(std::array::from_fn(|_| {
+                (0..GROUPS)
+                    .map(|_| broadcast::channel(BATCHES_KEPT).0)
+                    .collect()
+            })),
             started: AtomicBool::new(false),
             start: Once::new(),
         }
@@ -88,9 +102,14 @@ impl Feed {
         }
     }
 
-    /// Batches from now on (the thread starts with the first subscriber).
+    /// Batches from now on, in the group with the fewest subscribers (the
+    /// thread starts with the first subscriber).
     pub fn subscribe(&self, class: Class) -> broadcast::Receiver<Arc<Batch>> {
-        let receiver = self.classes[class as usize].subscribe();
+        let receiver = self.classes[class as usize]
+            .iter()
+            .min_by_key(|sender| sender.receiver_count())
+            .expect("at least one group")
+            .subscribe();
         self.start.call_once(|| {
             let (input, classes) = (self.input.clone(), self.classes.clone());
             std::thread::Builder::new()
@@ -110,18 +129,26 @@ impl Drop for Feed {
     }
 }
 
-fn run(input: &Input, classes: &[broadcast::Sender<Arc<Batch>>; 2]) {
+fn run(input: &Input, classes: &Groups) {
     let mut pacers = [Pacer::new(PROGRESS_INTERVAL), Pacer::new(PROGRESS_INTERVAL)];
-    let mut last_flush = Instant::now();
+    // Per class and group: what the pacer let out that the group has not
+    // been sent yet, and when the group was last sent something.
+    let mut pending: [Vec<Vec<Arc<Published>>>; 2] =
+        std::array::from_fn(|_| vec![Vec::new(); GROUPS]);
+    // When each group may be sent to next (None: at once).
+    let mut group_due: [Vec<Option<Instant>>; 2] = std::array::from_fn(|_| vec![None; GROUPS]);
+    let origin = Instant::now();
+    let mut last_flush = origin;
     // Every event below this index has been taken from the queue.
     let mut taken_below = 1;
     let mut events = Vec::new();
     loop {
-        let held = pacers.iter().any(|p| !p.is_idle());
-        if !wait_for_events(input, held) {
+        let waiting =
+            pacers.iter().any(|p| !p.is_idle()) || pending.iter().flatten().any(|p| !p.is_empty());
+        if !wait_for_events(input, waiting) {
             return;
         }
-        let flush_at = (Instant::now() + GATHER).max(last_flush + FLUSH_INTERVAL);
+        let flush_at = (Instant::now() + GATHER).max(last_flush + BATCH_INTERVAL);
         std::thread::sleep(flush_at.saturating_duration_since(Instant::now()));
         std::mem::swap(
             &mut events,
@@ -131,9 +158,12 @@ fn run(input: &Input, classes: &[broadcast::Sender<Arc<Batch>>; 2]) {
             taken_below = last.index + 1;
         }
         let now = Instant::now();
-        for (class, (pacer, sender)) in pacers.iter_mut().zip(classes).enumerate() {
-            if sender.receiver_count() == 0 {
+        for (class, pacer) in pacers.iter_mut().enumerate() {
+            let (senders, pending, due) =
+                (&classes[class], &mut pending[class], &mut group_due[class]);
+            if senders.iter().all(|s| s.receiver_count() == 0) {
                 pacer.clear();
+                pending.iter_mut().for_each(Vec::clear);
                 continue;
             }
             for published in &events {
@@ -143,9 +173,19 @@ fn run(input: &Input, classes: &[broadcast::Sender<Arc<Batch>>; 2]) {
                 pacer.push(published.clone(), published.at);
             }
             let out = pacer.take(now, last_flush);
-            if !out.is_empty() {
-                let settled = pacer.oldest_held().unwrap_or(taken_below);
-                let _ = sender.send(Arc::new(Batch::new(out, settled)));
+            let settled = pacer.oldest_held().unwrap_or(taken_below);
+            for (group, sender) in senders.iter().enumerate() {
+                if sender.receiver_count() == 0 {
+                    pending[group].clear();
+                    continue;
+                }
+                pending[group].extend(out.iter().cloned());
+                if pending[group].is_empty() || due[group].is_some_and(|at| now < at) {
+                    continue;
+                }
+                let batch = coalesce(std::mem::take(&mut pending[group]));
+                let _ = sender.send(Arc::new(Batch::new(batch, settled)));
+                due[group] = Some(next_turn(origin, group, now));
             }
         }
         last_flush = now;
@@ -153,8 +193,20 @@ fn run(input: &Input, classes: &[broadcast::Sender<Arc<Batch>>; 2]) {
     }
 }
 
-/// Wait until events are queued, or one flush interval while some are held
-/// back. False when the bus is gone.
+/// A group's turns are [`FLUSH_INTERVAL`] apart, group `g` at `g` batch
+/// intervals into each. After a send at `now`, the group's next turn at
+/// least half an interval later: a group sent at once after a quiet spell
+/// is back on its turns after one shorter gap.
+fn next_turn(origin: Instant, group: usize, now: Instant) -> Instant {
+    let first = origin + BATCH_INTERVAL * group as u32;
+    let earliest = now + FLUSH_INTERVAL / 2;
+    let elapsed = earliest.saturating_duration_since(first).as_nanos();
+    let turns = elapsed.div_ceil(FLUSH_INTERVAL.as_nanos()) as u32;
+    first + FLUSH_INTERVAL * turns
+}
+
+/// Wait until events are queued, or one batch interval while some are held
+/// back or waiting for their group's turn. False when the bus is gone.
 fn wait_for_events(input: &Input, held: bool) -> bool {
     let mut queue = input.queue.lock().expect("feed queue");
     while queue.events.is_empty() && !queue.closed {
@@ -162,7 +214,7 @@ fn wait_for_events(input: &Input, held: bool) -> bool {
         if held {
             let (q, timeout) = input
                 .wake
-                .wait_timeout(queue, FLUSH_INTERVAL)
+                .wait_timeout(queue, BATCH_INTERVAL)
                 .expect("feed queue");
             queue = q;
             if timeout.timed_out() {

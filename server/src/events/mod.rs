@@ -371,6 +371,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn subscribers_are_served_in_groups_at_most_once_per_interval() {
+        let bus = EventBus::new();
+        let mut first = bus.subscribe_batches(Class::NoLogs);
+        let mut second = bus.subscribe_batches(Class::NoLogs);
+        // Changes (not paced) every 2 ms or so, 100 of them.
+        let started = std::time::Instant::now();
+        let mut last_seq = 0;
+        for i in 0..100 {
+            let status = if i % 2 == 0 { "running" } else { "scheduled" };
+            let mut state = TaskState::for_test(1, status, 1, 0.0);
+            state.run_id = Some(i);
+            last_seq = bus.publish(Event::Task(state));
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let intervals = started.elapsed().as_millis() / FLUSH_INTERVAL.as_millis();
+        tokio::time::sleep(FLUSH_INTERVAL * 3).await;
+        let mut frames = [Vec::new(), Vec::new()];
+        for (receiver, frames) in [&mut first, &mut second].into_iter().zip(&mut frames) {
+            while let Ok(batch) = receiver.try_recv() {
+                frames.push(batch);
+            }
+        }
+        for frames in &frames {
+            // One a 10 ms (one more after the first, sent at once), each
+            // with the latest states so far, ending with the last.
+            let most = intervals as usize + 3;
+            assert!(frames.len() <= most, "{} frames, at most {most}", frames.len());
+            assert!(frames.len() >= most / 2, "{} frames for {most}", frames.len());
+            let seqs: Vec<u64> = frames
+                .iter()
+                .flat_map(|b| b.events.iter().map(|p| p.event.seq()))
+                .collect();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+            assert_eq!(seqs.last(), Some(&last_seq));
+        }
+        assert!(
+            frames[0]
+                .iter()
+                .all(|a| frames[1].iter().all(|b| !Arc::ptr_eq(a, b))),
+            "the two subscribers are in different groups"
+        );
+    }
+
+    #[tokio::test]
     async fn subscribers_receive_in_order() {
         let bus = EventBus::new();
         let mut rx = bus.subscribe();
