@@ -88,6 +88,21 @@ fn chrome_or_skip(test: &str) -> Option<Chrome> {
     }
 }
 
+/// What a browser test starts with: its turn (one browser at a time), a
+/// fresh server and a browser on it. None when the test is skipped (see
+/// [`chrome_or_skip`]).
+async fn start(
+    test: &str,
+    scenario: &str,
+    screen: Screen,
+) -> Option<(tokio::sync::MutexGuard<'static, ()>, TestServer, Browser)> {
+    let chrome = chrome_or_skip(test)?;
+    let turn = TURN.lock().await;
+    let server = TestServer::start().await;
+    let browser = Browser::start(&chrome, &server, scenario, screen).await;
+    Some((turn, server, browser))
+}
+
 fn screenshot_dir() -> PathBuf {
     let base = option_env!("CARGO_TARGET_TMPDIR")
         .map(PathBuf::from)
@@ -643,12 +658,15 @@ async fn wait_stats_loaded(b: &Browser) {
 
 #[tokio::test]
 async fn sign_in_with_the_first_start_link_and_with_the_form() {
-    let Some(chrome) = chrome_or_skip("sign_in_with_the_first_start_link_and_with_the_form") else {
+    let Some((_turn, _server, mut b)) = start(
+        "sign_in_with_the_first_start_link_and_with_the_form",
+        "sign-in",
+        Screen::Desktop,
+    )
+    .await
+    else {
         return;
     };
-    let _turn = TURN.lock().await;
-    let server = TestServer::start().await;
-    let mut b = Browser::start(&chrome, &server, "sign-in", Screen::Desktop).await;
     run(&mut b, async |b: &mut Browser| {
         // No token yet: the sign-in form.
         b.goto("/").await;
@@ -731,12 +749,15 @@ async fn sign_in_with_the_first_start_link_and_with_the_form() {
 
 #[tokio::test]
 async fn upload_a_module_on_the_modules_page() {
-    let Some(chrome) = chrome_or_skip("upload_a_module_on_the_modules_page") else {
+    let Some((_turn, _server, mut b)) = start(
+        "upload_a_module_on_the_modules_page",
+        "upload",
+        Screen::Desktop,
+    )
+    .await
+    else {
         return;
     };
-    let _turn = TURN.lock().await;
-    let server = TestServer::start().await;
-    let mut b = Browser::start(&chrome, &server, "upload", Screen::Desktop).await;
     run(&mut b, async |b: &mut Browser| {
         b.sign_in().await;
         b.click("a[data-nav=modules]").await;
@@ -871,12 +892,15 @@ async fn server_get(b: &Browser, path: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn create_a_task_and_watch_its_progress_bar_reach_100() {
-    let Some(chrome) = chrome_or_skip("create_a_task_and_watch_its_progress_bar_reach_100") else {
+    let Some((_turn, server, mut b)) = start(
+        "create_a_task_and_watch_its_progress_bar_reach_100",
+        "progress",
+        Screen::Desktop,
+    )
+    .await
+    else {
         return;
     };
-    let _turn = TURN.lock().await;
-    let server = TestServer::start().await;
-    let mut b = Browser::start(&chrome, &server, "progress", Screen::Desktop).await;
     run(&mut b, async |b: &mut Browser| {
         b.sign_in().await;
         b.click("a[data-nav=new]").await;
@@ -1014,14 +1038,17 @@ async fn create_a_task_and_watch_its_progress_bar_reach_100() {
 
 #[tokio::test]
 async fn a_failing_task_shows_its_failed_step_and_the_error() {
-    let Some(chrome) = chrome_or_skip("a_failing_task_shows_its_failed_step_and_the_error") else {
+    let Some((_turn, server, mut b)) = start(
+        "a_failing_task_shows_its_failed_step_and_the_error",
+        "failing",
+        Screen::Desktop,
+    )
+    .await
+    else {
         return;
     };
-    let _turn = TURN.lock().await;
-    let server = TestServer::start().await;
     server.upload("fixture/loop").await;
     server.upload("fixture/fail").await;
-    let mut b = Browser::start(&chrome, &server, "failing", Screen::Desktop).await;
     run(&mut b, async |b: &mut Browser| {
         b.sign_in().await;
         // Created while the list is open: the rows appear and fail live.
@@ -1094,12 +1121,11 @@ async fn a_failing_task_shows_its_failed_step_and_the_error() {
 
 #[tokio::test]
 async fn cancel_a_running_task() {
-    let Some(chrome) = chrome_or_skip("cancel_a_running_task") else {
+    let Some((_turn, server, mut b)) =
+        start("cancel_a_running_task", "cancel", Screen::Desktop).await
+    else {
         return;
     };
-    let _turn = TURN.lock().await;
-    let server = TestServer::start().await;
-    let mut b = Browser::start(&chrome, &server, "cancel", Screen::Desktop).await;
     run(&mut b, async |b: &mut Browser| {
         b.sign_in().await;
         let id = create_task(
@@ -1150,12 +1176,15 @@ async fn cancel_a_running_task() {
 
 #[tokio::test]
 async fn settings_errors_show_next_to_the_field() {
-    let Some(chrome) = chrome_or_skip("settings_errors_show_next_to_the_field") else {
+    let Some((_turn, server, mut b)) = start(
+        "settings_errors_show_next_to_the_field",
+        "field-errors",
+        Screen::Desktop,
+    )
+    .await
+    else {
         return;
     };
-    let _turn = TURN.lock().await;
-    let server = TestServer::start().await;
-    let mut b = Browser::start(&chrome, &server, "field-errors", Screen::Desktop).await;
     run(&mut b, async |b: &mut Browser| {
         b.sign_in().await;
         b.goto("/#/new?module=demo/count").await;
@@ -1262,11 +1291,11 @@ async fn settings_errors_show_next_to_the_field() {
 
 #[tokio::test]
 async fn every_page_fits_a_phone() {
-    let Some(chrome) = chrome_or_skip("every_page_fits_a_phone") else {
+    let Some((_turn, server, mut b)) =
+        start("every_page_fits_a_phone", "phone", Screen::Phone).await
+    else {
         return;
     };
-    let _turn = TURN.lock().await;
-    let server = TestServer::start().await;
     server.upload("fixture/fail").await;
     // A list with a bit of everything, and names that do not break easily.
     let (status, done) = server
@@ -1308,7 +1337,6 @@ async fn every_page_fits_a_phone() {
         .wait_for(running, &["running"], Duration::from_secs(120))
         .await;
 
-    let mut b = Browser::start(&chrome, &server, "phone", Screen::Phone).await;
     run(&mut b, async |b: &mut Browser| {
         b.sign_in().await;
         let width = b.js("return innerWidth", vec![]).await;
