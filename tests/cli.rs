@@ -342,3 +342,64 @@ async fn watching_a_recurring_task_ends_with_its_run() {
     let (_, runs) = server.get(&format!("/tasks/{id}/runs")).await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 2, "{runs}");
 }
+
+#[tokio::test]
+async fn watching_a_task_replaced_by_code_follows_its_new_run() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("task.json");
+    let limit = std::time::Duration::from_secs(60);
+    std::fs::write(
+        &file,
+        r#"{"name": "nightly", "code": "nightly", "max_attempts": 1, "steps": [{"controller": "demo/count", "settings": {"to": 0}}]}"#,
+    )
+    .unwrap();
+    let out = stepwise_within(
+        &["task", "create", file.to_str().unwrap(), "--watch"],
+        &server,
+        limit,
+    );
+    assert!(
+        !out.status.success(),
+        "`to: 0` fails: {}",
+        text(&out.stderr)
+    );
+
+    // Replaced (same code) with good settings, due later: the watch must
+    // wait for that run, not stop at the failed state of the run before.
+    std::fs::write(
+        &file,
+        r#"{"name": "nightly", "code": "nightly", "start_at": "2999-01-01T00:00:00Z", "steps": [{"controller": "demo/count", "settings": {"to": 1000}}]}"#,
+    )
+    .unwrap();
+    let mut watch = Command::new(BIN)
+        .args(["task", "create", file.to_str().unwrap(), "--watch"])
+        .env("STEPWISE_URL", &server.url)
+        .env("STEPWISE_TOKEN", &server.token)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    if let Some(status) = watch.try_wait().unwrap() {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut stderr).unwrap();
+        panic!("the watch ended before the task ran ({status}): {stderr}");
+    }
+    let (_, page) = server.get("/tasks?code=nightly").await;
+    let id = page["tasks"][0]["id"].as_i64().unwrap();
+    let (status, _) = server.post_empty(&format!("/tasks/{id}/run")).await;
+    assert!(status.is_success());
+    let started = std::time::Instant::now();
+    while watch.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < limit,
+            "the watch did not end with the run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let out = watch.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("completed"), "{stderr}");
+}

@@ -26,9 +26,14 @@ pub fn router() -> Router<AppState> {
         .route("/tasks/{id}/steps/{step_id}/run", post(run_step))
 }
 
-/// Publish a task's stored state so live views follow a change made over REST.
-pub fn publish_stored(state: &AppState, task: &Task) {
-    state.bus().publish(Event::Task(TaskState::stored(task, 0)));
+/// Publish a task's stored state so live views follow a change made over
+/// REST; `since` is the bus's index before the change (see
+/// [`crate::events::EventBus::publish_unless_newer`]: if the engine has
+/// published for the task since, say claimed it, its state is the newer one).
+pub fn publish_stored(state: &AppState, task: &Task, since: u64) {
+    state
+        .bus()
+        .publish_unless_newer(Event::Task(TaskState::stored(task, 0)), since);
 }
 
 /// Wait until the task reaches a final status or `wait` passes; returns the stored task.
@@ -138,9 +143,10 @@ pub async fn run_now(
     PathArgs(id): PathArgs<i64>,
 ) -> Result<(StatusCode, Json<Task>)> {
     caller.require(Role::Operator)?;
+    let since = state.bus().published();
     let task = state.store().run_task_now(id, None, Utc::now()).await?;
     state.engine().wake();
-    publish_stored(&state, &task);
+    publish_stored(&state, &task, since);
     Ok((StatusCode::ACCEPTED, Json(task)))
 }
 
@@ -155,9 +161,10 @@ pub async fn retry(
     PathArgs(id): PathArgs<i64>,
 ) -> Result<(StatusCode, Json<Task>)> {
     caller.require(Role::Operator)?;
+    let since = state.bus().published();
     let task = state.store().retry_task(id, Utc::now()).await?;
     state.engine().wake();
-    publish_stored(&state, &task);
+    publish_stored(&state, &task, since);
     Ok((StatusCode::ACCEPTED, Json(task)))
 }
 
@@ -179,12 +186,13 @@ pub async fn run_step(
             "task {id} has no step {step_id}"
         )));
     }
+    let since = state.bus().published();
     let task = state
         .store()
         .run_task_now(id, Some(step_id), Utc::now())
         .await?;
     state.engine().wake();
-    publish_stored(&state, &task);
+    publish_stored(&state, &task, since);
     Ok((StatusCode::ACCEPTED, Json(task)))
 }
 

@@ -264,7 +264,11 @@ pub async fn create_task(
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
     let new_task = request.validate(&state, caller.name()).await?;
     let events = wait.map(|_| state.bus().subscribe());
+    let since = state.bus().published();
     let (task, created) = state.creator().create(new_task).await?;
+    // Live views show the task at once (a replaced one as scheduled again,
+    // not with its previous run's final state).
+    task_actions::publish_stored(&state, &task, since);
     state.engine().wake();
     if let (Some(wait), Some(events)) = (wait, events) {
         let task = task_actions::wait_until_finished(&state, task.id, events, wait).await?;
@@ -439,12 +443,13 @@ pub async fn patch_task(
         disabled: patch.disabled,
         step_status: patch.steps.iter().map(|s| (s.id, s.status)).collect(),
     };
+    let since = state.bus().published();
     let task = state
         .store()
         .update_task(id, &store_patch, Utc::now())
         .await?;
     state.engine().wake();
-    task_actions::publish_stored(&state, &task);
+    task_actions::publish_stored(&state, &task, since);
     Ok(Json(task))
 }
 

@@ -26,6 +26,11 @@ use tokio::sync::broadcast;
 /// Events kept for subscribers that are briefly behind; past this a subscriber
 /// lags and is caught up from the latest state instead.
 const CHANNEL_CAPACITY: usize = 8192;
+/// Tasks whose latest state the bus keeps in memory. Past this, the states of
+/// tasks that are not running (the store has those) are forgotten, oldest
+/// first: a busy server runs millions of tasks, and keeping every one was a
+/// leak of ~0.5 KB a task.
+const TASKS_KEPT: usize = 10_000;
 
 /// The live state of a task, as shown by progress bars. Fields without a
 /// value are left out (not `null`): with many subscribers every byte is
@@ -171,7 +176,17 @@ impl Event {
 struct Latest {
     /// Events published so far, all tasks (the last one's [`Published::index`]).
     published: u64,
+    /// Per task, the index of its last event.
+    last_index: HashMap<i64, u64>,
     seq: HashMap<i64, u64>,
+    /// Set once states have been forgotten (see [`TASKS_KEPT`]): a task seen
+    /// again then continues from the publish index, which is above any seq
+    /// it had (a task's seq never exceeds the events published in all).
+    forgot: bool,
+    /// Look for states to forget when this many tasks are kept (more than
+    /// [`TASKS_KEPT`] while most are running: a scan per publish would cost
+    /// more than the memory).
+    forget_at: usize,
     tasks: HashMap<i64, TaskState>,
     steps: HashMap<i64, Vec<StepState>>,
 }
@@ -207,11 +222,32 @@ impl EventBus {
 
     /// Assign the task's next sequence number, remember the state and send.
     /// Never blocks: a subscriber that falls behind lags, the publisher does not wait.
-    pub fn publish(&self, mut event: Event) -> u64 {
+    pub fn publish(&self, event: Event) -> u64 {
         let mut latest = self.latest.lock().expect("event bus lock");
+        self.publish_locked(&mut latest, event)
+    }
+
+    /// Publish a state read from the store after a change made at index
+    /// `since` (see [`EventBus::published`]), unless the task has had an
+    /// event since: then that event is newer than the stored state (the
+    /// engine claimed the task in between) and must not be overwritten.
+    pub fn publish_unless_newer(&self, event: Event, since: u64) -> Option<u64> {
+        let mut latest = self.latest.lock().expect("event bus lock");
+        if latest
+            .last_index
+            .get(&event.task_id())
+            .is_some_and(|&index| index > since)
+        {
+            return None;
+        }
+        Some(self.publish_locked(&mut latest, event))
+    }
+
+    fn publish_locked(&self, latest: &mut Latest, mut event: Event) -> u64 {
         let task_id = event.task_id();
+        let first = if latest.forgot { latest.published } else { 0 };
         let seq = {
-            let counter = latest.seq.entry(task_id).or_insert(0);
+            let counter = latest.seq.entry(task_id).or_insert(first);
             *counter += 1;
             *counter
         };
@@ -227,7 +263,7 @@ impl EventBus {
                     // Progress never goes backwards within a run.
                     state.progress = state.progress.max(previous.progress);
                 }
-                if previous_run_differs(&latest, task_id, state.run_id) {
+                if previous_run_differs(latest, task_id, state.run_id) {
                     latest.steps.remove(&task_id);
                 }
                 latest.tasks.insert(task_id, state.clone());
@@ -246,6 +282,11 @@ impl EventBus {
         }
         // Sent under the lock so subscribers see each task's events in seq order.
         latest.published += 1;
+        let index = latest.published;
+        latest.last_index.insert(task_id, index);
+        if latest.tasks.len() > latest.forget_at.max(TASKS_KEPT) {
+            forget_idle(latest);
+        }
         if self.sender.receiver_count() > 0 {
             let _ = self.sender.send(event.clone());
         }
@@ -299,6 +340,31 @@ impl EventBus {
     }
 }
 
+/// Forget the oldest tenth of the tasks that are not running (their state is
+/// in the store, which snapshots read).
+fn forget_idle(latest: &mut Latest) {
+    let mut idle: Vec<(u64, i64)> = latest
+        .tasks
+        .values()
+        .filter(|t| t.status != "running")
+        .map(|t| {
+            (
+                latest.last_index.get(&t.task_id).copied().unwrap_or(0),
+                t.task_id,
+            )
+        })
+        .collect();
+    idle.sort_unstable();
+    for (_, task_id) in idle.into_iter().take(TASKS_KEPT / 10) {
+        latest.tasks.remove(&task_id);
+        latest.steps.remove(&task_id);
+        latest.seq.remove(&task_id);
+        latest.last_index.remove(&task_id);
+    }
+    latest.forgot = true;
+    latest.forget_at = latest.tasks.len() + TASKS_KEPT / 10;
+}
+
 fn previous_run_differs(latest: &Latest, task_id: i64, run_id: Option<i64>) -> bool {
     latest
         .steps
@@ -321,6 +387,23 @@ mod tests {
         assert_eq!(bus.publish(task(1, 1, 0.0)), 1);
         assert_eq!(bus.publish(task(2, 1, 0.0)), 1);
         assert_eq!(bus.publish(task(1, 1, 5.0)), 2);
+    }
+
+    #[test]
+    fn states_of_idle_tasks_are_forgotten_and_seqs_still_increase() {
+        let bus = EventBus::new();
+        let done = |id: i64| Event::Task(TaskState::for_test(id, "completed", 1, 100.0));
+        let first_seq = bus.publish(done(1));
+        bus.publish(task(2, 1, 50.0));
+        for id in 3..(TASKS_KEPT as i64 + 3) {
+            bus.publish(done(id));
+        }
+        assert!(bus.latest_all().len() <= TASKS_KEPT, "bounded");
+        assert!(bus.latest(1).is_none(), "the oldest idle task is forgotten");
+        assert!(bus.latest(2).is_some(), "a running task is kept");
+        // Seen again, task 1 goes on above every seq it had.
+        assert!(bus.publish(done(1)) > first_seq);
+        assert_eq!(bus.seq(1), bus.latest(1).unwrap().0.seq);
     }
 
     #[test]
