@@ -240,8 +240,13 @@ export function mount(main, ctx) {
     items.push(fact('Schedule', t.run_interval > 0 ? formatInterval(t.run_interval) : 'once',
       t.start_at ? h('span', { class: 'muted' }, `, from ${formatDateTime(t.start_at)}`) : null));
     items.push(fact('Next run', t.status === 'disabled' ? 'disabled' : timeEl(t.next_run_at, { class: 'next-run' })));
+    // The time next to a result is when that run started; with no result yet
+    // (the first run is on its way) it says so rather than look like one.
+    const lastRunTime = !t.last_run_at ? null
+      : t.last_result ? timeEl(t.last_run_at, { class: 'muted' })
+        : h('span', { class: 'muted' }, 'first run started ', timeEl(t.last_run_at));
     items.push(fact('Last result', h('span', { class: 'last-result badge', dataset: { result: t.last_result || 'none' } },
-      t.last_result || (t.last_run_at ? 'none yet' : 'never run')), ' ', t.last_run_at ? timeEl(t.last_run_at, { class: 'muted' }) : null));
+      t.last_result || (t.last_run_at ? 'none yet' : 'never run')), ' ', lastRunTime));
     items.push(fact('Attempts', `${t.attempts ?? 0} of ${t.max_attempts ?? '—'}`));
     items.push(fact('Time limit', t.max_execution_time ? formatDuration(t.max_execution_time) : 'none (per step only)'));
     if (t.code) items.push(fact('Code', h('code', null, t.code)));
