@@ -5,9 +5,10 @@ mod common;
 
 use common::{BIN, TestServer, module_file};
 use serde_json::Value;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
-fn stepwise(args: &[&str], server: Option<&TestServer>) -> Output {
+/// The CLI, pointed at `server` (or at none: no address, no token).
+fn command(args: &[&str], server: Option<&TestServer>) -> Command {
     let mut command = Command::new(BIN);
     command
         .args(args)
@@ -18,34 +19,42 @@ fn stepwise(args: &[&str], server: Option<&TestServer>) -> Output {
             .env("STEPWISE_URL", &server.url)
             .env("STEPWISE_TOKEN", &server.token);
     }
-    command.output().expect("run stepwise")
+    command
 }
 
-/// Like [`stepwise`], for commands that wait (`--watch`): killed after
-/// `limit`, so a watch that never ends fails the test instead of hanging it.
-fn stepwise_within(args: &[&str], server: &TestServer, limit: std::time::Duration) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("STEPWISE_URL", &server.url)
-        .env("STEPWISE_TOKEN", &server.token)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+fn stepwise(args: &[&str], server: Option<&TestServer>) -> Output {
+    command(args, server).output().expect("run stepwise")
+}
+
+/// The CLI started in the background, its output piped.
+fn spawn(args: &[&str], server: &TestServer) -> Child {
+    command(args, Some(server))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .expect("run stepwise");
+        .expect("run stepwise")
+}
+
+/// Wait for a started CLI (`--watch`): killed after `limit`, so a watch that
+/// never ends fails the test instead of hanging it.
+fn finish_within(mut child: Child, limit: std::time::Duration) -> Output {
     let started = std::time::Instant::now();
     while child.try_wait().expect("wait for stepwise").is_none() {
         if started.elapsed() > limit {
             child.kill().ok();
             let out = child.wait_with_output().expect("stepwise output");
             panic!(
-                "`stepwise {}` did not end within {limit:?}: {}",
-                args.join(" "),
+                "stepwise did not end within {limit:?}: {}",
                 text(&out.stderr)
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.wait_with_output().expect("stepwise output")
+}
+
+fn stepwise_within(args: &[&str], server: &TestServer, limit: std::time::Duration) -> Output {
+    finish_within(spawn(args, server), limit)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -372,33 +381,24 @@ async fn watching_a_task_replaced_by_code_follows_its_new_run() {
         r#"{"name": "nightly", "code": "nightly", "start_at": "2999-01-01T00:00:00Z", "steps": [{"controller": "demo/count", "settings": {"to": 1000}}]}"#,
     )
     .unwrap();
-    let mut watch = Command::new(BIN)
-        .args(["task", "create", file.to_str().unwrap(), "--watch"])
-        .env("STEPWISE_URL", &server.url)
-        .env("STEPWISE_TOKEN", &server.token)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = spawn(
+        &["task", "create", file.to_str().unwrap(), "--watch"],
+        &server,
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    if let Some(status) = watch.try_wait().unwrap() {
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut stderr).unwrap();
-        panic!("the watch ended before the task ran ({status}): {stderr}");
+    if watch.try_wait().unwrap().is_some() {
+        let out = watch.wait_with_output().unwrap();
+        panic!(
+            "the watch ended before the task ran ({}): {}",
+            out.status,
+            text(&out.stderr)
+        );
     }
     let (_, page) = server.get("/tasks?code=nightly").await;
     let id = page["tasks"][0]["id"].as_i64().unwrap();
     let (status, _) = server.post_empty(&format!("/tasks/{id}/run")).await;
     assert!(status.is_success());
-    let started = std::time::Instant::now();
-    while watch.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < limit,
-            "the watch did not end with the run"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let out = watch.wait_with_output().unwrap();
+    let out = finish_within(watch, limit);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("completed"), "{stderr}");

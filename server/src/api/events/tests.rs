@@ -88,6 +88,15 @@ impl Harness {
             frames: 0,
         }
     }
+
+    /// A viewer's session (see [`Harness::open`]) following all tasks
+    /// without logs, its snapshot read.
+    async fn watch_all(&self, buffer: usize) -> Client {
+        let mut client = self.open(buffer);
+        client.send(json!({"type": "auth", "token": self.viewer}));
+        client.subscribe(json!("all"), false).await;
+        client
+    }
 }
 
 struct Client {
@@ -213,9 +222,7 @@ async fn a_list_subscription_with_logs_gets_only_its_tasks() {
 async fn running_progress_is_paced_and_always_the_latest() {
     let h = harness().await;
     let id = h.task().await;
-    let mut client = h.open(64);
-    client.send(json!({"type": "auth", "token": h.viewer}));
-    client.subscribe(json!("all"), false).await;
+    let mut client = h.watch_all(64).await;
 
     // Progress every 2 ms for half a second, then the end.
     let started = Instant::now();
@@ -256,9 +263,7 @@ async fn a_stalled_client_is_caught_up_with_a_snapshot_not_closed() {
     let h = harness().await;
     let id = h.task().await;
     // One message fits in the channel; the next send waits for the reader.
-    let mut client = h.open(0);
-    client.send(json!({"type": "auth", "token": h.viewer}));
-    client.subscribe(json!("all"), false).await;
+    let mut client = h.watch_all(0).await;
 
     // A change (not paced) at every flush, for more flushes than the feed
     // keeps for a subscriber that is behind.
@@ -302,9 +307,7 @@ async fn a_stalled_client_is_caught_up_with_a_snapshot_not_closed() {
 async fn a_client_a_few_flushes_behind_gets_them_in_one_frame() {
     let h = harness().await;
     let id = h.task().await;
-    let mut client = h.open(0);
-    client.send(json!({"type": "auth", "token": h.viewer}));
-    client.subscribe(json!("all"), false).await;
+    let mut client = h.watch_all(0).await;
 
     // Six changes, one per flush, none read: the first frame waits in the
     // channel, the session waits to send the second, the rest wait for it.
