@@ -1,40 +1,38 @@
-//! Claiming due tasks: one write transaction and a fixed handful of
-//! statements per batch, whatever the batch size (ids travel as JSON arrays
-//! through `json_each`, so every statement is prepared once and cached).
+//! Claiming due tasks: one write transaction per batch, run on the writer's
+//! handle directly (see [`super::direct`]), so its statements cost what SQLite
+//! takes to run them and nothing more.
 //!
-//! 1. `UPDATE tasks … WHERE id IN (due tasks) RETURNING …` marks them running;
-//! 2. `INSERT INTO runs … SELECT … FROM json_each(?) RETURNING id, task_id`;
-//! 3. `UPDATE tasks SET current_run_id …` points each task at its run;
-//! 4. steps, details and sealed secrets of all claimed tasks (3 queries);
-//! 5. the reusable step runs of the runs being resumed (only if any);
-//! 6. `INSERT INTO step_runs … SELECT … FROM json_each(?) RETURNING …`;
-//! 7. checkpoints of the fresh (non-resuming) runs are cleared (only if any);
-//! 8. the controllers' modules and the tasks' recent run durations, so the
-//!    executor reads nothing per run.
+//! 1. the due tasks are picked (one index range scan per priority);
+//! 2. per task: its run is inserted, then the task row is marked running and
+//!    pointed at the run in one update;
+//! 3. per task: its steps, details and sealed secrets, and, for a run that
+//!    resumes another, the step runs it reuses;
+//! 4. per step: its step run is inserted;
+//! 5. the controllers' modules and the tasks' recent run durations, so the
+//!    executor reads nothing per run; artifacts are carried into resuming
+//!    runs and checkpoints of fresh runs cleared.
 //!
 //! The transaction runs with `synchronous=NORMAL` (see [`super::relaxed`]).
 
 use super::SqliteStore;
+use super::direct::{self, TASK_COLUMNS, task_from_row};
 use super::relaxed::Relaxed;
-use super::rows::{json_ids, load_children, ms, task_columns, task_from_row};
-use super::runs::run_durations;
+use super::rows::{ms, parse, parse_json, task_columns, time};
 use crate::store::{
-    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, Step, StepRunStatus, StepStatus,
-    StoreResult, Task,
+    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, SealedSecret, Step, StepRunStatus,
+    StepStatus, StoreResult, Task, TaskStatus,
 };
-use anyhow::Context;
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
-use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-/// The claim statement. The due tasks are picked by one index range scan per
-/// priority (highest first), each stopping after `limit` rows, then merged:
-/// a single `ORDER BY priority DESC, next_run_at` over all scheduled tasks
-/// would instead walk through every not-yet-due task of a higher priority.
-static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+/// The due tasks, in claim order. They are picked by one index range scan per
+/// priority (highest first), each stopping after `limit` rows, then merged: a
+/// single `ORDER BY priority DESC, next_run_at` over all scheduled tasks would
+/// instead walk through every not-yet-due task of a higher priority.
+static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
     let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
     ranks.sort_unstable_by(|a, b| b.cmp(a));
     let per_priority: Vec<String> = ranks
@@ -51,16 +49,23 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
         .collect();
     format!(
         "WITH due AS ({}) \
-         UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = ?3, \
-                lease_expires_at = ?4, last_run_at = ?1, updated_at = ?1, cancel_requested = 0, \
-                progress = CASE WHEN resume_from_run_id IS NULL THEN 0 ELSE progress END, \
-                message = CASE WHEN resume_from_run_id IS NULL THEN NULL ELSE message END \
+         SELECT {}, resume_from_run_id, pending_trigger, pending_step_id FROM tasks \
          WHERE id IN (SELECT id FROM due ORDER BY priority DESC, next_run_at, id LIMIT ?2) \
-         RETURNING {}, resume_from_run_id, pending_trigger, pending_step_id",
+         ORDER BY priority DESC, next_run_at, id",
         per_priority.join(" UNION ALL "),
         task_columns!()
     )
 });
+
+/// Marks one due task running on its new run. No RETURNING: the claim
+/// already read the row, and SQLite buffers returned rows in a temporary
+/// b-tree, which cost more than the update itself.
+const MARK_RUNNING_SQL: &str = "UPDATE tasks SET status = 'running', attempts = attempts + 1, \
+        lease_owner = ?3, lease_expires_at = ?4, last_run_at = ?5, updated_at = ?5, \
+        cancel_requested = 0, current_run_id = ?2, pending_trigger = NULL, pending_step_id = NULL, \
+        progress = CASE WHEN resume_from_run_id IS NULL THEN 0 ELSE progress END, \
+        message = CASE WHEN resume_from_run_id IS NULL THEN NULL ELSE message END \
+     WHERE id = ?1";
 
 /// Past runs whose durations a claim brings for the ETA.
 const PAST_RUNS: i64 = 5;
@@ -111,172 +116,190 @@ pub(super) async fn claim_due(
         return Ok(Vec::new());
     }
     let mut conn = Relaxed::acquire(store).await?;
-    let claimed = claim_in(&mut conn, node, now, lease_until, limit).await;
+    let claimed =
+        direct::with_handle(&mut conn, |db| claim_in(db, node, now, lease_until, limit)).await;
     conn.restore().await?;
     claimed
 }
 
-async fn claim_in(
-    conn: &mut SqliteConnection,
+/// One due task as picked, before it is claimed.
+struct Due {
+    task: Task,
+    shape: Shape,
+}
+
+fn claim_in(
+    db: &Connection,
     node: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: i64,
-) -> StoreResult<Vec<ClaimedRun>> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let rows = sqlx::query(&CLAIM_SQL)
-        .bind(ms(now))
-        .bind(limit)
-        .bind(node)
-        .bind(ms(lease_until))
-        .fetch_all(&mut *tx)
-        .await
-        .context("claiming due tasks")?;
-    if rows.is_empty() {
-        tx.commit().await?;
-        return Ok(Vec::new());
+) -> Result<Vec<ClaimedRun>> {
+    let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
+    let due = pick_due(&tx, now, limit)?;
+    let mut claimed = Vec::with_capacity(due.len());
+    {
+        let mut insert_run = tx.prepare_cached(
+            "INSERT INTO runs (task_id, attempt, status, trigger, node, started_at) \
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5)",
+        )?;
+        let mut mark_running = tx.prepare_cached(MARK_RUNNING_SQL)?;
+        for Due { mut task, shape } in due {
+            insert_run
+                .execute(params![
+                    task.id,
+                    task.attempts + 1,
+                    shape.trigger().as_str(),
+                    node,
+                    ms(now)
+                ])
+                .context("inserting a run")?;
+            let run_id = tx.last_insert_rowid();
+            mark_running
+                .execute(params![task.id, run_id, node, ms(lease_until), ms(now)])
+                .context("marking a task running")?;
+            // The row as the update left it.
+            let at = time(ms(now));
+            task.status = TaskStatus::Running;
+            task.attempts += 1;
+            task.last_run_at = Some(at);
+            task.updated_at = at;
+            task.current_run_id = Some(run_id);
+            if shape.resume_from.is_none() {
+                task.progress = 0.0;
+                task.message = None;
+            }
+            claimed.push((task, shape, run_id));
+        }
     }
-    let mut claimed: Vec<(Task, Shape)> = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let shape = Shape {
-            resume_from: row.try_get("resume_from_run_id")?,
-            pending_trigger: row.try_get("pending_trigger")?,
-            pending_step: row.try_get("pending_step_id")?,
+    let mut runs = Vec::with_capacity(claimed.len());
+    let mut modules = HashMap::new();
+    for (mut task, shape, run_id) in claimed {
+        let secrets = load_children(&tx, &mut task)?;
+        let reusable = match shape.resumes() {
+            Some(previous) => {
+                carry_artifacts(&tx, previous, run_id)?;
+                load_reusable(&tx, previous)?
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM checkpoints WHERE task_id = ?1")?
+                    .execute([task.id])
+                    .context("clearing checkpoints of a fresh run")?;
+                HashMap::new()
+            }
         };
-        claimed.push((task_from_row(row)?, shape));
-    }
-    // RETURNING order is unspecified: restore the claim order.
-    claimed.sort_by_key(|(t, _)| (std::cmp::Reverse(t.priority.rank()), t.next_run_at, t.id));
-    let (mut tasks, shapes): (Vec<Task>, Vec<Shape>) = claimed.into_iter().unzip();
-
-    let run_ids = insert_runs(&mut tx, &tasks, &shapes, node, now).await?;
-    sqlx::query(
-        "UPDATE tasks SET current_run_id = (SELECT max(id) FROM runs WHERE runs.task_id = tasks.id), \
-                pending_trigger = NULL, pending_step_id = NULL \
-         WHERE id IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(json_ids(tasks.iter().map(|t| t.id)))
-    .execute(&mut *tx)
-    .await
-    .context("pointing tasks at their runs")?;
-    for task in &mut tasks {
-        task.current_run_id = Some(run_ids[&task.id]);
-    }
-    let mut secrets = load_children(&mut tx, &mut tasks, true).await?;
-
-    let reusable = load_reusable(&mut tx, &shapes).await?;
-    let mut planned = insert_step_runs(&mut tx, &tasks, &shapes, &run_ids, &reusable).await?;
-    let modules = load_modules(&mut tx, &tasks).await?;
-    for step in planned.iter_mut().flatten() {
-        step.module = modules.get(&step.step.controller).cloned();
-    }
-    let claimed_ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
-    let mut past = run_durations(&mut tx, &claimed_ids, PAST_RUNS).await?;
-
-    // A resuming run continues the artifacts of the run it resumes (a dump
-    // that stopped half-way is completed, not restarted in an empty file).
-    let carried: Vec<(i64, i64)> = tasks
-        .iter()
-        .zip(&shapes)
-        .filter_map(|(t, s)| s.resumes().map(|previous| (previous, run_ids[&t.id])))
-        .collect();
-    for (previous, run_id) in carried {
-        sqlx::query(
-            "INSERT INTO artifacts (task_id, run_id, step_id, name, data, size, created_at, updated_at) \
-             SELECT task_id, ?2, step_id, name, data, size, created_at, updated_at FROM artifacts WHERE run_id = ?1",
-        )
-        .bind(previous)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await
-        .context("carrying artifacts into the resuming run")?;
-    }
-
-    let fresh: Vec<i64> = tasks
-        .iter()
-        .zip(&shapes)
-        .filter(|(_, s)| s.resumes().is_none())
-        .map(|(t, _)| t.id)
-        .collect();
-    if !fresh.is_empty() {
-        sqlx::query("DELETE FROM checkpoints WHERE task_id IN (SELECT value FROM json_each(?1))")
-            .bind(json_ids(fresh))
-            .execute(&mut *tx)
-            .await
-            .context("clearing checkpoints of fresh runs")?;
-    }
-    tx.commit().await?;
-
-    Ok(tasks
-        .into_iter()
-        .zip(shapes)
-        .zip(planned)
-        .map(|((task, shape), steps)| ClaimedRun {
-            run_id: run_ids[&task.id],
+        let mut steps = insert_step_runs(&tx, &task, &shape, run_id, &reusable)?;
+        for planned in &mut steps {
+            planned.module = module(&tx, &mut modules, &planned.step.controller)?;
+        }
+        runs.push(ClaimedRun {
+            run_id,
             attempt: task.attempts,
             trigger: shape.trigger(),
-            secrets: secrets.remove(&task.id).unwrap_or_default(),
-            past_durations: past.remove(&task.id).unwrap_or_default(),
+            secrets,
+            past_durations: past_durations(&tx, task.id)?,
             steps,
             task,
-        })
-        .collect())
-}
-
-/// One run per claimed task; returns task id → run id.
-async fn insert_runs(
-    conn: &mut SqliteConnection,
-    tasks: &[Task],
-    shapes: &[Shape],
-    node: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<HashMap<i64, i64>> {
-    let payload: Vec<Value> = tasks
-        .iter()
-        .zip(shapes)
-        .map(|(task, shape)| json!([task.id, task.attempts, shape.trigger().as_str()]))
-        .collect();
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
-        "INSERT INTO runs (task_id, attempt, status, trigger, node, started_at) \
-         SELECT value ->> 0, value ->> 1, 'running', value ->> 2, ?2, ?3 FROM json_each(?1) \
-         RETURNING task_id, id",
-    )
-    .bind(Value::from(payload).to_string())
-    .bind(node)
-    .bind(ms(now))
-    .fetch_all(&mut *conn)
-    .await
-    .context("inserting runs")?;
-    Ok(rows.into_iter().collect())
-}
-
-/// (previous run id, step id) → the step run to reuse, for resuming runs.
-async fn load_reusable(
-    conn: &mut SqliteConnection,
-    shapes: &[Shape],
-) -> StoreResult<HashMap<(i64, i64), Reusable>> {
-    let previous: Vec<i64> = shapes.iter().filter_map(Shape::resumes).collect();
-    if previous.is_empty() {
-        return Ok(HashMap::new());
+        });
     }
-    let rows = sqlx::query(
-        "SELECT run_id, step_id, result, outcome, module_hash, progress, message FROM step_runs \
-         WHERE run_id IN (SELECT value FROM json_each(?1)) AND status IN ('completed', 'reused')",
-    )
-    .bind(json_ids(previous))
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading reusable step runs")?;
-    let mut reusable = HashMap::with_capacity(rows.len());
-    for row in &rows {
+    tx.commit().context("committing the claim")?;
+    Ok(runs)
+}
+
+fn pick_due(tx: &Transaction, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>> {
+    let mut statement = tx.prepare_cached(&DUE_SQL)?;
+    let mut rows = statement.query(params![ms(now), limit])?;
+    let mut due = Vec::new();
+    while let Some(row) = rows.next().context("picking due tasks")? {
+        due.push(Due {
+            task: task_from_row(row)?,
+            shape: Shape {
+                resume_from: row.get(TASK_COLUMNS)?,
+                pending_trigger: row.get(TASK_COLUMNS + 1)?,
+                pending_step: row.get(TASK_COLUMNS + 2)?,
+            },
+        });
+    }
+    Ok(due)
+}
+
+/// Fill in a claimed task's steps (in run order), details and secret names;
+/// returns its sealed secrets.
+fn load_children(tx: &Transaction, task: &mut Task) -> Result<Vec<SealedSecret>> {
+    let mut steps = tx.prepare_cached(
+        "SELECT id, task_id, sort_order, controller, settings, max_execution_time, max_memory, \
+                interrupt_on_step_fault, status \
+         FROM steps WHERE task_id = ?1 ORDER BY sort_order, id",
+    )?;
+    let mut rows = steps.query([task.id])?;
+    while let Some(row) = rows.next().context("loading steps")? {
+        let settings: String = row.get(4)?;
+        let status: String = row.get(8)?;
+        task.steps.push(Step {
+            id: row.get(0)?,
+            task_id: row.get(1)?,
+            sort_order: row.get(2)?,
+            controller: row.get(3)?,
+            settings: parse_json(&settings)?,
+            max_execution_time: row.get(5)?,
+            max_memory: row.get(6)?,
+            interrupt_on_step_fault: row.get(7)?,
+            status: parse::<StepStatus>(&status)?,
+        });
+    }
+    let mut details =
+        tx.prepare_cached("SELECT key, value FROM task_details WHERE task_id = ?1 ORDER BY key")?;
+    let mut rows = details.query([task.id])?;
+    while let Some(row) = rows.next().context("loading task details")? {
+        let value: String = row.get(1)?;
+        task.details.insert(row.get(0)?, parse_json(&value)?);
+    }
+    let mut secrets = tx.prepare_cached(
+        "SELECT name, nonce, ciphertext FROM task_secrets WHERE task_id = ?1 ORDER BY name",
+    )?;
+    let mut rows = secrets.query([task.id])?;
+    let mut sealed = Vec::new();
+    while let Some(row) = rows.next().context("loading secrets")? {
+        let name: String = row.get(0)?;
+        task.secret_names.push(name.clone());
+        sealed.push(SealedSecret {
+            name,
+            nonce: row.get(1)?,
+            ciphertext: row.get(2)?,
+        });
+    }
+    Ok(sealed)
+}
+
+/// A resuming run continues the artifacts of the run it resumes (a dump that
+/// stopped half-way is completed, not restarted in an empty file).
+fn carry_artifacts(tx: &Transaction, previous: i64, run_id: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO artifacts (task_id, run_id, step_id, name, data, size, created_at, updated_at) \
+         SELECT task_id, ?2, step_id, name, data, size, created_at, updated_at FROM artifacts WHERE run_id = ?1",
+    )?
+    .execute([previous, run_id])
+    .context("carrying artifacts into the resuming run")?;
+    Ok(())
+}
+
+/// Step id → the step run of `previous` that the resuming run reuses.
+fn load_reusable(tx: &Transaction, previous: i64) -> Result<HashMap<i64, Reusable>> {
+    let mut statement = tx.prepare_cached(
+        "SELECT step_id, result, outcome, module_hash, progress, message FROM step_runs \
+         WHERE run_id = ?1 AND status IN ('completed', 'reused')",
+    )?;
+    let mut rows = statement.query([previous])?;
+    let mut reusable = HashMap::new();
+    while let Some(row) = rows.next().context("loading reusable step runs")? {
         reusable.insert(
-            (row.try_get("run_id")?, row.try_get("step_id")?),
+            row.get(0)?,
             Reusable {
-                result: row.try_get("result")?,
-                outcome: row.try_get("outcome")?,
-                module_hash: row.try_get("module_hash")?,
-                progress: row.try_get("progress")?,
-                message: row.try_get("message")?,
+                result: row.get(1)?,
+                outcome: row.get(2)?,
+                module_hash: row.get(3)?,
+                progress: row.get(4)?,
+                message: row.get(5)?,
             },
         );
     }
@@ -284,7 +307,7 @@ async fn load_reusable(
 }
 
 /// What each step of a claimed task does in its new run.
-fn plan(shape: &Shape, step: &Step, reusable: &HashMap<(i64, i64), Reusable>) -> StepRunStatus {
+fn plan(shape: &Shape, step: &Step, reusable: &HashMap<i64, Reusable>) -> StepRunStatus {
     if step.status == StepStatus::Disabled {
         return StepRunStatus::Skipped;
     }
@@ -295,33 +318,35 @@ fn plan(shape: &Shape, step: &Step, reusable: &HashMap<(i64, i64), Reusable>) ->
             StepRunStatus::Skipped
         };
     }
-    match shape.resumes() {
-        Some(previous) if reusable.contains_key(&(previous, step.id)) => StepRunStatus::Reused,
-        _ => StepRunStatus::Pending,
+    if shape.resumes().is_some() && reusable.contains_key(&step.id) {
+        StepRunStatus::Reused
+    } else {
+        StepRunStatus::Pending
     }
 }
 
-/// Insert the step runs of all claimed runs in one statement; returns each
-/// task's planned steps, in claim order.
-async fn insert_step_runs(
-    conn: &mut SqliteConnection,
-    tasks: &[Task],
-    shapes: &[Shape],
-    run_ids: &HashMap<i64, i64>,
-    reusable: &HashMap<(i64, i64), Reusable>,
-) -> StoreResult<Vec<Vec<PlannedStep>>> {
-    let mut payload = Vec::new();
-    let mut statuses = Vec::with_capacity(tasks.len());
-    for (task, shape) in tasks.iter().zip(shapes) {
-        let run_id = run_ids[&task.id];
-        let mut of_task = Vec::with_capacity(task.steps.len());
-        for step in &task.steps {
-            let status = plan(shape, step, reusable);
-            let copied = match (status, shape.resumes()) {
-                (StepRunStatus::Reused, Some(previous)) => reusable.get(&(previous, step.id)),
-                _ => None,
-            };
-            payload.push(json!([
+/// Insert the step runs of a claimed run; returns its planned steps in order.
+fn insert_step_runs(
+    tx: &Transaction,
+    task: &Task,
+    shape: &Shape,
+    run_id: i64,
+    reusable: &HashMap<i64, Reusable>,
+) -> Result<Vec<PlannedStep>> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO step_runs (run_id, step_id, sort_order, controller, status, result, outcome, \
+                module_hash, progress, message) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let mut planned = Vec::with_capacity(task.steps.len());
+    // Steps are loaded in (sort_order, id) order, the order they run in.
+    for step in &task.steps {
+        let status = plan(shape, step, reusable);
+        let copied = (status == StepRunStatus::Reused)
+            .then(|| reusable.get(&step.id))
+            .flatten();
+        insert
+            .execute(params![
                 run_id,
                 step.id,
                 step.sort_order,
@@ -332,70 +357,51 @@ async fn insert_step_runs(
                 copied.and_then(|r| r.module_hash.as_deref()),
                 copied.map_or(0.0, |r| r.progress),
                 copied.and_then(|r| r.message.as_deref()),
-            ]));
-            of_task.push(status);
-        }
-        statuses.push(of_task);
+            ])
+            .context("inserting a step run")?;
+        planned.push(PlannedStep {
+            step: step.clone(),
+            step_run_id: tx.last_insert_rowid(),
+            status,
+            module: None,
+        });
     }
-    let rows: Vec<(i64, i64, i64)> = if payload.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as(
-            "INSERT INTO step_runs (run_id, step_id, sort_order, controller, status, result, outcome, \
-                    module_hash, progress, message) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-                    value ->> 6, value ->> 7, value ->> 8, value ->> 9 FROM json_each(?1) \
-             RETURNING run_id, step_id, id",
-        )
-        .bind(Value::from(payload).to_string())
-        .fetch_all(&mut *conn)
-        .await
-        .context("inserting step runs")?
-    };
-    let ids: HashMap<(i64, i64), i64> = rows
-        .into_iter()
-        .map(|(run, step, id)| ((run, step), id))
-        .collect();
-    Ok(tasks
-        .iter()
-        .zip(statuses)
-        .map(|(task, statuses)| {
-            let run_id = run_ids[&task.id];
-            // Steps are loaded in (sort_order, id) order, the order they run in.
-            task.steps
-                .iter()
-                .zip(statuses)
-                .map(|(step, status)| PlannedStep {
-                    step: step.clone(),
-                    step_run_id: ids[&(run_id, step.id)],
-                    status,
-                    module: None,
-                })
-                .collect()
-        })
-        .collect())
+    Ok(planned)
 }
 
-/// The registered modules the claimed steps name (path → version).
-async fn load_modules(
-    conn: &mut SqliteConnection,
-    tasks: &[Task],
-) -> StoreResult<HashMap<String, ModuleRef>> {
-    let mut paths: Vec<&str> = tasks
-        .iter()
-        .flat_map(|t| t.steps.iter().map(|s| s.controller.as_str()))
-        .collect();
-    paths.sort_unstable();
-    paths.dedup();
-    let rows: Vec<(String, String, bool)> = sqlx::query_as(
-        "SELECT path, hash, active FROM modules WHERE path IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(Value::from(paths).to_string())
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading the claimed steps' modules")?;
-    Ok(rows
-        .into_iter()
-        .map(|(path, hash, active)| (path, ModuleRef { hash, active }))
-        .collect())
+/// The registered module a claimed step names, looked up once per claim.
+fn module(
+    tx: &Transaction,
+    known: &mut HashMap<String, Option<ModuleRef>>,
+    path: &str,
+) -> Result<Option<ModuleRef>> {
+    if let Some(module) = known.get(path) {
+        return Ok(module.clone());
+    }
+    let module = tx
+        .prepare_cached("SELECT hash, active FROM modules WHERE path = ?1")?
+        .query_row([path], |row| {
+            Ok(ModuleRef {
+                hash: row.get(0)?,
+                active: row.get(1)?,
+            })
+        })
+        .optional()
+        .context("loading a claimed step's module")?;
+    known.insert(path.to_string(), module.clone());
+    Ok(module)
+}
+
+/// How long the task's last completed runs took, in seconds, newest first.
+fn past_durations(tx: &Transaction, task_id: i64) -> Result<Vec<f64>> {
+    let mut statement = tx.prepare_cached(
+        "SELECT (finished_at - started_at) / 1000.0 FROM runs \
+         WHERE task_id = ?1 AND status = 'completed' AND finished_at IS NOT NULL \
+         ORDER BY id DESC LIMIT ?2",
+    )?;
+    let durations = statement
+        .query_map(params![task_id, PAST_RUNS], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<f64>>>()
+        .context("loading the task's past run durations")?;
+    Ok(durations)
 }

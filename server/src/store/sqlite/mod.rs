@@ -13,6 +13,7 @@ mod actions;
 mod blobs;
 mod claim;
 mod create_batch;
+mod direct;
 mod records;
 mod relaxed;
 mod rows;

@@ -130,10 +130,8 @@ pub(super) async fn start_step_in(
 /// The executor's writes of many runs in one transaction: one fsync for all
 /// (see [`super::writes`]).
 pub(super) async fn apply_writes(store: &SqliteStore, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
-    let mut tx = store.writer.begin().await?;
-    let applied = writes::apply(&mut tx, ops).await?;
-    tx.commit().await?;
-    Ok(applied)
+    let mut conn = store.writer.acquire().await?;
+    super::direct::with_handle(&mut conn, |db| writes::apply(db, ops)).await
 }
 
 pub(super) async fn finish_step(

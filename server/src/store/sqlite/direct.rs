@@ -1,0 +1,90 @@
+//! The engine's hot transactions (claims and the executor's write batches) run
+//! on the writer's SQLite handle directly, on the calling thread, through
+//! rusqlite.
+//!
+//! Why: through sqlx every statement is a hand-off to the connection's worker
+//! thread and back, and on a busy node the task waiting for the answer queues
+//! behind hundreds of running steps before it sends the next statement. The
+//! writer then sat idle about 40 % of the time it was held, and it is the one
+//! resource every claim and every run end needs. Locked out of sqlx's worker,
+//! a whole transaction runs without a single hand-off, as plain per-row
+//! statements prepared once per transaction: no JSON shredding either.
+//!
+//! The transaction blocks the calling thread while it runs (some 30 µs per
+//! claimed task, a few milliseconds for a batch): the claim loop and the
+//! committer run on the engine's own runtime (`app.rs`), so API requests and
+//! live-view sessions never wait behind it. Everything else in the store stays
+//! on sqlx: it is not on the hot path.
+
+use crate::store::{Priority, RunResult, StoreResult, Task, TaskStatus};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, Row};
+use serde_json::Map;
+use sqlx::sqlite::SqliteConnection;
+
+use super::rows::{parse, time};
+
+/// Run `work` on the connection's own SQLite handle. It runs synchronously on
+/// this thread while sqlx's worker for the connection waits; `work` must
+/// leave no transaction open (use [`rusqlite::Transaction`], which rolls back
+/// when dropped).
+pub(super) async fn with_handle<R>(
+    conn: &mut SqliteConnection,
+    work: impl FnOnce(&Connection) -> anyhow::Result<R>,
+) -> StoreResult<R> {
+    let mut locked = conn
+        .lock_handle()
+        .await
+        .context("locking the writer's SQLite handle")?;
+    let raw = locked.as_raw_handle();
+    // SAFETY (the one unsafe block of the store): `locked` gives this thread exclusive use of the handle until it
+    // is dropped, after `db`. `from_handle` never closes the handle; dropping
+    // `db` only finalizes the statements it prepared.
+    #[allow(unsafe_code)]
+    let db = unsafe { Connection::from_handle(raw.as_ptr()) }
+        .context("using the writer's SQLite handle")?;
+    let result = work(&db);
+    drop(db);
+    drop(locked);
+    Ok(result?)
+}
+
+/// Milliseconds since the epoch back into a time.
+fn opt_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.map(time)
+}
+
+/// How many columns [`task_from_row`] reads.
+pub(super) const TASK_COLUMNS: usize = 19;
+
+/// A task row selected or returned with [`super::rows::task_columns`], in
+/// that column order, without its children.
+pub(super) fn task_from_row(row: &Row) -> anyhow::Result<Task> {
+    let status: String = row.get(3)?;
+    let last_result: Option<String> = row.get(12)?;
+    Ok(Task {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        code: row.get(2)?,
+        status: parse::<TaskStatus>(&status)?,
+        priority: Priority::from_rank(row.get(4)?),
+        start_at: opt_time(row.get(5)?),
+        run_interval: row.get(6)?,
+        max_execution_time: row.get(7)?,
+        max_attempts: row.get(8)?,
+        attempts: row.get(9)?,
+        progress: row.get(10)?,
+        message: row.get(11)?,
+        last_result: last_result.as_deref().map(parse::<RunResult>).transpose()?,
+        last_run_at: opt_time(row.get(13)?),
+        next_run_at: opt_time(row.get(14)?),
+        created_by: row.get(15)?,
+        details: Map::new(),
+        secret_names: Vec::new(),
+        current_run_id: row.get(16)?,
+        created_at: time(row.get(17)?),
+        updated_at: time(row.get(18)?),
+        steps: Vec::new(),
+    })
+}
