@@ -88,3 +88,61 @@ pub(super) fn task_from_row(row: &Row) -> anyhow::Result<Task> {
         steps: Vec::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Durability, SqliteStore};
+    use rusqlite::{Transaction, TransactionBehavior};
+
+    async fn count_blobs(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM module_blobs")
+            .fetch_one(&store.writer)
+            .await
+            .expect("count")
+    }
+
+    /// A direct transaction that fails leaves nothing behind, and the writer
+    /// goes on serving sqlx and direct writes alike (no transaction left open,
+    /// the handle not closed).
+    #[tokio::test]
+    async fn a_failed_direct_transaction_rolls_back_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("s.db"), Durability::Full)
+            .await
+            .expect("open");
+        let insert =
+            "INSERT INTO module_blobs (hash, bytes, size, created_at) VALUES (?1, x'00', 1, 0)";
+        let mut conn = store.writer.acquire().await.expect("writer");
+        let failed = with_handle(&mut conn, |db| {
+            let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
+            tx.execute(insert, ["a"])?;
+            // The primary key refuses the second row: the whole transaction goes.
+            tx.execute(insert, ["a"])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await;
+        assert!(failed.is_err(), "the duplicate key must fail");
+        drop(conn);
+        assert_eq!(count_blobs(&store).await, 0, "rolled back");
+
+        sqlx::query(
+            "INSERT INTO module_blobs (hash, bytes, size, created_at) VALUES ('b', x'00', 1, 0)",
+        )
+        .execute(&store.writer)
+        .await
+        .expect("sqlx writes after a failed direct transaction");
+        let mut conn = store.writer.acquire().await.expect("writer");
+        with_handle(&mut conn, |db| {
+            let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
+            tx.execute(insert, ["c"])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .expect("a direct write after it");
+        drop(conn);
+        assert_eq!(count_blobs(&store).await, 2);
+    }
+}
