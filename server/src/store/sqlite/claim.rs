@@ -24,7 +24,7 @@ use crate::store::{
 };
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -135,8 +135,19 @@ fn claim_in(
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<ClaimedRun>> {
-    let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
-    let due = pick_due(&tx, now, limit)?;
+    direct::hot_transaction(db, |tx| {
+        claim_in_transaction(tx, node, now, lease_until, limit)
+    })
+}
+
+fn claim_in_transaction(
+    tx: &Transaction,
+    node: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<ClaimedRun>> {
+    let due = pick_due(tx, now, limit)?;
     let mut claimed = Vec::with_capacity(due.len());
     {
         let mut insert_run = tx.prepare_cached(
@@ -175,11 +186,11 @@ fn claim_in(
     let mut runs = Vec::with_capacity(claimed.len());
     let mut modules = HashMap::new();
     for (mut task, shape, run_id) in claimed {
-        let secrets = load_children(&tx, &mut task)?;
+        let secrets = load_children(tx, &mut task)?;
         let reusable = match shape.resumes() {
             Some(previous) => {
-                carry_artifacts(&tx, previous, run_id)?;
-                load_reusable(&tx, previous)?
+                carry_artifacts(tx, previous, run_id)?;
+                load_reusable(tx, previous)?
             }
             None => {
                 tx.prepare_cached("DELETE FROM checkpoints WHERE task_id = ?1")?
@@ -188,21 +199,20 @@ fn claim_in(
                 HashMap::new()
             }
         };
-        let mut steps = insert_step_runs(&tx, &task, &shape, run_id, &reusable)?;
+        let mut steps = insert_step_runs(tx, &task, &shape, run_id, &reusable)?;
         for planned in &mut steps {
-            planned.module = module(&tx, &mut modules, &planned.step.controller)?;
+            planned.module = module(tx, &mut modules, &planned.step.controller)?;
         }
         runs.push(ClaimedRun {
             run_id,
             attempt: task.attempts,
             trigger: shape.trigger(),
             secrets,
-            past_durations: past_durations(&tx, task.id)?,
+            past_durations: past_durations(tx, task.id)?,
             steps,
             task,
         });
     }
-    tx.commit().context("committing the claim")?;
     Ok(runs)
 }
 

@@ -19,7 +19,7 @@
 use crate::store::{Priority, RunResult, StoreResult, Task, TaskStatus};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, Row, Transaction, TransactionBehavior};
 use serde_json::Map;
 use sqlx::sqlite::SqliteConnection;
 
@@ -48,6 +48,41 @@ pub(super) async fn with_handle<R>(
     drop(db);
     drop(locked);
     Ok(result?)
+}
+
+/// Run `work` in one IMMEDIATE transaction with foreign-key checks off, and
+/// commit it; on an error it is rolled back.
+///
+/// Why off: the checks were about a tenth of the engine's throughput (every
+/// run and step-run insert looked its parent up again; deleting checkpoints
+/// walked the constraint machinery per row), and in the hot transactions they
+/// can find nothing: a claim inserts runs for tasks it has just read and step
+/// runs for runs it has just inserted; the executor's writes update no key
+/// and delete nothing. Every other transaction keeps the checks, and
+/// `store/tests/sqlite.rs` runs `PRAGMA foreign_key_check` after a claim and
+/// a batch of run ends.
+pub(super) fn hot_transaction<R>(
+    db: &Connection,
+    work: impl FnOnce(&Transaction) -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
+    // A no-op inside a transaction, so it goes first; put back however this
+    // ends, a panic included (the guard drops after the transaction).
+    db.execute_batch("PRAGMA foreign_keys = OFF")?;
+    let _restore = KeysBackOn(db);
+    let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
+    let result = work(&tx)?;
+    tx.commit().context("committing")?;
+    Ok(result)
+}
+
+struct KeysBackOn<'a>(&'a Connection);
+
+impl Drop for KeysBackOn<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.execute_batch("PRAGMA foreign_keys = ON") {
+            tracing::error!("turning foreign keys back on failed: {error}");
+        }
+    }
 }
 
 /// Milliseconds since the epoch back into a time.
@@ -93,7 +128,6 @@ pub(super) fn task_from_row(row: &Row) -> anyhow::Result<Task> {
 mod tests {
     use super::*;
     use crate::store::{Durability, SqliteStore};
-    use rusqlite::{Transaction, TransactionBehavior};
 
     async fn count_blobs(store: &SqliteStore) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM module_blobs")

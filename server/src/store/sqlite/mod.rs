@@ -136,6 +136,20 @@ impl SqliteStore {
             .await
             .expect("read synchronous")
     }
+
+    /// The writer connection's `PRAGMA foreign_keys`, and the rows that
+    /// break a foreign key anywhere in the database.
+    pub(crate) async fn writer_foreign_keys(&self) -> (i64, usize) {
+        let on = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&self.writer)
+            .await
+            .expect("read foreign_keys");
+        let broken = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&self.writer)
+            .await
+            .expect("foreign_key_check");
+        (on, broken.len())
+    }
 }
 
 fn lock_path(path: &Path) -> PathBuf {

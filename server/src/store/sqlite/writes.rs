@@ -6,14 +6,17 @@
 use super::rows::{ms, opt_ms};
 use crate::store::{RunEnd, StepRunEnd, WriteOp};
 use anyhow::{Context, Result};
-use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, Transaction, params};
 use serde_json::Value;
 use std::collections::HashMap;
 
 /// Apply `ops` in one transaction; one `applied` answer per op, as the
 /// single-op store methods give it (`StartStep` is always `true`).
 pub(super) fn apply(db: &Connection, ops: &[WriteOp]) -> Result<Vec<bool>> {
-    let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
+    super::direct::hot_transaction(db, |tx| apply_in(tx, ops))
+}
+
+fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<bool>> {
     // A step that starts and ends within one batch (most do) is written once:
     // its start rides on its end.
     let mut folded: HashMap<i64, Option<(Option<&str>, i64)>> = ops
@@ -33,22 +36,21 @@ pub(super) fn apply(db: &Connection, ops: &[WriteOp]) -> Result<Vec<bool>> {
             } => {
                 match folded.get_mut(step_run_id) {
                     Some(start) => *start = Some((module_hash.as_deref(), ms(*at))),
-                    None => start_step(&tx, *step_run_id, module_hash.as_deref(), ms(*at))?,
+                    None => start_step(tx, *step_run_id, module_hash.as_deref(), ms(*at))?,
                 }
                 true
             }
             WriteOp::FinishStep { step_run_id, end } => {
                 let start = folded.get(step_run_id).copied().flatten();
-                end_step(&tx, *step_run_id, end, start)?
+                end_step(tx, *step_run_id, end, start)?
             }
             WriteOp::FinishRun {
                 task_id,
                 run_id,
                 end,
-            } => end_run(&tx, *task_id, *run_id, end)?,
+            } => end_run(tx, *task_id, *run_id, end)?,
         });
     }
-    tx.commit().context("committing the executor's writes")?;
     Ok(applied)
 }
 

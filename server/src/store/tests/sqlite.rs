@@ -84,3 +84,60 @@ async fn claims_relax_durability_for_themselves_only() {
         );
     }
 }
+
+/// Claims and the executor's write batches run with foreign-key checks off
+/// (see `sqlite::direct::hot_transaction`): they must leave the checks on for
+/// everything else, and no row without its parent.
+#[tokio::test]
+async fn hot_transactions_leave_foreign_keys_on_and_intact() {
+    let (_dir, store) = sqlite_store().await;
+    for i in 0..5 {
+        create(
+            &store,
+            with_steps(new_task(&format!("t{i}")), &["a", "b"]),
+            0,
+        )
+        .await;
+    }
+    assert_eq!(
+        store.writer_foreign_keys().await,
+        (1, 0),
+        "on to begin with"
+    );
+    let claimed = claim(&store, 1, 5).await;
+    assert_eq!(claimed.len(), 5);
+    assert_eq!(store.writer_foreign_keys().await, (1, 0), "after a claim");
+
+    let mut ops = Vec::new();
+    for run in &claimed {
+        for planned in &run.steps {
+            ops.push(WriteOp::StartStep {
+                step_run_id: planned.step_run_id,
+                module_hash: Some("hash".into()),
+                at: t(2),
+            });
+            ops.push(WriteOp::FinishStep {
+                step_run_id: planned.step_run_id,
+                end: step_end(StepRunStatus::Completed, 3),
+            });
+        }
+        ops.push(WriteOp::FinishRun {
+            task_id: run.task.id,
+            run_id: run.run_id,
+            end: run_end(RunStatus::Completed, TaskStatus::Completed, 4),
+        });
+    }
+    let applied = store.apply_writes(&ops).await.expect("apply");
+    assert!(applied.iter().all(|a| *a), "{applied:?}");
+    assert_eq!(
+        store.writer_foreign_keys().await,
+        (1, 0),
+        "after the writes"
+    );
+
+    // The checks are on again: deleting a task still takes its runs with it.
+    let task_id = claimed[0].task.id;
+    assert!(!store.list_runs(task_id, 10).await.expect("runs").is_empty());
+    store.delete_task(task_id).await.expect("delete");
+    assert_eq!(store.writer_foreign_keys().await, (1, 0), "after a delete");
+}
