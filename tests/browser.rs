@@ -1229,6 +1229,13 @@ async fn settings_errors_show_next_to_the_field() {
                 t.contains("bytes of JSON")
             })
             .await;
+        // The check run while typing (debounced 400 ms) must not clear it.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(
+            b.text(settings_error).await.as_deref(),
+            Some(text.as_str()),
+            "the server's error stays until the text changes"
+        );
         let (status, api_error) = server
             .post(
                 "/tasks",

@@ -128,10 +128,14 @@ export function mount(main, ctx) {
         h('div', { class: 'field' }, labels.memory, memory)),
       h('div', { class: 'field field-check' }, interrupt, labels.interrupt),
       h('div', { class: 'step-tools' }, up, down, remove));
-    const step = { box, select, settings, time, memory, interrupt, legend, labels, up, down, remove };
+    // Checked as the user types (debounced) and on leaving the field, but only
+    // when the text changed since the last check or submit: an error the
+    // server gave for this text stays until the text changes.
+    const check = debounce(() => checkJsonIfChanged(settings), 400);
+    const step = { box, select, settings, check, time, memory, interrupt, legend, labels, up, down, remove };
     moduleOptions(select, preset || '');
-    settings.addEventListener('input', debounce(() => checkJson(settings, false), 400));
-    settings.addEventListener('blur', () => checkJson(settings, false));
+    settings.addEventListener('input', check);
+    settings.addEventListener('blur', () => { check.cancel(); checkJsonIfChanged(settings); });
     remove.addEventListener('click', () => {
       steps.splice(steps.indexOf(step), 1);
       box.remove();
@@ -282,6 +286,12 @@ export function mount(main, ctx) {
     return true;
   }
 
+  function checkJsonIfChanged(textarea) {
+    if (textarea.value === textarea.lastChecked) return;
+    textarea.lastChecked = textarea.value;
+    checkJson(textarea, false);
+  }
+
   // ---------------------------------------------------------------- submit
   function intValue(input) {
     const raw = input.value.trim();
@@ -355,6 +365,11 @@ export function mount(main, ctx) {
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     if (submitting) return;
+    // The submit checks everything now: no pending check may clear what it shows.
+    for (const s of steps) {
+      s.check.cancel();
+      s.settings.lastChecked = s.settings.value;
+    }
     clearErrors();
     const built = build();
     if (built.errors) {
