@@ -57,6 +57,7 @@ async fn harness_with(configure: impl FnOnce(&mut EngineConfig)) -> Harness {
         "fixture/fail",
         "fixture/loop",
         "fixture/noop",
+        "fixture/progress",
         "fixture/trap",
     ] {
         let bytes = module_bytes(path);
@@ -487,6 +488,46 @@ async fn progress_events_reach_the_bus_in_order_and_never_go_back() {
     }
     assert_eq!(last_progress, 100.0);
     assert!(saw_final);
+}
+
+/// A running step's progress reaches the store while it runs (about once a
+/// second, through the run's group commits), so a restart or another reader
+/// sees where the run is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_saved_while_the_step_runs() {
+    let h = Arc::new(harness().await);
+    let id = h
+        .create(task(vec![step(
+            "fixture/progress",
+            json!({"updates": 40, "sleep_ms": 50}),
+        )]))
+        .await;
+    let running = {
+        let h = h.clone();
+        tokio::spawn(async move { h.engine.try_execute_next().await.unwrap() })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let task = h.store.get_task(id).await.unwrap().unwrap();
+        if task.status == TaskStatus::Running && task.progress > 0.0 {
+            assert!(task.progress < 100.0, "{task:?}");
+            let message = task.message.unwrap_or_default();
+            assert!(message.starts_with("update "), "{message}");
+            let run = &h.store.list_runs(id, 1).await.unwrap()[0];
+            assert_eq!(run.steps[0].status, StepRunStatus::Running);
+            assert!(run.steps[0].progress > 0.0, "{:?}", run.steps[0]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress stored while the step ran: {task:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let summary = running.await.unwrap().expect("a run");
+    assert_eq!(summary.verdict, RunVerdict::Succeeded);
+    let task = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!((task.status, task.progress), (TaskStatus::Completed, 100.0));
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use super::Inner;
 use super::progress::{RunProgress, eta_seconds};
 use crate::events::{Event, LogLine, StepState, TaskState};
 use crate::runtime::{LogLevel, StepHost};
-use crate::store::EventRecord;
+use crate::store::{EventRecord, WriteOp};
 use chrono::Utc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -127,21 +127,14 @@ impl StepHost for EngineStepHost {
         let mut last_saved = self.last_saved.lock().expect("progress lock");
         if last_saved.is_none_or(|at| at.elapsed() >= PROGRESS_SAVE_INTERVAL) {
             *last_saved = Some(Instant::now());
-            let store = run.inner.store.clone();
-            let (run_id, step_run_id) = (run.run_id, self.step_run_id);
-            tokio::spawn(async move {
-                let saved = store
-                    .save_step_progress(
-                        run_id,
-                        step_run_id,
-                        percent as f64,
-                        task_percent,
-                        message.as_deref(),
-                    )
-                    .await;
-                if let Err(e) = saved {
-                    tracing::warn!(run_id, "saving progress failed: {e:#}");
-                }
+            // Queued with the run's other writes: it rides on their next
+            // group commit instead of costing a commit (and an fsync) of its own.
+            run.inner.committer.queue(WriteOp::SaveProgress {
+                run_id: run.run_id,
+                step_run_id: self.step_run_id,
+                step_progress: percent as f64,
+                task_progress: task_percent,
+                message,
             });
         }
     }

@@ -489,6 +489,14 @@ pub enum WriteOp {
         run_id: i64,
         end: RunEnd,
     },
+    /// Like [`super::Store::save_step_progress`].
+    SaveProgress {
+        run_id: i64,
+        step_run_id: i64,
+        step_progress: f64,
+        task_progress: f64,
+        message: Option<String>,
+    },
 }
 
 /// Counts of tasks by status.

@@ -154,27 +154,14 @@ pub(super) async fn save_step_progress(
     task_progress: f64,
     message: Option<&str>,
 ) -> StoreResult<()> {
-    let mut tx = store.writer.begin().await?;
-    sqlx::query(
-        "UPDATE step_runs SET progress = ?3, message = COALESCE(?4, message) \
-         WHERE id = ?1 AND run_id = ?2 AND status = 'running'",
-    )
-    .bind(step_run_id)
-    .bind(run_id)
-    .bind(step_progress)
-    .bind(message)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE tasks SET progress = ?2, message = COALESCE(?3, message) \
-         WHERE id = (SELECT task_id FROM runs WHERE id = ?1) AND current_run_id = ?1 AND status = 'running'",
-    )
-    .bind(run_id)
-    .bind(task_progress)
-    .bind(message)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    let op = WriteOp::SaveProgress {
+        run_id,
+        step_run_id,
+        step_progress,
+        task_progress,
+        message: message.map(str::to_string),
+    };
+    apply_writes(store, &[op]).await?;
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! The executor's writes (step starts, step ends, run ends) applied in order,
+//! The executor's writes (step starts, progress, step ends, run ends) applied in order,
 //! one prepared statement per kind, inside one transaction on the writer's
 //! handle (see [`super::direct`]): a batch of hundreds of runs costs one
 //! commit and no hand-off between statements.
@@ -49,6 +49,23 @@ fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<bool>> {
                 run_id,
                 end,
             } => end_run(tx, *task_id, *run_id, end)?,
+            WriteOp::SaveProgress {
+                run_id,
+                step_run_id,
+                step_progress,
+                task_progress,
+                message,
+            } => {
+                save_progress(
+                    tx,
+                    *run_id,
+                    *step_run_id,
+                    *step_progress,
+                    *task_progress,
+                    message.as_deref(),
+                )?;
+                true
+            }
         });
     }
     Ok(applied)
@@ -154,4 +171,31 @@ fn end_run(tx: &Transaction, task_id: i64, run_id: i64, end: &RunEnd) -> Result<
     .execute(params![run_id, finished_at])
     .context("closing the run's step runs")?;
     Ok(true)
+}
+
+/// A running step's progress (and its task's), saved now and then so that a
+/// restart shows roughly where a run was. Only while the step and its run are
+/// still running: a late save never overwrites an end.
+fn save_progress(
+    tx: &Transaction,
+    run_id: i64,
+    step_run_id: i64,
+    step_progress: f64,
+    task_progress: f64,
+    message: Option<&str>,
+) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE step_runs SET progress = ?3, message = COALESCE(?4, message) \
+         WHERE id = ?1 AND run_id = ?2 AND status = 'running'",
+    )?
+    .execute(params![step_run_id, run_id, step_progress, message])
+    .context("saving a step's progress")?;
+    tx.prepare_cached(
+        "UPDATE tasks SET progress = ?2, message = COALESCE(?3, message) \
+         WHERE id = (SELECT task_id FROM runs WHERE id = ?1) AND current_run_id = ?1 \
+           AND status = 'running'",
+    )?
+    .execute(params![run_id, task_progress, message])
+    .context("saving a task's progress")?;
+    Ok(())
 }
