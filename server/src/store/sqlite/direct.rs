@@ -9,6 +9,9 @@
 //! resource every claim and every run end needs. Locked out of sqlx's worker,
 //! a whole transaction runs without a single hand-off, as plain per-row
 //! statements prepared once per transaction: no JSON shredding either.
+//! (Not kept across transactions: sqlx may close and reopen the writer, and
+//! a statement must not outlive its handle. Preparing a dozen statements per
+//! batch of hundreds of rows costs little.)
 //!
 //! The transaction blocks the calling thread while it runs (some 30 µs per
 //! claimed task, a few milliseconds for a batch): the claim loop and the
@@ -90,8 +93,21 @@ fn opt_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.map(time)
 }
 
-/// How many columns [`task_from_row`] reads.
-pub(super) const TASK_COLUMNS: usize = 19;
+/// How many columns [`task_from_row`] reads: those of `task_columns!`.
+pub(super) const TASK_COLUMNS: usize = count_columns(super::rows::task_columns!());
+
+/// Columns in a comma-separated list (none of them holds a comma).
+const fn count_columns(list: &str) -> usize {
+    let bytes = list.as_bytes();
+    let (mut i, mut columns) = (0, 1);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            columns += 1;
+        }
+        i += 1;
+    }
+    columns
+}
 
 /// A task row selected or returned with [`super::rows::task_columns`], in
 /// that column order, without its children.
