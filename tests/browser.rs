@@ -1058,10 +1058,11 @@ async fn a_failing_task_shows_its_failed_step_and_the_error() {
                    "steps": [{"controller": "fixture/loop", "max_execution_time": 1}]}),
         )
         .await;
+        // Attempts left, but its error is permanent: it fails at once, unretried.
         let fail = create_task(
             &server,
-            json!({"name": "Fail on purpose", "max_attempts": 1,
-                   "steps": [{"controller": "fixture/fail", "settings": {}}]}),
+            json!({"name": "Fail on purpose", "max_attempts": 3,
+                   "steps": [{"controller": "fixture/fail", "settings": {"permanent": true}}]}),
         )
         .await;
         // Running out of fuel interrupts; an error from the module fails.
@@ -1109,6 +1110,8 @@ async fn a_failing_task_shows_its_failed_step_and_the_error() {
         assert_eq!(b.attr(&error, "data-limit").await.as_deref(), Some("returned_error"));
         let text = b.text(&error).await.unwrap_or_default();
         assert!(text.contains("failed on purpose"), "the module's error is shown: {text}");
+        let headline = b.text(&format!("{step} .step-limit")).await.unwrap_or_default();
+        assert!(headline.contains("permanent"), "the headline says it is not retried: {headline}");
         b.wait_visible("#runs tr[data-run-id][data-status=failed]").await;
         assert_eq!(b.text(&format!("{step} .step-status")).await.as_deref(), Some("failed"));
         b.shot("returned-error").await;

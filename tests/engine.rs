@@ -230,6 +230,53 @@ async fn a_retry_backs_off_and_starts_at_the_first_step_that_did_not_succeed() {
 }
 
 #[tokio::test]
+async fn a_permanent_error_fails_the_task_without_retries() {
+    let h = harness().await;
+    for (settings, error) in [
+        // The step says so itself (`StepError::permanent`).
+        (json!({"permanent": true}), "failed on purpose, for good"),
+        // Settings that do not parse: the SDK marks them permanent.
+        (json!({"no_such_setting": 1}), "invalid settings"),
+    ] {
+        let mut new = task(vec![
+            step("fixture/fail", settings),
+            step("fixture/noop", json!({})),
+        ]);
+        new.max_attempts = 3;
+        new.steps[0].interrupt_on_step_fault = false;
+        let id = h.create(new).await;
+        let summary = h.engine.try_execute_next().await.unwrap().unwrap();
+        assert_eq!(summary.verdict, RunVerdict::FailedPermanently);
+        let task = h.store.get_task(id).await.unwrap().unwrap();
+        assert_eq!(task.status, TaskStatus::Failed, "no retry is scheduled");
+        assert_eq!(task.attempts, 1);
+        let runs = h.store.list_runs(id, 10).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        let failed = &runs[0].steps[0];
+        assert_eq!(failed.status, StepRunStatus::Failed);
+        assert_eq!(failed.outcome.as_ref().unwrap()["permanent"], true);
+        let message = failed.error.as_deref().unwrap();
+        assert!(
+            message.contains("permanent, not retried") && message.contains(error),
+            "{message}"
+        );
+        assert_eq!(
+            runs[0].steps[1].status,
+            StepRunStatus::Completed,
+            "later steps still run when the failed one does not interrupt"
+        );
+    }
+
+    // A transient error next to it leaves the retry to the policy as before.
+    let mut new = task(vec![step("fixture/fail", json!({}))]);
+    new.max_attempts = 3;
+    let id = h.create(new).await;
+    let summary = h.engine.try_execute_next().await.unwrap().unwrap();
+    assert_eq!(summary.verdict, RunVerdict::Failed);
+    assert_eq!(h.status(id).await, TaskStatus::Scheduled);
+}
+
+#[tokio::test]
 async fn a_checkpointing_step_resumes_where_it_stopped() {
     let h = harness().await;
     let settings = json!({"tables": [

@@ -211,7 +211,7 @@ async fn contact_send_renders_messages_with_the_secret_key() {
 
     let (missing, _) = run(&rt, "sale/contact/send", settings).await;
     match missing.outcome {
-        StepOutcome::ReturnedError { message } => {
+        StepOutcome::ReturnedError { message, .. } => {
             assert!(message.contains("mail_api_key"), "{message}")
         }
         other => panic!("{other:?}"),

@@ -11,21 +11,56 @@ use std::fmt;
 ///
 /// `StepError` deliberately does not implement `std::error::Error` itself (as
 /// `anyhow::Error` does not): that is what allows the blanket `From` conversion.
+///
+/// An error is *transient* by default: the task's retry policy applies, which is right
+/// for a database that was down or a mail server that timed out. An error that no
+/// retry can fix (settings that do not parse, a secret the task lacks) is *permanent*:
+/// build it with [`StepError::permanent`] and the task fails at once instead of being
+/// retried with backoff. Settings that do not parse and
+/// [`require_secret`](crate::require_secret) already give permanent errors.
 pub struct StepError {
     message: String,
+    permanent: bool,
 }
 
 impl StepError {
-    /// An error with this message, e.g. `StepError::new("no tables to dump")`.
+    /// A transient error with this message, e.g. `StepError::new("mail server timed out")`:
+    /// the task is retried while it has attempts left.
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            permanent: false,
+        }
+    }
+
+    /// A permanent error: trying again cannot help, so the task is not retried.
+    ///
+    /// ```
+    /// use stepwise_guest::StepError;
+    ///
+    /// fn table_name(name: &str) -> Result<&str, StepError> {
+    ///     if name.is_empty() {
+    ///         return Err(StepError::permanent("`table` must not be empty"));
+    ///     }
+    ///     Ok(name)
+    /// }
+    /// assert!(table_name("").unwrap_err().is_permanent());
+    /// ```
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            permanent: true,
         }
     }
 
     /// The message that the run history will show.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// True for an error built with [`StepError::permanent`].
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
     }
 }
 
@@ -38,7 +73,7 @@ impl<E: std::error::Error> From<E> for StepError {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        Self { message }
+        Self::new(message)
     }
 }
 
@@ -104,6 +139,27 @@ macro_rules! bail {
     };
 }
 
+/// Returns early with a permanent [`StepError`] (see [`StepError::permanent`]) built
+/// like `format!`: for failures no retry can fix.
+///
+/// ```
+/// use stepwise_guest::{bail_permanent, StepError};
+///
+/// fn check(format: &str) -> Result<(), StepError> {
+///     if format != "csv" {
+///         bail_permanent!("format `{format}` is not supported; use `csv`");
+///     }
+///     Ok(())
+/// }
+/// assert!(check("xml").unwrap_err().is_permanent());
+/// ```
+#[macro_export]
+macro_rules! bail_permanent {
+    ($($arg:tt)+) => {
+        return ::core::result::Result::Err($crate::StepError::permanent(::std::format!($($arg)+)))
+    };
+}
+
 /// Returns early with a [`StepError`] unless the condition holds.
 ///
 /// ```
@@ -146,6 +202,14 @@ mod tests {
             }
         }
         assert_eq!(read().unwrap_err().message(), "writing dump: disk on fire");
+    }
+
+    #[test]
+    fn errors_are_transient_unless_built_permanent() {
+        assert!(!StepError::new("timed out").is_permanent());
+        let converted: StepError = std::io::Error::other("reset").into();
+        assert!(!converted.is_permanent());
+        assert!(StepError::permanent("bad format").is_permanent());
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub fn secret(name: &str) -> Option<String> {
 /// Like [`secret`], but a missing secret is an error that names it and says what to do.
 pub fn require_secret(name: &str) -> Result<String, StepError> {
     secret(name).ok_or_else(|| {
-        StepError::new(format!(
+        StepError::permanent(format!(
             "secret `{name}` is not set on this task; add it to the task's secrets"
         ))
     })

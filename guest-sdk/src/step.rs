@@ -62,13 +62,13 @@ fn parse_settings<S: DeserializeOwned>(settings: &str) -> Result<S, StepError> {
     let parsed: S = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
-            StepError::new(format!("invalid settings: {}", e.inner()))
+            StepError::permanent(format!("invalid settings: {}", e.inner()))
         } else {
-            StepError::new(format!("invalid settings at `{path}`: {}", e.inner()))
+            StepError::permanent(format!("invalid settings at `{path}`: {}", e.inner()))
         }
     })?;
     de.end()
-        .map_err(|e| StepError::new(format!("invalid settings: {e}")))?;
+        .map_err(|e| StepError::permanent(format!("invalid settings: {e}")))?;
     Ok(parsed)
 }
 
@@ -77,7 +77,12 @@ fn parse_settings<S: DeserializeOwned>(settings: &str) -> Result<S, StepError> {
 #[doc(hidden)]
 pub fn run<M, F: StepFn<M>>(settings: &str, step: F) -> Result<String, String> {
     install_panic_hook();
-    step.call_json(settings).map_err(|e| e.message().to_owned())
+    step.call_json(settings).map_err(|e| {
+        if e.is_permanent() {
+            crate::__bindings::stepwise::step::host::mark_permanent();
+        }
+        e.message().to_owned()
+    })
 }
 
 /// Sends a panic's message and location to the step log at error level, once per
@@ -202,6 +207,12 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn settings_errors_are_permanent() {
+        assert!(dump.call_json(r#"{"tables":3}"#).unwrap_err().is_permanent());
+        assert!(dump.call_json("{} x").unwrap_err().is_permanent());
     }
 
     #[test]

@@ -27,7 +27,7 @@ export function limitLabel(outcome) {
     case 'trapped':
       return `Trapped${outcome.trap ? ` (${outcome.trap})` : ''}`;
     case 'returned_error':
-      return 'Returned an error';
+      return outcome.permanent ? 'Returned a permanent error (not retried)' : 'Returned an error';
     case 'exited':
       return `Called exit${outcome.code !== undefined ? ` (code ${outcome.code})` : ''}`;
     case 'failed':

@@ -41,6 +41,9 @@ pub enum RunVerdict {
     Succeeded,
     /// A step failed (error, trap, missing module).
     Failed,
+    /// A step failed with an error it marked permanent (bad settings, a
+    /// missing secret): a retry cannot help, so there is none.
+    FailedPermanently,
     /// A limit stopped a step, or the node died.
     Interrupted,
     Cancelled,
@@ -61,7 +64,9 @@ pub fn run_end(
     let recurring_next = || now + chrono::Duration::seconds(task.run_interval);
     let (run_status, last_result) = match verdict {
         RunVerdict::Succeeded => (RunStatus::Completed, RunResult::Success),
-        RunVerdict::Failed => (RunStatus::Failed, RunResult::Failed),
+        RunVerdict::Failed | RunVerdict::FailedPermanently => {
+            (RunStatus::Failed, RunResult::Failed)
+        }
         RunVerdict::Interrupted => (RunStatus::Interrupted, RunResult::Interrupted),
         RunVerdict::Cancelled => (RunStatus::Cancelled, RunResult::Interrupted),
     };
@@ -94,12 +99,16 @@ pub fn run_end(
             end.next_run_at = Some(now + delay);
             end.resume_next = true;
         }
-        RunVerdict::Failed | RunVerdict::Interrupted if task.run_interval > 0 => {
+        RunVerdict::Failed | RunVerdict::FailedPermanently | RunVerdict::Interrupted
+            if task.run_interval > 0 =>
+        {
             end.task_status = TaskStatus::Scheduled;
             end.next_run_at = Some(recurring_next());
             end.attempts = 0;
         }
-        RunVerdict::Failed | RunVerdict::Interrupted => end.task_status = TaskStatus::Failed,
+        RunVerdict::Failed | RunVerdict::FailedPermanently | RunVerdict::Interrupted => {
+            end.task_status = TaskStatus::Failed
+        }
     }
     end
 }
@@ -107,6 +116,72 @@ pub fn run_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task(max_attempts: i64, run_interval: i64) -> Task {
+        let now = Utc::now();
+        Task {
+            id: 1,
+            name: "nightly export".into(),
+            code: None,
+            status: TaskStatus::Running,
+            priority: crate::store::Priority::Normal,
+            start_at: None,
+            run_interval,
+            max_execution_time: 0,
+            max_attempts,
+            attempts: 1,
+            progress: 0.0,
+            message: None,
+            last_result: None,
+            last_run_at: Some(now),
+            next_run_at: None,
+            created_by: None,
+            details: Default::default(),
+            secret_names: Vec::new(),
+            current_run_id: Some(1),
+            created_at: now,
+            updated_at: now,
+            steps: Vec::new(),
+        }
+    }
+
+    fn end(task: &Task, verdict: RunVerdict) -> RunEnd {
+        let now = Utc::now();
+        run_end(
+            task,
+            1,
+            RunTrigger::Schedule,
+            verdict,
+            None,
+            0.0,
+            now,
+            &RetryPolicy::default(),
+        )
+    }
+
+    #[test]
+    fn a_failure_is_retried_while_attempts_remain() {
+        let ended = end(&task(3, 0), RunVerdict::Failed);
+        assert_eq!(ended.task_status, TaskStatus::Scheduled);
+        assert!(ended.resume_next && ended.next_run_at.is_some());
+    }
+
+    #[test]
+    fn a_permanent_failure_is_not_retried() {
+        let ended = end(&task(3, 0), RunVerdict::FailedPermanently);
+        assert_eq!(ended.task_status, TaskStatus::Failed);
+        assert_eq!(ended.run_status, RunStatus::Failed);
+        assert!(!ended.resume_next);
+        assert_eq!(ended.next_run_at, None);
+    }
+
+    #[test]
+    fn a_recurring_task_goes_on_after_a_permanent_failure() {
+        let ended = end(&task(3, 60), RunVerdict::FailedPermanently);
+        assert_eq!(ended.task_status, TaskStatus::Scheduled);
+        assert!(!ended.resume_next);
+        assert_eq!(ended.attempts, 0);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped_with_jitter() {

@@ -132,6 +132,8 @@ pub struct StepState {
     context: StepContext,
     pub(super) deadline: Instant,
     pub(super) cancel: CancellationToken,
+    /// Set by `mark-permanent`: the error the step returns is not worth a retry.
+    pub(super) permanent_error: bool,
 }
 
 impl StepState {
@@ -151,6 +153,7 @@ impl StepState {
             context,
             deadline,
             cancel,
+            permanent_error: false,
         }
     }
 }
@@ -228,6 +231,10 @@ impl wit::Host for StepState {
             attempt: self.context.attempt,
             details: self.context.details.to_string(),
         }
+    }
+
+    fn mark_permanent(&mut self) {
+        self.permanent_error = true;
     }
 
     fn remaining(&mut self) -> wit::Budget {

@@ -291,7 +291,10 @@ impl Runtime {
             _ = tokio::time::sleep_until(deadline.into()) => None,
         };
         let outcome = match result {
-            Some(result) => classify(result, &cancel, budget, &request.limits, wall),
+            Some(result) => {
+                let permanent = store.data().permanent_error;
+                classify(result, permanent, &cancel, budget, &request.limits, wall)
+            }
             None if cancel.is_cancelled() => StepOutcome::Cancelled,
             None => StepOutcome::Deadline {
                 seconds: wall.as_secs_f64(),
@@ -319,6 +322,7 @@ impl Runtime {
 /// Turn what wasmtime returned into a typed outcome.
 fn classify(
     result: wasmtime::Result<Result<String, String>>,
+    permanent: bool,
     cancel: &CancellationToken,
     budget: u64,
     limits: &StepLimits,
@@ -326,7 +330,7 @@ fn classify(
 ) -> StepOutcome {
     let error = match result {
         Ok(Ok(text)) => return completed(text),
-        Ok(Err(message)) => return StepOutcome::ReturnedError { message },
+        Ok(Err(message)) => return StepOutcome::ReturnedError { message, permanent },
         Err(error) => error,
     };
     if error.downcast_ref::<MemoryCapExceeded>().is_some() {

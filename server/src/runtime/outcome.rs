@@ -11,7 +11,13 @@ pub enum StepOutcome {
     /// `run` returned `ok`; `output` is the JSON the step produced.
     Completed { output: serde_json::Value },
     /// `run` returned `err` with this message.
-    ReturnedError { message: String },
+    ReturnedError {
+        message: String,
+        /// The step called `mark-permanent` first: a retry cannot help, so
+        /// the task is not retried. Absent (false) in outcomes stored before.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        permanent: bool,
+    },
     /// The guest trapped (panic, `unreachable`, stack overflow, ...).
     Trapped {
         /// The wasm trap code, e.g. `unreachable`, `stack_overflow`.
@@ -40,6 +46,11 @@ impl StepOutcome {
         matches!(self, StepOutcome::Completed { .. })
     }
 
+    /// True when the step said that trying again cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StepOutcome::ReturnedError { permanent: true, .. })
+    }
+
     /// True when a limit of the sandbox stopped the step (`interrupted` in the lifecycle).
     pub fn is_interrupted(&self) -> bool {
         matches!(
@@ -55,7 +66,14 @@ impl StepOutcome {
     pub fn summary(&self) -> String {
         match self {
             StepOutcome::Completed { .. } => "completed".into(),
-            StepOutcome::ReturnedError { message } => format!("step returned an error: {message}"),
+            StepOutcome::ReturnedError {
+                message,
+                permanent: false,
+            } => format!("step returned an error: {message}"),
+            StepOutcome::ReturnedError {
+                message,
+                permanent: true,
+            } => format!("step returned an error (permanent, not retried): {message}"),
             StepOutcome::Trapped { trap, message, .. } => {
                 format!("step trapped ({trap}): {message}")
             }
