@@ -5,6 +5,8 @@
 //! commits, and the delay from `start_at` to the step starting with 1,000
 //! tasks queued.
 
+mod yardstick;
+
 use chrono::Utc;
 use std::path::Path;
 use std::sync::Arc;
@@ -135,6 +137,8 @@ async fn main() {
         .map(|n| n.get())
         .unwrap_or(0);
     println!("# Stepwise engine benchmark ({cores} cores, SQLite WAL)\n");
+    let probe = tempfile::tempdir().unwrap();
+    println!("{}\n", yardstick::Yardstick::measure(probe.path()));
     println!("| workload | synchronous | tasks/s | steps/s |\n|---|---|---|---|");
     for (durability, name) in [(Durability::Full, "FULL"), (Durability::Normal, "NORMAL")] {
         let (tasks, steps) = throughput(20_000, 1, durability).await;

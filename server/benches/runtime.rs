@@ -6,7 +6,8 @@
 //! the same Rust code compiled natively with fuel on and off, fuel per second,
 //! and cancel latency. Ratios within one run are what to compare.
 
-use sha2::{Digest, Sha256};
+mod yardstick;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,24 +47,6 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// The guest's data: byte i is `(i * 2654435761) >> 24` (as u32), hashed in 64 KiB chunks.
-fn native_sha256(mib: usize) -> String {
-    let mut hasher = Sha256::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let total = mib * 1024 * 1024;
-    let mut i = 0usize;
-    while i < total {
-        for (j, byte) in chunk.iter_mut().enumerate() {
-            *byte = ((i + j) as u32)
-                .wrapping_mul(2_654_435_761)
-                .wrapping_shr(24) as u8;
-        }
-        hasher.update(&chunk);
-        i += chunk.len();
-    }
-    hex::encode(hasher.finalize())
-}
-
 #[tokio::main]
 async fn main() {
     let host: Arc<dyn StepHost> = Arc::new(NullHost);
@@ -73,6 +56,8 @@ async fn main() {
             .map(|n| n.get())
             .unwrap_or(0)
     );
+    let probe = tempfile::tempdir().unwrap();
+    println!("{}\n", yardstick::Yardstick::measure(probe.path()));
 
     // 1. One trivial step.
     let rt = runtime(true);
@@ -139,7 +124,7 @@ async fn main() {
     // 3. CPU-bound: SHA-256 over 64 MiB.
     let mib = 64;
     let started = Instant::now();
-    let native_digest = native_sha256(mib);
+    let native_digest = yardstick::native_sha256(mib);
     let native = started.elapsed();
     let mut guest = Vec::new();
     for fuel in [false, true] {

@@ -31,6 +31,8 @@
 //! Smaller runs for a quick check: `STEPWISE_BENCH_CLIENTS`, `_TASKS`,
 //! `_UPDATES` and `_SLEEP_MS` override 1000, 100, 500 and 20.
 
+mod yardstick;
+
 use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -525,6 +527,9 @@ async fn main() {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
+    // Before anything runs: it needs the machine to itself.
+    let probe = tempfile::tempdir().expect("temp dir");
+    let machine = yardstick::Yardstick::measure(probe.path());
 
     let server = Arc::new(Server::start(tasks + 8));
     server.upload("fixture/progress").await;
@@ -630,6 +635,7 @@ async fn main() {
     subscribers.shutdown_background();
     report(Report {
         cores,
+        machine,
         clients,
         tasks,
         updates,
@@ -652,6 +658,7 @@ async fn main() {
 
 struct Report<'a> {
     cores: usize,
+    machine: yardstick::Yardstick,
     clients: usize,
     tasks: usize,
     updates: usize,
@@ -700,6 +707,7 @@ fn report(r: Report) {
     println!(
         "# Stepwise WebSocket benchmark ({cores} cores, loopback, server in its own process)\n"
     );
+    println!("{}\n", r.machine);
     println!("| measure | value |\n|---|---|");
     println!(
         "| workload | {clients} subscribers (all tasks, no logs); {tasks} tasks × {updates} progress reports, {sleep_ms} ms apart |"
