@@ -157,8 +157,14 @@ async fn dumptables_writes_an_sql_dump_and_resumes_from_its_checkpoint() {
     )
     .await;
     assert!(
-        matches!(first.outcome, StepOutcome::ReturnedError { .. }),
-        "{:?}",
+        matches!(
+            first.outcome,
+            StepOutcome::ReturnedError {
+                permanent: false,
+                ..
+            }
+        ),
+        "a failure half-way is worth a retry: {:?}",
         first.outcome
     );
     assert!(host.checkpoint.lock().unwrap().is_some());
@@ -211,8 +217,9 @@ async fn contact_send_renders_messages_with_the_secret_key() {
 
     let (missing, _) = run(&rt, "sale/contact/send", settings).await;
     match missing.outcome {
-        StepOutcome::ReturnedError { message, .. } => {
-            assert!(message.contains("mail_api_key"), "{message}")
+        StepOutcome::ReturnedError { message, permanent } => {
+            assert!(message.contains("mail_api_key"), "{message}");
+            assert!(permanent, "a missing secret is not retried");
         }
         other => panic!("{other:?}"),
     }
@@ -341,10 +348,32 @@ async fn a_returned_error_is_typed() {
     let rt = runtime();
     let (report, _) = run(&rt, "fixture/fail", json!({})).await;
     assert!(
-        matches!(report.outcome, StepOutcome::ReturnedError { .. }),
+        matches!(
+            report.outcome,
+            StepOutcome::ReturnedError {
+                permanent: false,
+                ..
+            }
+        ),
         "{:?}",
         report.outcome
     );
+    // Permanent: said by the step, by the SDK for settings that do not parse,
+    // and by the examples' own checks of their settings.
+    for (path, settings) in [
+        ("fixture/fail", json!({"permanent": true})),
+        ("fixture/fail", json!({"permanent": "yes"})),
+        ("demo/count", json!({"to": 0})),
+        ("catalog/product/import", json!({"csv": "sku,name\nA,Chair\n"})),
+    ] {
+        let (report, _) = run(&rt, path, settings.clone()).await;
+        assert!(
+            report.outcome.is_permanent(),
+            "{path} {settings}: {:?}",
+            report.outcome
+        );
+        assert!(report.outcome.summary().contains("permanent, not retried"));
+    }
 }
 
 #[tokio::test]

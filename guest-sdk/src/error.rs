@@ -53,6 +53,26 @@ impl StepError {
         }
     }
 
+    /// The same error, made permanent: for checks of the settings (or of data the
+    /// settings carry) that give the same answer on every attempt.
+    ///
+    /// ```
+    /// use stepwise_guest::{ErrorContext, StepError};
+    ///
+    /// fn rows(text: &str) -> Result<u32, StepError> {
+    ///     text.parse::<u32>()
+    ///         .context("`rows` is not a number")
+    ///         .map_err(StepError::into_permanent)
+    /// }
+    /// assert!(rows("many").unwrap_err().is_permanent());
+    /// ```
+    pub fn into_permanent(self) -> Self {
+        Self {
+            permanent: true,
+            ..self
+        }
+    }
+
     /// The message that the run history will show.
     pub fn message(&self) -> &str {
         &self.message
@@ -157,6 +177,27 @@ macro_rules! bail {
 macro_rules! bail_permanent {
     ($($arg:tt)+) => {
         return ::core::result::Result::Err($crate::StepError::permanent(::std::format!($($arg)+)))
+    };
+}
+
+/// Returns early with a permanent [`StepError`] unless the condition holds: for
+/// checks that no retry can change, such as a setting out of range.
+///
+/// ```
+/// use stepwise_guest::{ensure_permanent, StepError};
+///
+/// fn check(batch: u32) -> Result<(), StepError> {
+///     ensure_permanent!(batch > 0, "`batch` must be at least 1");
+///     Ok(())
+/// }
+/// assert!(check(0).unwrap_err().is_permanent());
+/// ```
+#[macro_export]
+macro_rules! ensure_permanent {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            $crate::bail_permanent!($($arg)+);
+        }
     };
 }
 

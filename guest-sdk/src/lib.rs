@@ -90,7 +90,8 @@
 //! Return `Err(StepError)` (with `?`, [`bail!`], [`ensure!`] or
 //! [`ErrorContext::context`]): the step fails with that message and the task's retry
 //! policy applies. When no retry can help (a setting out of range, a format the step
-//! does not support), return [`StepError::permanent`] or use [`bail_permanent!`]: the
+//! does not support), return [`StepError::permanent`], use [`bail_permanent!`] or
+//! [`ensure_permanent!`], or mark an error with [`StepError::into_permanent`]: the
 //! task then fails at once instead of retrying with backoff. Settings that do not parse
 //! and a missing [`require_secret`] are permanent already. A panic also fails the step;
 //! its message and location go to the step log at error level.

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stepwise_guest::{StepError, ensure, export_step, progress};
+use stepwise_guest::{StepError, ensure_permanent, export_step, progress};
 
 /// Settings of `demo/count`.
 #[derive(Deserialize)]
@@ -50,7 +50,7 @@ fn mix(mut x: u64) -> u64 {
 }
 
 fn count(settings: Settings) -> Result<Output, StepError> {
-    ensure!(settings.to >= 1, "`to` must be at least 1");
+    ensure_permanent!(settings.to >= 1, "`to` must be at least 1");
     let every = settings.report_every.unwrap_or(settings.to / 100).max(1);
     let mut checksum = 0x9e37_79b9_7f4a_7c15u64;
     for n in 1..=settings.to {

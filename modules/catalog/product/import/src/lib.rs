@@ -19,7 +19,7 @@ mod product;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
-use stepwise_guest::{ErrorContext, Progress, StepError, artifact, ensure, export_step};
+use stepwise_guest::{ErrorContext, Progress, StepError, artifact, ensure_permanent, export_step};
 
 /// Columns every product CSV has.
 const CORE_COLUMNS: [&str; 4] = ["sku", "name", "price", "quantity"];
@@ -86,7 +86,9 @@ struct Imported<'a> {
 }
 
 fn import(settings: Settings) -> Result<Output, StepError> {
-    ensure!(
+    // The CSV comes with the settings: what is wrong with it now is wrong on
+    // every attempt, so these errors are permanent.
+    ensure_permanent!(
         settings.delimiter.is_ascii(),
         "the delimiter must be one ASCII character, not `{}`",
         settings.delimiter
@@ -98,7 +100,8 @@ fn import(settings: Settings) -> Result<Output, StepError> {
         .from_reader(settings.csv.as_bytes());
     let header: Vec<String> = reader
         .headers()
-        .context("the CSV header line")?
+        .context("the CSV header line")
+        .map_err(StepError::into_permanent)?
         .iter()
         .map(str::to_lowercase)
         .collect();
@@ -113,7 +116,7 @@ fn import(settings: Settings) -> Result<Output, StepError> {
         .copied()
         .chain(required.iter().map(String::as_str))
     {
-        ensure!(
+        ensure_permanent!(
             column.contains_key(name),
             "the CSV has no `{name}` column; its header is `{}`",
             header.join(",")
@@ -122,7 +125,8 @@ fn import(settings: Settings) -> Result<Output, StepError> {
     let records = reader
         .records()
         .collect::<Result<Vec<_>, _>>()
-        .context("the CSV does not parse")?;
+        .context("the CSV does not parse")
+        .map_err(StepError::into_permanent)?;
 
     let progress = Progress::new(records.len() as u64);
     let mut seen: HashMap<String, u64> = HashMap::new();

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use stepwise_guest::{
-    ErrorContext, Progress, StepError, artifact, checkpoint, context, ensure, export_step,
+    ErrorContext, Progress, StepError, artifact, checkpoint, context, ensure, ensure_permanent,
+    export_step,
     require_secret,
 };
 
@@ -93,18 +94,21 @@ struct Output {
 
 fn send(settings: Settings) -> Result<Output, StepError> {
     let key = require_secret(API_KEY_SECRET)?;
-    ensure!(!settings.recipients.is_empty(), "no recipients");
-    ensure!(
+    // Checks of the settings: the same answer on every attempt, so permanent.
+    ensure_permanent!(!settings.recipients.is_empty(), "no recipients");
+    ensure_permanent!(
         !settings.subject.contains(['\r', '\n']),
         "the subject template must be one line"
     );
     for (i, recipient) in settings.recipients.iter().enumerate() {
-        check_address(&recipient.email).context(format!("recipient {}", i + 1))?;
+        check_address(&recipient.email)
+            .context(format!("recipient {}", i + 1))
+            .map_err(StepError::into_permanent)?;
     }
 
     let ctx = context();
     let resumed_from = checkpoint::load::<Checkpoint>()?.unwrap_or_default().sent;
-    ensure!(
+    ensure_permanent!(
         resumed_from <= settings.recipients.len(),
         "the checkpoint says {resumed_from} messages are sent but there are only {} recipients",
         settings.recipients.len()
@@ -123,8 +127,10 @@ fn send(settings: Settings) -> Result<Output, StepError> {
         let mut vars = recipient.vars.clone();
         vars.insert("email".into(), Value::String(recipient.email.clone()));
         let which = || format!("recipient {} ({})", i + 1, recipient.email);
-        let subject = template::render(&settings.subject, &vars).context(which())?;
-        ensure!(
+        let subject = template::render(&settings.subject, &vars)
+            .context(which())
+            .map_err(StepError::into_permanent)?;
+        ensure_permanent!(
             !subject.contains(['\r', '\n']),
             "{}: the subject has a line break after filling in variables",
             which()
@@ -134,7 +140,9 @@ fn send(settings: Settings) -> Result<Output, StepError> {
             from: settings.from.as_deref(),
             to: &recipient.email,
             subject,
-            body: template::render(&settings.template, &vars).context(which())?,
+            body: template::render(&settings.template, &vars)
+                .context(which())
+                .map_err(StepError::into_permanent)?,
         };
         let mut line = serde_json::to_string(&message)?;
         line.push('\n');

@@ -23,7 +23,7 @@ mod sql;
 use serde::{Deserialize, Serialize};
 use sql::{Dialect, Table};
 use stepwise_guest::{
-    Progress, StepError, artifact, bail, checkpoint, context, ensure, export_step, log,
+    Progress, StepError, artifact, bail, checkpoint, context, ensure_permanent, export_step, log,
 };
 
 /// Settings of `tool/backup/dumptables`.
@@ -80,13 +80,14 @@ struct Output {
 fn dump(settings: Settings) -> Result<Output, StepError> {
     let total = settings.tables.len() as u32;
     for table in &settings.tables {
-        table.validate()?;
+        // The tables come with the settings: a bad one is bad on every attempt.
+        table.validate().map_err(StepError::into_permanent)?;
     }
     let attempt = context().attempt;
     let resumed_from = checkpoint::load::<Checkpoint>()?
         .unwrap_or_default()
         .done_tables;
-    ensure!(
+    ensure_permanent!(
         resumed_from <= total,
         "the checkpoint says {resumed_from} tables are done but the settings list {total}"
     );
