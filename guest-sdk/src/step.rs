@@ -61,15 +61,28 @@ fn parse_settings<S: DeserializeOwned>(settings: &str) -> Result<S, StepError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed: S = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
+        let reason = without_position(e.inner());
         if path == "." {
-            StepError::permanent(format!("invalid settings: {}", e.inner()))
+            StepError::permanent(format!("invalid settings: {reason}"))
         } else {
-            StepError::permanent(format!("invalid settings at `{path}`: {}", e.inner()))
+            StepError::permanent(format!("invalid settings at `{path}`: {reason}"))
         }
     })?;
     de.end()
         .map_err(|e| StepError::permanent(format!("invalid settings: {e}")))?;
     Ok(parsed)
+}
+
+/// serde_json's message without its " at line L column C": the settings a step
+/// receives are the server's compact re-serialisation, not the text the user
+/// wrote, so a position in them misleads; the field path says where instead.
+fn without_position(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    match message.strip_suffix(&position) {
+        Some(reason) => reason.to_owned(),
+        None => message,
+    }
 }
 
 /// The body of the exported `run`; called by the code [`export_step!`](crate::export_step)
@@ -213,6 +226,13 @@ mod tests {
     fn settings_errors_are_permanent() {
         assert!(dump.call_json(r#"{"tables":3}"#).unwrap_err().is_permanent());
         assert!(dump.call_json("{} x").unwrap_err().is_permanent());
+    }
+
+    #[test]
+    fn no_position_in_the_compact_text_is_given() {
+        let error = dump.call_json(r#"{"tables":[{"name":3}]}"#).unwrap_err();
+        assert!(!error.message().contains("line 1"), "{error}");
+        assert!(error.message().ends_with("expected a string"), "{error}");
     }
 
     #[test]
