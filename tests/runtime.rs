@@ -344,6 +344,21 @@ async fn exit_ends_the_step_as_failed() {
 }
 
 #[tokio::test]
+async fn a_module_built_before_mark_permanent_still_runs() {
+    let rt = runtime();
+    let (report, host) = run(&rt, "fixture/legacy", json!({})).await;
+    assert_eq!(
+        report.outcome,
+        StepOutcome::ReturnedError {
+            message: "failed the old way".into(),
+            permanent: false,
+        },
+        "it instantiates against today's host, and its error stays retryable"
+    );
+    assert_eq!(host.progress.lock().unwrap().last().copied(), Some(50.0));
+}
+
+#[tokio::test]
 async fn a_returned_error_is_typed() {
     let rt = runtime();
     let (report, _) = run(&rt, "fixture/fail", json!({})).await;
