@@ -379,7 +379,10 @@ async fn a_returned_error_is_typed() {
         ("fixture/fail", json!({"permanent": true})),
         ("fixture/fail", json!({"permanent": "yes"})),
         ("demo/count", json!({"to": 0})),
-        ("catalog/product/import", json!({"csv": "sku,name\nA,Chair\n"})),
+        (
+            "catalog/product/import",
+            json!({"csv": "sku,name\nA,Chair\n"}),
+        ),
     ] {
         let (report, _) = run(&rt, path, settings.clone()).await;
         assert!(

@@ -224,7 +224,11 @@ mod tests {
 
     #[test]
     fn settings_errors_are_permanent() {
-        assert!(dump.call_json(r#"{"tables":3}"#).unwrap_err().is_permanent());
+        assert!(
+            dump.call_json(r#"{"tables":3}"#)
+                .unwrap_err()
+                .is_permanent()
+        );
         assert!(dump.call_json("{} x").unwrap_err().is_permanent());
     }
 

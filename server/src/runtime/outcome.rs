@@ -48,7 +48,13 @@ impl StepOutcome {
 
     /// True when the step said that trying again cannot help.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, StepOutcome::ReturnedError { permanent: true, .. })
+        matches!(
+            self,
+            StepOutcome::ReturnedError {
+                permanent: true,
+                ..
+            }
+        )
     }
 
     /// True when a limit of the sandbox stopped the step (`interrupted` in the lifecycle).

@@ -24,8 +24,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use stepwise_guest::{
     ErrorContext, Progress, StepError, artifact, checkpoint, context, ensure, ensure_permanent,
-    export_step,
-    require_secret,
+    export_step, require_secret,
 };
 
 /// The secret the task must carry.
