@@ -115,7 +115,7 @@ pub(super) async fn execute(
             _ if outcome.is_permanent() => RunVerdict::FailedPermanently,
             _ => RunVerdict::Failed,
         };
-        verdict = graver(verdict, step_verdict);
+        verdict = verdict.max(step_verdict);
         message = error.map(|e| {
             format!(
                 "step {} ({}): {e}",
@@ -186,22 +186,6 @@ pub(super) async fn execute(
         applied,
         steps: outcomes,
     }
-}
-
-/// The run's verdict once another step did not succeed. A permanent failure
-/// wins, since retrying the run cannot help; then a limit, since the run was
-/// stopped rather than refused; then a plain failure.
-fn graver(run: RunVerdict, step: RunVerdict) -> RunVerdict {
-    fn rank(verdict: RunVerdict) -> u8 {
-        match verdict {
-            RunVerdict::Succeeded => 0,
-            RunVerdict::Failed => 1,
-            RunVerdict::Interrupted => 2,
-            RunVerdict::FailedPermanently => 3,
-            RunVerdict::Cancelled => 4,
-        }
-    }
-    if rank(step) > rank(run) { step } else { run }
 }
 
 /// Publish a task's stored state (after a run ended, or a cancel).

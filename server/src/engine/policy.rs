@@ -35,17 +35,21 @@ impl RetryPolicy {
     }
 }
 
-/// How the steps of a run went, as the executor saw them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the steps of a run went, as the executor saw them. Declared from the
+/// mildest to the gravest: when steps end differently the run takes the
+/// gravest (`max`). A permanent failure outranks a limit, since retrying the
+/// run cannot help; a limit outranks a plain failure, since the run was
+/// stopped rather than refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RunVerdict {
     Succeeded,
     /// A step failed (error, trap, missing module).
     Failed,
+    /// A limit stopped a step, or the node died.
+    Interrupted,
     /// A step failed with an error it marked permanent (bad settings, a
     /// missing secret): a retry cannot help, so there is none.
     FailedPermanently,
-    /// A limit stopped a step, or the node died.
-    Interrupted,
     Cancelled,
 }
 
