@@ -15,7 +15,9 @@ use stepwise::engine::{Engine, EngineConfig};
 use stepwise::events::EventBus;
 use stepwise::runtime::{Runtime, RuntimeConfig};
 use stepwise::secrets::SecretBox;
-use stepwise::store::{Durability, NewStep, NewTask, SqliteStore, Store, TaskFilter, TaskStatus};
+use stepwise::store::{
+    Durability, NewStep, NewTask, SqliteStore, Store, TaskFilter, TaskStatus, WriterTime,
+};
 
 fn module(path: &str) -> Vec<u8> {
     let file = Path::new(env!("STEPWISE_BUILT_MODULES_DIR"))
@@ -98,15 +100,29 @@ async fn throughput(tasks: usize, steps: usize, durability: Durability) -> (f64,
     }
     eprintln!("created {tasks} {steps}-step tasks; running them");
     let cpu_before = process_cpu_seconds();
+    let writer_before = WriterTime::now();
     let started = Instant::now();
     let handle = engine.start();
     wait_all_done(&store).await;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = process_cpu_seconds() - cpu_before;
+    let writer = WriterTime::now().since(writer_before);
     handle.shutdown().await;
     eprintln!(
         "ran them in {elapsed:.2} s using {cpu:.2} s of CPU ({:.0} µs per task)",
         cpu * 1e6 / tasks as f64
+    );
+    // The one writer connection bounds the throughput: how much of the wall
+    // time it was held, and by what.
+    let share = |d: Duration| 100.0 * d.as_secs_f64() / elapsed;
+    eprintln!(
+        "writer held {:.0} % of the time: claims {:.0} %, write batches {:.0} % \
+         (COMMITs of both {:.0} %); {:.1} µs of claim per task",
+        share(writer.held),
+        share(writer.claims),
+        share(writer.held.saturating_sub(writer.claims)),
+        share(writer.commits),
+        writer.claims.as_secs_f64() * 1e6 / tasks as f64
     );
     (tasks as f64 / elapsed, (tasks * steps) as f64 / elapsed)
 }

@@ -13,7 +13,7 @@ mod tests;
 
 pub use create_batcher::CreateBatcher;
 pub use model::*;
-pub use sqlite::{Durability, SqliteStore};
+pub use sqlite::{Durability, SqliteStore, WriterTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

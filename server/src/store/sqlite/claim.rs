@@ -18,6 +18,7 @@ use super::SqliteStore;
 use super::direct::{self, TASK_COLUMNS, task_from_row};
 use super::relaxed::Relaxed;
 use super::rows::{ms, parse, parse_json, task_columns, time};
+use super::writer_time::{self, Part};
 use crate::store::{
     ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, SealedSecret, Step, StepRunStatus,
     StepStatus, StoreResult, Task, TaskStatus,
@@ -27,6 +28,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::HashMap;
 use std::sync::LazyLock;
+use std::time::Instant;
 
 /// The due tasks, in claim order. They are picked by one index range scan per
 /// priority (highest first), each stopping after `limit` rows, then merged: a
@@ -135,9 +137,12 @@ fn claim_in(
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<ClaimedRun>> {
-    direct::hot_transaction(db, |tx| {
+    let started = Instant::now();
+    let claimed = direct::hot_transaction(db, |tx| {
         claim_in_transaction(tx, node, now, lease_until, limit)
-    })
+    });
+    writer_time::add(Part::Claim, started);
+    claimed
 }
 
 fn claim_in_transaction(

@@ -27,6 +27,8 @@ use serde_json::Map;
 use sqlx::sqlite::SqliteConnection;
 
 use super::rows::{parse, time};
+use super::writer_time::{self, Part};
+use std::time::Instant;
 
 /// Run `work` on the connection's own SQLite handle. It runs synchronously on
 /// this thread while sqlx's worker for the connection waits; `work` must
@@ -40,6 +42,7 @@ pub(super) async fn with_handle<R>(
         .lock_handle()
         .await
         .context("locking the writer's SQLite handle")?;
+    let held_since = Instant::now();
     let raw = locked.as_raw_handle();
     // SAFETY (the one unsafe block of the store): `locked` gives this thread exclusive use of the handle until it
     // is dropped, after `db`. `from_handle` never closes the handle; dropping
@@ -50,6 +53,7 @@ pub(super) async fn with_handle<R>(
     let result = work(&db);
     drop(db);
     drop(locked);
+    writer_time::add(Part::Held, held_since);
     Ok(result?)
 }
 
@@ -74,7 +78,9 @@ pub(super) fn hot_transaction<R>(
     let _restore = KeysBackOn(db);
     let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
     let result = work(&tx)?;
+    let committing = Instant::now();
     tx.commit().context("committing")?;
+    writer_time::add(Part::Commit, committing);
     Ok(result)
 }
 

@@ -20,7 +20,10 @@ mod rows;
 mod runs;
 mod stats;
 mod tasks;
+mod writer_time;
 mod writes;
+
+pub use writer_time::WriterTime;
 
 use crate::store::*;
 use anyhow::Context;

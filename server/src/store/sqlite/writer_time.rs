@@ -1,0 +1,61 @@
+//! How long the writer's handle is held by the engine's hot transactions,
+//! and by which part. The engine's throughput on SQLite is bounded by this
+//! one connection, so the engine benchmark prints these next to the wall
+//! time: held time well under the wall time means the writer waits on the
+//! pipeline; near it, the transactions themselves are what to make cheaper.
+//!
+//! Process-wide counters (relaxed atomics, a few nanoseconds per transaction).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+static HELD: AtomicU64 = AtomicU64::new(0);
+static CLAIMS: AtomicU64 = AtomicU64::new(0);
+static COMMITS: AtomicU64 = AtomicU64::new(0);
+
+/// Time spent so far, since the process started.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WriterTime {
+    /// The handle held by a hot transaction (claims and write batches).
+    pub held: Duration,
+    /// Of which claims (their commit included).
+    pub claims: Duration,
+    /// Of which `COMMIT` statements of either kind (a FULL one waits for the disk).
+    pub commits: Duration,
+}
+
+impl WriterTime {
+    pub fn now() -> Self {
+        let read = |counter: &AtomicU64| Duration::from_nanos(counter.load(Ordering::Relaxed));
+        WriterTime {
+            held: read(&HELD),
+            claims: read(&CLAIMS),
+            commits: read(&COMMITS),
+        }
+    }
+
+    /// What was spent between `earlier` and `self`.
+    pub fn since(self, earlier: WriterTime) -> WriterTime {
+        WriterTime {
+            held: self.held.saturating_sub(earlier.held),
+            claims: self.claims.saturating_sub(earlier.claims),
+            commits: self.commits.saturating_sub(earlier.commits),
+        }
+    }
+}
+
+pub(super) enum Part {
+    Held,
+    Claim,
+    Commit,
+}
+
+/// Add the time since `started` to `part`.
+pub(super) fn add(part: Part, started: Instant) {
+    let counter = match part {
+        Part::Held => &HELD,
+        Part::Claim => &CLAIMS,
+        Part::Commit => &COMMITS,
+    };
+    counter.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
