@@ -174,6 +174,10 @@ fn claim_in_transaction(
             mark_running
                 .execute(params![task.id, run_id, node, ms(lease_until), ms(now)])
                 .context("marking a task running")?;
+            // Only a claim sets `last_run_at`, and nothing clears it: a task
+            // without one has never run, so it has no checkpoints to clear
+            // and no past runs to read.
+            let first_run = task.last_run_at.is_none();
             // The row as the update left it.
             let at = time(ms(now));
             task.status = TaskStatus::Running;
@@ -185,18 +189,19 @@ fn claim_in_transaction(
                 task.progress = 0.0;
                 task.message = None;
             }
-            claimed.push((task, shape, run_id));
+            claimed.push((task, shape, run_id, first_run));
         }
     }
     let mut runs = Vec::with_capacity(claimed.len());
     let mut modules = HashMap::new();
-    for (mut task, shape, run_id) in claimed {
+    for (mut task, shape, run_id, first_run) in claimed {
         let secrets = load_children(tx, &mut task)?;
         let reusable = match shape.resumes() {
             Some(previous) => {
                 carry_artifacts(tx, previous, run_id)?;
                 load_reusable(tx, previous)?
             }
+            None if first_run => HashMap::new(),
             None => {
                 tx.prepare_cached("DELETE FROM checkpoints WHERE task_id = ?1")?
                     .execute([task.id])
@@ -213,7 +218,11 @@ fn claim_in_transaction(
             attempt: task.attempts,
             trigger: shape.trigger(),
             secrets,
-            past_durations: past_durations(tx, task.id)?,
+            past_durations: if first_run {
+                Vec::new()
+            } else {
+                past_durations(tx, task.id)?
+            },
             steps,
             task,
         });
