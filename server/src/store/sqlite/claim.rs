@@ -201,11 +201,12 @@ fn claim_in_transaction(
                 carry_artifacts(tx, previous, run_id)?;
                 load_reusable(tx, previous)?
             }
-            None if first_run => HashMap::new(),
             None => {
-                tx.prepare_cached("DELETE FROM checkpoints WHERE task_id = ?1")?
-                    .execute([task.id])
-                    .context("clearing checkpoints of a fresh run")?;
+                if !first_run {
+                    tx.prepare_cached("DELETE FROM checkpoints WHERE task_id = ?1")?
+                        .execute([task.id])
+                        .context("clearing checkpoints of a fresh run")?;
+                }
                 HashMap::new()
             }
         };

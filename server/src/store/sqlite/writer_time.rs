@@ -14,7 +14,7 @@ static CLAIMS: AtomicU64 = AtomicU64::new(0);
 static COMMITS: AtomicU64 = AtomicU64::new(0);
 
 /// Time spent so far, since the process started.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub struct WriterTime {
     /// The handle held by a hot transaction (claims and write batches).
     pub held: Duration,
