@@ -117,11 +117,13 @@ async fn throughput(tasks: usize, steps: usize, durability: Durability) -> (f64,
     let share = |d: Duration| 100.0 * d.as_secs_f64() / elapsed;
     eprintln!(
         "writer held {:.0} % of the time: claims {:.0} %, write batches {:.0} % \
-         (COMMITs of both {:.0} %); {:.1} µs of claim per task",
+         (COMMITs of both {:.0} %) in {} transactions, {} holds; {:.1} µs of claim per task",
         share(writer.held),
         share(writer.claims),
         share(writer.held.saturating_sub(writer.claims)),
         share(writer.commits),
+        writer.transactions,
+        writer.holds,
         writer.claims.as_secs_f64() * 1e6 / tasks as f64
     );
     (tasks as f64 / elapsed, (tasks * steps) as f64 / elapsed)

@@ -1,7 +1,18 @@
-//! Group commit for the run path. Every durable commit costs an fsync
-//! (milliseconds on real disks), so the executor does not commit each step
-//! start, step end and run end on its own: it queues them here, and one writer
-//! applies whatever is queued in one transaction.
+//! The engine's writer: group commit for the run path, with the node's claims
+//! riding in the same transactions.
+//!
+//! Every durable commit costs an fsync, so the executor does not commit each
+//! step start, step end and run end on its own: it queues them here, and one
+//! writer applies whatever is queued in one transaction. The claim loop asks
+//! the same writer for due tasks, and the claim joins the next transaction
+//! (after that transaction's writes): under load one turn of the store's
+//! writer records a batch of run ends and claims their successors, with one
+//! commit (see `Store::write_then_claim`).
+//!
+//! The writer runs on a thread of its own, with a single-task runtime: the
+//! store's writer connection is the node's bottleneck, and on the engine's
+//! runtime each turn waited in the queue behind hundreds of running steps
+//! before it could start.
 //!
 //! Order is kept (one queue, one writer). Step starts and ends are queued
 //! without waiting; a run's end is awaited, so a task is reported finished
@@ -9,65 +20,373 @@
 //! queued writes are lost together with the run, which the rescuer then
 //! retries: a step attempt is never recorded as completed twice.
 
-use crate::store::{Store, StoreError, StoreResult, WriteOp};
+use crate::store::{
+    ClaimDue, ClaimedRun, Store, StoreError, StoreResult, WriteOp, WriterTurn, WriterTurns,
+};
+use chrono::Utc;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most writes in one transaction.
 const BATCH: usize = 512;
 
 type Reply = oneshot::Sender<StoreResult<bool>>;
+type ClaimReply = oneshot::Sender<StoreResult<Vec<ClaimedRun>>>;
+
+enum Job {
+    Write(WriteOp, Option<Reply>),
+    /// Claim up to this many due tasks.
+    Claim(i64, ClaimReply),
+}
+
+/// Who claims, and for how long (from the engine's configuration).
+pub struct Claimant {
+    pub node: String,
+    pub lease: Duration,
+}
 
 pub struct Committer {
-    sender: mpsc::UnboundedSender<(WriteOp, Option<Reply>)>,
+    sender: mpsc::UnboundedSender<Job>,
 }
 
 impl Committer {
-    pub fn start(store: Arc<dyn Store>) -> Arc<Self> {
+    /// Start the writer thread. It ends once the committer is dropped and
+    /// everything queued is written.
+    pub fn start(store: Arc<dyn Store>, claimant: Claimant) -> Arc<Self> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(commit_batches(store, receiver));
+        let started = std::thread::Builder::new()
+            .name("stepwise-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(write_turns(store, receiver, claimant)),
+                    Err(error) => tracing::error!("starting the engine's writer failed: {error}"),
+                }
+            });
+        if let Err(error) = started {
+            // Every commit and claim then answers "the committer has stopped".
+            tracing::error!("starting the engine's writer thread failed: {error}");
+        }
         Arc::new(Committer { sender })
     }
 
     /// Queue a write; it is applied in order with the others.
     pub fn queue(&self, op: WriteOp) {
-        let _ = self.sender.send((op, None));
+        let _ = self.sender.send(Job::Write(op, None));
     }
 
     /// Queue a write and wait until it (and everything before it) is committed.
     pub async fn commit(&self, op: WriteOp) -> StoreResult<bool> {
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send((op, Some(reply)))
-            .map_err(|_| StoreError::Internal(anyhow::anyhow!("the committer has stopped")))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Internal(anyhow::anyhow!("the committer has stopped")))?
+            .send(Job::Write(op, Some(reply)))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Claim up to `limit` due tasks in the writer's next turn (after the
+    /// writes queued before this call).
+    pub async fn claim(&self, limit: i64) -> StoreResult<Vec<ClaimedRun>> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Job::Claim(limit, reply))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn commit_batches(
+fn stopped() -> StoreError {
+    internal("the committer has stopped")
+}
+
+/// How long the writer keeps its hold on the store's writer while work keeps
+/// coming: other writers (API requests, the event log) wait at most about
+/// this long, and the hold's fixed costs (hand-offs to the connection's
+/// thread, preparing statements) are spread over many turns.
+const HOLD: Duration = Duration::from_millis(10);
+
+async fn write_turns(
     store: Arc<dyn Store>,
-    mut receiver: mpsc::UnboundedReceiver<(WriteOp, Option<Reply>)>,
+    receiver: mpsc::UnboundedReceiver<Job>,
+    claimant: Claimant,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        let (ops, replies): (Vec<WriteOp>, Vec<Option<Reply>>) = batch.drain(..).unzip();
-        match store.apply_writes(&ops).await {
-            Ok(results) => {
-                for (reply, applied) in replies.into_iter().zip(results) {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Ok(applied));
-                    }
+    let mut queue = Queue::new(receiver, claimant);
+    loop {
+        if !queue.has_work() && queue.receiver.recv_many(&mut queue.jobs, BATCH).await == 0 {
+            return;
+        }
+        queue.hold();
+        if let Err(error) = store.write_turns(&mut queue).await {
+            queue.fail_waiting(error);
+        }
+    }
+}
+
+/// A turn given to the store, with whom to answer.
+struct Flight {
+    turn: WriterTurn,
+    replies: Vec<Option<Reply>>,
+    claim_reply: Option<ClaimReply>,
+}
+
+/// The writer's side of [`Store::write_turns`]: turns are cut from what is
+/// queued when the store asks for the next one.
+struct Queue {
+    receiver: mpsc::UnboundedReceiver<Job>,
+    claimant: Claimant,
+    /// Received, not yet in a turn.
+    jobs: Vec<Job>,
+    /// Claims wait here when more than one arrives (one per turn).
+    claims: VecDeque<(i64, ClaimReply)>,
+    /// The halves of a failed turn, tried apart.
+    retries: VecDeque<Flight>,
+    in_flight: Option<Flight>,
+    hold_until: Instant,
+}
+
+impl Queue {
+    fn new(receiver: mpsc::UnboundedReceiver<Job>, claimant: Claimant) -> Self {
+        Queue {
+            receiver,
+            claimant,
+            jobs: Vec::with_capacity(BATCH),
+            claims: VecDeque::new(),
+            retries: VecDeque::new(),
+            in_flight: None,
+            hold_until: Instant::now(),
+        }
+    }
+
+    /// A hold of the store's writer starts: turns are given until [`HOLD`]
+    /// has passed or nothing is queued.
+    fn hold(&mut self) {
+        self.hold_until = Instant::now() + HOLD;
+    }
+
+    fn has_work(&self) -> bool {
+        !self.jobs.is_empty() || !self.claims.is_empty() || !self.retries.is_empty()
+    }
+
+    /// The next turn from what is queued now.
+    fn cut(&mut self) -> Option<Flight> {
+        while self.jobs.len() < BATCH
+            && let Ok(job) = self.receiver.try_recv()
+        {
+            self.jobs.push(job);
+        }
+        let mut ops = Vec::with_capacity(self.jobs.len());
+        let mut replies = Vec::with_capacity(self.jobs.len());
+        for job in self.jobs.drain(..) {
+            match job {
+                Job::Write(op, reply) => {
+                    ops.push(op);
+                    replies.push(reply);
                 }
-            }
-            Err(error) => {
-                tracing::error!("committing {} executor writes failed: {error:#}", ops.len());
-                let message = format!("{error:#}");
-                for reply in replies.into_iter().flatten() {
-                    let _ = reply.send(Err(StoreError::Internal(anyhow::anyhow!("{message}"))));
-                }
+                Job::Claim(limit, reply) => self.claims.push_back((limit, reply)),
             }
         }
+        let (claim, claim_reply) = match self.claims.pop_front() {
+            Some((limit, reply)) => {
+                let now = Utc::now();
+                let due = ClaimDue {
+                    node: self.claimant.node.clone(),
+                    now,
+                    lease_until: now + self.claimant.lease,
+                    limit,
+                };
+                (Some(due), Some(reply))
+            }
+            None if ops.is_empty() => return None,
+            None => (None, None),
+        };
+        Some(Flight {
+            turn: WriterTurn { ops, claim },
+            replies,
+            claim_reply,
+        })
+    }
+
+    /// Answer everything received and not written with `error` (the store's
+    /// writer could not be reached at all).
+    fn fail_waiting(&mut self, error: StoreError) {
+        tracing::error!("the engine's writer could not write: {error:#}");
+        let message = format!("{error:#}");
+        let received = self.cut();
+        let flights = self.retries.drain(..).chain(received);
+        for flight in flights.chain(self.in_flight.take()) {
+            answer(flight, Err(internal(&message)));
+        }
+        for (_, reply) in self.claims.drain(..) {
+            let _ = reply.send(Err(internal(&message)));
+        }
+    }
+}
+
+impl WriterTurns for Queue {
+    fn next_turn(&mut self) -> Option<&WriterTurn> {
+        let flight = match self.retries.pop_front() {
+            Some(retry) => retry,
+            None if Instant::now() >= self.hold_until => return None,
+            None => self.cut()?,
+        };
+        Some(&self.in_flight.insert(flight).turn)
+    }
+
+    /// If a turn of writes and a claim fails, they are tried apart, so that
+    /// a claim that cannot be made (a damaged task row, say) never keeps
+    /// runs' ends from being recorded, nor the reverse.
+    fn turn_done(&mut self, result: StoreResult<(Vec<bool>, Vec<ClaimedRun>)>) {
+        let Some(flight) = self.in_flight.take() else {
+            return;
+        };
+        match result {
+            Err(error) if !flight.turn.ops.is_empty() && flight.turn.claim.is_some() => {
+                tracing::warn!(
+                    "a writer turn failed, trying its writes and claim apart: {error:#}"
+                );
+                let Flight {
+                    turn,
+                    replies,
+                    claim_reply,
+                } = flight;
+                self.retries.push_back(Flight {
+                    turn: WriterTurn {
+                        ops: turn.ops,
+                        claim: None,
+                    },
+                    replies,
+                    claim_reply: None,
+                });
+                self.retries.push_back(Flight {
+                    turn: WriterTurn {
+                        ops: Vec::new(),
+                        claim: turn.claim,
+                    },
+                    replies: Vec::new(),
+                    claim_reply,
+                });
+            }
+            Err(error) => {
+                if !flight.turn.ops.is_empty() {
+                    tracing::error!(
+                        "committing {} executor writes failed: {error:#}",
+                        flight.turn.ops.len()
+                    );
+                }
+                let message = format!("{error:#}");
+                answer(flight, Err(internal(&message)));
+            }
+            Ok(done) => answer(flight, Ok(done)),
+        }
+    }
+}
+
+fn answer(flight: Flight, result: Result<(Vec<bool>, Vec<ClaimedRun>), StoreError>) {
+    match result {
+        Ok((applied, claimed)) => {
+            for (reply, applied) in flight.replies.into_iter().zip(applied) {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(applied));
+                }
+            }
+            if let Some(reply) = flight.claim_reply {
+                let _ = reply.send(Ok(claimed));
+            }
+        }
+        Err(error) => {
+            let message = format!("{error:#}");
+            for reply in flight.replies.into_iter().flatten() {
+                let _ = reply.send(Err(internal(&message)));
+            }
+            if let Some(reply) = flight.claim_reply {
+                let _ = reply.send(Err(internal(&message)));
+            }
+        }
+    }
+}
+
+fn internal(message: &str) -> StoreError {
+    StoreError::Internal(anyhow::anyhow!("{message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{
+        Durability, NewStep, NewTask, RunEnd, RunResult, RunStatus, SqliteStore, TaskStatus,
+    };
+
+    fn one_step_task(name: &str) -> NewTask {
+        NewTask::new(name, vec![NewStep::new("m/a", serde_json::json!({}))])
+    }
+
+    /// A turn of writes and a claim that fails is tried again as its writes
+    /// and its claim apart: the run's end is recorded, and the claim answers
+    /// with its error.
+    #[tokio::test]
+    async fn a_failing_claim_never_keeps_a_run_end_from_being_recorded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("s.db"), Durability::Full)
+            .await
+            .expect("open");
+        let now = Utc::now();
+        let (running, _) = store
+            .create_task(one_step_task("running"), now)
+            .await
+            .expect("create");
+        let claimed = store
+            .claim_due("node", now, now + Duration::from_secs(30), 1)
+            .await
+            .expect("claim")
+            .remove(0);
+        let (broken, _) = store
+            .create_task(one_step_task("broken"), now)
+            .await
+            .expect("create");
+        store.break_steps_of(broken.id).await;
+
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let (reply, finished) = oneshot::channel();
+        let end = RunEnd {
+            run_status: RunStatus::Completed,
+            message: None,
+            finished_at: now,
+            task_status: TaskStatus::Completed,
+            last_result: RunResult::Success,
+            next_run_at: None,
+            attempts: 1,
+            resume_next: false,
+            progress: 100.0,
+        };
+        let finish = WriteOp::FinishRun {
+            task_id: running.id,
+            run_id: claimed.run_id,
+            end,
+        };
+        sender.send(Job::Write(finish, Some(reply))).expect("queue");
+        let (reply, claim) = oneshot::channel();
+        sender.send(Job::Claim(5, reply)).expect("queue");
+        let claimant = Claimant {
+            node: "node".into(),
+            lease: Duration::from_secs(30),
+        };
+        let mut queue = Queue::new(receiver, claimant);
+        queue.hold();
+        store.write_turns(&mut queue).await.expect("turns");
+
+        assert!(finished.await.expect("answered").expect("recorded"));
+        let error = claim.await.expect("answered").expect_err("the claim fails");
+        assert!(format!("{error:#}").contains("JSON"), "{error:#}");
+        let task = store
+            .get_task(running.id)
+            .await
+            .expect("get")
+            .expect("task");
+        assert_eq!(task.status, TaskStatus::Completed);
+        assert!(!queue.has_work());
     }
 }

@@ -113,7 +113,13 @@ impl Engine {
         config: EngineConfig,
     ) -> Self {
         let event_writer = EventWriter::start(store.clone());
-        let committer = committer::Committer::start(store.clone());
+        let committer = committer::Committer::start(
+            store.clone(),
+            committer::Claimant {
+                node: config.node_id.clone(),
+                lease: config.lease,
+            },
+        );
         Engine {
             inner: Arc::new(Inner {
                 store,

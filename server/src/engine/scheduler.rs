@@ -94,13 +94,9 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
         let free = workers.available_permits() as i64;
         let mut claimed_all = false;
         if free >= if backlog { batch_when_busy } else { 1 } {
-            let now = Utc::now();
             let want = free.min(inner.config.claim_batch);
-            match inner
-                .store
-                .claim_due(&inner.config.node_id, now, now + inner.config.lease, want)
-                .await
-            {
+            // Through the committer: the claim rides in its next transaction.
+            match inner.committer.claim(want).await {
                 Ok(runs) => {
                     claimed_all = runs.len() as i64 == want;
                     backlog = claimed_all;

@@ -18,6 +18,23 @@ pub use sqlite::{Durability, SqliteStore, WriterTime};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+/// Where [`Store::write_turns`] takes its turns from, and reports them to.
+pub trait WriterTurns {
+    /// The next turn, if one is ready now; `None` ends the hold on the writer
+    /// (the caller waits for more work outside it, so other writers get in).
+    fn next_turn(&mut self) -> Option<&WriterTurn>;
+    /// How the turn last given went: per op whether it applied, and the
+    /// claimed runs. On an error nothing of the turn was written.
+    fn turn_done(&mut self, result: StoreResult<(Vec<bool>, Vec<ClaimedRun>)>);
+}
+
+/// One transaction of the engine's writer.
+#[derive(Debug, Default)]
+pub struct WriterTurn {
+    pub ops: Vec<WriteOp>,
+    pub claim: Option<ClaimDue>,
+}
+
 /// What went wrong in the store. `Conflict` and `NotFound` are the caller's
 /// business; `Internal` is logged and shown as an opaque error.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +130,14 @@ pub trait Store: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<ClaimedRun>>;
+    /// The engine writer's turns, one after the other, for as long as
+    /// `turns` has one ready (see [`WriterTurns`]). Each turn applies its ops
+    /// as [`Store::apply_writes`] does, then claims as [`Store::claim_due`]
+    /// does, and commits both together: under load a node records a batch of
+    /// run ends and claims their successors with one commit (and one fsync).
+    /// A turn with no ops may commit without an fsync (see the store's notes
+    /// on claims). Errs only if no turn could be run at all.
+    async fn write_turns(&self, turns: &mut (dyn WriterTurns + Send)) -> StoreResult<()>;
     /// Extend the leases of these runs (only those still held by `node`), and
     /// return those among them whose cancel was requested (through any node):
     /// one round trip per heartbeat, whatever the number of runs.

@@ -322,6 +322,15 @@ pub struct TaskFilter {
     pub limit: i64,
 }
 
+/// A claim as the engine's writer asks for it (see [`super::Store::claim_due`]).
+#[derive(Debug, Clone)]
+pub struct ClaimDue {
+    pub node: String,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    pub limit: i64,
+}
+
 /// A run claimed by a node: what the executor needs to run it.
 #[derive(Debug, Clone)]
 pub struct ClaimedRun {

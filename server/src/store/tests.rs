@@ -52,6 +52,7 @@ macro_rules! conformance {
             runs::recurring_task_returns_to_scheduled,
             runs::finish_step_never_twice,
             runs::batched_writes_match_single_writes,
+            runs::writer_turns_apply_then_claim,
             runs::resume_reuses_completed_steps,
             runs::rescued_run_is_retried_with_reuse,
             runs::step_progress_is_saved,

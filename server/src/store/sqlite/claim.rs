@@ -12,23 +12,20 @@
 //!    executor reads nothing per run; artifacts are carried into resuming
 //!    runs and checkpoints of fresh runs cleared.
 //!
-//! The transaction runs with `synchronous=NORMAL` (see [`super::relaxed`]).
+//! It runs in the writer's turn (see [`super::turn`]), after the executor's
+//! writes of that turn.
 
-use super::SqliteStore;
-use super::direct::{self, TASK_COLUMNS, task_from_row};
-use super::relaxed::Relaxed;
+use super::direct::{TASK_COLUMNS, task_from_row};
 use super::rows::{ms, parse, parse_json, task_columns, time};
-use super::writer_time::{self, Part};
 use crate::store::{
-    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, SealedSecret, Step, StepRunStatus,
-    StepStatus, StoreResult, Task, TaskStatus,
+    ClaimDue, ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, SealedSecret, Step,
+    StepRunStatus, StepStatus, Task, TaskStatus,
 };
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use std::collections::HashMap;
 use std::sync::LazyLock;
-use std::time::Instant;
 
 /// The due tasks, in claim order. They are picked by one index range scan per
 /// priority (highest first), each stopping after `limit` rows, then merged: a
@@ -107,52 +104,22 @@ struct Reusable {
     message: Option<String>,
 }
 
-pub(super) async fn claim_due(
-    store: &SqliteStore,
-    node: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    limit: i64,
-) -> StoreResult<Vec<ClaimedRun>> {
-    if limit <= 0 {
-        return Ok(Vec::new());
-    }
-    let mut conn = Relaxed::acquire(store).await?;
-    let claimed =
-        direct::with_handle(&mut conn, |db| claim_in(db, node, now, lease_until, limit)).await;
-    conn.restore().await?;
-    claimed
-}
-
 /// One due task as picked, before it is claimed.
 struct Due {
     task: Task,
     shape: Shape,
 }
 
-fn claim_in(
-    db: &Connection,
-    node: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<ClaimedRun>> {
-    let started = Instant::now();
-    let claimed = direct::hot_transaction(db, |tx| {
-        claim_in_transaction(tx, node, now, lease_until, limit)
-    });
-    writer_time::add(Part::Claim, started);
-    claimed
-}
-
-fn claim_in_transaction(
-    tx: &Transaction,
-    node: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    limit: i64,
-) -> Result<Vec<ClaimedRun>> {
-    let due = pick_due(tx, now, limit)?;
+/// Claim in the writer's open transaction (see [`super::turn`]).
+pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result<Vec<ClaimedRun>> {
+    let ClaimDue {
+        node,
+        now,
+        lease_until,
+        limit,
+    } = claim;
+    let (now, lease_until) = (*now, *lease_until);
+    let due = pick_due(tx, now, *limit)?;
     let mut claimed = Vec::with_capacity(due.len());
     {
         let mut insert_run = tx.prepare_cached(

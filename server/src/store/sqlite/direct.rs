@@ -8,15 +8,15 @@
 //! writer then sat idle about 40 % of the time it was held, and it is the one
 //! resource every claim and every run end needs. Locked out of sqlx's worker,
 //! a whole transaction runs without a single hand-off, as plain per-row
-//! statements prepared once per transaction: no JSON shredding either.
-//! (Not kept across transactions: sqlx may close and reopen the writer, and
-//! a statement must not outlive its handle. Preparing a dozen statements per
-//! batch of hundreds of rows costs little.)
+//! statements prepared once per hold of the handle: no JSON shredding either.
+//! (Not kept across holds: sqlx may close and reopen the writer, and a
+//! statement must not outlive its handle. The engine's writer holds the
+//! handle for many transactions in a row, see [`super::turn`].)
 //!
-//! The transaction blocks the calling thread while it runs (some 30 µs per
-//! claimed task, a few milliseconds for a batch): the claim loop and the
-//! committer run on the engine's own runtime (`app.rs`), so API requests and
-//! live-view sessions never wait behind it. Everything else in the store stays
+//! The transaction blocks the calling thread while it runs (some 20 µs per
+//! claimed task, a few milliseconds for a batch): the engine's writer runs on
+//! a thread of its own (`engine/committer.rs`), so API requests, live-view
+//! sessions and running steps never wait behind it. Everything else in the store stays
 //! on sqlx: it is not on the hot path.
 
 use crate::store::{Priority, RunResult, StoreResult, Task, TaskStatus};
@@ -29,6 +29,11 @@ use sqlx::sqlite::SqliteConnection;
 use super::rows::{parse, time};
 use super::writer_time::{self, Part};
 use std::time::Instant;
+
+/// Statements kept prepared while the handle is held: more than the hot
+/// transactions use (a claim a dozen, the executor's writes seven), so that a
+/// hold serving many of them prepares each once.
+const HOT_STATEMENTS: usize = 32;
 
 /// Run `work` on the connection's own SQLite handle. It runs synchronously on
 /// this thread while sqlx's worker for the connection waits; `work` must
@@ -50,6 +55,7 @@ pub(super) async fn with_handle<R>(
     #[allow(unsafe_code)]
     let db = unsafe { Connection::from_handle(raw.as_ptr()) }
         .context("using the writer's SQLite handle")?;
+    db.set_prepared_statement_cache_capacity(HOT_STATEMENTS);
     let result = work(&db);
     drop(db);
     drop(locked);
@@ -57,8 +63,8 @@ pub(super) async fn with_handle<R>(
     Ok(result?)
 }
 
-/// Run `work` in one IMMEDIATE transaction with foreign-key checks off, and
-/// commit it; on an error it is rolled back.
+/// Run `work` with foreign-key checks off, and turn them back on however it
+/// ends (a panic included).
 ///
 /// Why off: the checks were about a tenth of the engine's throughput (every
 /// run and step-run insert looked its parent up again; deleting checkpoints
@@ -68,14 +74,26 @@ pub(super) async fn with_handle<R>(
 /// and delete nothing. Every other transaction keeps the checks, and
 /// `store/tests/sqlite.rs` runs `PRAGMA foreign_key_check` after a claim and
 /// a batch of run ends.
+///
+/// Once per hold of the handle, not per transaction: switching the pragma
+/// expires every prepared statement, and SQLite would compile each again at
+/// its next use (that was a tenth of the writer's time).
+pub(super) fn without_foreign_keys<R>(
+    db: &Connection,
+    work: impl FnOnce() -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
+    // A no-op inside a transaction: `work` must open its own.
+    db.execute_batch("PRAGMA foreign_keys = OFF")?;
+    let _restore = KeysBackOn(db);
+    work()
+}
+
+/// Run `work` in one IMMEDIATE transaction and commit it; on an error it is
+/// rolled back. Inside [`without_foreign_keys`] for the hot transactions.
 pub(super) fn hot_transaction<R>(
     db: &Connection,
     work: impl FnOnce(&Transaction) -> anyhow::Result<R>,
 ) -> anyhow::Result<R> {
-    // A no-op inside a transaction, so it goes first; put back however this
-    // ends, a panic included (the guard drops after the transaction).
-    db.execute_batch("PRAGMA foreign_keys = OFF")?;
-    let _restore = KeysBackOn(db);
     let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
     let result = work(&tx)?;
     let committing = Instant::now();

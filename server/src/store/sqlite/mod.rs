@@ -15,11 +15,11 @@ mod claim;
 mod create_batch;
 mod direct;
 mod records;
-mod relaxed;
 mod rows;
 mod runs;
 mod stats;
 mod tasks;
+mod turn;
 mod writer_time;
 mod writes;
 
@@ -101,6 +101,9 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            // A local file cannot hang up: the ping would only cost each
+            // write a round trip to the connection's thread.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(
                 options
@@ -138,6 +141,16 @@ impl SqliteStore {
             .fetch_one(&self.writer)
             .await
             .expect("read synchronous")
+    }
+
+    /// Break the steps of task `task_id` (their settings are no longer
+    /// JSON), so that claiming it fails: how tests make a claim fail.
+    pub(crate) async fn break_steps_of(&self, task_id: i64) {
+        sqlx::query("UPDATE steps SET settings = 'not json' WHERE task_id = ?1")
+            .bind(task_id)
+            .execute(&self.writer)
+            .await
+            .expect("break steps");
     }
 
     /// The writer connection's `PRAGMA foreign_keys`, and the rows that
@@ -256,7 +269,17 @@ impl Store for SqliteStore {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<ClaimedRun>> {
-        claim::claim_due(self, node, now, lease_until, limit).await
+        let claim = ClaimDue {
+            node: node.to_string(),
+            now,
+            lease_until,
+            limit,
+        };
+        Ok(turn::write_then_claim(self, &[], Some(&claim)).await?.1)
+    }
+
+    async fn write_turns(&self, turns: &mut (dyn WriterTurns + Send)) -> StoreResult<()> {
+        turn::write_turns(self, turns).await
     }
 
     async fn heartbeat(

@@ -1,11 +1,11 @@
 //! Runs after the claim: leases, step starts and ends, progress, the end of a
 //! run, rescue queries and run history.
 
+use super::SqliteStore;
 use super::rows::{
     RUN_COLUMNS, json_ids, load_children, load_step_runs, ms, run_from_row, task_columns,
     task_from_row,
 };
-use super::{SqliteStore, writes};
 use crate::store::{Run, RunEnd, StepRunEnd, StoreError, StoreResult, Task, WriteOp};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteConnection;
@@ -130,8 +130,7 @@ pub(super) async fn start_step_in(
 /// The executor's writes of many runs in one transaction: one fsync for all
 /// (see [`super::writes`]).
 pub(super) async fn apply_writes(store: &SqliteStore, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
-    let mut conn = store.writer.acquire().await?;
-    super::direct::with_handle(&mut conn, |db| writes::apply(db, ops)).await
+    Ok(super::turn::write_then_claim(store, ops, None).await?.0)
 }
 
 pub(super) async fn finish_step(

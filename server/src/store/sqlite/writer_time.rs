@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 static HELD: AtomicU64 = AtomicU64::new(0);
 static CLAIMS: AtomicU64 = AtomicU64::new(0);
 static COMMITS: AtomicU64 = AtomicU64::new(0);
+static TRANSACTIONS: AtomicU64 = AtomicU64::new(0);
+static HOLDS: AtomicU64 = AtomicU64::new(0);
 
 /// Time spent so far, since the process started.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +24,10 @@ pub struct WriterTime {
     pub claims: Duration,
     /// Of which `COMMIT` statements of either kind (a FULL one waits for the disk).
     pub commits: Duration,
+    /// Hot transactions committed (the writer's turns).
+    pub transactions: u64,
+    /// Holds of the handle they ran in (each prepares its statements again).
+    pub holds: u64,
 }
 
 impl WriterTime {
@@ -31,6 +37,8 @@ impl WriterTime {
             held: read(&HELD),
             claims: read(&CLAIMS),
             commits: read(&COMMITS),
+            transactions: TRANSACTIONS.load(Ordering::Relaxed),
+            holds: HOLDS.load(Ordering::Relaxed),
         }
     }
 
@@ -40,6 +48,8 @@ impl WriterTime {
             held: self.held.saturating_sub(earlier.held),
             claims: self.claims.saturating_sub(earlier.claims),
             commits: self.commits.saturating_sub(earlier.commits),
+            transactions: self.transactions.saturating_sub(earlier.transactions),
+            holds: self.holds.saturating_sub(earlier.holds),
         }
     }
 }
@@ -50,12 +60,19 @@ pub(super) enum Part {
     Commit,
 }
 
-/// Add the time since `started` to `part`.
+/// Add the time since `started` to `part` (a commit also counts one
+/// transaction, a hold one hold).
 pub(super) fn add(part: Part, started: Instant) {
     let counter = match part {
-        Part::Held => &HELD,
+        Part::Held => {
+            HOLDS.fetch_add(1, Ordering::Relaxed);
+            &HELD
+        }
         Part::Claim => &CLAIMS,
-        Part::Commit => &COMMITS,
+        Part::Commit => {
+            TRANSACTIONS.fetch_add(1, Ordering::Relaxed);
+            &COMMITS
+        }
     };
     counter.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }

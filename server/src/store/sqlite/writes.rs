@@ -1,22 +1,19 @@
 //! The executor's writes (step starts, progress, step ends, run ends) applied in order,
-//! one prepared statement per kind, inside one transaction on the writer's
-//! handle (see [`super::direct`]): a batch of hundreds of runs costs one
-//! commit and no hand-off between statements.
+//! one prepared statement per kind, inside the writer's turn (see
+//! [`super::turn`]): a batch of hundreds of runs costs one commit and no
+//! hand-off between statements.
 
 use super::rows::{ms, opt_ms};
 use crate::store::{RunEnd, StepRunEnd, WriteOp};
 use anyhow::{Context, Result};
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Transaction, params};
 use serde_json::Value;
 use std::collections::HashMap;
 
-/// Apply `ops` in one transaction; one `applied` answer per op, as the
-/// single-op store methods give it (`StartStep` is always `true`).
-pub(super) fn apply(db: &Connection, ops: &[WriteOp]) -> Result<Vec<bool>> {
-    super::direct::hot_transaction(db, |tx| apply_in(tx, ops))
-}
-
-fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<bool>> {
+/// Apply `ops` in order in the writer's open transaction (see
+/// [`super::turn`]); one `applied` answer per op, as the single-op store
+/// methods give it (`StartStep` is always `true`).
+pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<bool>> {
     // A step that starts and ends within one batch (most do) is written once:
     // its start rides on its end.
     let mut folded: HashMap<i64, Option<(Option<&str>, i64)>> = ops

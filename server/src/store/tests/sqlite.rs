@@ -86,7 +86,7 @@ async fn claims_relax_durability_for_themselves_only() {
 }
 
 /// Claims and the executor's write batches run with foreign-key checks off
-/// (see `sqlite::direct::hot_transaction`): they must leave the checks on for
+/// (see `sqlite::direct::without_foreign_keys`): they must leave the checks on for
 /// everything else, and no row without its parent.
 #[tokio::test]
 async fn hot_transactions_leave_foreign_keys_on_and_intact() {
@@ -140,4 +140,47 @@ async fn hot_transactions_leave_foreign_keys_on_and_intact() {
     assert!(!store.list_runs(task_id, 10).await.expect("runs").is_empty());
     store.delete_task(task_id).await.expect("delete");
     assert_eq!(store.writer_foreign_keys().await, (1, 0), "after a delete");
+}
+
+/// A writer turn is one transaction: when its claim fails, its writes are
+/// not kept either (the engine's writer then tries them apart).
+#[tokio::test]
+async fn a_writer_turn_whose_claim_fails_writes_nothing() {
+    use super::runs::{ScriptedTurns, claim_due};
+    let (_dir, store) = sqlite_store().await;
+    let running = create(&store, with_steps(new_task("running"), &["m/a"]), 0).await;
+    let first = claim_one(&store, 1).await;
+    assert_eq!(first.task.id, running.id);
+    let broken = create(&store, with_steps(new_task("broken"), &["m/b"]), 2).await;
+    store.break_steps_of(broken.id).await;
+    let finish = WriteOp::FinishRun {
+        task_id: first.task.id,
+        run_id: first.run_id,
+        end: run_end(RunStatus::Completed, TaskStatus::Completed, 5),
+    };
+    let mut turns = ScriptedTurns::default();
+    turns.turns.extend([
+        WriterTurn {
+            ops: vec![finish.clone()],
+            claim: Some(claim_due(10, 5)),
+        },
+        WriterTurn {
+            ops: vec![finish],
+            claim: None,
+        },
+    ]);
+    store.write_turns(&mut turns).await.expect("writer turns");
+    let error = turns.results[0].as_ref().expect_err("the claim fails");
+    assert!(format!("{error:#}").contains("JSON"), "{error:#}");
+    assert_eq!(
+        turns.results[1].as_ref().expect("writes alone").0,
+        [true],
+        "the failed turn's end of the run was rolled back, so it applies now"
+    );
+    assert_eq!(get(&store, running.id).await.status, TaskStatus::Completed);
+    let counts = store.count_by_status().await.expect("counts");
+    assert!(
+        counts.contains(&(TaskStatus::Scheduled, 1)),
+        "the broken task was not claimed: {counts:?}"
+    );
 }

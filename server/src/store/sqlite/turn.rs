@@ -1,0 +1,130 @@
+//! The engine writer's turn: the executor's writes, then a claim, in one
+//! transaction on the writer's handle (see [`super::direct`]). A busy node
+//! records its runs' ends and claims their successors with one commit.
+//!
+//! A turn with writes commits as the store is configured (FULL: an fsync). A
+//! turn that only claims commits with `synchronous=NORMAL`: in WAL mode a
+//! commit's frames are made durable by the next synced commit, so the claim is
+//! on disk as soon as any later FULL commit (a step end, a run end) is — and
+//! if power fails before that, the task is simply still scheduled and is
+//! claimed again: no step was recorded as completed. That saves an fsync per
+//! claim on a node that is not busy, where it would delay the steps' start.
+
+use super::writer_time::{self, Part};
+use super::{Durability, SqliteStore, claim, direct, writes};
+use crate::store::{ClaimDue, ClaimedRun, StoreError, StoreResult, WriteOp, WriterTurns};
+use anyhow::Context;
+use rusqlite::Connection;
+use std::time::Instant;
+
+/// The engine writer's turns on one hold of the writer's handle, for as long
+/// as `turns` has one ready: the hold, the hand-offs to sqlx's connection
+/// thread it takes and the statements prepared in it serve many turns.
+pub(super) async fn write_turns(
+    store: &SqliteStore,
+    turns: &mut (dyn WriterTurns + Send),
+) -> StoreResult<()> {
+    let durability = store.durability;
+    with_writer(store, |db, full_again| {
+        while let Some(turn) = turns.next_turn() {
+            let result = run_turn(db, durability, &turn.ops, turn.claim.as_ref(), full_again);
+            turns.turn_done(result.map_err(StoreError::Internal));
+            if !*full_again {
+                break;
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// One turn on its own (the single-op store methods and `claim_due`).
+pub(super) async fn write_then_claim(
+    store: &SqliteStore,
+    ops: &[WriteOp],
+    claim: Option<&ClaimDue>,
+) -> StoreResult<(Vec<bool>, Vec<ClaimedRun>)> {
+    if ops.is_empty() && claim.is_none_or(|c| c.limit <= 0) {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let durability = store.durability;
+    with_writer(store, |db, full_again| {
+        run_turn(db, durability, ops, claim, full_again)
+    })
+    .await
+}
+
+/// Run `work` on the writer's handle. `work` is told whether
+/// `synchronous=FULL` is still in force (see [`Relaxed`]); if not, the
+/// connection is closed rather than returned to the pool.
+async fn with_writer<R>(
+    store: &SqliteStore,
+    work: impl FnOnce(&Connection, &mut bool) -> anyhow::Result<R>,
+) -> StoreResult<R> {
+    let mut conn = store.writer.acquire().await?;
+    let mut full_again = true;
+    let result = direct::with_handle(&mut conn, |db| {
+        direct::without_foreign_keys(db, || work(db, &mut full_again))
+    })
+    .await;
+    if !full_again {
+        // Never let a later write commit without its fsync: the pool opens a
+        // fresh connection with the configured `synchronous`.
+        conn.close_on_drop();
+    }
+    result
+}
+
+/// One transaction: `ops` in order, then the claim.
+fn run_turn(
+    db: &Connection,
+    durability: Durability,
+    ops: &[WriteOp],
+    claim: Option<&ClaimDue>,
+    full_again: &mut bool,
+) -> anyhow::Result<(Vec<bool>, Vec<ClaimedRun>)> {
+    let claim = claim.filter(|c| c.limit > 0);
+    if ops.is_empty() && claim.is_none() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let relax = ops.is_empty() && durability == Durability::Full;
+    let _relaxed = relax.then(|| Relaxed::on(db, full_again)).transpose()?;
+    direct::hot_transaction(db, |tx| {
+        let applied = writes::apply_in(tx, ops)?;
+        let claimed = match claim {
+            Some(due) => {
+                let started = Instant::now();
+                let claimed = claim::claim_in_transaction(tx, due)?;
+                writer_time::add(Part::Claim, started);
+                claimed
+            }
+            None => Vec::new(),
+        };
+        Ok((applied, claimed))
+    })
+}
+
+/// `synchronous=NORMAL` on the writer until dropped (an error or a panic
+/// included), then FULL again; if that fails, `full_again` says so and the
+/// caller closes the connection.
+struct Relaxed<'a> {
+    db: &'a Connection,
+    full_again: &'a mut bool,
+}
+
+impl<'a> Relaxed<'a> {
+    fn on(db: &'a Connection, full_again: &'a mut bool) -> anyhow::Result<Self> {
+        db.execute_batch("PRAGMA synchronous = NORMAL")
+            .context("relaxing the writer for a claim")?;
+        Ok(Relaxed { db, full_again })
+    }
+}
+
+impl Drop for Relaxed<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = self.db.execute_batch("PRAGMA synchronous = FULL") {
+            tracing::error!("putting synchronous=FULL back failed: {error}");
+            *self.full_again = false;
+        }
+    }
+}
