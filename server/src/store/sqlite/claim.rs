@@ -15,6 +15,7 @@
 //! It runs in the writer's turn (see [`super::turn`]), after the executor's
 //! writes of that turn.
 
+use super::at_hand::{AtHand, Sql};
 use super::direct::{TASK_COLUMNS, task_from_row};
 use super::rows::{ms, parse, parse_json, task_columns, time};
 use crate::store::{
@@ -65,6 +66,48 @@ const MARK_RUNNING_SQL: &str = "UPDATE tasks SET status = 'running', attempts = 
         progress = CASE WHEN resume_from_run_id IS NULL THEN 0 ELSE progress END, \
         message = CASE WHEN resume_from_run_id IS NULL THEN NULL ELSE message END \
      WHERE id = ?1";
+
+/// The per-task statements of a claim (see [`AtHand`]).
+type Hot<'c> = AtHand<'c, 9>;
+
+const CLEAR_CHECKPOINTS: Sql = (0, "DELETE FROM checkpoints WHERE task_id = ?1");
+const STEPS: Sql = (
+    1,
+    "SELECT id, task_id, sort_order, controller, settings, max_execution_time, max_memory, \
+                interrupt_on_step_fault, status \
+         FROM steps WHERE task_id = ?1 ORDER BY sort_order, id",
+);
+const DETAILS: Sql = (
+    2,
+    "SELECT key, value FROM task_details WHERE task_id = ?1 ORDER BY key",
+);
+const SECRETS: Sql = (
+    3,
+    "SELECT name, nonce, ciphertext FROM task_secrets WHERE task_id = ?1 ORDER BY name",
+);
+const CARRY_ARTIFACTS: Sql = (
+    4,
+    "INSERT INTO artifacts (task_id, run_id, step_id, name, data, size, created_at, updated_at) \
+         SELECT task_id, ?2, step_id, name, data, size, created_at, updated_at FROM artifacts WHERE run_id = ?1",
+);
+const REUSABLE: Sql = (
+    5,
+    "SELECT step_id, result, outcome, module_hash, progress, message FROM step_runs \
+         WHERE run_id = ?1 AND status IN ('completed', 'reused')",
+);
+const INSERT_STEP_RUN: Sql = (
+    6,
+    "INSERT INTO step_runs (run_id, step_id, sort_order, controller, status, result, outcome, \
+                module_hash, progress, message) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+);
+const MODULE: Sql = (7, "SELECT hash, active FROM modules WHERE path = ?1");
+const PAST_DURATIONS: Sql = (
+    8,
+    "SELECT (finished_at - started_at) / 1000.0 FROM runs \
+         WHERE task_id = ?1 AND status = 'completed' AND finished_at IS NOT NULL \
+         ORDER BY id DESC LIMIT ?2",
+);
 
 /// Past runs whose durations a claim brings for the ETA.
 const PAST_RUNS: i64 = 5;
@@ -161,25 +204,26 @@ pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result
     }
     let mut runs = Vec::with_capacity(claimed.len());
     let mut modules = HashMap::new();
+    let mut hot = Hot::new(tx);
     for (mut task, shape, run_id, first_run) in claimed {
-        let secrets = load_children(tx, &mut task)?;
+        let secrets = load_children(&mut hot, &mut task)?;
         let reusable = match shape.resumes() {
             Some(previous) => {
-                carry_artifacts(tx, previous, run_id)?;
-                load_reusable(tx, previous)?
+                carry_artifacts(&mut hot, previous, run_id)?;
+                load_reusable(&mut hot, previous)?
             }
             None => {
                 if !first_run {
-                    tx.prepare_cached("DELETE FROM checkpoints WHERE task_id = ?1")?
+                    hot.get(CLEAR_CHECKPOINTS)?
                         .execute([task.id])
                         .context("clearing checkpoints of a fresh run")?;
                 }
                 HashMap::new()
             }
         };
-        let mut steps = insert_step_runs(tx, &task, &shape, run_id, &reusable)?;
+        let mut steps = insert_step_runs(&mut hot, &task, &shape, run_id, &reusable)?;
         for planned in &mut steps {
-            planned.module = module(tx, &mut modules, &planned.step.controller)?;
+            planned.module = module(&mut hot, &mut modules, &planned.step.controller)?;
         }
         runs.push(ClaimedRun {
             run_id,
@@ -189,7 +233,7 @@ pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result
             past_durations: if first_run {
                 Vec::new()
             } else {
-                past_durations(tx, task.id)?
+                past_durations(&mut hot, task.id)?
             },
             steps,
             task,
@@ -217,13 +261,8 @@ fn pick_due(tx: &Transaction, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>
 
 /// Fill in a claimed task's steps (in run order), details and secret names;
 /// returns its sealed secrets.
-fn load_children(tx: &Transaction, task: &mut Task) -> Result<Vec<SealedSecret>> {
-    let mut steps = tx.prepare_cached(
-        "SELECT id, task_id, sort_order, controller, settings, max_execution_time, max_memory, \
-                interrupt_on_step_fault, status \
-         FROM steps WHERE task_id = ?1 ORDER BY sort_order, id",
-    )?;
-    let mut rows = steps.query([task.id])?;
+fn load_children(hot: &mut Hot, task: &mut Task) -> Result<Vec<SealedSecret>> {
+    let mut rows = hot.get(STEPS)?.query([task.id])?;
     while let Some(row) = rows.next().context("loading steps")? {
         let settings: String = row.get(4)?;
         let status: String = row.get(8)?;
@@ -239,17 +278,14 @@ fn load_children(tx: &Transaction, task: &mut Task) -> Result<Vec<SealedSecret>>
             status: parse::<StepStatus>(&status)?,
         });
     }
-    let mut details =
-        tx.prepare_cached("SELECT key, value FROM task_details WHERE task_id = ?1 ORDER BY key")?;
-    let mut rows = details.query([task.id])?;
+    drop(rows);
+    let mut rows = hot.get(DETAILS)?.query([task.id])?;
     while let Some(row) = rows.next().context("loading task details")? {
         let value: String = row.get(1)?;
         task.details.insert(row.get(0)?, parse_json(&value)?);
     }
-    let mut secrets = tx.prepare_cached(
-        "SELECT name, nonce, ciphertext FROM task_secrets WHERE task_id = ?1 ORDER BY name",
-    )?;
-    let mut rows = secrets.query([task.id])?;
+    drop(rows);
+    let mut rows = hot.get(SECRETS)?.query([task.id])?;
     let mut sealed = Vec::new();
     while let Some(row) = rows.next().context("loading secrets")? {
         let name: String = row.get(0)?;
@@ -265,22 +301,16 @@ fn load_children(tx: &Transaction, task: &mut Task) -> Result<Vec<SealedSecret>>
 
 /// A resuming run continues the artifacts of the run it resumes (a dump that
 /// stopped half-way is completed, not restarted in an empty file).
-fn carry_artifacts(tx: &Transaction, previous: i64, run_id: i64) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO artifacts (task_id, run_id, step_id, name, data, size, created_at, updated_at) \
-         SELECT task_id, ?2, step_id, name, data, size, created_at, updated_at FROM artifacts WHERE run_id = ?1",
-    )?
-    .execute([previous, run_id])
-    .context("carrying artifacts into the resuming run")?;
+fn carry_artifacts(hot: &mut Hot, previous: i64, run_id: i64) -> Result<()> {
+    hot.get(CARRY_ARTIFACTS)?
+        .execute([previous, run_id])
+        .context("carrying artifacts into the resuming run")?;
     Ok(())
 }
 
 /// Step id → the step run of `previous` that the resuming run reuses.
-fn load_reusable(tx: &Transaction, previous: i64) -> Result<HashMap<i64, Reusable>> {
-    let mut statement = tx.prepare_cached(
-        "SELECT step_id, result, outcome, module_hash, progress, message FROM step_runs \
-         WHERE run_id = ?1 AND status IN ('completed', 'reused')",
-    )?;
+fn load_reusable(hot: &mut Hot, previous: i64) -> Result<HashMap<i64, Reusable>> {
+    let statement = hot.get(REUSABLE)?;
     let mut rows = statement.query([previous])?;
     let mut reusable = HashMap::new();
     while let Some(row) = rows.next().context("loading reusable step runs")? {
@@ -319,17 +349,14 @@ fn plan(shape: &Shape, step: &Step, reusable: &HashMap<i64, Reusable>) -> StepRu
 
 /// Insert the step runs of a claimed run; returns its planned steps in order.
 fn insert_step_runs(
-    tx: &Transaction,
+    hot: &mut Hot,
     task: &Task,
     shape: &Shape,
     run_id: i64,
     reusable: &HashMap<i64, Reusable>,
 ) -> Result<Vec<PlannedStep>> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO step_runs (run_id, step_id, sort_order, controller, status, result, outcome, \
-                module_hash, progress, message) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?;
+    let db = hot.db();
+    let insert = hot.get(INSERT_STEP_RUN)?;
     let mut planned = Vec::with_capacity(task.steps.len());
     // Steps are loaded in (sort_order, id) order, the order they run in.
     for step in &task.steps {
@@ -353,7 +380,7 @@ fn insert_step_runs(
             .context("inserting a step run")?;
         planned.push(PlannedStep {
             step: step.clone(),
-            step_run_id: tx.last_insert_rowid(),
+            step_run_id: db.last_insert_rowid(),
             status,
             module: None,
         });
@@ -363,15 +390,15 @@ fn insert_step_runs(
 
 /// The registered module a claimed step names, looked up once per claim.
 fn module(
-    tx: &Transaction,
+    hot: &mut Hot,
     known: &mut HashMap<String, Option<ModuleRef>>,
     path: &str,
 ) -> Result<Option<ModuleRef>> {
     if let Some(module) = known.get(path) {
         return Ok(module.clone());
     }
-    let module = tx
-        .prepare_cached("SELECT hash, active FROM modules WHERE path = ?1")?
+    let module = hot
+        .get(MODULE)?
         .query_row([path], |row| {
             Ok(ModuleRef {
                 hash: row.get(0)?,
@@ -385,12 +412,8 @@ fn module(
 }
 
 /// How long the task's last completed runs took, in seconds, newest first.
-fn past_durations(tx: &Transaction, task_id: i64) -> Result<Vec<f64>> {
-    let mut statement = tx.prepare_cached(
-        "SELECT (finished_at - started_at) / 1000.0 FROM runs \
-         WHERE task_id = ?1 AND status = 'completed' AND finished_at IS NOT NULL \
-         ORDER BY id DESC LIMIT ?2",
-    )?;
+fn past_durations(hot: &mut Hot, task_id: i64) -> Result<Vec<f64>> {
+    let statement = hot.get(PAST_DURATIONS)?;
     let durations = statement
         .query_map(params![task_id, PAST_RUNS], |row| row.get(0))?
         .collect::<rusqlite::Result<Vec<f64>>>()

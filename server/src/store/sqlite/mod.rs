@@ -10,6 +10,7 @@
 //! on `<file>.lock`, held for the store's lifetime.
 
 mod actions;
+mod at_hand;
 mod blobs;
 mod claim;
 mod create_batch;

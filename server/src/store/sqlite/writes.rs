@@ -3,6 +3,7 @@
 //! [`super::turn`]): a batch of hundreds of runs costs one commit and no
 //! hand-off between statements.
 
+use super::at_hand::{AtHand, Sql};
 use super::rows::{ms, opt_ms};
 use crate::store::{RunEnd, StepRunEnd, WriteOp};
 use anyhow::{Context, Result};
@@ -10,10 +11,61 @@ use rusqlite::{Transaction, params};
 use serde_json::Value;
 use std::collections::HashMap;
 
+/// The statements of a batch of writes (see [`AtHand`]).
+type Hot<'c> = AtHand<'c, 7>;
+
+const START_STEP: Sql = (
+    0,
+    "UPDATE step_runs SET status = 'running', module_hash = ?2, started_at = ?3 \
+         WHERE id = ?1 AND status = 'pending'",
+);
+const END_STEP: Sql = (
+    1,
+    "UPDATE step_runs SET status = ?2, outcome = ?3, result = ?4, error = ?5, progress = ?6, \
+                    message = ?7, fuel_used = ?8, peak_memory = ?9, finished_at = ?10, \
+                    module_hash = CASE WHEN status = 'pending' AND ?12 IS NOT NULL \
+                                       THEN ?11 ELSE module_hash END, \
+                    started_at = CASE WHEN status = 'pending' AND ?12 IS NOT NULL \
+                                      THEN ?12 ELSE started_at END \
+             WHERE id = ?1 AND status IN ('pending', 'running')",
+);
+const END_RUN_TASK: Sql = (
+    2,
+    "UPDATE tasks SET status = ?3, last_result = ?4, next_run_at = ?5, attempts = ?6, \
+                    progress = ?7, message = COALESCE(?8, message), finished_at = ?9, \
+                    updated_at = ?9, resume_from_run_id = ?10, current_run_id = NULL, \
+                    lease_owner = NULL, lease_expires_at = NULL, cancel_requested = 0, \
+                    pending_trigger = NULL, pending_step_id = NULL \
+             WHERE id = ?1 AND current_run_id = ?2 AND status = 'running'",
+);
+const END_RUN: Sql = (
+    3,
+    "UPDATE runs SET status = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
+);
+const CLOSE_STEP_RUNS: Sql = (
+    4,
+    "UPDATE step_runs SET status = CASE status WHEN 'pending' THEN 'skipped' ELSE 'interrupted' END, \
+                error = CASE status WHEN 'running' THEN 'interrupted: the run ended' ELSE error END, \
+                finished_at = CASE status WHEN 'running' THEN ?2 ELSE finished_at END \
+         WHERE run_id = ?1 AND status IN ('pending', 'running')",
+);
+const SAVE_STEP_PROGRESS: Sql = (
+    5,
+    "UPDATE step_runs SET progress = ?3, message = COALESCE(?4, message) \
+         WHERE id = ?1 AND run_id = ?2 AND status = 'running'",
+);
+const SAVE_TASK_PROGRESS: Sql = (
+    6,
+    "UPDATE tasks SET progress = ?2, message = COALESCE(?3, message) \
+         WHERE id = (SELECT task_id FROM runs WHERE id = ?1) AND current_run_id = ?1 \
+           AND status = 'running'",
+);
+
 /// Apply `ops` in order in the writer's open transaction (see
 /// [`super::turn`]); one `applied` answer per op, as the single-op store
 /// methods give it (`StartStep` is always `true`).
 pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<bool>> {
+    let mut hot = Hot::new(tx);
     // A step that starts and ends within one batch (most do) is written once:
     // its start rides on its end.
     let mut folded: HashMap<i64, Option<(Option<&str>, i64)>> = ops
@@ -33,19 +85,19 @@ pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<bool>> {
             } => {
                 match folded.get_mut(step_run_id) {
                     Some(start) => *start = Some((module_hash.as_deref(), ms(*at))),
-                    None => start_step(tx, *step_run_id, module_hash.as_deref(), ms(*at))?,
+                    None => start_step(&mut hot, *step_run_id, module_hash.as_deref(), ms(*at))?,
                 }
                 true
             }
             WriteOp::FinishStep { step_run_id, end } => {
                 let start = folded.get(step_run_id).copied().flatten();
-                end_step(tx, *step_run_id, end, start)?
+                end_step(&mut hot, *step_run_id, end, start)?
             }
             WriteOp::FinishRun {
                 task_id,
                 run_id,
                 end,
-            } => end_run(tx, *task_id, *run_id, end)?,
+            } => end_run(&mut hot, *task_id, *run_id, end)?,
             WriteOp::SaveProgress {
                 run_id,
                 step_run_id,
@@ -54,7 +106,7 @@ pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<bool>> {
                 message,
             } => {
                 save_progress(
-                    tx,
+                    &mut hot,
                     *run_id,
                     *step_run_id,
                     *step_progress,
@@ -69,18 +121,10 @@ pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<bool>> {
 }
 
 /// Only a pending step run starts: one already ended (rescued) stays ended.
-fn start_step(
-    tx: &Transaction,
-    step_run_id: i64,
-    module_hash: Option<&str>,
-    at: i64,
-) -> Result<()> {
-    tx.prepare_cached(
-        "UPDATE step_runs SET status = 'running', module_hash = ?2, started_at = ?3 \
-         WHERE id = ?1 AND status = 'pending'",
-    )?
-    .execute(params![step_run_id, module_hash, at])
-    .context("starting a step run")?;
+fn start_step(hot: &mut Hot, step_run_id: i64, module_hash: Option<&str>, at: i64) -> Result<()> {
+    hot.get(START_STEP)?
+        .execute(params![step_run_id, module_hash, at])
+        .context("starting a step run")?;
     Ok(())
 }
 
@@ -88,21 +132,13 @@ fn start_step(
 /// hash and start time of a start folded into this end, which applies as a
 /// start would: only to a pending step run.
 fn end_step(
-    tx: &Transaction,
+    hot: &mut Hot,
     step_run_id: i64,
     end: &StepRunEnd,
     start: Option<(Option<&str>, i64)>,
 ) -> Result<bool> {
-    let changed = tx
-        .prepare_cached(
-            "UPDATE step_runs SET status = ?2, outcome = ?3, result = ?4, error = ?5, progress = ?6, \
-                    message = ?7, fuel_used = ?8, peak_memory = ?9, finished_at = ?10, \
-                    module_hash = CASE WHEN status = 'pending' AND ?12 IS NOT NULL \
-                                       THEN ?11 ELSE module_hash END, \
-                    started_at = CASE WHEN status = 'pending' AND ?12 IS NOT NULL \
-                                      THEN ?12 ELSE started_at END \
-             WHERE id = ?1 AND status IN ('pending', 'running')",
-        )?
+    let changed = hot
+        .get(END_STEP)?
         .execute(params![
             step_run_id,
             end.status.as_str(),
@@ -124,17 +160,10 @@ fn end_step(
 /// The guarded task update decides: a run ends only while its task is still
 /// running on it (not rescued meanwhile). Then the run, and its step runs
 /// left pending (skipped) or running (interrupted).
-fn end_run(tx: &Transaction, task_id: i64, run_id: i64, end: &RunEnd) -> Result<bool> {
+fn end_run(hot: &mut Hot, task_id: i64, run_id: i64, end: &RunEnd) -> Result<bool> {
     let finished_at = ms(end.finished_at);
-    let changed = tx
-        .prepare_cached(
-            "UPDATE tasks SET status = ?3, last_result = ?4, next_run_at = ?5, attempts = ?6, \
-                    progress = ?7, message = COALESCE(?8, message), finished_at = ?9, \
-                    updated_at = ?9, resume_from_run_id = ?10, current_run_id = NULL, \
-                    lease_owner = NULL, lease_expires_at = NULL, cancel_requested = 0, \
-                    pending_trigger = NULL, pending_step_id = NULL \
-             WHERE id = ?1 AND current_run_id = ?2 AND status = 'running'",
-        )?
+    let changed = hot
+        .get(END_RUN_TASK)?
         .execute(params![
             task_id,
             run_id,
@@ -151,7 +180,7 @@ fn end_run(tx: &Transaction, task_id: i64, run_id: i64, end: &RunEnd) -> Result<
     if changed == 0 {
         return Ok(false);
     }
-    tx.prepare_cached("UPDATE runs SET status = ?2, message = ?3, finished_at = ?4 WHERE id = ?1")?
+    hot.get(END_RUN)?
         .execute(params![
             run_id,
             end.run_status.as_str(),
@@ -159,14 +188,9 @@ fn end_run(tx: &Transaction, task_id: i64, run_id: i64, end: &RunEnd) -> Result<
             finished_at
         ])
         .context("ending the run")?;
-    tx.prepare_cached(
-        "UPDATE step_runs SET status = CASE status WHEN 'pending' THEN 'skipped' ELSE 'interrupted' END, \
-                error = CASE status WHEN 'running' THEN 'interrupted: the run ended' ELSE error END, \
-                finished_at = CASE status WHEN 'running' THEN ?2 ELSE finished_at END \
-         WHERE run_id = ?1 AND status IN ('pending', 'running')",
-    )?
-    .execute(params![run_id, finished_at])
-    .context("closing the run's step runs")?;
+    hot.get(CLOSE_STEP_RUNS)?
+        .execute(params![run_id, finished_at])
+        .context("closing the run's step runs")?;
     Ok(true)
 }
 
@@ -174,25 +198,18 @@ fn end_run(tx: &Transaction, task_id: i64, run_id: i64, end: &RunEnd) -> Result<
 /// restart shows roughly where a run was. Only while the step and its run are
 /// still running: a late save never overwrites an end.
 fn save_progress(
-    tx: &Transaction,
+    hot: &mut Hot,
     run_id: i64,
     step_run_id: i64,
     step_progress: f64,
     task_progress: f64,
     message: Option<&str>,
 ) -> Result<()> {
-    tx.prepare_cached(
-        "UPDATE step_runs SET progress = ?3, message = COALESCE(?4, message) \
-         WHERE id = ?1 AND run_id = ?2 AND status = 'running'",
-    )?
-    .execute(params![step_run_id, run_id, step_progress, message])
-    .context("saving a step's progress")?;
-    tx.prepare_cached(
-        "UPDATE tasks SET progress = ?2, message = COALESCE(?3, message) \
-         WHERE id = (SELECT task_id FROM runs WHERE id = ?1) AND current_run_id = ?1 \
-           AND status = 'running'",
-    )?
-    .execute(params![run_id, task_progress, message])
-    .context("saving a task's progress")?;
+    hot.get(SAVE_STEP_PROGRESS)?
+        .execute(params![step_run_id, run_id, step_progress, message])
+        .context("saving a step's progress")?;
+    hot.get(SAVE_TASK_PROGRESS)?
+        .execute(params![run_id, task_progress, message])
+        .context("saving a task's progress")?;
     Ok(())
 }
