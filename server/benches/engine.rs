@@ -3,13 +3,15 @@
 //! Throughput of one-step no-op tasks and of 10-step tasks through the whole
 //! engine (claim, run in the sandbox, record, end) on SQLite with durable
 //! commits, and the delay from `start_at` to the step starting with 1,000
-//! tasks queued.
+//! tasks queued; and how long another writer (a task created every 10 ms)
+//! waits while the engine keeps the writer busy, and what that costs it.
 
 mod yardstick;
 
 use chrono::Utc;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use stepwise::engine::{Engine, EngineConfig};
 use stepwise::events::EventBus;
@@ -89,7 +91,14 @@ async fn wait_all_done(store: &Arc<dyn Store>) {
     }
 }
 
-async fn throughput(tasks: usize, steps: usize, durability: Durability) -> (f64, f64) {
+/// Tasks/s and steps/s; with `writes_meanwhile`, also the waits of a task
+/// created every 10 ms while they run (ms, sorted).
+async fn throughput(
+    tasks: usize,
+    steps: usize,
+    durability: Durability,
+    writes_meanwhile: bool,
+) -> (f64, f64, Vec<f64>) {
     let (engine, store, _dir) = setup(durability).await;
     for chunk in 0..tasks.div_ceil(1_000) {
         let count = (tasks - chunk * 1_000).min(1_000);
@@ -103,8 +112,13 @@ async fn throughput(tasks: usize, steps: usize, durability: Durability) -> (f64,
     let writer_before = WriterTime::now();
     let started = Instant::now();
     let handle = engine.start();
+    let busy = Arc::new(AtomicBool::new(writes_meanwhile));
+    let writes = tokio::spawn(write_while_busy(store.clone(), busy.clone()));
     wait_all_done(&store).await;
     let elapsed = started.elapsed().as_secs_f64();
+    busy.store(false, Ordering::Relaxed);
+    let mut waits = writes.await.unwrap();
+    waits.sort_by(f64::total_cmp);
     let cpu = process_cpu_seconds() - cpu_before;
     let writer = WriterTime::now().since(writer_before);
     handle.shutdown().await;
@@ -126,7 +140,28 @@ async fn throughput(tasks: usize, steps: usize, durability: Durability) -> (f64,
         writer.holds,
         writer.claims.as_secs_f64() * 1e6 / tasks as f64
     );
-    (tasks as f64 / elapsed, (tasks * steps) as f64 / elapsed)
+    (
+        tasks as f64 / elapsed,
+        (tasks * steps) as f64 / elapsed,
+        waits,
+    )
+}
+
+/// Create a disabled task (never claimed) every 10 ms while `busy`: how
+/// long one write waits for the writer the engine keeps busy, in ms.
+async fn write_while_busy(store: Arc<dyn Store>, busy: Arc<AtomicBool>) -> Vec<f64> {
+    let mut waits = Vec::new();
+    while busy.load(Ordering::Relaxed) {
+        let task = NewTask {
+            disabled: true,
+            ..new_task(1, None)
+        };
+        let started = Instant::now();
+        store.create_task(task, Utc::now()).await.unwrap();
+        waits.push(started.elapsed().as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    waits
 }
 
 /// User plus system CPU time of this process so far (Linux `/proc`).
@@ -159,10 +194,26 @@ async fn main() {
     println!("{}\n", yardstick::Yardstick::measure(probe.path()));
     println!("| workload | synchronous | tasks/s | steps/s |\n|---|---|---|---|");
     for (durability, name) in [(Durability::Full, "FULL"), (Durability::Normal, "NORMAL")] {
-        let (tasks, steps) = throughput(20_000, 1, durability).await;
+        let (tasks, steps, _) = throughput(20_000, 1, durability, false).await;
         println!("| 20,000 one-step no-op tasks | {name} | {tasks:.0} | {steps:.0} |");
-        let (tasks, steps) = throughput(2_000, 10, durability).await;
+        let (tasks, steps, _) = throughput(2_000, 10, durability, false).await;
         println!("| 2,000 ten-step no-op tasks | {name} | {tasks:.0} | {steps:.0} |");
+    }
+
+    // Other writers (API requests) wait while the engine's writer holds the
+    // connection (up to 10 ms per hold, see `engine/committer.rs`).
+    let (tasks, _, waits) = throughput(20_000, 1, Durability::Full, true).await;
+    println!(
+        "| 20,000 one-step no-op tasks, a task created every 10 ms meanwhile | FULL | {tasks:.0} | {tasks:.0} |"
+    );
+    if let Some(max) = waits.last() {
+        let p = |q: f64| waits[((waits.len() - 1) as f64 * q) as usize];
+        println!(
+            "\n| a task created while the engine is busy ({} creates, 10 ms apart) | p50 {:.1} ms | p99 {:.1} ms | max {max:.1} ms |",
+            waits.len(),
+            p(0.5),
+            p(0.99),
+        );
     }
 
     // Latency from start_at to the step starting, with 1,000 tasks queued.

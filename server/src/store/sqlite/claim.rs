@@ -5,8 +5,9 @@
 //! 1. the due tasks are picked (one index range scan per priority);
 //! 2. per task: its run is inserted, then the task row is marked running and
 //!    pointed at the run in one update;
-//! 3. per task: its steps, details and sealed secrets, and, for a run that
-//!    resumes another, the step runs it reuses;
+//! 3. the tasks' steps, details and sealed secrets, one statement of each
+//!    kind for the whole claim; per task, for a run that resumes another,
+//!    the step runs it reuses;
 //! 4. per step: its step run is inserted;
 //! 5. the controllers' modules and the tasks' recent run durations, so the
 //!    executor reads nothing per run; artifacts are carried into resuming
@@ -17,7 +18,7 @@
 
 use super::at_hand::{AtHand, Sql};
 use super::direct::{TASK_COLUMNS, task_from_row};
-use super::rows::{ms, parse, parse_json, task_columns, time};
+use super::rows::{json_ids, ms, parse, parse_json, task_columns, time};
 use crate::store::{
     ClaimDue, ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, SealedSecret, Step,
     StepRunStatus, StepStatus, Task, TaskStatus,
@@ -74,16 +75,18 @@ const CLEAR_CHECKPOINTS: Sql = (0, "DELETE FROM checkpoints WHERE task_id = ?1")
 const STEPS: Sql = (
     1,
     "SELECT id, task_id, sort_order, controller, settings, max_execution_time, max_memory, \
-                interrupt_on_step_fault, status \
-         FROM steps WHERE task_id = ?1 ORDER BY sort_order, id",
+            interrupt_on_step_fault, status \
+     FROM steps WHERE task_id IN (SELECT value FROM json_each(?1)) ORDER BY task_id, sort_order, id",
 );
 const DETAILS: Sql = (
     2,
-    "SELECT key, value FROM task_details WHERE task_id = ?1 ORDER BY key",
+    "SELECT task_id, key, value FROM task_details \
+     WHERE task_id IN (SELECT value FROM json_each(?1)) ORDER BY task_id, key",
 );
 const SECRETS: Sql = (
     3,
-    "SELECT name, nonce, ciphertext FROM task_secrets WHERE task_id = ?1 ORDER BY name",
+    "SELECT task_id, name, nonce, ciphertext FROM task_secrets \
+     WHERE task_id IN (SELECT value FROM json_each(?1)) ORDER BY task_id, name",
 );
 const CARRY_ARTIFACTS: Sql = (
     4,
@@ -205,8 +208,9 @@ pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result
     let mut runs = Vec::with_capacity(claimed.len());
     let mut modules = HashMap::new();
     let mut hot = Hot::new(tx);
-    for (mut task, shape, run_id, first_run) in claimed {
-        let secrets = load_children(&mut hot, &mut task)?;
+    let mut sealed = load_children(&mut hot, &mut claimed)?;
+    for (task, shape, run_id, first_run) in claimed {
+        let secrets = sealed.remove(&task.id).unwrap_or_default();
         let reusable = match shape.resumes() {
             Some(previous) => {
                 carry_artifacts(&mut hot, previous, run_id)?;
@@ -259,14 +263,25 @@ fn pick_due(tx: &Transaction, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>
     Ok(due)
 }
 
-/// Fill in a claimed task's steps (in run order), details and secret names;
-/// returns its sealed secrets.
-fn load_children(hot: &mut Hot, task: &mut Task) -> Result<Vec<SealedSecret>> {
-    let mut rows = hot.get(STEPS)?.query([task.id])?;
+/// Fill in the claimed tasks' steps (in run order), details and secret
+/// names, with one statement of each kind for the whole claim (a task's
+/// details and secrets are mostly none: three lookups per task found nothing
+/// most of the time); returns each task's sealed secrets by task id.
+fn load_children(
+    hot: &mut Hot,
+    claimed: &mut [(Task, Shape, i64, bool)],
+) -> Result<HashMap<i64, Vec<SealedSecret>>> {
+    let ids = json_ids(claimed.iter().map(|(task, ..)| task.id));
+    let index: HashMap<i64, usize> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, (task, ..))| (task.id, i))
+        .collect();
+    let mut rows = hot.get(STEPS)?.query([&ids])?;
     while let Some(row) = rows.next().context("loading steps")? {
         let settings: String = row.get(4)?;
         let status: String = row.get(8)?;
-        task.steps.push(Step {
+        let step = Step {
             id: row.get(0)?,
             task_id: row.get(1)?,
             sort_order: row.get(2)?,
@@ -276,27 +291,45 @@ fn load_children(hot: &mut Hot, task: &mut Task) -> Result<Vec<SealedSecret>> {
             max_memory: row.get(6)?,
             interrupt_on_step_fault: row.get(7)?,
             status: parse::<StepStatus>(&status)?,
-        });
+        };
+        task_of(claimed, &index, step.task_id)?.steps.push(step);
     }
     drop(rows);
-    let mut rows = hot.get(DETAILS)?.query([task.id])?;
+    let mut rows = hot.get(DETAILS)?.query([&ids])?;
     while let Some(row) = rows.next().context("loading task details")? {
-        let value: String = row.get(1)?;
-        task.details.insert(row.get(0)?, parse_json(&value)?);
+        let value: String = row.get(2)?;
+        task_of(claimed, &index, row.get(0)?)?
+            .details
+            .insert(row.get(1)?, parse_json(&value)?);
     }
     drop(rows);
-    let mut rows = hot.get(SECRETS)?.query([task.id])?;
-    let mut sealed = Vec::new();
+    let mut rows = hot.get(SECRETS)?.query([&ids])?;
+    let mut sealed: HashMap<i64, Vec<SealedSecret>> = HashMap::new();
     while let Some(row) = rows.next().context("loading secrets")? {
-        let name: String = row.get(0)?;
-        task.secret_names.push(name.clone());
-        sealed.push(SealedSecret {
+        let task_id: i64 = row.get(0)?;
+        let name: String = row.get(1)?;
+        task_of(claimed, &index, task_id)?
+            .secret_names
+            .push(name.clone());
+        sealed.entry(task_id).or_default().push(SealedSecret {
             name,
-            nonce: row.get(1)?,
-            ciphertext: row.get(2)?,
+            nonce: row.get(2)?,
+            ciphertext: row.get(3)?,
         });
     }
     Ok(sealed)
+}
+
+/// The claimed task a child row belongs to.
+fn task_of<'a>(
+    claimed: &'a mut [(Task, Shape, i64, bool)],
+    index: &HashMap<i64, usize>,
+    task_id: i64,
+) -> Result<&'a mut Task> {
+    let i = index
+        .get(&task_id)
+        .context("a child row of a task that was not claimed")?;
+    Ok(&mut claimed[*i].0)
 }
 
 /// A resuming run continues the artifacts of the run it resumes (a dump that

@@ -3,6 +3,8 @@
 //! one connection, so the engine benchmark prints these next to the wall
 //! time: held time well under the wall time means the writer waits on the
 //! pipeline; near it, the transactions themselves are what to make cheaper.
+//! A hold counts from the lock to its release: the engine's writer runs many
+//! transactions in one (see `turn.rs`), and the time between them counts.
 //!
 //! Process-wide counters (relaxed atomics, a few nanoseconds per transaction).
 
@@ -18,7 +20,7 @@ static HOLDS: AtomicU64 = AtomicU64::new(0);
 /// Time spent so far, since the process started.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterTime {
-    /// The handle held by a hot transaction (claims and write batches).
+    /// The handle held for hot transactions (claims and write batches).
     pub held: Duration,
     /// Of which claims (their commit included).
     pub claims: Duration,
