@@ -80,8 +80,9 @@ fn main() {
     for path in ["modules/Cargo.toml", "modules/Cargo.lock", "Cargo.toml"]
         .into_iter()
         .chain(["guest-sdk/Cargo.toml", "guest-sdk/src", "guest-sdk/wit"])
-        // The dashboard is embedded with include_dir!, which cannot track files itself.
-        .chain(["web"])
+        // The dashboard is embedded with include_dir!, and the migrations with
+        // sqlx::migrate!: neither can track the files of its directory itself.
+        .chain(["web", "migrations"])
     {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
