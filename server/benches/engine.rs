@@ -122,6 +122,12 @@ async fn throughput(
     let cpu = process_cpu_seconds() - cpu_before;
     let writer = WriterTime::now().since(writer_before);
     handle.shutdown().await;
+    // Every task ran to success: a throughput of failures would be no figure.
+    let counts = store.count_by_status().await.unwrap();
+    assert!(
+        counts.contains(&(TaskStatus::Completed, tasks as i64)),
+        "not every task completed: {counts:?}"
+    );
     eprintln!(
         "ran them in {elapsed:.2} s using {cpu:.2} s of CPU ({:.0} µs per task)",
         cpu * 1e6 / tasks as f64

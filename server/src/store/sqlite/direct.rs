@@ -63,33 +63,37 @@ pub(super) async fn with_handle<R>(
     Ok(result?)
 }
 
-/// Run `work` with foreign-key checks off, and turn them back on however it
-/// ends (a panic included).
+/// Run `work` with foreign-key checks and CHECK constraints off, and turn
+/// them back on however it ends (a panic included).
 ///
-/// Why off: the checks were about a tenth of the engine's throughput (every
-/// run and step-run insert looked its parent up again; deleting checkpoints
-/// walked the constraint machinery per row), and in the hot transactions they
-/// can find nothing: a claim inserts runs for tasks it has just read and step
-/// runs for runs it has just inserted; the executor's writes update no key
-/// and delete nothing. Every other transaction keeps the checks, and
+/// Why off: the foreign-key checks were about a tenth of the engine's
+/// throughput (every run and step-run insert looked its parent up again;
+/// deleting checkpoints walked the constraint machinery per row), and in the
+/// hot transactions they can find nothing: a claim inserts runs for tasks it
+/// has just read and step runs for runs it has just inserted; the executor's
+/// writes update no key and delete nothing. Each CHECK that lists more than
+/// two states (`status IN (…)`) built a temporary b-tree of its list for every
+/// row inserted or updated (about a twentieth of the writer's time), and the
+/// hot statements write only the texts of the Rust enums in `model.rs`, which
+/// are exactly those lists. Every other transaction keeps both, and
 /// `store/tests/sqlite.rs` runs `PRAGMA foreign_key_check` after a claim and
 /// a batch of run ends.
 ///
-/// Once per hold of the handle, not per transaction: switching the pragma
+/// Once per hold of the handle, not per transaction: switching either pragma
 /// expires every prepared statement, and SQLite would compile each again at
 /// its next use (that was a tenth of the writer's time).
-pub(super) fn without_foreign_keys<R>(
+pub(super) fn without_checks<R>(
     db: &Connection,
     work: impl FnOnce() -> anyhow::Result<R>,
 ) -> anyhow::Result<R> {
-    // A no-op inside a transaction: `work` must open its own.
-    db.execute_batch("PRAGMA foreign_keys = OFF")?;
-    let _restore = KeysBackOn(db);
+    // No-ops inside a transaction: `work` must open its own.
+    db.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA ignore_check_constraints = ON")?;
+    let _restore = ChecksBackOn(db);
     work()
 }
 
 /// Run `work` in one IMMEDIATE transaction and commit it; on an error it is
-/// rolled back. Inside [`without_foreign_keys`] for the hot transactions.
+/// rolled back. Inside [`without_checks`] for the hot transactions.
 pub(super) fn hot_transaction<R>(
     db: &Connection,
     work: impl FnOnce(&Transaction) -> anyhow::Result<R>,
@@ -102,12 +106,13 @@ pub(super) fn hot_transaction<R>(
     Ok(result)
 }
 
-struct KeysBackOn<'a>(&'a Connection);
+struct ChecksBackOn<'a>(&'a Connection);
 
-impl Drop for KeysBackOn<'_> {
+impl Drop for ChecksBackOn<'_> {
     fn drop(&mut self) {
-        if let Err(error) = self.0.execute_batch("PRAGMA foreign_keys = ON") {
-            tracing::error!("turning foreign keys back on failed: {error}");
+        let on = "PRAGMA foreign_keys = ON; PRAGMA ignore_check_constraints = OFF";
+        if let Err(error) = self.0.execute_batch(on) {
+            tracing::error!("turning foreign keys and CHECK constraints back on failed: {error}");
         }
     }
 }

@@ -154,6 +154,25 @@ impl SqliteStore {
             .expect("break steps");
     }
 
+    /// Try to give task `task_id` a status no Rust enum has (the CHECK
+    /// constraint must refuse it).
+    pub(crate) async fn break_status_of(&self, task_id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE tasks SET status = 'lost' WHERE id = ?1")
+            .bind(task_id)
+            .execute(&self.writer)
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether the writer connection enforces CHECK constraints.
+    pub(crate) async fn writer_checks_constraints(&self) -> bool {
+        let ignored: i64 = sqlx::query_scalar("PRAGMA ignore_check_constraints")
+            .fetch_one(&self.writer)
+            .await
+            .expect("read ignore_check_constraints");
+        ignored == 0
+    }
+
     /// The writer connection's `PRAGMA foreign_keys`, and the rows that
     /// break a foreign key anywhere in the database.
     pub(crate) async fn writer_foreign_keys(&self) -> (i64, usize) {

@@ -64,7 +64,7 @@ async fn with_writer<R>(
     let mut conn = store.writer.acquire().await?;
     let mut full_again = true;
     let result = direct::with_handle(&mut conn, |db| {
-        direct::without_foreign_keys(db, || work(db, &mut full_again))
+        direct::without_checks(db, || work(db, &mut full_again))
     })
     .await;
     if !full_again {

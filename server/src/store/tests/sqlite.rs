@@ -85,11 +85,11 @@ async fn claims_relax_durability_for_themselves_only() {
     }
 }
 
-/// Claims and the executor's write batches run with foreign-key checks off
-/// (see `sqlite::direct::without_foreign_keys`): they must leave the checks on for
-/// everything else, and no row without its parent.
+/// Claims and the executor's write batches run with foreign-key checks and
+/// CHECK constraints off (see `sqlite::direct::without_checks`): they must
+/// leave both on for everything else, and no row without its parent.
 #[tokio::test]
-async fn hot_transactions_leave_foreign_keys_on_and_intact() {
+async fn hot_transactions_leave_foreign_keys_and_checks_on_and_intact() {
     let (_dir, store) = sqlite_store().await;
     for i in 0..5 {
         create(
@@ -107,6 +107,7 @@ async fn hot_transactions_leave_foreign_keys_on_and_intact() {
     let claimed = claim(&store, 1, 5).await;
     assert_eq!(claimed.len(), 5);
     assert_eq!(store.writer_foreign_keys().await, (1, 0), "after a claim");
+    assert!(store.writer_checks_constraints().await, "after a claim");
 
     let mut ops = Vec::new();
     for run in &claimed {
@@ -134,6 +135,13 @@ async fn hot_transactions_leave_foreign_keys_on_and_intact() {
         (1, 0),
         "after the writes"
     );
+    assert!(store.writer_checks_constraints().await, "after the writes");
+    // And they hold: a state no Rust enum has is refused.
+    let error = store
+        .break_status_of(claimed[1].task.id)
+        .await
+        .expect_err("the CHECK refuses it");
+    assert!(format!("{error:#}").contains("CHECK"), "{error:#}");
 
     // The checks are on again: deleting a task still takes its runs with it.
     let task_id = claimed[0].task.id;
