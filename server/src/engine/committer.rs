@@ -24,7 +24,9 @@ use crate::store::{
     ClaimDue, ClaimedRun, Store, StoreError, StoreResult, WriteOp, WriterTurn, WriterTurns,
 };
 use chrono::Utc;
+use futures::FutureExt;
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -120,8 +122,17 @@ async fn write_turns(
             return;
         }
         queue.hold();
-        if let Err(error) = store.write_turns(&mut queue).await {
-            queue.fail_waiting(error);
+        // A bug that panics in a hold must not stop the node's writes and
+        // claims for good: what the hold had taken is answered with an error
+        // (its runs end by their leases, see the rescuer), and the writer
+        // goes on with the next.
+        match AssertUnwindSafe(store.write_turns(&mut queue))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => queue.fail_waiting(error),
+            Err(_) => queue.fail_waiting(internal("the engine's writer panicked")),
         }
     }
 }
@@ -210,15 +221,25 @@ impl Queue {
         })
     }
 
-    /// Answer everything received and not written with `error` (the store's
-    /// writer could not be reached at all).
+    /// Answer everything taken from the channel and not written with `error`
+    /// (the store's writer could not be reached at all, or the hold panicked).
     fn fail_waiting(&mut self, error: StoreError) {
         tracing::error!("the engine's writer could not write: {error:#}");
         let message = format!("{error:#}");
-        let received = self.cut();
-        let flights = self.retries.drain(..).chain(received);
-        for flight in flights.chain(self.in_flight.take()) {
+        for flight in self.retries.drain(..).chain(self.in_flight.take()) {
             answer(flight, Err(internal(&message)));
+        }
+        // Only what was taken: jobs still in the channel go to the next hold.
+        for job in self.jobs.drain(..) {
+            match job {
+                Job::Write(_, Some(reply)) => {
+                    let _ = reply.send(Err(internal(&message)));
+                }
+                Job::Write(_, None) => {}
+                Job::Claim(_, reply) => {
+                    let _ = reply.send(Err(internal(&message)));
+                }
+            }
         }
         for (_, reply) in self.claims.drain(..) {
             let _ = reply.send(Err(internal(&message)));
@@ -324,6 +345,67 @@ mod tests {
         NewTask::new(name, vec![NewStep::new("m/a", serde_json::json!({}))])
     }
 
+    fn completed(at: chrono::DateTime<Utc>) -> RunEnd {
+        RunEnd {
+            run_status: RunStatus::Completed,
+            message: None,
+            finished_at: at,
+            task_status: TaskStatus::Completed,
+            last_result: RunResult::Success,
+            next_run_at: None,
+            attempts: 1,
+            resume_next: false,
+            progress: 100.0,
+        }
+    }
+
+    /// A panic in the writer's hold (here: a lease too long to add to a
+    /// time, when a claim is cut) fails what the hold had taken, and the
+    /// writer goes on: a later run end is still recorded.
+    #[tokio::test]
+    async fn the_writer_goes_on_after_a_panic() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("s.db"), Durability::Full)
+                .await
+                .expect("open"),
+        );
+        let now = Utc::now();
+        let (task, _) = store
+            .create_task(one_step_task("running"), now)
+            .await
+            .expect("create");
+        let claimed = store
+            .claim_due("node", now, now + Duration::from_secs(30), 1)
+            .await
+            .expect("claim")
+            .remove(0);
+        let committer = Committer::start(
+            store.clone(),
+            Claimant {
+                node: "node".into(),
+                lease: Duration::MAX,
+            },
+        );
+        committer
+            .claim(1)
+            .await
+            .expect_err("the hold panicked, the claim is answered");
+        let finish = WriteOp::FinishRun {
+            task_id: task.id,
+            run_id: claimed.run_id,
+            end: completed(now),
+        };
+        assert!(
+            committer
+                .commit(finish)
+                .await
+                .expect("recorded after the panic")
+        );
+        let task = store.get_task(task.id).await.expect("get").expect("task");
+        assert_eq!(task.status, TaskStatus::Completed);
+    }
+
     /// A turn of writes and a claim that fails is tried again as its writes
     /// and its claim apart: the run's end is recorded, and the claim answers
     /// with its error.
@@ -351,21 +433,10 @@ mod tests {
 
         let (sender, receiver) = mpsc::unbounded_channel();
         let (reply, finished) = oneshot::channel();
-        let end = RunEnd {
-            run_status: RunStatus::Completed,
-            message: None,
-            finished_at: now,
-            task_status: TaskStatus::Completed,
-            last_result: RunResult::Success,
-            next_run_at: None,
-            attempts: 1,
-            resume_next: false,
-            progress: 100.0,
-        };
         let finish = WriteOp::FinishRun {
             task_id: running.id,
             run_id: claimed.run_id,
-            end,
+            end: completed(now),
         };
         sender.send(Job::Write(finish, Some(reply))).expect("queue");
         let (reply, claim) = oneshot::channel();
