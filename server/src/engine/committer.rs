@@ -338,11 +338,30 @@ fn internal(message: &str) -> StoreError {
 mod tests {
     use super::*;
     use crate::store::{
-        Durability, NewStep, NewTask, RunEnd, RunResult, RunStatus, SqliteStore, TaskStatus,
+        Durability, NewStep, NewTask, RunEnd, RunResult, RunStatus, SqliteStore, Task, TaskStatus,
     };
 
     fn one_step_task(name: &str) -> NewTask {
         NewTask::new(name, vec![NewStep::new("m/a", serde_json::json!({}))])
+    }
+
+    /// A store with one task, claimed: its run is running.
+    async fn a_running_run() -> (tempfile::TempDir, Arc<SqliteStore>, Task, ClaimedRun) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("s.db"), Durability::Full)
+            .await
+            .expect("open");
+        let now = Utc::now();
+        let (task, _) = store
+            .create_task(one_step_task("running"), now)
+            .await
+            .expect("create");
+        let claimed = store
+            .claim_due("node", now, now + Duration::from_secs(30), 1)
+            .await
+            .expect("claim")
+            .remove(0);
+        (dir, Arc::new(store), task, claimed)
     }
 
     fn completed(at: chrono::DateTime<Utc>) -> RunEnd {
@@ -364,22 +383,8 @@ mod tests {
     /// writer goes on: a later run end is still recorded.
     #[tokio::test]
     async fn the_writer_goes_on_after_a_panic() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Arc::new(
-            SqliteStore::open(&dir.path().join("s.db"), Durability::Full)
-                .await
-                .expect("open"),
-        );
+        let (_dir, store, task, claimed) = a_running_run().await;
         let now = Utc::now();
-        let (task, _) = store
-            .create_task(one_step_task("running"), now)
-            .await
-            .expect("create");
-        let claimed = store
-            .claim_due("node", now, now + Duration::from_secs(30), 1)
-            .await
-            .expect("claim")
-            .remove(0);
         let committer = Committer::start(
             store.clone(),
             Claimant {
@@ -411,20 +416,8 @@ mod tests {
     /// with its error.
     #[tokio::test]
     async fn a_failing_claim_never_keeps_a_run_end_from_being_recorded() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(&dir.path().join("s.db"), Durability::Full)
-            .await
-            .expect("open");
+        let (_dir, store, running, claimed) = a_running_run().await;
         let now = Utc::now();
-        let (running, _) = store
-            .create_task(one_step_task("running"), now)
-            .await
-            .expect("create");
-        let claimed = store
-            .claim_due("node", now, now + Duration::from_secs(30), 1)
-            .await
-            .expect("claim")
-            .remove(0);
         let (broken, _) = store
             .create_task(one_step_task("broken"), now)
             .await
