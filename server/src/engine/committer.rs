@@ -7,7 +7,7 @@
 //! the same writer for due tasks, and the claim joins the next transaction
 //! (after that transaction's writes): under load one turn of the store's
 //! writer records a batch of run ends and claims their successors, with one
-//! commit (see `Store::write_then_claim`).
+//! commit (see `Store::write_turns`).
 //!
 //! The writer runs on a thread of its own, with a single-task runtime: the
 //! store's writer connection is the node's bottleneck, and on the engine's
@@ -298,8 +298,7 @@ impl WriterTurns for Queue {
                         flight.turn.ops.len()
                     );
                 }
-                let message = format!("{error:#}");
-                answer(flight, Err(internal(&message)));
+                answer(flight, Err(error));
             }
             Ok(done) => answer(flight, Ok(done)),
         }

@@ -29,7 +29,7 @@ pub trait WriterTurns {
 }
 
 /// One transaction of the engine's writer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterTurn {
     pub ops: Vec<WriteOp>,
     pub claim: Option<ClaimDue>,

@@ -150,6 +150,15 @@ struct Reusable {
     message: Option<String>,
 }
 
+/// A task just claimed: its row as the claim left it, and its new run.
+struct Claimed {
+    task: Task,
+    shape: Shape,
+    run_id: i64,
+    /// It never ran before (see where it is set).
+    first_run: bool,
+}
+
 /// One due task as picked, before it is claimed.
 struct Due {
     task: Task,
@@ -202,14 +211,25 @@ pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result
                 task.progress = 0.0;
                 task.message = None;
             }
-            claimed.push((task, shape, run_id, first_run));
+            claimed.push(Claimed {
+                task,
+                shape,
+                run_id,
+                first_run,
+            });
         }
     }
     let mut runs = Vec::with_capacity(claimed.len());
     let mut modules = HashMap::new();
     let mut hot = Hot::new(tx);
     let mut sealed = load_children(&mut hot, &mut claimed)?;
-    for (task, shape, run_id, first_run) in claimed {
+    for Claimed {
+        task,
+        shape,
+        run_id,
+        first_run,
+    } in claimed
+    {
         let secrets = sealed.remove(&task.id).unwrap_or_default();
         let reusable = match shape.resumes() {
             Some(previous) => {
@@ -269,13 +289,13 @@ fn pick_due(tx: &Transaction, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>
 /// most of the time); returns each task's sealed secrets by task id.
 fn load_children(
     hot: &mut Hot,
-    claimed: &mut [(Task, Shape, i64, bool)],
+    claimed: &mut [Claimed],
 ) -> Result<HashMap<i64, Vec<SealedSecret>>> {
-    let ids = json_ids(claimed.iter().map(|(task, ..)| task.id));
+    let ids = json_ids(claimed.iter().map(|c| c.task.id));
     let index: HashMap<i64, usize> = claimed
         .iter()
         .enumerate()
-        .map(|(i, (task, ..))| (task.id, i))
+        .map(|(i, c)| (c.task.id, i))
         .collect();
     let mut rows = hot.get(STEPS)?.query([&ids])?;
     while let Some(row) = rows.next().context("loading steps")? {
@@ -322,14 +342,14 @@ fn load_children(
 
 /// The claimed task a child row belongs to.
 fn task_of<'a>(
-    claimed: &'a mut [(Task, Shape, i64, bool)],
+    claimed: &'a mut [Claimed],
     index: &HashMap<i64, usize>,
     task_id: i64,
 ) -> Result<&'a mut Task> {
     let i = index
         .get(&task_id)
         .context("a child row of a task that was not claimed")?;
-    Ok(&mut claimed[*i].0)
+    Ok(&mut claimed[*i].task)
 }
 
 /// A resuming run continues the artifacts of the run it resumes (a dump that

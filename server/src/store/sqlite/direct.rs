@@ -16,8 +16,8 @@
 //! The transaction blocks the calling thread while it runs (some 20 µs per
 //! claimed task, a few milliseconds for a batch): the engine's writer runs on
 //! a thread of its own (`engine/committer.rs`), so API requests, live-view
-//! sessions and running steps never wait behind it. Everything else in the store stays
-//! on sqlx: it is not on the hot path.
+//! sessions and running steps never wait behind it. Everything else in the
+//! store stays on sqlx: it is not on the hot path.
 
 use crate::store::{Priority, RunResult, StoreResult, Task, TaskStatus};
 use anyhow::Context;

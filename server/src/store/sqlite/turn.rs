@@ -44,7 +44,7 @@ pub(super) async fn write_then_claim(
     ops: &[WriteOp],
     claim: Option<&ClaimDue>,
 ) -> StoreResult<(Vec<bool>, Vec<ClaimedRun>)> {
-    if ops.is_empty() && claim.is_none_or(|c| c.limit <= 0) {
+    if nothing_to_do(ops, claim) {
         return Ok((Vec::new(), Vec::new()));
     }
     let durability = store.durability;
@@ -75,6 +75,11 @@ async fn with_writer<R>(
     result
 }
 
+/// No writes and no task to claim: no transaction either.
+fn nothing_to_do(ops: &[WriteOp], claim: Option<&ClaimDue>) -> bool {
+    ops.is_empty() && claim.is_none_or(|c| c.limit <= 0)
+}
+
 /// One transaction: `ops` in order, then the claim.
 fn run_turn(
     db: &Connection,
@@ -83,10 +88,10 @@ fn run_turn(
     claim: Option<&ClaimDue>,
     full_again: &mut bool,
 ) -> anyhow::Result<(Vec<bool>, Vec<ClaimedRun>)> {
-    let claim = claim.filter(|c| c.limit > 0);
-    if ops.is_empty() && claim.is_none() {
+    if nothing_to_do(ops, claim) {
         return Ok((Vec::new(), Vec::new()));
     }
+    let claim = claim.filter(|c| c.limit > 0);
     let relax = ops.is_empty() && durability == Durability::Full;
     let _relaxed = relax.then(|| Relaxed::on(db, full_again)).transpose()?;
     direct::hot_transaction(db, |tx| {
