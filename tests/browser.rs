@@ -8,7 +8,8 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (or `CHROMIUM=/path` and
 //! `CHROMEDRIVER=/path`). Without them the tests print why and pass as
-//! skipped — except with `CI=true`, where a missing browser is a failure.
+//! skipped — except under CI (`CI` set to anything but `0`/`false`), where a
+//! missing browser is a failure.
 
 mod common;
 
@@ -73,16 +74,13 @@ fn find_chrome() -> Result<Chrome, String> {
     }
 }
 
-/// The browser, or None when the test should be skipped. Under `CI=true` a
-/// missing browser fails the test instead.
+/// The browser, or None when the test should be skipped. Under CI a missing
+/// browser fails the test instead (see [`common::skip::skip_or_fail`]).
 fn chrome_or_skip(test: &str) -> Option<Chrome> {
     match find_chrome() {
         Ok(chrome) => Some(chrome),
-        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{test}: CI=true but no browser to test with: {why}")
-        }
         Err(why) => {
-            eprintln!("SKIPPED {test}: {why}");
+            common::skip::skip_or_fail(test, &why);
             None
         }
     }

@@ -1,6 +1,6 @@
 //! The engine driven directly (no web server): scheduling, step order, faults,
 //! retries with resume, checkpoints, cancel, run now, step mode, code upsert,
-//! secrets, rescue — each rule of DESIGN.md "Lifecycle" has a test here.
+//! secrets, rescue — each rule of docs/design.md "Lifecycle" has a test here.
 
 mod common;
 

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod skip;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
