@@ -9,8 +9,9 @@ use crate::events::{Event, StepState, TaskState};
 use crate::runtime::{LogLevel, StepContext, StepLimits, StepOutcome, StepRequest};
 use crate::store::{ClaimedRun, PlannedStep, StepRunEnd, StepRunStatus, Task, TaskStatus, WriteOp};
 use chrono::Utc;
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +42,6 @@ pub(super) async fn execute(
     inner
         .running
         .lock()
-        .expect("running map")
         .insert(task.id, (claimed.run_id, token.clone()));
 
     let (secrets, secret_errors) = inner.secrets.open_all(&claimed.secrets);
@@ -100,7 +100,7 @@ pub(super) async fn execute(
         if status == StepRunStatus::Completed {
             // Only a finished step fills its share of the bar: a failed one
             // leaves the bar where the step stopped, which is the honest answer.
-            run.progress.lock().expect("progress lock").step_done();
+            run.progress.lock().step_done();
         }
         run.publish_task(None);
         outcomes.push((planned.step.id, outcome.clone()));
@@ -128,10 +128,10 @@ pub(super) async fn execute(
         }
     }
 
-    let percent = run.progress.lock().expect("progress lock").percent();
+    let percent = run.progress.lock().percent();
     // Without an error, the run ends with its last progress message: the
     // stored one is only saved now and then, and would be stale.
-    let message = message.or_else(|| run.message.lock().expect("message lock").clone());
+    let message = message.or_else(|| run.message.lock().clone());
     let end = policy::run_end(
         &task,
         claimed.attempt,
@@ -160,7 +160,7 @@ pub(super) async fn execute(
             false
         }
     };
-    inner.running.lock().expect("running map").remove(&task.id);
+    inner.running.lock().remove(&task.id);
     inner.wake.notify_one();
     if applied {
         inner.bus.publish(Event::Task(TaskState {
@@ -338,7 +338,7 @@ async fn finish_step(
         result,
         error: error.clone(),
         progress,
-        message: run.message.lock().expect("message lock").clone(),
+        message: run.message.lock().clone(),
         fuel_used,
         peak_memory,
         finished_at: Utc::now(),

@@ -23,8 +23,9 @@ use crate::runtime::Runtime;
 use crate::secrets::SecretBox;
 use crate::store::{Store, StoreResult};
 use chrono::Utc;
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -194,13 +195,7 @@ impl Engine {
     /// node). Returns `true` when it was cancelled at once.
     pub async fn cancel(&self, task_id: i64) -> StoreResult<bool> {
         let immediate = self.inner.store.request_cancel(task_id, Utc::now()).await?;
-        if let Some((_, token)) = self
-            .inner
-            .running
-            .lock()
-            .expect("running map")
-            .get(&task_id)
-        {
+        if let Some((_, token)) = self.inner.running.lock().get(&task_id) {
             token.cancel();
         }
         if immediate && let Some(task) = self.inner.store.get_task(task_id).await? {
@@ -214,7 +209,6 @@ impl Engine {
         self.inner
             .running
             .lock()
-            .expect("running map")
             .values()
             .map(|(run, _)| *run)
             .collect()

@@ -10,9 +10,10 @@ use crate::store::{EventRecord, WriteOp};
 use chrono::Utc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often a step's in-flight progress is written to the store. The bus
@@ -36,7 +37,7 @@ pub(super) struct RunContext {
 impl RunContext {
     /// Publish the task's running state with the current percent and ETA.
     pub fn publish_task(&self, current_step: Option<i64>) -> f64 {
-        let percent = self.progress.lock().expect("progress lock").percent();
+        let percent = self.progress.lock().percent();
         let eta = eta_seconds(percent, self.started.elapsed(), &self.past_runs);
         self.inner.bus.publish(Event::Task(TaskState {
             task_id: self.task_id,
@@ -44,7 +45,7 @@ impl RunContext {
             name: self.task_name.clone(),
             status: "running".into(),
             progress: percent,
-            message: self.message.lock().expect("message lock").clone(),
+            message: self.message.lock().clone(),
             run_id: Some(self.run_id),
             current_step,
             eta_seconds: eta,
@@ -105,13 +106,9 @@ pub(super) struct EngineStepHost {
 impl StepHost for EngineStepHost {
     fn progress(&self, percent: f32, message: &str) {
         let run = &self.run;
-        let task_percent = run
-            .progress
-            .lock()
-            .expect("progress lock")
-            .step_progress(percent as f64);
+        let task_percent = run.progress.lock().step_progress(percent as f64);
         let message = (!message.is_empty()).then(|| message.to_string());
-        *run.message.lock().expect("message lock") = message.clone();
+        *run.message.lock() = message.clone();
         run.inner.bus.publish(Event::Step(StepState {
             task_id: run.task_id,
             seq: 0,
@@ -124,7 +121,7 @@ impl StepHost for EngineStepHost {
         }));
         run.publish_task(Some(self.step_id));
 
-        let mut last_saved = self.last_saved.lock().expect("progress lock");
+        let mut last_saved = self.last_saved.lock();
         if last_saved.is_none_or(|at| at.elapsed() >= PROGRESS_SAVE_INTERVAL) {
             *last_saved = Some(Instant::now());
             // Queued with the run's other writes: it rides on their next
