@@ -13,8 +13,10 @@ mod stats;
 mod task_actions;
 mod task_history;
 mod tasks;
+mod timestamp;
 mod tokens;
 mod validate;
+mod waiting;
 mod web;
 
 pub use auth::{TOKEN_PREFIX, generate_token, hash_token};
