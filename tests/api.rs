@@ -834,6 +834,96 @@ async fn concurrent_creates_are_committed_together_and_each_answered() {
 }
 
 #[tokio::test]
+async fn secret_values_are_masked_wherever_a_step_could_echo_them() {
+    let s = TestServer::start().await;
+    s.upload("fixture/echosecret").await;
+    let secret = "Tr0ub4dor-and-3";
+    // The first step echoes the value into its output, the second into its error;
+    // both into a log line, stdout, stderr, a progress message and an artifact name.
+    let (status, task) = s
+        .post(
+            "/tasks",
+            json!({"name": "careless", "max_attempts": 1, "secrets": {"api_key": secret},
+                "steps": [
+                    {"controller": "fixture/echosecret", "settings": {"secret": "api_key"}},
+                    {"controller": "fixture/echosecret", "settings": {"secret": "api_key", "fail": true}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let task = s.wait_for(id, &["failed"], Duration::from_secs(60)).await;
+
+    let (_, logs) = s.get(&format!("/tasks/{id}/logs")).await;
+    let (_, progress) = s.get(&format!("/tasks/{id}/progress")).await;
+    let (_, artifacts) = s.get(&format!("/tasks/{id}/artifacts")).await;
+    let (_, runs) = s.get(&format!("/tasks/{id}/runs")).await;
+    for (what, body) in [
+        ("task", &task),
+        ("logs", &logs),
+        ("progress", &progress),
+        ("artifacts", &artifacts),
+        ("runs", &runs),
+    ] {
+        assert!(
+            !body.to_string().contains(secret),
+            "the secret is in the {what}: {body}"
+        );
+    }
+    assert!(
+        !s.log_text().contains(secret),
+        "the secret is in the server log"
+    );
+
+    let messages: Vec<&str> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    for line in ["the secret is ***", "stdout: ***", "stderr: ***"] {
+        assert!(messages.contains(&line), "no `{line}` in {messages:?}");
+    }
+    let steps = &runs["runs"][0]["steps"];
+    assert_eq!(steps[0]["result"], json!({"echoed": "***"}), "{steps}");
+    assert_eq!(steps[0]["message"], "working with ***", "{steps}");
+    assert!(
+        steps[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("login with *** failed"),
+        "{steps}"
+    );
+    assert_eq!(steps[1]["outcome"]["message"], "login with *** failed");
+    assert!(
+        task["message"]
+            .as_str()
+            .unwrap()
+            .contains("login with *** failed"),
+        "{task}"
+    );
+    let names: Vec<&str> = artifacts["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"dump-***.txt"), "{names:?}");
+    // The masked name is what a user downloads it by.
+    let response = s
+        .http
+        .get(format!(
+            "{}/api/v1/tasks/{id}/artifacts/dump-***.txt",
+            s.url
+        ))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "data");
+}
+
+#[tokio::test]
 async fn a_number_where_a_text_is_expected_names_the_field_and_the_choices() {
     let s = TestServer::start().await;
     let cases = [

@@ -2,6 +2,7 @@
 //! run and moves the task on through [`super::policy`].
 
 use super::Inner;
+use super::masking::SecretMask;
 use super::policy::{self, RunVerdict};
 use super::progress::RunProgress;
 use super::step_host::{EngineStepHost, RunContext};
@@ -63,6 +64,7 @@ pub(super) async fn execute(
         run_id: claimed.run_id,
         started: Instant::now(),
         past_runs,
+        mask: SecretMask::new(&secrets),
         secrets,
         progress: Mutex::new(RunProgress::new(counted, reused)),
         message: Mutex::new(None),
@@ -317,6 +319,8 @@ async fn finish_step(
     peak_memory: i64,
     progress: f64,
 ) -> (StepRunStatus, StepOutcome, Option<String>) {
+    // The step's output and error are its text too: masked before anything keeps them.
+    let outcome = run.mask.outcome(outcome);
     let status = if outcome.is_success() {
         StepRunStatus::Completed
     } else if outcome.is_interrupted() {

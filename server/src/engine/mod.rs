@@ -5,6 +5,7 @@
 mod committer;
 mod event_writer;
 mod executor;
+mod masking;
 mod policy;
 mod progress;
 mod rescuer;
@@ -14,6 +15,7 @@ mod step_host;
 
 pub use event_writer::EventWriter;
 pub use executor::RunSummary;
+pub use masking::{MASK, MIN_MASKED_BYTES};
 pub use policy::{RetryPolicy, RunVerdict};
 pub use progress::{RunProgress, eta_seconds};
 pub use scheduler::EngineHandle;

@@ -1,8 +1,11 @@
 //! The engine's side of a step's capabilities: progress and logs go to the
 //! event bus (and, throttled or batched, to the store); checkpoints and
 //! artifacts go to the store; secrets come from the run's opened secrets.
+//! Every text a step hands over is masked here (see [`super::masking`]),
+//! before it is stored or published.
 
 use super::Inner;
+use super::masking::SecretMask;
 use super::progress::{RunProgress, eta_seconds};
 use crate::events::{Event, LogLine, StepState, TaskState};
 use crate::runtime::{LogLevel, StepHost};
@@ -29,6 +32,8 @@ pub(super) struct RunContext {
     pub started: Instant,
     pub past_runs: Vec<f64>,
     pub secrets: HashMap<String, String>,
+    /// The secrets' values, masked out of what the run's steps say.
+    pub mask: SecretMask,
     pub progress: Mutex<RunProgress>,
     pub message: Mutex<Option<String>>,
     pub log_lines: AtomicU64,
@@ -58,6 +63,7 @@ impl RunContext {
 
     /// Record a log line: on the bus at once, in the store in batches, at most
     /// `max_log_lines_per_run` per run (one line says when the rest is dropped).
+    /// Secret values are masked out of it first.
     pub fn log(&self, step_id: i64, level: LogLevel, message: &str) {
         let count = self.log_lines.fetch_add(1, Ordering::Relaxed);
         let max = self.inner.config.max_log_lines_per_run;
@@ -70,7 +76,7 @@ impl RunContext {
                 format!("log limit of {max} lines per run reached; further lines are dropped"),
             )
         } else {
-            (level, message.to_string())
+            (level, self.mask.text(message).into_owned())
         };
         let at = Utc::now();
         self.inner.bus.publish(Event::Log(LogLine {
@@ -107,7 +113,7 @@ impl StepHost for EngineStepHost {
     fn progress(&self, percent: f32, message: &str) {
         let run = &self.run;
         let task_percent = run.progress.lock().step_progress(percent as f64);
-        let message = (!message.is_empty()).then(|| message.to_string());
+        let message = (!message.is_empty()).then(|| run.mask.text(message).into_owned());
         *run.message.lock() = message.clone();
         run.inner.bus.publish(Event::Step(StepState {
             task_id: run.task_id,
@@ -181,8 +187,13 @@ impl StepHost for EngineStepHost {
     ) -> BoxFuture<'static, Result<(), String>> {
         let inner = self.run.inner.clone();
         let (task_id, run_id, step_id) = (self.run.task_id, self.run.run_id, self.step_id);
+        // Checked as the step wrote it, then masked: artifact listings are
+        // shown to every viewer. A masked name holds `***`, which downloads
+        // accept (see `api/task_history.rs`).
+        let checked = crate::store::validate_artifact_name(&name);
+        let name = self.run.mask.string(name);
         async move {
-            crate::store::validate_artifact_name(&name)?;
+            checked?;
             let max = inner.config.max_artifact_bytes;
             inner
                 .store
