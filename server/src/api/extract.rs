@@ -144,3 +144,50 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathArg
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Color {
+        Red,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        color: Color,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        items: Vec<Item>,
+    }
+
+    #[test]
+    fn a_wrong_type_in_valid_json_is_a_field_error_not_a_syntax_error() {
+        let body = br#"{"items": [{"color": "red"}, {"color": 1}]}"#;
+        // What this guards against: serde_json calls this a syntax error.
+        assert!(
+            serde_json::from_slice::<Body>(body)
+                .unwrap_err()
+                .is_syntax()
+        );
+        match parse_json::<Body>(body) {
+            Err(ApiError::Invalid { field, message }) => {
+                assert_eq!(field.as_deref(), Some("items[1].color"));
+                assert!(message.contains("integer `1`"), "{message}");
+            }
+            other => panic!("expected a field error, got {other:?}"),
+        }
+        // Broken JSON stays a 400.
+        assert!(matches!(
+            parse_json::<Body>(br#"{"items": [{"color": 1}"#),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+}
