@@ -832,3 +832,216 @@ async fn concurrent_creates_are_committed_together_and_each_answered() {
     let (_, page) = s.get("/tasks?limit=500").await;
     assert_eq!(page["tasks"].as_array().unwrap().len(), 58);
 }
+
+#[tokio::test]
+async fn secret_values_are_masked_wherever_a_step_could_echo_them() {
+    let s = TestServer::start().await;
+    s.upload("fixture/echosecret").await;
+    let secret = "Tr0ub4dor-and-3";
+    // The first step echoes the value into its output, the second into its error;
+    // both into a log line, stdout, stderr, a progress message and an artifact name.
+    let (status, task) = s
+        .post(
+            "/tasks",
+            json!({"name": "careless", "max_attempts": 1, "secrets": {"api_key": secret},
+                "steps": [
+                    {"controller": "fixture/echosecret", "settings": {"secret": "api_key"}},
+                    {"controller": "fixture/echosecret", "settings": {"secret": "api_key", "fail": true}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let task = s.wait_for(id, &["failed"], Duration::from_secs(60)).await;
+
+    let (_, logs) = s.get(&format!("/tasks/{id}/logs")).await;
+    let (_, progress) = s.get(&format!("/tasks/{id}/progress")).await;
+    let (_, artifacts) = s.get(&format!("/tasks/{id}/artifacts")).await;
+    let (_, runs) = s.get(&format!("/tasks/{id}/runs")).await;
+    for (what, body) in [
+        ("task", &task),
+        ("logs", &logs),
+        ("progress", &progress),
+        ("artifacts", &artifacts),
+        ("runs", &runs),
+    ] {
+        assert!(
+            !body.to_string().contains(secret),
+            "the secret is in the {what}: {body}"
+        );
+    }
+    assert!(
+        !s.log_text().contains(secret),
+        "the secret is in the server log"
+    );
+
+    let messages: Vec<&str> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    for line in ["the secret is ***", "stdout: ***", "stderr: ***"] {
+        assert!(messages.contains(&line), "no `{line}` in {messages:?}");
+    }
+    let steps = &runs["runs"][0]["steps"];
+    assert_eq!(steps[0]["result"], json!({"echoed": "***"}), "{steps}");
+    assert_eq!(steps[0]["message"], "working with ***", "{steps}");
+    assert!(
+        steps[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("login with *** failed"),
+        "{steps}"
+    );
+    assert_eq!(steps[1]["outcome"]["message"], "login with *** failed");
+    assert!(
+        task["message"]
+            .as_str()
+            .unwrap()
+            .contains("login with *** failed"),
+        "{task}"
+    );
+    let names: Vec<&str> = artifacts["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"dump-***.txt"), "{names:?}");
+    // The masked name is what a user downloads it by.
+    let response = s
+        .http
+        .get(format!(
+            "{}/api/v1/tasks/{id}/artifacts/dump-***.txt",
+            s.url
+        ))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "data");
+}
+
+#[tokio::test]
+async fn a_number_where_a_text_is_expected_names_the_field_and_the_choices() {
+    let s = TestServer::start().await;
+    let cases = [
+        (
+            json!({"name": "x", "steps": [{"controller": "demo/count", "status": 1}]}),
+            "steps[0].status",
+            "scheduled, disabled",
+        ),
+        (
+            json!({"name": "x", "priority": 2, "steps": [{"controller": "demo/count"}]}),
+            "priority",
+            "low, normal, high",
+        ),
+        (
+            json!({"name": "x", "steps": [{"controller": "demo/count", "status": "paused"}]}),
+            "steps[0].status",
+            "scheduled, disabled",
+        ),
+    ];
+    for (body, field, choices) in cases {
+        let (status, error) = s.post("/tasks", body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} → {error}");
+        assert_eq!(error["error"]["field"], field, "{body} → {error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(choices), "{body} → {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_zone_less_start_at_is_read_as_utc_in_create_and_patch() {
+    let s = TestServer::start().await;
+    let at = |value: &Value| {
+        value
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    let (status, task) = s
+        .post(
+            "/tasks",
+            json!({"name": "seeded", "start_at": "2030-12-03 00:00:00",
+                "steps": [{"controller": "demo/count"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    assert_eq!(at(&task["start_at"]), at(&json!("2030-12-03T00:00:00Z")));
+    assert_eq!(at(&task["next_run_at"]), at(&json!("2030-12-03T00:00:00Z")));
+    let id = task["id"].as_i64().unwrap();
+
+    let (status, task) = s
+        .patch(
+            &format!("/tasks/{id}"),
+            json!({"start_at": "2031-01-02 03:04:05"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(at(&task["start_at"]), at(&json!("2031-01-02T03:04:05Z")));
+
+    for (path, body) in [
+        (
+            "/tasks".to_string(),
+            json!({"name": "x", "start_at": "03/12/2026", "steps": [{"controller": "demo/count"}]}),
+        ),
+        (format!("/tasks/{id}"), json!({"start_at": "next tuesday"})),
+    ] {
+        let (status, error) = if path == "/tasks" {
+            s.post(&path, body.clone()).await
+        } else {
+            s.patch(&path, body.clone()).await
+        };
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} → {error}");
+        assert_eq!(error["error"]["field"], "start_at", "{body} → {error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("YYYY-MM-DD HH:MM:SS"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn a_task_waiting_for_a_deactivated_module_says_so_until_it_is_activated() {
+    let s = TestServer::start().await;
+    let (status, _) = s
+        .patch("/modules/demo/count", json!({"active": false}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let id = s
+        .create_step_task("demo/count", json!({"to": 10}), json!({}))
+        .await;
+    let waiting = "waiting: module `demo/count` is deactivated; activate it with PATCH /api/v1/modules/demo/count";
+    // The scheduler polls every 50 ms: long enough to have claimed it if it could.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, task) = s.get(&format!("/tasks/{id}")).await;
+    assert_eq!(task["status"], "scheduled", "{task}");
+    assert!(
+        task["message"].as_str().unwrap_or("").starts_with(waiting),
+        "{task}"
+    );
+    let (_, page) = s.get("/tasks").await;
+    let listed = page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap();
+    assert_eq!(listed["message"], task["message"]);
+
+    let (status, _) = s
+        .patch("/modules/demo/count", json!({"active": true}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let done = s
+        .wait_for(id, &["completed"], Duration::from_secs(30))
+        .await;
+    assert!(
+        !done["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("waiting"),
+        "{done}"
+    );
+}

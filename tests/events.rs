@@ -531,6 +531,30 @@ async fn log_events_only_when_asked() {
 }
 
 #[tokio::test]
+async fn secret_values_reach_the_socket_masked() {
+    let server = TestServer::start().await;
+    server.upload("fixture/echosecret").await;
+    let mut client = Client::open(&server).await;
+    client.subscribe(json!("all"), true).await;
+    let secret = "Tr0ub4dor-and-3";
+    let id = server
+        .create_step_task(
+            "fixture/echosecret",
+            json!({"secret": "api_key", "fail": true}),
+            json!({"max_attempts": 1, "secrets": {"api_key": secret}}),
+        )
+        .await;
+    client
+        .until("the task to fail", |c| c.all_in(&[id], &["failed"]))
+        .await;
+    let seen = serde_json::to_string(&client.seen).unwrap();
+    assert!(!seen.contains(secret), "the secret was sent: {seen}");
+    for masked in ["the secret is ***", "stdout: ***", "login with *** failed"] {
+        assert!(seen.contains(masked), "no `{masked}` in {seen}");
+    }
+}
+
+#[tokio::test]
 async fn a_stalled_reader_catches_up_and_never_holds_back_a_fast_one() {
     let server = TestServer::start().await;
     server.upload("fixture/progress").await;

@@ -9,10 +9,10 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use parking_lot::Mutex;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a looked-up token is trusted without asking the store again.
@@ -41,13 +41,13 @@ pub struct TokenCache {
 impl TokenCache {
     pub async fn lookup(&self, store: &dyn Store, token: &str) -> Result<Option<Token>, ApiError> {
         let hash = hash_token(token);
-        if let Some((token, at)) = self.entries.lock().expect("token cache").get(&hash)
+        if let Some((token, at)) = self.entries.lock().get(&hash)
             && at.elapsed() < CACHE_TTL
         {
             return Ok(Some(token.clone()));
         }
         let found = store.find_token(&hash).await?;
-        let mut entries = self.entries.lock().expect("token cache");
+        let mut entries = self.entries.lock();
         match &found {
             Some(token) => {
                 entries.insert(hash, (token.clone(), Instant::now()));
@@ -60,7 +60,7 @@ impl TokenCache {
     }
 
     pub fn clear(&self) {
-        self.entries.lock().expect("token cache").clear();
+        self.entries.lock().clear();
     }
 }
 
@@ -109,4 +109,42 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiEr
         .await?
         .ok_or(ApiError::Unauthorized)?;
     Ok(Caller { token })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Durability, SqliteStore};
+    use chrono::Utc;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_panic_while_the_cache_lock_is_held_does_not_break_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"), Durability::Normal)
+            .await
+            .unwrap();
+        let token = generate_token();
+        store
+            .create_token("ops", Role::Operator, &hash_token(&token), Utc::now())
+            .await
+            .unwrap();
+        let cache = Arc::new(TokenCache::default());
+        assert!(cache.lookup(&store, &token).await.unwrap().is_some());
+
+        let holder = cache.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = holder.entries.lock();
+            panic!("a bug while the token cache lock is held");
+        })
+        .join();
+        assert!(panicked.is_err(), "the thread panicked holding the lock");
+
+        // Cached, uncached (after a clear) and unknown tokens are all answered.
+        let found = cache.lookup(&store, &token).await.unwrap();
+        assert_eq!(found.map(|t| t.name).as_deref(), Some("ops"));
+        cache.clear();
+        assert!(cache.lookup(&store, &token).await.unwrap().is_some());
+        assert!(cache.lookup(&store, "sw_unknown").await.unwrap().is_none());
+    }
 }

@@ -55,16 +55,41 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let path = error.path().to_string();
             let inner = error.into_inner();
             if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-                return Err(ApiError::BadRequest(format!(
-                    "the body is not valid JSON: {inner}"
-                )));
+                // serde_json files some type errors as syntax errors (`"status": 1`
+                // where an enum is expected is "expected value"): when the body is
+                // valid JSON, the fault is a field's, and its path is the answer.
+                return match serde_json::from_slice::<serde_json::Value>(bytes) {
+                    Ok(value) => Err(field_error::<T>(value)),
+                    Err(_) => Err(ApiError::BadRequest(format!(
+                        "the body is not valid JSON: {inner}"
+                    ))),
+                };
             }
-            let field = (path != ".").then_some(path);
-            Err(ApiError::Invalid {
-                field,
-                message: strip_position(&inner.to_string()),
-            })
+            Err(invalid(path, &inner))
         }
+    }
+}
+
+/// The field-level error of a body that is valid JSON but not a `T`, found by
+/// deserializing it again from the parsed value (whose type errors say what
+/// was expected).
+fn field_error<T: DeserializeOwned>(value: serde_json::Value) -> ApiError {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Err(error) => {
+            let path = error.path().to_string();
+            invalid(path, error.inner())
+        }
+        Ok(_) => ApiError::Invalid {
+            field: None,
+            message: "the body does not have the expected shape".into(),
+        },
+    }
+}
+
+fn invalid(path: String, error: &serde_json::Error) -> ApiError {
+    ApiError::Invalid {
+        field: (path != ".").then_some(path),
+        message: strip_position(&error.to_string()),
     }
 }
 
@@ -117,5 +142,52 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathArg
                 rejection.body_text()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Color {
+        Red,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        color: Color,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        items: Vec<Item>,
+    }
+
+    #[test]
+    fn a_wrong_type_in_valid_json_is_a_field_error_not_a_syntax_error() {
+        let body = br#"{"items": [{"color": "red"}, {"color": 1}]}"#;
+        // What this guards against: serde_json calls this a syntax error.
+        assert!(
+            serde_json::from_slice::<Body>(body)
+                .unwrap_err()
+                .is_syntax()
+        );
+        match parse_json::<Body>(body) {
+            Err(ApiError::Invalid { field, message }) => {
+                assert_eq!(field.as_deref(), Some("items[1].color"));
+                assert!(message.contains("integer `1`"), "{message}");
+            }
+            other => panic!("expected a field error, got {other:?}"),
+        }
+        // Broken JSON stays a 400.
+        assert!(matches!(
+            parse_json::<Body>(br#"{"items": [{"color": 1}"#),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

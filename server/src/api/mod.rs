@@ -13,8 +13,10 @@ mod stats;
 mod task_actions;
 mod task_history;
 mod tasks;
+mod timestamp;
 mod tokens;
 mod validate;
+mod waiting;
 mod web;
 
 pub use auth::{TOKEN_PREFIX, generate_token, hash_token};
@@ -62,7 +64,7 @@ const MODULE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Shared {
     engine: Engine,
-    known_modules: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    known_modules: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
     creator: Arc<crate::store::CreateBatcher>,
     config: ApiConfig,
     tokens: TokenCache,
@@ -123,12 +125,7 @@ impl AppState {
 
     /// Whether a module is registered at `path` (cached briefly).
     pub async fn module_registered(&self, path: &str) -> Result<bool, ApiError> {
-        if let Some(at) = self
-            .shared
-            .known_modules
-            .lock()
-            .expect("module cache")
-            .get(path)
+        if let Some(at) = self.shared.known_modules.lock().get(path)
             && at.elapsed() < MODULE_CACHE_TTL
         {
             return Ok(true);
@@ -138,7 +135,6 @@ impl AppState {
             self.shared
                 .known_modules
                 .lock()
-                .expect("module cache")
                 .insert(path.to_string(), Instant::now());
         }
         Ok(registered)
@@ -146,11 +142,7 @@ impl AppState {
 
     /// Forget cached registrations (after a module upload or delete).
     pub(crate) fn forget_modules(&self) {
-        self.shared
-            .known_modules
-            .lock()
-            .expect("module cache")
-            .clear();
+        self.shared.known_modules.lock().clear();
     }
 
     pub(crate) fn compiles(&self) -> &Semaphore {

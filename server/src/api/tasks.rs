@@ -4,7 +4,7 @@ use super::auth::Caller;
 use super::error::{ApiError, Result};
 use super::extract::PathArgs;
 use super::extract::{JsonBody, QueryArgs};
-use super::{AppState, task_actions, task_history, validate};
+use super::{AppState, task_actions, task_history, timestamp, validate, waiting};
 use crate::events::Event;
 use crate::store::{
     NewStep, NewTask, Priority, Role, StepStatus, Task, TaskFilter, TaskPatch, TaskStatus,
@@ -90,7 +90,9 @@ pub struct TaskRequest {
     pub code: Option<String>,
     #[serde(default = "normal")]
     pub priority: Priority,
-    /// When it first becomes due (default now).
+    /// When it first becomes due (default now). RFC 3339, or
+    /// `YYYY-MM-DD HH:MM:SS` read as UTC.
+    #[serde(default, deserialize_with = "timestamp::optional")]
     pub start_at: Option<DateTime<Utc>>,
     /// Seconds between runs; 0 = run once.
     #[serde(default)]
@@ -341,7 +343,8 @@ pub async fn list_tasks(
         before_id,
         limit,
     };
-    let tasks = state.store().list_tasks(&filter).await?;
+    let mut tasks = state.store().list_tasks(&filter).await?;
+    waiting::explain(&state, &mut tasks).await?;
     let next_cursor = (tasks.len() as i64 == limit)
         .then(|| tasks.last().map(|t| t.id.to_string()))
         .flatten();
@@ -367,7 +370,9 @@ pub async fn get_task(
     PathArgs(id): PathArgs<i64>,
 ) -> Result<Json<Task>> {
     caller.require(Role::Viewer)?;
-    Ok(Json(load_task(&state, id).await?))
+    let mut task = load_task(&state, id).await?;
+    waiting::explain(&state, std::slice::from_mut(&mut task)).await?;
+    Ok(Json(task))
 }
 
 /// A step's new status in a PATCH.
@@ -384,6 +389,8 @@ pub struct StepPatch {
 pub struct TaskPatchRequest {
     pub name: Option<String>,
     pub priority: Option<Priority>,
+    /// RFC 3339, or `YYYY-MM-DD HH:MM:SS` read as UTC.
+    #[serde(default, deserialize_with = "timestamp::optional")]
     pub start_at: Option<DateTime<Utc>>,
     pub run_interval: Option<i64>,
     pub max_execution_time: Option<i64>,

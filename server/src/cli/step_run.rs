@@ -8,11 +8,12 @@ use crate::runtime::{
 use anyhow::Context;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -61,12 +62,12 @@ impl StepHost for LocalHost {
 
     fn checkpoint_save(&self, data: Vec<u8>) -> BoxFuture<'static, Result<(), String>> {
         eprintln!("checkpoint saved ({} bytes)", data.len());
-        *self.checkpoint.lock().expect("checkpoint lock") = Some(data);
+        *self.checkpoint.lock() = Some(data);
         async { Ok(()) }.boxed()
     }
 
     fn checkpoint_load(&self) -> BoxFuture<'static, Option<Vec<u8>>> {
-        let data = self.checkpoint.lock().expect("checkpoint lock").clone();
+        let data = self.checkpoint.lock().clone();
         async move { data }.boxed()
     }
 

@@ -2,6 +2,7 @@
 //! run and moves the task on through [`super::policy`].
 
 use super::Inner;
+use super::masking::SecretMask;
 use super::policy::{self, RunVerdict};
 use super::progress::RunProgress;
 use super::step_host::{EngineStepHost, RunContext};
@@ -9,8 +10,9 @@ use crate::events::{Event, StepState, TaskState};
 use crate::runtime::{LogLevel, StepContext, StepLimits, StepOutcome, StepRequest};
 use crate::store::{ClaimedRun, PlannedStep, StepRunEnd, StepRunStatus, Task, TaskStatus, WriteOp};
 use chrono::Utc;
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +43,6 @@ pub(super) async fn execute(
     inner
         .running
         .lock()
-        .expect("running map")
         .insert(task.id, (claimed.run_id, token.clone()));
 
     let (secrets, secret_errors) = inner.secrets.open_all(&claimed.secrets);
@@ -63,6 +64,7 @@ pub(super) async fn execute(
         run_id: claimed.run_id,
         started: Instant::now(),
         past_runs,
+        mask: SecretMask::new(&secrets),
         secrets,
         progress: Mutex::new(RunProgress::new(counted, reused)),
         message: Mutex::new(None),
@@ -100,7 +102,7 @@ pub(super) async fn execute(
         if status == StepRunStatus::Completed {
             // Only a finished step fills its share of the bar: a failed one
             // leaves the bar where the step stopped, which is the honest answer.
-            run.progress.lock().expect("progress lock").step_done();
+            run.progress.lock().step_done();
         }
         run.publish_task(None);
         outcomes.push((planned.step.id, outcome.clone()));
@@ -128,10 +130,10 @@ pub(super) async fn execute(
         }
     }
 
-    let percent = run.progress.lock().expect("progress lock").percent();
+    let percent = run.progress.lock().percent();
     // Without an error, the run ends with its last progress message: the
     // stored one is only saved now and then, and would be stale.
-    let message = message.or_else(|| run.message.lock().expect("message lock").clone());
+    let message = message.or_else(|| run.message.lock().clone());
     let end = policy::run_end(
         &task,
         claimed.attempt,
@@ -160,7 +162,7 @@ pub(super) async fn execute(
             false
         }
     };
-    inner.running.lock().expect("running map").remove(&task.id);
+    inner.running.lock().remove(&task.id);
     inner.wake.notify_one();
     if applied {
         inner.bus.publish(Event::Task(TaskState {
@@ -317,6 +319,8 @@ async fn finish_step(
     peak_memory: i64,
     progress: f64,
 ) -> (StepRunStatus, StepOutcome, Option<String>) {
+    // The step's output and error are its text too: masked before anything keeps them.
+    let outcome = run.mask.outcome(outcome);
     let status = if outcome.is_success() {
         StepRunStatus::Completed
     } else if outcome.is_interrupted() {
@@ -338,7 +342,7 @@ async fn finish_step(
         result,
         error: error.clone(),
         progress,
-        message: run.message.lock().expect("message lock").clone(),
+        message: run.message.lock().clone(),
         fuel_used,
         peak_memory,
         finished_at: Utc::now(),

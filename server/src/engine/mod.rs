@@ -5,6 +5,7 @@
 mod committer;
 mod event_writer;
 mod executor;
+mod masking;
 mod policy;
 mod progress;
 mod rescuer;
@@ -14,6 +15,7 @@ mod step_host;
 
 pub use event_writer::EventWriter;
 pub use executor::RunSummary;
+pub use masking::{MASK, MIN_MASKED_BYTES};
 pub use policy::{RetryPolicy, RunVerdict};
 pub use progress::{RunProgress, eta_seconds};
 pub use scheduler::EngineHandle;
@@ -23,8 +25,9 @@ use crate::runtime::Runtime;
 use crate::secrets::SecretBox;
 use crate::store::{Store, StoreResult};
 use chrono::Utc;
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -194,13 +197,7 @@ impl Engine {
     /// node). Returns `true` when it was cancelled at once.
     pub async fn cancel(&self, task_id: i64) -> StoreResult<bool> {
         let immediate = self.inner.store.request_cancel(task_id, Utc::now()).await?;
-        if let Some((_, token)) = self
-            .inner
-            .running
-            .lock()
-            .expect("running map")
-            .get(&task_id)
-        {
+        if let Some((_, token)) = self.inner.running.lock().get(&task_id) {
             token.cancel();
         }
         if immediate && let Some(task) = self.inner.store.get_task(task_id).await? {
@@ -214,7 +211,6 @@ impl Engine {
         self.inner
             .running
             .lock()
-            .expect("running map")
             .values()
             .map(|(run, _)| *run)
             .collect()

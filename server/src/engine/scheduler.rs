@@ -135,7 +135,6 @@ async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {
         let running: Vec<(i64, i64, CancellationToken)> = inner
             .running
             .lock()
-            .expect("running map")
             .iter()
             .map(|(task, (run, token))| (*task, *run, token.clone()))
             .collect();

@@ -1,8 +1,11 @@
 //! The engine's side of a step's capabilities: progress and logs go to the
 //! event bus (and, throttled or batched, to the store); checkpoints and
 //! artifacts go to the store; secrets come from the run's opened secrets.
+//! Every text a step hands over is masked here (see [`super::masking`]),
+//! before it is stored or published.
 
 use super::Inner;
+use super::masking::SecretMask;
 use super::progress::{RunProgress, eta_seconds};
 use crate::events::{Event, LogLine, StepState, TaskState};
 use crate::runtime::{LogLevel, StepHost};
@@ -10,9 +13,10 @@ use crate::store::{EventRecord, WriteOp};
 use chrono::Utc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often a step's in-flight progress is written to the store. The bus
@@ -28,6 +32,8 @@ pub(super) struct RunContext {
     pub started: Instant,
     pub past_runs: Vec<f64>,
     pub secrets: HashMap<String, String>,
+    /// The secrets' values, masked out of what the run's steps say.
+    pub mask: SecretMask,
     pub progress: Mutex<RunProgress>,
     pub message: Mutex<Option<String>>,
     pub log_lines: AtomicU64,
@@ -36,7 +42,7 @@ pub(super) struct RunContext {
 impl RunContext {
     /// Publish the task's running state with the current percent and ETA.
     pub fn publish_task(&self, current_step: Option<i64>) -> f64 {
-        let percent = self.progress.lock().expect("progress lock").percent();
+        let percent = self.progress.lock().percent();
         let eta = eta_seconds(percent, self.started.elapsed(), &self.past_runs);
         self.inner.bus.publish(Event::Task(TaskState {
             task_id: self.task_id,
@@ -44,7 +50,7 @@ impl RunContext {
             name: self.task_name.clone(),
             status: "running".into(),
             progress: percent,
-            message: self.message.lock().expect("message lock").clone(),
+            message: self.message.lock().clone(),
             run_id: Some(self.run_id),
             current_step,
             eta_seconds: eta,
@@ -57,6 +63,7 @@ impl RunContext {
 
     /// Record a log line: on the bus at once, in the store in batches, at most
     /// `max_log_lines_per_run` per run (one line says when the rest is dropped).
+    /// Secret values are masked out of it first.
     pub fn log(&self, step_id: i64, level: LogLevel, message: &str) {
         let count = self.log_lines.fetch_add(1, Ordering::Relaxed);
         let max = self.inner.config.max_log_lines_per_run;
@@ -69,7 +76,7 @@ impl RunContext {
                 format!("log limit of {max} lines per run reached; further lines are dropped"),
             )
         } else {
-            (level, message.to_string())
+            (level, self.mask.text(message).into_owned())
         };
         let at = Utc::now();
         self.inner.bus.publish(Event::Log(LogLine {
@@ -105,13 +112,9 @@ pub(super) struct EngineStepHost {
 impl StepHost for EngineStepHost {
     fn progress(&self, percent: f32, message: &str) {
         let run = &self.run;
-        let task_percent = run
-            .progress
-            .lock()
-            .expect("progress lock")
-            .step_progress(percent as f64);
-        let message = (!message.is_empty()).then(|| message.to_string());
-        *run.message.lock().expect("message lock") = message.clone();
+        let task_percent = run.progress.lock().step_progress(percent as f64);
+        let message = (!message.is_empty()).then(|| run.mask.text(message).into_owned());
+        *run.message.lock() = message.clone();
         run.inner.bus.publish(Event::Step(StepState {
             task_id: run.task_id,
             seq: 0,
@@ -124,7 +127,7 @@ impl StepHost for EngineStepHost {
         }));
         run.publish_task(Some(self.step_id));
 
-        let mut last_saved = self.last_saved.lock().expect("progress lock");
+        let mut last_saved = self.last_saved.lock();
         if last_saved.is_none_or(|at| at.elapsed() >= PROGRESS_SAVE_INTERVAL) {
             *last_saved = Some(Instant::now());
             // Queued with the run's other writes: it rides on their next
@@ -184,8 +187,13 @@ impl StepHost for EngineStepHost {
     ) -> BoxFuture<'static, Result<(), String>> {
         let inner = self.run.inner.clone();
         let (task_id, run_id, step_id) = (self.run.task_id, self.run.run_id, self.step_id);
+        // Checked as the step wrote it, then masked: artifact listings are
+        // shown to every viewer. A masked name holds `***`, which downloads
+        // accept (see `api/task_history.rs`).
+        let checked = crate::store::validate_artifact_name(&name);
+        let name = self.run.mask.string(name);
         async move {
-            crate::store::validate_artifact_name(&name)?;
+            checked?;
             let max = inner.config.max_artifact_bytes;
             inner
                 .store

@@ -18,8 +18,9 @@
 use super::Event;
 use super::batch::{Batch, Published, coalesce};
 use super::pacer::Pacer;
+use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Once};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -94,7 +95,7 @@ impl Feed {
         if !self.started.load(Ordering::Acquire) {
             return;
         }
-        let mut queue = self.input.queue.lock().expect("feed queue");
+        let mut queue = self.input.queue.lock();
         queue.events.push(published);
         if queue.idle {
             queue.idle = false;
@@ -124,7 +125,7 @@ impl Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        self.input.queue.lock().expect("feed queue").closed = true;
+        self.input.queue.lock().closed = true;
         self.input.wake.notify_one();
     }
 }
@@ -150,10 +151,7 @@ fn run(input: &Input, classes: &Groups) {
         }
         let flush_at = (Instant::now() + GATHER).max(last_flush + BATCH_INTERVAL);
         std::thread::sleep(flush_at.saturating_duration_since(Instant::now()));
-        std::mem::swap(
-            &mut events,
-            &mut input.queue.lock().expect("feed queue").events,
-        );
+        std::mem::swap(&mut events, &mut input.queue.lock().events);
         if let Some(last) = events.last() {
             taken_below = last.index + 1;
         }
@@ -208,20 +206,15 @@ fn next_turn(origin: Instant, group: usize, now: Instant) -> Instant {
 /// Wait until events are queued, or one batch interval while some are held
 /// back or waiting for their group's turn. False when the bus is gone.
 fn wait_for_events(input: &Input, held: bool) -> bool {
-    let mut queue = input.queue.lock().expect("feed queue");
+    let mut queue = input.queue.lock();
     while queue.events.is_empty() && !queue.closed {
         queue.idle = true;
         if held {
-            let (q, timeout) = input
-                .wake
-                .wait_timeout(queue, BATCH_INTERVAL)
-                .expect("feed queue");
-            queue = q;
-            if timeout.timed_out() {
+            if input.wake.wait_for(&mut queue, BATCH_INTERVAL).timed_out() {
                 break;
             }
         } else {
-            queue = input.wake.wait(queue).expect("feed queue");
+            input.wake.wait(&mut queue);
         }
     }
     queue.idle = false;

@@ -18,9 +18,10 @@ pub use batch::{Batch, Published, coalesce, frame, join};
 pub use feed::{Class, FLUSH_INTERVAL, PROGRESS_INTERVAL};
 
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::broadcast;
 
 /// Events kept for subscribers that are briefly behind; past this a subscriber
@@ -223,7 +224,7 @@ impl EventBus {
     /// Assign the task's next sequence number, remember the state and send.
     /// Never blocks: a subscriber that falls behind lags, the publisher does not wait.
     pub fn publish(&self, event: Event) -> u64 {
-        let mut latest = self.latest.lock().expect("event bus lock");
+        let mut latest = self.latest.lock();
         self.publish_locked(&mut latest, event)
     }
 
@@ -232,7 +233,7 @@ impl EventBus {
     /// event since: then that event is newer than the stored state (the
     /// engine claimed the task in between) and must not be overwritten.
     pub fn publish_unless_newer(&self, event: Event, since: u64) -> Option<u64> {
-        let mut latest = self.latest.lock().expect("event bus lock");
+        let mut latest = self.latest.lock();
         if latest
             .last_index
             .get(&event.task_id())
@@ -307,12 +308,12 @@ impl EventBus {
 
     /// The index of the last event published (0 before the first).
     pub fn published(&self) -> u64 {
-        self.latest.lock().expect("event bus lock").published
+        self.latest.lock().published
     }
 
     /// The latest known state of a task and its current run's steps.
     pub fn latest(&self, task_id: i64) -> Option<(TaskState, Vec<StepState>)> {
-        let latest = self.latest.lock().expect("event bus lock");
+        let latest = self.latest.lock();
         let task = latest.tasks.get(&task_id)?.clone();
         Some((
             task,
@@ -322,7 +323,7 @@ impl EventBus {
 
     /// The latest state of every task the bus has seen, by task id.
     pub fn latest_all(&self) -> Vec<TaskState> {
-        let latest = self.latest.lock().expect("event bus lock");
+        let latest = self.latest.lock();
         let mut all: Vec<TaskState> = latest.tasks.values().cloned().collect();
         all.sort_by_key(|t| t.task_id);
         all
@@ -330,13 +331,7 @@ impl EventBus {
 
     /// Current sequence number of a task (0 if none yet).
     pub fn seq(&self, task_id: i64) -> u64 {
-        self.latest
-            .lock()
-            .expect("event bus lock")
-            .seq
-            .get(&task_id)
-            .copied()
-            .unwrap_or(0)
+        self.latest.lock().seq.get(&task_id).copied().unwrap_or(0)
     }
 }
 
@@ -414,6 +409,24 @@ mod tests {
         assert_eq!(bus.latest(1).unwrap().0.progress, 40.0);
         bus.publish(task(1, 8, 10.0));
         assert_eq!(bus.latest(1).unwrap().0.progress, 10.0);
+    }
+
+    #[test]
+    fn a_panic_while_the_bus_lock_is_held_does_not_break_the_bus() {
+        let bus = Arc::new(EventBus::new());
+        bus.publish(task(1, 1, 10.0));
+        let holder = bus.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = holder.latest.lock();
+            panic!("a bug while the bus lock is held");
+        })
+        .join();
+        assert!(panicked.is_err(), "the thread panicked holding the lock");
+        // Every later use works: publishing, reading, the snapshot.
+        assert_eq!(bus.publish(task(1, 1, 20.0)), 2);
+        assert_eq!(bus.published(), 2);
+        assert_eq!(bus.latest(1).unwrap().0.progress, 20.0);
+        assert_eq!(bus.latest_all().len(), 1);
     }
 
     #[test]

@@ -23,10 +23,11 @@ pub use validate::ModuleError;
 use host::{StepPre, StepState};
 use limits::StepLimiter;
 use output::CapturedOutput;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Component, Linker};
@@ -190,12 +191,12 @@ impl Runtime {
 
     /// Forget a compiled module (after it was deleted everywhere).
     pub fn evict(&self, hash: &str) {
-        self.loaded.lock().expect("module map").remove(hash);
+        self.loaded.lock().remove(hash);
         let _ = std::fs::remove_file(self.cache_path(hash));
     }
 
     fn cached(&self, hash: &str) -> Option<Arc<LoadedModule>> {
-        self.loaded.lock().expect("module map").get(hash).cloned()
+        self.loaded.lock().get(hash).cloned()
     }
 
     fn load_file(&self, hash: String, path: PathBuf) -> Result<Arc<LoadedModule>, ModuleError> {
@@ -217,10 +218,7 @@ impl Runtime {
             hash: hash.clone(),
             pre,
         });
-        self.loaded
-            .lock()
-            .expect("module map")
-            .insert(hash, module.clone());
+        self.loaded.lock().insert(hash, module.clone());
         Ok(module)
     }
 

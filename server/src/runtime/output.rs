@@ -5,8 +5,9 @@
 //! succeed and are dropped, and one line says how much was dropped.
 
 use super::host::{LogLevel, StepHost};
+use parking_lot::Mutex;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -49,7 +50,7 @@ impl CapturedOutput {
 
     /// Say how much output was dropped, once the step is over.
     pub fn finish(&self) {
-        let shared = self.shared.lock().expect("output lock");
+        let shared = self.shared.lock();
         if shared.dropped > 0 {
             shared.host.log(
                 LogLevel::Warn,
@@ -73,9 +74,9 @@ pub struct GuestOutput {
 impl GuestOutput {
     /// Log any unterminated last line.
     pub fn flush_partial(&self) {
-        let mut partial = self.partial.lock().expect("output lock");
+        let mut partial = self.partial.lock();
         if !partial.is_empty() {
-            let shared = self.shared.lock().expect("output lock");
+            let shared = self.shared.lock();
             shared
                 .host
                 .log(self.level, &String::from_utf8_lossy(&partial));
@@ -84,11 +85,11 @@ impl GuestOutput {
     }
 
     fn accept(&self, buf: &[u8]) {
-        let mut shared = self.shared.lock().expect("output lock");
+        let mut shared = self.shared.lock();
         let take = buf.len().min(shared.budget);
         shared.budget -= take;
         shared.dropped += (buf.len() - take) as u64;
-        let mut partial = self.partial.lock().expect("output lock");
+        let mut partial = self.partial.lock();
         for &byte in &buf[..take] {
             if byte == b'\n' || partial.len() >= MAX_LINE {
                 shared
