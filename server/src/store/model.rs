@@ -455,6 +455,15 @@ pub struct Artifact {
     pub created_at: DateTime<Utc>,
 }
 
+/// Where an artifact's bytes are: one chunk per write or append, in order
+/// (see [`super::Store::artifact_chunks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactChunks {
+    /// Total bytes, the chunks' sizes added up.
+    pub size: i64,
+    pub chunk_ids: Vec<i64>,
+}
+
 /// A persisted event (status change or log line).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct EventRecord {

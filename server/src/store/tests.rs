@@ -60,6 +60,9 @@ macro_rules! conformance {
             blobs::checkpoints_round_trip,
             blobs::artifacts_append_and_cap,
             blobs::artifacts_newest_run_first,
+            artifacts::artifact_appends_read_back_in_order,
+            artifacts::artifact_cap_is_checked_before_writing,
+            artifacts::artifacts_are_carried_into_a_resuming_run,
             blobs::modules_register_and_activate,
             records::events_batch_and_tail,
             records::tokens_find_and_revoke,
@@ -72,6 +75,7 @@ macro_rules! conformance {
 
 // Declared after the macros so they are in scope (textual macro scoping).
 mod actions;
+mod artifacts;
 mod blobs;
 mod claims;
 mod records;

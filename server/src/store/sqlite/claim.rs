@@ -69,7 +69,7 @@ const MARK_RUNNING_SQL: &str = "UPDATE tasks SET status = 'running', attempts = 
      WHERE id = ?1";
 
 /// The per-task statements of a claim (see [`AtHand`]).
-type Hot<'c> = AtHand<'c, 9>;
+type Hot<'c> = AtHand<'c, 10>;
 
 const CLEAR_CHECKPOINTS: Sql = (0, "DELETE FROM checkpoints WHERE task_id = ?1");
 const STEPS: Sql = (
@@ -90,8 +90,18 @@ const SECRETS: Sql = (
 );
 const CARRY_ARTIFACTS: Sql = (
     4,
-    "INSERT INTO artifacts (task_id, run_id, step_id, name, data, size, created_at, updated_at) \
-         SELECT task_id, ?2, step_id, name, data, size, created_at, updated_at FROM artifacts WHERE run_id = ?1",
+    "INSERT INTO artifacts (task_id, run_id, step_id, name, size, created_at, updated_at) \
+         SELECT task_id, ?2, step_id, name, size, created_at, updated_at FROM artifacts WHERE run_id = ?1",
+);
+/// The carried artifacts' chunks, in the order written (ids follow the
+/// insertion order, see migration 0003).
+const CARRY_ARTIFACT_CHUNKS: Sql = (
+    9,
+    "INSERT INTO artifact_chunks (artifact_id, data) \
+         SELECT carried.id, chunk.data FROM artifacts AS resumed \
+         JOIN artifacts AS carried ON carried.run_id = ?2 AND carried.name = resumed.name \
+         JOIN artifact_chunks AS chunk ON chunk.artifact_id = resumed.id \
+         WHERE resumed.run_id = ?1 ORDER BY chunk.id",
 );
 const REUSABLE: Sql = (
     5,
@@ -358,6 +368,9 @@ fn carry_artifacts(hot: &mut Hot, previous: i64, run_id: i64) -> Result<()> {
     hot.get(CARRY_ARTIFACTS)?
         .execute([previous, run_id])
         .context("carrying artifacts into the resuming run")?;
+    hot.get(CARRY_ARTIFACT_CHUNKS)?
+        .execute([previous, run_id])
+        .context("carrying artifact chunks into the resuming run")?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //! on `<file>.lock`, held for the store's lifetime.
 
 mod actions;
+mod artifacts;
 mod at_hand;
 mod blobs;
 mod claim;
@@ -142,6 +143,15 @@ impl SqliteStore {
             .fetch_one(&self.writer)
             .await
             .expect("read synchronous")
+    }
+
+    /// Checkpoint the WAL into the database and truncate it to nothing, so
+    /// that its size afterwards is what the next writes wrote.
+    pub(crate) async fn truncate_wal(&self) {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await
+            .expect("checkpoint the WAL");
     }
 
     /// Break the steps of task `task_id` (their settings are no longer
@@ -396,17 +406,17 @@ impl Store for SqliteStore {
         max_bytes: i64,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let target = blobs::ArtifactTarget {
+        let target = artifacts::ArtifactTarget {
             task_id,
             run_id,
             step_id,
             name,
         };
-        blobs::write_artifact(self, target, data, append, max_bytes, now).await
+        artifacts::write_artifact(self, target, data, append, max_bytes, now).await
     }
 
     async fn list_artifacts(&self, task_id: i64) -> StoreResult<Vec<Artifact>> {
-        blobs::list_artifacts(self, task_id).await
+        artifacts::list_artifacts(self, task_id).await
     }
 
     async fn read_artifact(
@@ -415,7 +425,20 @@ impl Store for SqliteStore {
         name: &str,
         run_id: Option<i64>,
     ) -> StoreResult<Option<Vec<u8>>> {
-        blobs::read_artifact(self, task_id, name, run_id).await
+        artifacts::read_artifact(self, task_id, name, run_id).await
+    }
+
+    async fn artifact_chunks(
+        &self,
+        task_id: i64,
+        name: &str,
+        run_id: Option<i64>,
+    ) -> StoreResult<Option<ArtifactChunks>> {
+        artifacts::artifact_chunks(self, task_id, name, run_id).await
+    }
+
+    async fn artifact_chunk(&self, chunk_id: i64) -> StoreResult<Option<Vec<u8>>> {
+        artifacts::artifact_chunk(self, chunk_id).await
     }
 
     async fn append_events(&self, events: &[EventRecord]) -> StoreResult<()> {
