@@ -128,6 +128,71 @@ async fn code_upsert_updates_the_existing_task() {
     assert_eq!(page["tasks"].as_array().unwrap().len(), 1);
 }
 
+/// Secrets through a create by code and a patch (docs/API.md, "Secrets"):
+/// omitted keeps them, `{}` removes them all, an object replaces them; a
+/// patch sets (string) or removes (null) one by one.
+#[tokio::test]
+async fn secrets_are_kept_replaced_or_patched_as_asked() {
+    let s = TestServer::start().await;
+    let by_code = |secrets: Option<Value>| {
+        let mut body = json!({"name": "mail", "code": "shop:mail", "disabled": true,
+                              "steps": [{"controller": "demo/count"}]});
+        if let Some(secrets) = secrets {
+            body["secrets"] = secrets;
+        }
+        body
+    };
+    let names = |task: &Value| task["secret_names"].clone();
+    let (status, task) = s
+        .post(
+            "/tasks",
+            by_code(Some(json!({"api_key": "k1", "smtp_password": "p1"}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_i64().unwrap();
+
+    let (status, task) = s.post("/tasks", by_code(None)).await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(
+        names(&task),
+        json!(["api_key", "smtp_password"]),
+        "omitted: kept"
+    );
+    let (_, task) = s.post("/tasks", by_code(Some(Value::Null))).await;
+    assert_eq!(
+        names(&task),
+        json!(["api_key", "smtp_password"]),
+        "null: kept"
+    );
+
+    let (status, task) = s
+        .patch(
+            &format!("/tasks/{id}"),
+            json!({"secrets": {"api_key": "k2", "smtp_password": null, "webhook": "w1"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(names(&task), json!(["api_key", "webhook"]));
+    assert!(
+        !task.to_string().contains("k2"),
+        "values are never returned"
+    );
+    let (status, body) = s
+        .patch(
+            &format!("/tasks/{id}"),
+            json!({"secrets": {"bad name!": "x"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "secrets.bad name!");
+
+    let (_, task) = s.post("/tasks", by_code(Some(json!({"token": "t"})))).await;
+    assert_eq!(names(&task), json!(["token"]), "an object replaces them");
+    let (_, task) = s.post("/tasks", by_code(Some(json!({})))).await;
+    assert_eq!(names(&task), json!([]), "{{}} removes them all");
+}
+
 #[tokio::test]
 async fn validation_errors_name_the_field() {
     let s = TestServer::start().await;

@@ -208,6 +208,10 @@ pub struct NewTask {
     pub details: Map<String, Value>,
     /// Names and ciphertexts (the store never sees plaintext).
     pub secrets: Vec<SealedSecret>,
+    /// When this create replaces a task (same `code`): keep that task's
+    /// secrets as they are, and ignore `secrets` (a request that does not
+    /// mention secrets must not delete them). A new task gets `secrets`.
+    pub keep_secrets: bool,
     /// Create it `disabled` instead of `scheduled`.
     pub disabled: bool,
     pub steps: Vec<NewStep>,
@@ -236,6 +240,7 @@ impl NewTask {
             created_by: None,
             details: Map::new(),
             secrets: Vec::new(),
+            keep_secrets: false,
             disabled: false,
             steps,
         }
@@ -308,6 +313,10 @@ pub struct TaskPatch {
     pub disabled: Option<bool>,
     /// (step id, enabled)
     pub step_status: Vec<(i64, StepStatus)>,
+    /// Secrets to add, or to replace if the task has one of that name.
+    pub set_secrets: Vec<SealedSecret>,
+    /// Names of secrets to remove (a name the task lacks is no error).
+    pub remove_secrets: Vec<String>,
 }
 
 /// Filters for listing tasks, newest first, with a cursor.

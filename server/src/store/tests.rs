@@ -36,6 +36,9 @@ macro_rules! conformance {
             tasks::update_patches_fields,
             tasks::update_disable_and_enable,
             tasks::delete_task_and_everything_it_owns,
+            secrets_and_ids::code_upsert_keeps_secrets_it_does_not_mention,
+            secrets_and_ids::update_sets_and_removes_secrets,
+            secrets_and_ids::ids_are_never_reused_after_a_delete,
             actions::run_now_from_finished,
             actions::run_now_single_step,
             actions::retry_resumes_last_run,
@@ -80,6 +83,7 @@ mod blobs;
 mod claims;
 mod records;
 mod runs;
+mod secrets_and_ids;
 mod sqlite;
 mod stats;
 mod tasks;
@@ -118,6 +122,7 @@ pub(crate) fn new_task(name: &str) -> NewTask {
         created_by: Some("tester".to_string()),
         details: Map::new(),
         secrets: Vec::new(),
+        keep_secrets: false,
         disabled: false,
         steps: vec![new_step("test/noop", 1)],
     }

@@ -31,9 +31,9 @@ use crate::store::*;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, SqlitePool};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -98,6 +98,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory");
+        migrate(&options, path, synchronous).await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -116,10 +117,6 @@ impl SqliteStore {
             )
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .with_context(|| format!("migrating database {}", path.display()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(60))
@@ -196,6 +193,45 @@ impl SqliteStore {
             .expect("foreign_key_check");
         (on, broken.len())
     }
+}
+
+/// Apply pending migrations on a connection of their own, with foreign keys
+/// off: a migration that rebuilds a table (SQLite's way to change one, e.g.
+/// migration 0004) drops the old table, which with foreign keys on would
+/// cascade to the rows that refer to it. Every foreign key is checked
+/// afterwards, so a migration cannot leave a row without its parent.
+async fn migrate(
+    options: &SqliteConnectOptions,
+    path: &Path,
+    synchronous: SqliteSynchronous,
+) -> anyhow::Result<()> {
+    let mut conn = options
+        .clone()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(synchronous)
+        .foreign_keys(false)
+        .connect()
+        .await
+        .with_context(|| format!("opening database {}", path.display()))?;
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .with_context(|| format!("migrating database {}", path.display()))?;
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut conn)
+        .await
+        .with_context(|| format!("checking foreign keys of {}", path.display()))?;
+    if !broken.is_empty() {
+        anyhow::bail!(
+            "database {} has {} rows whose parent row is missing after migrating; \
+             restore it from a backup and report this as a bug",
+            path.display(),
+            broken.len()
+        );
+    }
+    conn.close().await?;
+    Ok(())
 }
 
 fn lock_path(path: &Path) -> PathBuf {
