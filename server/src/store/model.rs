@@ -406,6 +406,10 @@ pub struct RunEnd {
     /// steps this run completed and their checkpoints.
     pub resume_next: bool,
     pub progress: f64,
+    /// The rescuer ended this run because its node stopped (a crash or a
+    /// restart), not the executor: the run is `interrupted`, but statistics
+    /// and alerts judge it neither a success nor a failure.
+    pub rescued: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -553,16 +557,19 @@ pub fn validate_artifact_name(name: &str) -> Result<(), String> {
 ///
 /// The runs counted are those *started* in the window. A run is *judged* once
 /// it ended `completed` (a success), or `failed` or `interrupted` (a failure);
-/// `cancelled` runs (a user's decision) and running ones are counted in `runs`
-/// but judged neither way.
+/// `cancelled` runs (a user's decision), running ones and rescued ones (ended
+/// by the rescuer because their node stopped: a crash says nothing about the
+/// task, its retry does) are counted in `runs` but judged neither way.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PerformanceStats {
     /// Runs started in the window, whatever their status.
     pub runs: i64,
     /// Of those, runs that ended `completed`.
     pub completed: i64,
-    /// Of those, runs that ended `failed` or `interrupted`.
+    /// Of those, runs that ended `failed` or `interrupted` (not rescued).
     pub failed: i64,
+    /// Of those, runs the rescuer ended because their node stopped.
+    pub rescued: i64,
     /// Mean wall-clock time of the judged runs; `None` when there is none.
     pub average_duration_seconds: Option<f64>,
     /// Per module (step controller), by module path.
@@ -575,7 +582,7 @@ pub struct PerformanceStats {
 /// The step runs of one module within the runs of a [`PerformanceStats`].
 /// A step run is judged like a run: `completed` is a success, `failed` or
 /// `interrupted` a failure — except a step interrupted because its run was
-/// cancelled, which is judged neither way.
+/// cancelled or rescued, which is judged neither way.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModulePerformance {
     /// The module path (`step_runs.controller`).
@@ -609,7 +616,7 @@ pub struct AlertFacts {
     /// Runs that ended in the recent window `completed`.
     pub recent_completed: i64,
     /// Runs that ended in the recent window `failed` or `interrupted`
-    /// (cancelled runs are left out).
+    /// (cancelled and rescued runs are left out).
     pub recent_failed: i64,
     /// Tasks a node could claim now (scheduled, due, no enabled step on an
     /// inactive module).

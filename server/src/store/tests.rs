@@ -72,6 +72,8 @@ macro_rules! conformance {
             records::prune_keeps_latest_runs,
             stats::performance_totals_modules_and_hours,
             stats::alert_facts_backlog_running_and_failing_modules,
+            stats::rescued_runs_are_counted_apart,
+            runs::a_retry_that_succeeds_clears_the_last_error,
         );
     };
 }
@@ -189,6 +191,7 @@ pub(crate) fn run_end(run_status: RunStatus, task_status: TaskStatus, at: i64) -
         attempts: 0,
         resume_next: false,
         progress: 100.0,
+        rescued: false,
     }
 }
 

@@ -60,12 +60,15 @@ static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// Marks one due task running on its new run. No RETURNING: the claim
 /// already read the row, and SQLite buffers returned rows in a temporary
-/// b-tree, which cost more than the update itself.
+/// b-tree, which cost more than the update itself. The message starts empty
+/// even for a run that resumes (whose bar continues where it stopped): what
+/// the task shows is then this run's own, and a retry that succeeds does
+/// not keep the error of the run it retried.
 const MARK_RUNNING_SQL: &str = "UPDATE tasks SET status = 'running', attempts = attempts + 1, \
         lease_owner = ?3, lease_expires_at = ?4, last_run_at = ?5, updated_at = ?5, \
         cancel_requested = 0, current_run_id = ?2, pending_trigger = NULL, pending_step_id = NULL, \
         progress = CASE WHEN resume_from_run_id IS NULL THEN 0 ELSE progress END, \
-        message = CASE WHEN resume_from_run_id IS NULL THEN NULL ELSE message END \
+        message = NULL \
      WHERE id = ?1";
 
 /// The per-task statements of a claim (see [`AtHand`]).
@@ -219,8 +222,8 @@ pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result
             task.current_run_id = Some(run_id);
             if shape.resume_from.is_none() {
                 task.progress = 0.0;
-                task.message = None;
             }
+            task.message = None;
             claimed.push(Claimed {
                 task,
                 shape,
