@@ -338,13 +338,13 @@ async fn run_cancel_retry_step_run_progress_runs_logs_and_artifacts() {
 
     let (status, list) = s.get(&format!("/tasks/{id}/artifacts")).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        list["artifacts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["name"] == "backup.sql")
-    );
+    let listed = list["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "backup.sql")
+        .unwrap_or_else(|| panic!("backup.sql is listed: {list}"));
+    let size = listed["size"].as_u64().unwrap();
     let response = s
         .http
         .get(format!("{}/api/v1/tasks/{id}/artifacts/backup.sql", s.url))
@@ -359,7 +359,14 @@ async fn run_cancel_retry_step_run_progress_runs_logs_and_artifacts() {
             .unwrap()
             .contains("backup.sql")
     );
-    assert!(response.text().await.unwrap().contains("CREATE TABLE"));
+    // Streamed chunk by chunk, with its length announced.
+    assert_eq!(
+        response.headers()["content-length"].to_str().unwrap(),
+        size.to_string()
+    );
+    let body = response.text().await.unwrap();
+    assert_eq!(body.len() as u64, size);
+    assert!(body.contains("CREATE TABLE"));
     let (status, _) = s.get(&format!("/tasks/{id}/artifacts/missing.txt")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
