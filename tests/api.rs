@@ -128,6 +128,71 @@ async fn code_upsert_updates_the_existing_task() {
     assert_eq!(page["tasks"].as_array().unwrap().len(), 1);
 }
 
+/// Secrets through a create by code and a patch (docs/API.md, "Secrets"):
+/// omitted keeps them, `{}` removes them all, an object replaces them; a
+/// patch sets (string) or removes (null) one by one.
+#[tokio::test]
+async fn secrets_are_kept_replaced_or_patched_as_asked() {
+    let s = TestServer::start().await;
+    let by_code = |secrets: Option<Value>| {
+        let mut body = json!({"name": "mail", "code": "shop:mail", "disabled": true,
+                              "steps": [{"controller": "demo/count"}]});
+        if let Some(secrets) = secrets {
+            body["secrets"] = secrets;
+        }
+        body
+    };
+    let names = |task: &Value| task["secret_names"].clone();
+    let (status, task) = s
+        .post(
+            "/tasks",
+            by_code(Some(json!({"api_key": "k1", "smtp_password": "p1"}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_i64().unwrap();
+
+    let (status, task) = s.post("/tasks", by_code(None)).await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(
+        names(&task),
+        json!(["api_key", "smtp_password"]),
+        "omitted: kept"
+    );
+    let (_, task) = s.post("/tasks", by_code(Some(Value::Null))).await;
+    assert_eq!(
+        names(&task),
+        json!(["api_key", "smtp_password"]),
+        "null: kept"
+    );
+
+    let (status, task) = s
+        .patch(
+            &format!("/tasks/{id}"),
+            json!({"secrets": {"api_key": "k2", "smtp_password": null, "webhook": "w1"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(names(&task), json!(["api_key", "webhook"]));
+    assert!(
+        !task.to_string().contains("k2"),
+        "values are never returned"
+    );
+    let (status, body) = s
+        .patch(
+            &format!("/tasks/{id}"),
+            json!({"secrets": {"bad name!": "x"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "secrets.bad name!");
+
+    let (_, task) = s.post("/tasks", by_code(Some(json!({"token": "t"})))).await;
+    assert_eq!(names(&task), json!(["token"]), "an object replaces them");
+    let (_, task) = s.post("/tasks", by_code(Some(json!({})))).await;
+    assert_eq!(names(&task), json!([]), "{{}} removes them all");
+}
+
 #[tokio::test]
 async fn validation_errors_name_the_field() {
     let s = TestServer::start().await;
@@ -273,13 +338,13 @@ async fn run_cancel_retry_step_run_progress_runs_logs_and_artifacts() {
 
     let (status, list) = s.get(&format!("/tasks/{id}/artifacts")).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        list["artifacts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["name"] == "backup.sql")
-    );
+    let listed = list["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "backup.sql")
+        .unwrap_or_else(|| panic!("backup.sql is listed: {list}"));
+    let size = listed["size"].as_u64().unwrap();
     let response = s
         .http
         .get(format!("{}/api/v1/tasks/{id}/artifacts/backup.sql", s.url))
@@ -294,7 +359,14 @@ async fn run_cancel_retry_step_run_progress_runs_logs_and_artifacts() {
             .unwrap()
             .contains("backup.sql")
     );
-    assert!(response.text().await.unwrap().contains("CREATE TABLE"));
+    // Streamed chunk by chunk, with its length announced.
+    assert_eq!(
+        response.headers()["content-length"].to_str().unwrap(),
+        size.to_string()
+    );
+    let body = response.text().await.unwrap();
+    assert_eq!(body.len() as u64, size);
+    assert!(body.contains("CREATE TABLE"));
     let (status, _) = s.get(&format!("/tasks/{id}/artifacts/missing.txt")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 

@@ -1,6 +1,7 @@
 //! Crash safety through the real binary: 200 tasks of several steps running,
 //! `kill -9`, start again: every task ends by its own rule, none is lost or
-//! stuck, and no step attempt is recorded as completed twice.
+//! stuck, no step attempt is recorded as completed twice, and the runs the
+//! crash interrupted are not counted as the tasks' failures.
 
 mod common;
 
@@ -69,5 +70,20 @@ async fn kill_9_in_the_middle_loses_nothing() {
     }
     let (_, stats) = server.get("/stats").await;
     assert_eq!(stats["tasks"]["running"], 0, "{stats}");
+
+    // The runs the kill interrupted say nothing about their tasks (each
+    // completed on retry): counted apart, not as failures, and no alert.
+    let (_, perf) = server.get("/stats/performance?hours=1").await;
+    assert!(perf["rescued"].as_i64().unwrap() > 0, "{perf}");
+    assert_eq!(perf["failed"], 0, "{perf}");
+    assert_eq!(perf["success_rate"], 1.0, "{perf}");
+    let (_, alerts) = server.get("/alerts").await;
+    let kinds: Vec<&str> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(!kinds.contains(&"success_rate"), "{alerts}");
     drop(temp);
 }

@@ -505,6 +505,18 @@ async fn a_run_whose_lease_expired_is_rescued_and_retried() {
     assert_eq!(runs[0].status, RunStatus::Interrupted);
     h.run_until_settled(id).await;
     assert_eq!(h.status(id).await, TaskStatus::Completed);
+    // The dead node's run is counted apart, not as the task's failure.
+    let now = Utc::now();
+    let stats = h
+        .store
+        .performance(now - chrono::Duration::hours(1), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.completed, stats.failed, stats.rescued),
+        (1, 0, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]

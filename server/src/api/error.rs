@@ -120,7 +120,7 @@ impl From<crate::store::StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             StoreError::Conflict(message) => ApiError::Conflict(message),
-            StoreError::TooLarge(message) => ApiError::TooLarge(message),
+            StoreError::ArtifactOverCap(over) => ApiError::TooLarge(over.to_string()),
             StoreError::Internal(e) => ApiError::Internal(e),
         }
     }

@@ -56,15 +56,21 @@ pub struct PerformanceQuery {
 
 /// How the runs started in the window went. A run counts as a success when it
 /// ended `completed`, as a failure when it ended `failed` or `interrupted`;
-/// cancelled and still-running runs are in `runs` only.
+/// cancelled and still-running runs are in `runs` only, and so are rescued
+/// runs (interrupted because their node stopped), which `rescued` counts.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Performance {
     pub hours: i64,
     /// Runs started in the window, whatever their status.
     pub runs: i64,
     pub completed: i64,
-    /// Ended `failed` or `interrupted`.
+    /// Ended `failed` or `interrupted` (not rescued).
     pub failed: i64,
+    /// Ended `interrupted` by the rescuer because their node stopped (a crash
+    /// or a restart of the server): no verdict on the task, so neither
+    /// successes nor failures, and out of `success_rate`. Each was retried
+    /// (or failed for lack of attempts) by a run of its own, counted as usual.
+    pub rescued: i64,
     /// `completed / (completed + failed)`, 0–1; null when no run ended.
     pub success_rate: Option<f64>,
     /// Mean wall-clock time of the runs that ended completed, failed or
@@ -124,6 +130,7 @@ pub async fn performance(
         runs: stats.runs,
         completed: stats.completed,
         failed: stats.failed,
+        rescued: stats.rescued,
         success_rate: rate(stats.completed, stats.failed),
         average_duration_seconds: stats.average_duration_seconds,
         modules: stats.modules.into_iter().map(module_stats).collect(),

@@ -6,15 +6,17 @@ use super::extract::PathArgs;
 use super::extract::QueryArgs;
 use super::tasks::load_task;
 use super::{AppState, validate};
-use crate::store::{Artifact, EventRecord, Role, Run, TaskStatus};
-use axum::body::Body;
+use crate::store::{Artifact, EventRecord, Role, Run, Store, TaskStatus};
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -125,9 +127,9 @@ pub async fn download(
     crate::store::validate_artifact_name(&name.replace(crate::engine::MASK, "_"))
         .map_err(|m| ApiError::invalid("name", m))?;
     load_task(&state, id).await?;
-    let bytes = state
+    let chunks = state
         .store()
-        .read_artifact(id, &name, query.run_id)
+        .artifact_chunks(id, &name, query.run_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("task {id} has no artifact `{name}`")))?;
     let mime = mime_guess::from_path(&name).first_or_octet_stream();
@@ -138,10 +140,35 @@ pub async fn download(
                 CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{name}\""),
             ),
+            (CONTENT_LENGTH, chunks.size.to_string()),
         ],
-        Body::from(bytes),
+        stream_chunks(state.store().clone(), chunks.chunk_ids),
     )
         .into_response())
+}
+
+/// The artifact's chunks one after the other, each read when the client is
+/// ready for it: a download holds one chunk in memory, not the artifact. A
+/// chunk that is gone (the artifact was overwritten meanwhile) ends the body
+/// short of its `Content-Length`, so the client sees a failed download rather
+/// than a mix of two versions.
+fn stream_chunks(store: Arc<dyn Store>, chunk_ids: Vec<i64>) -> Body {
+    let chunks = futures::stream::iter(chunk_ids).then(move |chunk_id| {
+        let store = store.clone();
+        async move {
+            match store.artifact_chunk(chunk_id).await {
+                Ok(Some(bytes)) => Ok(Bytes::from(bytes)),
+                Ok(None) => Err(std::io::Error::other(
+                    "the artifact was overwritten during the download; download it again",
+                )),
+                Err(error) => {
+                    tracing::error!("reading an artifact chunk failed: {error:#}");
+                    Err(std::io::Error::other("the artifact could not be read"))
+                }
+            }
+        }
+    });
+    Body::from_stream(chunks)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

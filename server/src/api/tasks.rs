@@ -105,9 +105,9 @@ pub struct TaskRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub details: serde_json::Map<String, serde_json::Value>,
-    /// name → value; write-only.
-    #[serde(default)]
-    pub secrets: BTreeMap<String, String>,
+    /// name → value; write-only. Replacing a task by `code`: omitted (or
+    /// null) keeps its secrets, `{}` removes them all, an object replaces them.
+    pub secrets: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub disabled: bool,
     pub steps: Vec<StepRequest>,
@@ -149,17 +149,13 @@ impl TaskRequest {
             &serde_json::Value::Object(self.details.clone()),
             64 << 10,
         )?;
-        if self.secrets.len() > 50 {
-            return Err(ApiError::invalid("secrets", "at most 50 secrets per task"));
+        let keep_secrets = self.secrets.is_none();
+        let secrets = self.secrets.unwrap_or_default();
+        if secrets.len() > MAX_SECRETS {
+            return Err(too_many_secrets());
         }
-        for (name, value) in &self.secrets {
-            validate::name(&format!("secrets.{name}"), name)?;
-            if value.len() > 64 << 10 {
-                return Err(ApiError::invalid(
-                    format!("secrets.{name}"),
-                    "must be at most 64 KiB",
-                ));
-            }
+        for (name, value) in &secrets {
+            validate_secret(name, value)?;
         }
         if self.steps.is_empty() {
             return Err(ApiError::invalid("steps", "a task needs at least one step"));
@@ -202,8 +198,7 @@ impl TaskRequest {
                 status: step.status,
             });
         }
-        let secrets = self
-            .secrets
+        let secrets = secrets
             .iter()
             .map(|(name, value)| state.engine().secrets().seal(name, value))
             .collect();
@@ -218,10 +213,33 @@ impl TaskRequest {
             created_by: Some(created_by.to_string()),
             details: self.details,
             secrets,
+            keep_secrets,
             disabled: self.disabled,
             steps,
         })
     }
+}
+
+/// Secrets a task may hold.
+const MAX_SECRETS: usize = 50;
+
+fn too_many_secrets() -> ApiError {
+    ApiError::invalid(
+        "secrets",
+        format!("at most {MAX_SECRETS} secrets per task; remove some first"),
+    )
+}
+
+/// A secret's name and value, as a create or a patch sets it.
+fn validate_secret(name: &str, value: &str) -> Result<()> {
+    validate::name(&format!("secrets.{name}"), name)?;
+    if value.len() > 64 << 10 {
+        return Err(ApiError::invalid(
+            format!("secrets.{name}"),
+            "must be at most 64 KiB",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -398,6 +416,9 @@ pub struct TaskPatchRequest {
     /// Merged into the details; a null value removes a key.
     #[schema(value_type = Option<Object>)]
     pub details: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Merged into the secrets: a string sets a secret (adds it or replaces
+    /// its value), a null removes it; names not mentioned are kept. Write-only.
+    pub secrets: Option<BTreeMap<String, Option<String>>>,
     /// true: disable; false: enable (scheduled again).
     pub disabled: Option<bool>,
     #[serde(default)]
@@ -439,6 +460,24 @@ pub async fn patch_task(
             ));
         }
     }
+    let mut set_secrets = Vec::new();
+    let mut remove_secrets = Vec::new();
+    for (name, value) in patch.secrets.iter().flatten() {
+        match value {
+            Some(value) => {
+                validate_secret(name, value)?;
+                set_secrets.push(state.engine().secrets().seal(name, value));
+            }
+            None => remove_secrets.push(name.clone()),
+        }
+    }
+    let kept = task
+        .secret_names
+        .iter()
+        .filter(|name| !patch.secrets.iter().flatten().any(|(n, _)| n == *name));
+    if kept.count() + set_secrets.len() > MAX_SECRETS {
+        return Err(too_many_secrets());
+    }
     let store_patch = TaskPatch {
         name: patch.name.map(|n| n.trim().to_string()),
         priority: patch.priority,
@@ -449,6 +488,8 @@ pub async fn patch_task(
         details: patch.details,
         disabled: patch.disabled,
         step_status: patch.steps.iter().map(|s| (s.id, s.status)).collect(),
+        set_secrets,
+        remove_secrets,
     };
     let since = state.bus().published();
     let task = state

@@ -374,6 +374,7 @@ mod tests {
             attempts: 1,
             resume_next: false,
             progress: 100.0,
+            rescued: false,
         }
     }
 

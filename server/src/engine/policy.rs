@@ -84,6 +84,7 @@ pub fn run_end(
         attempts: attempt,
         resume_next: false,
         progress,
+        rescued: false,
     };
     match verdict {
         RunVerdict::Cancelled => end.task_status = TaskStatus::Cancelled,

@@ -22,7 +22,7 @@ pub(super) async fn rescue(inner: &Arc<Inner>, node: Option<&str>) -> anyhow::Re
                 "interrupted: its node stopped renewing the lease (it died or hung)".to_string()
             }
         };
-        let end = policy::run_end(
+        let mut end = policy::run_end(
             &task,
             task.attempts,
             RunTrigger::Schedule,
@@ -32,6 +32,7 @@ pub(super) async fn rescue(inner: &Arc<Inner>, node: Option<&str>) -> anyhow::Re
             now,
             &inner.config.retry,
         );
+        end.rescued = true;
         if inner.store.finish_run(task.id, run_id, &end).await? {
             rescued += 1;
             tracing::warn!(task_id = task.id, run_id, "rescued an interrupted run");

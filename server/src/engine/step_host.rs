@@ -209,7 +209,7 @@ impl StepHost for EngineStepHost {
                 )
                 .await
                 .map_err(|e| match e {
-                    crate::store::StoreError::TooLarge(message) => message,
+                    crate::store::StoreError::ArtifactOverCap(over) => over.to_string(),
                     other => {
                         tracing::error!(task_id, "writing artifact failed: {other:#}");
                         format!("artifact `{name}` could not be written")

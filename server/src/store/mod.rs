@@ -35,18 +35,37 @@ pub struct WriterTurn {
     pub claim: Option<ClaimDue>,
 }
 
-/// What went wrong in the store. `Conflict` and `NotFound` are the caller's
-/// business; `Internal` is logged and shown as an opaque error.
+/// What went wrong in the store. `Conflict`, `NotFound` and
+/// `ArtifactOverCap` are the caller's business; `Internal` is logged and
+/// shown as an opaque error.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    TooLarge(String),
+    /// An artifact write refused before any byte of it was written.
+    #[error(transparent)]
+    ArtifactOverCap(ArtifactOverCap),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// An artifact write that would take the artifact past its size cap. The
+/// store checks the cap inside the write's transaction, before it writes
+/// anything: the artifact is left as it was. Typed, so that the step host can
+/// tell the step which cap it hit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "artifact `{name}` would be {size} bytes, over the limit of {limit} bytes; \
+     write less, or split the output into several artifacts"
+)]
+pub struct ArtifactOverCap {
+    pub name: String,
+    /// The size the write would have given the artifact.
+    pub size: i64,
+    /// The cap the caller passed (`max_bytes`).
+    pub limit: i64,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -196,7 +215,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     async fn load_checkpoint(&self, task_id: i64, step_id: i64) -> StoreResult<Option<Vec<u8>>>;
     async fn clear_checkpoints(&self, task_id: i64) -> StoreResult<()>;
-    /// Write or append to an artifact of a run. `TooLarge` past `max_bytes`.
+    /// Write or append to an artifact of a run. An append costs what it adds
+    /// (the bytes already there are neither read nor rewritten).
+    /// [`StoreError::ArtifactOverCap`] when the artifact would pass
+    /// `max_bytes`, and then nothing is written.
     #[allow(clippy::too_many_arguments)] // three ids, a name, the bytes, the mode, the cap, the time
     async fn write_artifact(
         &self,
@@ -211,13 +233,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Artifacts of a task, newest run first.
     async fn list_artifacts(&self, task_id: i64) -> StoreResult<Vec<Artifact>>;
-    /// The newest artifact of this name for the task (or of the given run).
+    /// The newest artifact of this name for the task (or of the given run),
+    /// its chunks concatenated.
     async fn read_artifact(
         &self,
         task_id: i64,
         name: &str,
         run_id: Option<i64>,
     ) -> StoreResult<Option<Vec<u8>>>;
+    /// The same artifact as [`Store::read_artifact`] finds, as its size and
+    /// the ids of its chunks in order, for a reader that streams it with
+    /// [`Store::artifact_chunk`] instead of holding it whole in memory.
+    async fn artifact_chunks(
+        &self,
+        task_id: i64,
+        name: &str,
+        run_id: Option<i64>,
+    ) -> StoreResult<Option<ArtifactChunks>>;
+    /// One chunk's bytes; `None` once the artifact was overwritten or deleted.
+    async fn artifact_chunk(&self, chunk_id: i64) -> StoreResult<Option<Vec<u8>>>;
 
     // ---- events ------------------------------------------------------------
 

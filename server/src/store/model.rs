@@ -226,6 +226,10 @@ pub struct NewTask {
     pub details: Map<String, Value>,
     /// Names and ciphertexts (the store never sees plaintext).
     pub secrets: Vec<SealedSecret>,
+    /// When this create replaces a task (same `code`): keep that task's
+    /// secrets as they are, and ignore `secrets` (a request that does not
+    /// mention secrets must not delete them). A new task gets `secrets`.
+    pub keep_secrets: bool,
     /// Create it `disabled` instead of `scheduled`.
     pub disabled: bool,
     pub steps: Vec<NewStep>,
@@ -254,6 +258,7 @@ impl NewTask {
             created_by: None,
             details: Map::new(),
             secrets: Vec::new(),
+            keep_secrets: false,
             disabled: false,
             steps,
         }
@@ -326,6 +331,10 @@ pub struct TaskPatch {
     pub disabled: Option<bool>,
     /// (step id, enabled)
     pub step_status: Vec<(i64, StepStatus)>,
+    /// Secrets to add, or to replace if the task has one of that name.
+    pub set_secrets: Vec<SealedSecret>,
+    /// Names of secrets to remove (a name the task lacks is no error).
+    pub remove_secrets: Vec<String>,
 }
 
 /// Filters for listing tasks, newest first, with a cursor.
@@ -415,6 +424,10 @@ pub struct RunEnd {
     /// steps this run completed and their checkpoints.
     pub resume_next: bool,
     pub progress: f64,
+    /// The rescuer ended this run because its node stopped (a crash or a
+    /// restart), not the executor: the run is `interrupted`, but statistics
+    /// and alerts judge it neither a success nor a failure.
+    pub rescued: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -471,6 +484,15 @@ pub struct Artifact {
     pub name: String,
     pub size: i64,
     pub created_at: DateTime<Utc>,
+}
+
+/// Where an artifact's bytes are: one chunk per write or append, in order
+/// (see [`super::Store::artifact_chunks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactChunks {
+    /// Total bytes, the chunks' sizes added up.
+    pub size: i64,
+    pub chunk_ids: Vec<i64>,
 }
 
 /// A persisted event (status change or log line).
@@ -553,16 +575,19 @@ pub fn validate_artifact_name(name: &str) -> Result<(), String> {
 ///
 /// The runs counted are those *started* in the window. A run is *judged* once
 /// it ended `completed` (a success), or `failed` or `interrupted` (a failure);
-/// `cancelled` runs (a user's decision) and running ones are counted in `runs`
-/// but judged neither way.
+/// `cancelled` runs (a user's decision), running ones and rescued ones (ended
+/// by the rescuer because their node stopped: a crash says nothing about the
+/// task, its retry does) are counted in `runs` but judged neither way.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PerformanceStats {
     /// Runs started in the window, whatever their status.
     pub runs: i64,
     /// Of those, runs that ended `completed`.
     pub completed: i64,
-    /// Of those, runs that ended `failed` or `interrupted`.
+    /// Of those, runs that ended `failed` or `interrupted` (not rescued).
     pub failed: i64,
+    /// Of those, runs the rescuer ended because their node stopped.
+    pub rescued: i64,
     /// Mean wall-clock time of the judged runs; `None` when there is none.
     pub average_duration_seconds: Option<f64>,
     /// Per module (step controller), by module path.
@@ -575,7 +600,7 @@ pub struct PerformanceStats {
 /// The step runs of one module within the runs of a [`PerformanceStats`].
 /// A step run is judged like a run: `completed` is a success, `failed` or
 /// `interrupted` a failure — except a step interrupted because its run was
-/// cancelled, which is judged neither way.
+/// cancelled or rescued, which is judged neither way.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModulePerformance {
     /// The module path (`step_runs.controller`).
@@ -609,7 +634,7 @@ pub struct AlertFacts {
     /// Runs that ended in the recent window `completed`.
     pub recent_completed: i64,
     /// Runs that ended in the recent window `failed` or `interrupted`
-    /// (cancelled runs are left out).
+    /// (cancelled and rescued runs are left out).
     pub recent_failed: i64,
     /// Tasks a node could claim now (scheduled, due, no enabled step on an
     /// inactive module).

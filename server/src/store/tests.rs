@@ -36,6 +36,9 @@ macro_rules! conformance {
             tasks::update_patches_fields,
             tasks::update_disable_and_enable,
             tasks::delete_task_and_everything_it_owns,
+            secrets_and_ids::code_upsert_keeps_secrets_it_does_not_mention,
+            secrets_and_ids::update_sets_and_removes_secrets,
+            secrets_and_ids::ids_are_never_reused_after_a_delete,
             actions::run_now_from_finished,
             actions::run_now_single_step,
             actions::retry_resumes_last_run,
@@ -60,22 +63,29 @@ macro_rules! conformance {
             blobs::checkpoints_round_trip,
             blobs::artifacts_append_and_cap,
             blobs::artifacts_newest_run_first,
+            artifacts::artifact_appends_read_back_in_order,
+            artifacts::artifact_cap_is_checked_before_writing,
+            artifacts::artifacts_are_carried_into_a_resuming_run,
             blobs::modules_register_and_activate,
             records::events_batch_and_tail,
             records::tokens_find_and_revoke,
             records::prune_keeps_latest_runs,
             stats::performance_totals_modules_and_hours,
             stats::alert_facts_backlog_running_and_failing_modules,
+            stats::rescued_runs_are_counted_apart,
+            runs::a_retry_that_succeeds_clears_the_last_error,
         );
     };
 }
 
 // Declared after the macros so they are in scope (textual macro scoping).
 mod actions;
+mod artifacts;
 mod blobs;
 mod claims;
 mod records;
 mod runs;
+mod secrets_and_ids;
 mod sqlite;
 mod stats;
 mod tasks;
@@ -114,6 +124,7 @@ pub(crate) fn new_task(name: &str) -> NewTask {
         created_by: Some("tester".to_string()),
         details: Map::new(),
         secrets: Vec::new(),
+        keep_secrets: false,
         disabled: false,
         steps: vec![new_step("test/noop", 1)],
     }
@@ -180,6 +191,7 @@ pub(crate) fn run_end(run_status: RunStatus, task_status: TaskStatus, at: i64) -
         attempts: 0,
         resume_next: false,
         progress: 100.0,
+        rescued: false,
     }
 }
 

@@ -1,8 +1,9 @@
-//! Byte payloads: step checkpoints, run artifacts and module components.
+//! Byte payloads: step checkpoints and module components (artifacts, which
+//! grow by appends, are in [`super::artifacts`]).
 
 use super::SqliteStore;
 use super::rows::{ms, time};
-use crate::store::{Artifact, Module, StoreError, StoreResult};
+use crate::store::{Module, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -49,113 +50,6 @@ pub(super) async fn clear_checkpoints(store: &SqliteStore, task_id: i64) -> Stor
         .execute(&store.writer)
         .await?;
     Ok(())
-}
-
-// ---- artifacts ------------------------------------------------------------
-
-/// Which artifact a write goes to.
-pub(super) struct ArtifactTarget<'a> {
-    pub task_id: i64,
-    pub run_id: i64,
-    pub step_id: i64,
-    pub name: &'a str,
-}
-
-pub(super) async fn write_artifact(
-    store: &SqliteStore,
-    target: ArtifactTarget<'_>,
-    data: &[u8],
-    append: bool,
-    max_bytes: i64,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let added = i64::try_from(data.len()).unwrap_or(i64::MAX);
-    let mut tx = store.writer.begin().await?;
-    let existing: i64 = if append {
-        sqlx::query_scalar("SELECT size FROM artifacts WHERE run_id = ?1 AND name = ?2")
-            .bind(target.run_id)
-            .bind(target.name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0)
-    } else {
-        0
-    };
-    let size = existing.saturating_add(added);
-    if size > max_bytes {
-        return Err(StoreError::TooLarge(format!(
-            "artifact `{}` would be {size} bytes, over the limit of {max_bytes} bytes",
-            target.name
-        )));
-    }
-    // Appending concatenates in SQL, so earlier chunks are not read back.
-    // `||` works on text; the CASTs keep the bytes exact (no conversion
-    // happens in a UTF-8 database).
-    let sql = if append {
-        "INSERT INTO artifacts (task_id, run_id, step_id, name, data, size, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
-         ON CONFLICT (run_id, name) DO UPDATE SET \
-             data = CAST(CAST(data AS TEXT) || CAST(excluded.data AS TEXT) AS BLOB), \
-             size = size + excluded.size, step_id = excluded.step_id, updated_at = excluded.updated_at"
-    } else {
-        "INSERT INTO artifacts (task_id, run_id, step_id, name, data, size, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
-         ON CONFLICT (run_id, name) DO UPDATE SET \
-             data = excluded.data, size = excluded.size, step_id = excluded.step_id, \
-             updated_at = excluded.updated_at"
-    };
-    sqlx::query(sql)
-        .bind(target.task_id)
-        .bind(target.run_id)
-        .bind(target.step_id)
-        .bind(target.name)
-        .bind(data)
-        .bind(added)
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-pub(super) async fn list_artifacts(
-    store: &SqliteStore,
-    task_id: i64,
-) -> StoreResult<Vec<Artifact>> {
-    let rows = sqlx::query(
-        "SELECT run_id, step_id, name, size, created_at FROM artifacts WHERE task_id = ?1 \
-         ORDER BY run_id DESC, name",
-    )
-    .bind(task_id)
-    .fetch_all(&store.reader)
-    .await?;
-    let artifact = |row: &SqliteRow| -> Result<Artifact, sqlx::Error> {
-        Ok(Artifact {
-            run_id: row.try_get("run_id")?,
-            step_id: row.try_get("step_id")?,
-            name: row.try_get("name")?,
-            size: row.try_get("size")?,
-            created_at: time(row.try_get("created_at")?),
-        })
-    };
-    Ok(rows.iter().map(artifact).collect::<Result<_, _>>()?)
-}
-
-pub(super) async fn read_artifact(
-    store: &SqliteStore,
-    task_id: i64,
-    name: &str,
-    run_id: Option<i64>,
-) -> StoreResult<Option<Vec<u8>>> {
-    Ok(sqlx::query_scalar(
-        "SELECT data FROM artifacts WHERE task_id = ?1 AND name = ?2 AND (?3 IS NULL OR run_id = ?3) \
-         ORDER BY run_id DESC LIMIT 1",
-    )
-    .bind(task_id)
-    .bind(name)
-    .bind(run_id)
-    .fetch_optional(&store.reader)
-    .await?)
 }
 
 // ---- modules --------------------------------------------------------------

@@ -60,16 +60,19 @@ static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// Marks one due task running on its new run. No RETURNING: the claim
 /// already read the row, and SQLite buffers returned rows in a temporary
-/// b-tree, which cost more than the update itself.
+/// b-tree, which cost more than the update itself. The message starts empty
+/// even for a run that resumes (whose bar continues where it stopped): what
+/// the task shows is then this run's own, and a retry that succeeds does
+/// not keep the error of the run it retried.
 const MARK_RUNNING_SQL: &str = "UPDATE tasks SET status = 'running', attempts = attempts + 1, \
         lease_owner = ?3, lease_expires_at = ?4, last_run_at = ?5, updated_at = ?5, \
         cancel_requested = 0, current_run_id = ?2, pending_trigger = NULL, pending_step_id = NULL, \
         progress = CASE WHEN resume_from_run_id IS NULL THEN 0 ELSE progress END, \
-        message = CASE WHEN resume_from_run_id IS NULL THEN NULL ELSE message END \
+        message = NULL \
      WHERE id = ?1";
 
 /// The per-task statements of a claim (see [`AtHand`]).
-type Hot<'c> = AtHand<'c, 9>;
+type Hot<'c> = AtHand<'c, 10>;
 
 const CLEAR_CHECKPOINTS: Sql = (0, "DELETE FROM checkpoints WHERE task_id = ?1");
 const STEPS: Sql = (
@@ -90,8 +93,18 @@ const SECRETS: Sql = (
 );
 const CARRY_ARTIFACTS: Sql = (
     4,
-    "INSERT INTO artifacts (task_id, run_id, step_id, name, data, size, created_at, updated_at) \
-         SELECT task_id, ?2, step_id, name, data, size, created_at, updated_at FROM artifacts WHERE run_id = ?1",
+    "INSERT INTO artifacts (task_id, run_id, step_id, name, size, created_at, updated_at) \
+         SELECT task_id, ?2, step_id, name, size, created_at, updated_at FROM artifacts WHERE run_id = ?1",
+);
+/// The carried artifacts' chunks, in the order written (ids follow the
+/// insertion order, see migration 0003).
+const CARRY_ARTIFACT_CHUNKS: Sql = (
+    9,
+    "INSERT INTO artifact_chunks (artifact_id, data) \
+         SELECT carried.id, chunk.data FROM artifacts AS resumed \
+         JOIN artifacts AS carried ON carried.run_id = ?2 AND carried.name = resumed.name \
+         JOIN artifact_chunks AS chunk ON chunk.artifact_id = resumed.id \
+         WHERE resumed.run_id = ?1 ORDER BY chunk.id",
 );
 const REUSABLE: Sql = (
     5,
@@ -209,8 +222,8 @@ pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result
             task.current_run_id = Some(run_id);
             if shape.resume_from.is_none() {
                 task.progress = 0.0;
-                task.message = None;
             }
+            task.message = None;
             claimed.push(Claimed {
                 task,
                 shape,
@@ -358,6 +371,9 @@ fn carry_artifacts(hot: &mut Hot, previous: i64, run_id: i64) -> Result<()> {
     hot.get(CARRY_ARTIFACTS)?
         .execute([previous, run_id])
         .context("carrying artifacts into the resuming run")?;
+    hot.get(CARRY_ARTIFACT_CHUNKS)?
+        .execute([previous, run_id])
+        .context("carrying artifact chunks into the resuming run")?;
     Ok(())
 }
 

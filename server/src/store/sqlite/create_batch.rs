@@ -4,8 +4,9 @@
 //! per-task statements made every create a few round trips to the writer.
 //!
 //! Ids are assigned here, inside the write transaction (the only writer):
-//! tasks continue their `AUTOINCREMENT` sequence, steps the highest id. That
-//! ties each step and detail row to its task without reading ids back.
+//! tasks and steps continue their `AUTOINCREMENT` sequences (inserting an id
+//! above a sequence moves it up, so no id is handed out twice). That ties
+//! each step and detail row to its task without reading ids back.
 
 use super::rows::{json_text, ms, opt_ms};
 use super::tasks::{built, initial_state, insert_secret};
@@ -25,7 +26,7 @@ pub(super) async fn insert_new(
     }
     let (first_task, first_step): (i64, i64) = sqlx::query_as(
         "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0) + 1, \
-                COALESCE((SELECT max(id) FROM steps), 0) + 1",
+                COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'steps'), 0) + 1",
     )
     .fetch_one(&mut *conn)
     .await

@@ -10,6 +10,7 @@
 //! on `<file>.lock`, held for the store's lifetime.
 
 mod actions;
+mod artifacts;
 mod at_hand;
 mod blobs;
 mod claim;
@@ -30,9 +31,9 @@ use crate::store::*;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, SqlitePool};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -97,6 +98,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory");
+        migrate(&options, path, synchronous).await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -115,10 +117,6 @@ impl SqliteStore {
             )
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .with_context(|| format!("migrating database {}", path.display()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(60))
@@ -142,6 +140,15 @@ impl SqliteStore {
             .fetch_one(&self.writer)
             .await
             .expect("read synchronous")
+    }
+
+    /// Checkpoint the WAL into the database and truncate it to nothing, so
+    /// that its size afterwards is what the next writes wrote.
+    pub(crate) async fn truncate_wal(&self) {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await
+            .expect("checkpoint the WAL");
     }
 
     /// Break the steps of task `task_id` (their settings are no longer
@@ -186,6 +193,45 @@ impl SqliteStore {
             .expect("foreign_key_check");
         (on, broken.len())
     }
+}
+
+/// Apply pending migrations on a connection of their own, with foreign keys
+/// off: a migration that rebuilds a table (SQLite's way to change one, e.g.
+/// migration 0004) drops the old table, which with foreign keys on would
+/// cascade to the rows that refer to it. Every foreign key is checked
+/// afterwards, so a migration cannot leave a row without its parent.
+async fn migrate(
+    options: &SqliteConnectOptions,
+    path: &Path,
+    synchronous: SqliteSynchronous,
+) -> anyhow::Result<()> {
+    let mut conn = options
+        .clone()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(synchronous)
+        .foreign_keys(false)
+        .connect()
+        .await
+        .with_context(|| format!("opening database {}", path.display()))?;
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .with_context(|| format!("migrating database {}", path.display()))?;
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut conn)
+        .await
+        .with_context(|| format!("checking foreign keys of {}", path.display()))?;
+    if !broken.is_empty() {
+        anyhow::bail!(
+            "database {} has {} rows whose parent row is missing after migrating; \
+             restore it from a backup and report this as a bug",
+            path.display(),
+            broken.len()
+        );
+    }
+    conn.close().await?;
+    Ok(())
 }
 
 fn lock_path(path: &Path) -> PathBuf {
@@ -396,17 +442,17 @@ impl Store for SqliteStore {
         max_bytes: i64,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let target = blobs::ArtifactTarget {
+        let target = artifacts::ArtifactTarget {
             task_id,
             run_id,
             step_id,
             name,
         };
-        blobs::write_artifact(self, target, data, append, max_bytes, now).await
+        artifacts::write_artifact(self, target, data, append, max_bytes, now).await
     }
 
     async fn list_artifacts(&self, task_id: i64) -> StoreResult<Vec<Artifact>> {
-        blobs::list_artifacts(self, task_id).await
+        artifacts::list_artifacts(self, task_id).await
     }
 
     async fn read_artifact(
@@ -415,7 +461,20 @@ impl Store for SqliteStore {
         name: &str,
         run_id: Option<i64>,
     ) -> StoreResult<Option<Vec<u8>>> {
-        blobs::read_artifact(self, task_id, name, run_id).await
+        artifacts::read_artifact(self, task_id, name, run_id).await
+    }
+
+    async fn artifact_chunks(
+        &self,
+        task_id: i64,
+        name: &str,
+        run_id: Option<i64>,
+    ) -> StoreResult<Option<ArtifactChunks>> {
+        artifacts::artifact_chunks(self, task_id, name, run_id).await
+    }
+
+    async fn artifact_chunk(&self, chunk_id: i64) -> StoreResult<Option<Vec<u8>>> {
+        artifacts::artifact_chunk(self, chunk_id).await
     }
 
     async fn append_events(&self, events: &[EventRecord]) -> StoreResult<()> {

@@ -19,18 +19,40 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-/// Run totals over the runs started in `[?1, ?2]`. Judged runs: completed,
-/// failed, interrupted (not cancelled, not running).
-const RUN_TOTALS: &str = "\
-    SELECT count(*) AS runs, \
-           coalesce(sum(status = 'completed'), 0) AS completed, \
-           coalesce(sum(status IN ('failed', 'interrupted')), 0) AS failed, \
-           avg(CASE WHEN status IN ('completed', 'failed', 'interrupted') \
-                    THEN (finished_at - started_at) / 1000.0 END) AS average_duration \
-    FROM runs WHERE started_at >= ?1 AND started_at <= ?2";
+/// A failed run: it ended `failed`, or `interrupted` by a limit. A run the
+/// rescuer ended because its node stopped (`rescued`) is no verdict on the
+/// task and is counted apart. (SQL over a `runs` row; a macro so that the
+/// queries below stay `&'static str`.)
+macro_rules! run_failed {
+    () => {
+        "(status = 'failed' OR (status = 'interrupted' AND NOT rescued))"
+    };
+}
+
+/// A judged run: a success or a failure (not cancelled, running or rescued).
+macro_rules! run_judged {
+    () => {
+        concat!("(status = 'completed' OR ", run_failed!(), ")")
+    };
+}
+
+/// Run totals over the runs started in `[?1, ?2]`.
+const RUN_TOTALS: &str = concat!(
+    "SELECT count(*) AS runs, \
+            coalesce(sum(status = 'completed'), 0) AS completed, \
+            coalesce(sum(",
+    run_failed!(),
+    "), 0) AS failed, \
+            coalesce(sum(status = 'interrupted' AND rescued), 0) AS rescued, \
+            avg(CASE WHEN ",
+    run_judged!(),
+    " THEN (finished_at - started_at) / 1000.0 END) AS average_duration \
+     FROM runs WHERE started_at >= ?1 AND started_at <= ?2"
+);
 
 /// Per module, the step runs that ran within the runs started in `[?1, ?2]`.
-/// A step interrupted because its run was cancelled is not judged.
+/// A step interrupted because its run was cancelled, or because its node
+/// stopped (the run was rescued), is not judged.
 const MODULE_TOTALS: &str = "\
     SELECT module, count(*) AS runs, \
            sum(status = 'completed') AS completed, \
@@ -41,20 +63,23 @@ const MODULE_TOTALS: &str = "\
     FROM (SELECT s.controller AS module, s.status, s.fuel_used, s.peak_memory, \
                  (s.finished_at - s.started_at) / 1000.0 AS duration, \
                  s.status IN ('completed', 'failed') \
-                   OR (s.status = 'interrupted' AND r.status <> 'cancelled') AS judged \
+                   OR (s.status = 'interrupted' AND r.status <> 'cancelled' AND NOT r.rescued) \
+                   AS judged \
           FROM runs AS r JOIN step_runs AS s ON s.run_id = r.id \
           WHERE r.started_at >= ?1 AND r.started_at <= ?2 \
             AND s.status IN ('running', 'completed', 'failed', 'interrupted')) \
     GROUP BY module ORDER BY module";
 
 /// Judged runs started in `[?1, ?2]`, by the UTC hour they ended in.
-const THROUGHPUT: &str = "\
-    SELECT finished_at / 3600000 * 3600000 AS hour, \
-           sum(status = 'completed') AS completed, \
-           sum(status <> 'completed') AS failed \
-    FROM runs WHERE started_at >= ?1 AND started_at <= ?2 AND finished_at IS NOT NULL \
-      AND status IN ('completed', 'failed', 'interrupted') \
-    GROUP BY hour ORDER BY hour";
+const THROUGHPUT: &str = concat!(
+    "SELECT finished_at / 3600000 * 3600000 AS hour, \
+            sum(status = 'completed') AS completed, \
+            sum(status <> 'completed') AS failed \
+     FROM runs WHERE started_at >= ?1 AND started_at <= ?2 AND finished_at IS NOT NULL \
+       AND ",
+    run_judged!(),
+    " GROUP BY hour ORDER BY hour"
+);
 
 pub(super) async fn performance(
     store: &SqliteStore,
@@ -111,17 +136,21 @@ pub(super) async fn performance(
         runs: totals.try_get("runs")?,
         completed: totals.try_get("completed")?,
         failed: totals.try_get("failed")?,
+        rescued: totals.try_get("rescued")?,
         average_duration_seconds: totals.try_get("average_duration")?,
         modules,
         throughput,
     })
 }
 
-/// Outcomes of the runs that ended in `[?1, ?2]`.
-const RECENT_OUTCOMES: &str = "\
-    SELECT coalesce(sum(status = 'completed'), 0) AS completed, \
-           coalesce(sum(status IN ('failed', 'interrupted')), 0) AS failed \
-    FROM runs WHERE finished_at >= ?1 AND finished_at <= ?2";
+/// Outcomes of the runs that ended in `[?1, ?2]` (rescued ones are neither).
+const RECENT_OUTCOMES: &str = concat!(
+    "SELECT coalesce(sum(status = 'completed'), 0) AS completed, \
+            coalesce(sum(",
+    run_failed!(),
+    "), 0) AS failed \
+     FROM runs WHERE finished_at >= ?1 AND finished_at <= ?2"
+);
 
 /// The claimable backlog at `?1` (the claim's own condition: scheduled, due,
 /// no enabled step on an inactive module): its size and its oldest task.

@@ -141,7 +141,11 @@ pub(super) async fn create_in(
             .bind(ms(now))
             .execute(&mut *tx)
             .await?;
-            for table in ["steps", "task_details", "task_secrets"] {
+            let mut replaced = vec!["steps", "task_details"];
+            if !new.keep_secrets {
+                replaced.push("task_secrets");
+            }
+            for table in replaced {
                 sqlx::query(&format!("DELETE FROM {table} WHERE task_id = ?1"))
                     .bind(id)
                     .execute(&mut *tx)
@@ -171,7 +175,7 @@ pub(super) async fn create_in(
             (id, true)
         }
     };
-    let step_ids = insert_children(tx, id, &new).await?;
+    let step_ids = insert_children(tx, id, &new, created || !new.keep_secrets).await?;
     if !created {
         // A replaced task keeps fields (history, last result) the request does not carry.
         return Ok((reload(tx, id).await?, false));
@@ -235,12 +239,13 @@ pub(super) fn built(
     }
 }
 
-/// Steps, details and secrets of a new or replaced task.
+/// Steps, details and (with `secrets`) secrets of a new or replaced task.
 /// Returns the new steps' ids, in the order of `new.steps`.
 async fn insert_children(
     conn: &mut SqliteConnection,
     id: i64,
     new: &NewTask,
+    secrets: bool,
 ) -> StoreResult<Vec<i64>> {
     let mut step_ids = Vec::with_capacity(new.steps.len());
     for step in &new.steps {
@@ -264,19 +269,23 @@ async fn insert_children(
     for (key, value) in &new.details {
         upsert_detail(conn, id, key, value).await?;
     }
-    for secret in &new.secrets {
-        insert_secret(conn, id, secret).await?;
+    if secrets {
+        for secret in &new.secrets {
+            insert_secret(conn, id, secret).await?;
+        }
     }
     Ok(step_ids)
 }
 
+/// Add a secret, or replace the task's secret of that name.
 pub(super) async fn insert_secret(
     conn: &mut SqliteConnection,
     task_id: i64,
     secret: &SealedSecret,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO task_secrets (task_id, name, nonce, ciphertext) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO task_secrets (task_id, name, nonce, ciphertext) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (task_id, name) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext",
     )
     .bind(task_id)
     .bind(&secret.name)
@@ -417,6 +426,16 @@ pub(super) async fn update(
         } else {
             upsert_detail(&mut tx, id, key, value).await?;
         }
+    }
+    for name in &patch.remove_secrets {
+        sqlx::query("DELETE FROM task_secrets WHERE task_id = ?1 AND name = ?2")
+            .bind(id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for secret in &patch.set_secrets {
+        insert_secret(&mut tx, id, secret).await?;
     }
     for (step_id, step_status) in &patch.step_status {
         let changed = sqlx::query("UPDATE steps SET status = ?3 WHERE id = ?1 AND task_id = ?2")

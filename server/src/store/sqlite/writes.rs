@@ -40,7 +40,7 @@ const END_RUN_TASK: Sql = (
 );
 const END_RUN: Sql = (
     3,
-    "UPDATE runs SET status = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
+    "UPDATE runs SET status = ?2, message = ?3, finished_at = ?4, rescued = ?5 WHERE id = ?1",
 );
 const CLOSE_STEP_RUNS: Sql = (
     4,
@@ -185,7 +185,8 @@ fn end_run(hot: &mut Hot, task_id: i64, run_id: i64, end: &RunEnd) -> Result<boo
             run_id,
             end.run_status.as_str(),
             end.message,
-            finished_at
+            finished_at,
+            end.rescued
         ])
         .context("ending the run")?;
     hot.get(CLOSE_STEP_RUNS)?

@@ -63,13 +63,18 @@ pub(crate) async fn artifacts_append_and_cap(store: &dyn Store) {
     );
 
     match write("dump.bin", chunk.clone(), true, 3).await {
-        Err(StoreError::TooLarge(message)) => {
+        Err(StoreError::ArtifactOverCap(over)) => {
+            assert_eq!(
+                (over.name.as_str(), over.size, over.limit),
+                ("dump.bin", 768, 600)
+            );
+            let message = over.to_string();
             assert!(
                 message.contains("768") && message.contains("600"),
                 "says size and limit: {message}"
             )
         }
-        other => panic!("expected TooLarge, got {other:?}"),
+        other => panic!("expected ArtifactOverCap, got {other:?}"),
     }
     assert_eq!(
         store
@@ -81,7 +86,7 @@ pub(crate) async fn artifacts_append_and_cap(store: &dyn Store) {
     );
     assert!(matches!(
         write("big.bin", vec![0; 601], false, 3).await,
-        Err(StoreError::TooLarge(_))
+        Err(StoreError::ArtifactOverCap(_))
     ));
     write("exact.bin", vec![7; 600], false, 3)
         .await

@@ -662,3 +662,51 @@ pub(crate) async fn writer_turns_apply_then_claim(store: &dyn Store) {
     assert_eq!(runs[1].status, RunStatus::Completed);
     assert_eq!(get(store, first.task.id).await.status, TaskStatus::Running);
 }
+
+/// A retry resumes the run it retries (its progress goes on), but not that
+/// run's error: a task that then succeeds shows no error (the last message a
+/// run gives is its own).
+pub(crate) async fn a_retry_that_succeeds_clears_the_last_error(store: &dyn Store) {
+    let task = create(store, with_steps(new_task("import"), &["i/a", "i/b"]), 0).await;
+    let first = claim_one(store, 1).await;
+    let mut failed = run_end(RunStatus::Failed, TaskStatus::Scheduled, 2);
+    failed.message = Some("step 2 (i/b): the shop did not answer".into());
+    failed.next_run_at = Some(t(10));
+    failed.attempts = 1;
+    failed.resume_next = true;
+    failed.progress = 50.0;
+    assert!(
+        store
+            .finish_run(task.id, first.run_id, &failed)
+            .await
+            .expect("fail")
+    );
+    let waiting = get(store, task.id).await;
+    assert_eq!(
+        waiting.message.as_deref(),
+        Some("step 2 (i/b): the shop did not answer"),
+        "shown while the retry waits"
+    );
+
+    let retry = claim_one(store, 10).await;
+    assert_eq!(retry.trigger, RunTrigger::Retry);
+    assert_eq!(retry.task.message, None);
+    let running = get(store, task.id).await;
+    assert_eq!(
+        (running.progress, running.message),
+        (50.0, None),
+        "progress goes on, the error does not"
+    );
+
+    let mut succeeded = run_end(RunStatus::Completed, TaskStatus::Completed, 11);
+    succeeded.message = None;
+    assert!(
+        store
+            .finish_run(task.id, retry.run_id, &succeeded)
+            .await
+            .expect("succeed")
+    );
+    let done = get(store, task.id).await;
+    assert_eq!(done.last_result, Some(RunResult::Success));
+    assert_eq!(done.message, None, "no error left from the failed run");
+}

@@ -136,6 +136,7 @@ pub(crate) async fn performance_totals_modules_and_hours(store: &dyn Store) {
             runs: 0,
             completed: 0,
             failed: 0,
+            rescued: 0,
             average_duration_seconds: None,
             modules: Vec::new(),
             throughput: Vec::new(),
@@ -256,4 +257,81 @@ pub(crate) async fn alert_facts_backlog_running_and_failing_modules(store: &dyn 
     assert_eq!((quiet.recent_completed, quiet.recent_failed), (0, 0));
     assert!(quiet.failing_modules.is_empty());
     assert_eq!(quiet.due_tasks, 4, "the later task is due by then");
+}
+
+/// A run the rescuer ended because its node stopped (a crash) is no failure
+/// of its task: it is counted apart, out of the rates, the averages, the
+/// modules' failures, the throughput and the alerts' outcomes; a run a limit
+/// interrupted still fails.
+pub(crate) async fn rescued_runs_are_counted_apart(store: &dyn Store) {
+    let mut crashed = with_steps(new_task("crashed"), &["m/dump"]);
+    crashed.max_attempts = 2;
+    create(store, crashed, 100).await;
+    let lost = claim_one(store, 100).await;
+    store
+        .start_step(lost.steps[0].step_run_id, Some("hash"), t(100))
+        .await
+        .expect("start step");
+    // The server died; at its start the rescuer ends the run and retries.
+    let mut rescue = run_end(RunStatus::Interrupted, TaskStatus::Scheduled, 400);
+    rescue.last_result = RunResult::Interrupted;
+    rescue.next_run_at = Some(t(400));
+    rescue.attempts = 1;
+    rescue.resume_next = true;
+    rescue.rescued = true;
+    assert!(
+        store
+            .finish_run(lost.task.id, lost.run_id, &rescue)
+            .await
+            .expect("rescue")
+    );
+    let retry = claim_one(store, 400).await;
+    step(
+        store,
+        &retry,
+        0,
+        StepRunStatus::Completed,
+        (400, 410),
+        1_000,
+    )
+    .await;
+    end_run(store, &retry, RunStatus::Completed, 410).await;
+    // A limit stopped this one: a failure, as before.
+    let limited = start(store, &["m/dump"], 500).await;
+    step(
+        store,
+        &limited,
+        0,
+        StepRunStatus::Interrupted,
+        (500, 530),
+        1_000,
+    )
+    .await;
+    end_run(store, &limited, RunStatus::Interrupted, 530).await;
+
+    let stats = store.performance(t(0), t(1_000)).await.expect("stats");
+    assert_eq!(
+        (stats.runs, stats.completed, stats.failed, stats.rescued),
+        (3, 1, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.average_duration_seconds,
+        Some(20.0),
+        "the retry (10 s) and the limited run (30 s), not the rescued one (300 s)"
+    );
+    let dump = &stats.modules[0];
+    assert_eq!(
+        (dump.runs, dump.completed, dump.failed),
+        (3, 1, 1),
+        "the step the crash interrupted ran, but is judged neither way"
+    );
+    let ended: (i64, i64) = stats
+        .throughput
+        .iter()
+        .fold((0, 0), |(c, f), h| (c + h.completed, f + h.failed));
+    assert_eq!(ended, (1, 1));
+
+    let facts = store.alert_facts(t(0), t(1_000)).await.expect("facts");
+    assert_eq!((facts.recent_completed, facts.recent_failed), (1, 1));
 }
