@@ -211,9 +211,12 @@ async fn a_retry_backs_off_and_starts_at_the_first_step_that_did_not_succeed() {
     assert_eq!(first.verdict, RunVerdict::Failed);
     let waiting = h.store.get_task(id).await.unwrap().unwrap();
     assert_eq!(waiting.status, TaskStatus::Scheduled);
+    // Measured from the failed run's end, not the clock now: under load the
+    // test may read the task after a short backoff has already passed.
+    let failed_run = &h.store.list_runs(id, 1).await.unwrap()[0];
     assert!(
-        waiting.next_run_at.unwrap() > Utc::now() - chrono::Duration::milliseconds(5),
-        "backoff puts it in the future"
+        waiting.next_run_at.unwrap() > failed_run.finished_at.unwrap(),
+        "backoff puts the retry after the failed run's end"
     );
     h.run_until_settled(id).await;
     assert_eq!(h.status(id).await, TaskStatus::Completed);
