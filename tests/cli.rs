@@ -319,6 +319,57 @@ async fn calibrate_prints_a_fuel_rate_the_server_accepts() {
     assert!(text(&out.stderr).contains("--seconds must be between"));
 }
 
+#[test]
+fn step_run_holds_checkpoints_and_artifacts_to_the_server_caps() {
+    let module = module_file("fixture/oversized");
+    let mib = 1u64 << 20;
+    let artifacts = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            format!(r#"{{"checkpoint_bytes": {}}}"#, 32 * mib),
+            format!(
+                "{} bytes, over the checkpoint cap of {} bytes",
+                32 * mib,
+                16 * mib
+            ),
+        ),
+        (
+            format!(
+                r#"{{"artifact_bytes": {}, "chunk_bytes": {}}}"#,
+                80 * mib,
+                16 * mib
+            ),
+            format!(
+                "{} bytes, over the artifact cap of {} bytes",
+                80 * mib,
+                64 * mib
+            ),
+        ),
+    ];
+    for (settings, cap) in cases {
+        let out = stepwise(
+            &[
+                "step",
+                "run",
+                module.to_str().unwrap(),
+                "--settings",
+                &settings,
+                "--artifacts-dir",
+                artifacts.path().to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(1), "{settings}");
+        let stderr = text(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.contains(&cap), "{settings}: {stderr}");
+    }
+    let kept = std::fs::metadata(artifacts.path().join("big.bin"))
+        .unwrap()
+        .len();
+    assert_eq!(kept, 64 * mib, "the writes within the cap were kept");
+}
+
 #[tokio::test]
 async fn watching_a_recurring_task_ends_with_its_run() {
     let server = TestServer::start().await;

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stepwise::runtime::{
-    LogLevel, ModuleError, Runtime, RuntimeConfig, StepContext, StepHost, StepLimits, StepOutcome,
-    StepReport, StepRequest,
+    HostRefusal, LogLevel, ModuleError, Runtime, RuntimeConfig, StepContext, StepHost, StepLimits,
+    StepOutcome, StepReport, StepRequest,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,7 @@ impl StepHost for RecordingHost {
         name: String,
         data: Vec<u8>,
         append: bool,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), HostRefusal>> {
         let mut artifacts = self.artifacts.lock().unwrap();
         let entry = artifacts.entry(name).or_default();
         if !append {

@@ -97,6 +97,7 @@ impl App {
                 max_memory_bytes: 4 << 30,
             },
             output_cap: crate::runtime::DEFAULT_OUTPUT_CAP,
+            caps: crate::runtime::DataCaps::DEFAULT,
             consume_fuel: true,
         })?);
         let secrets = Arc::new(SecretBox::load_or_create(data_dir)?);

@@ -3,7 +3,8 @@
 //! JSON to stdout; a failure is one line and a non-zero exit.
 
 use crate::runtime::{
-    LogLevel, Runtime, RuntimeConfig, StepContext, StepHost, StepLimits, StepOutcome, StepRequest,
+    CapExceeded, HostRefusal, LogLevel, Runtime, RuntimeConfig, StepContext, StepHost, StepLimits,
+    StepOutcome, StepRequest,
 };
 use anyhow::Context;
 use futures::FutureExt;
@@ -43,11 +44,14 @@ pub struct StepRunArgs {
     pub fuel_per_second: u64,
 }
 
-/// Prints to the terminal, keeps checkpoints in memory, saves artifacts to a folder.
+/// Prints to the terminal, keeps checkpoints in memory, saves artifacts to a
+/// folder. The runtime holds checkpoints and single writes to the server's
+/// caps; this holds appends to the artifact cap, as the server's store does.
 struct LocalHost {
     secrets: HashMap<String, String>,
     checkpoint: Mutex<Option<Vec<u8>>>,
     artifacts_dir: PathBuf,
+    artifact_cap: u64,
 }
 
 impl StepHost for LocalHost {
@@ -79,12 +83,25 @@ impl StepHost for LocalHost {
         name: String,
         data: Vec<u8>,
         append: bool,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), HostRefusal>> {
         let dir = self.artifacts_dir.clone();
+        let limit = self.artifact_cap;
         async move {
             crate::store::validate_artifact_name(&name)?;
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let path = dir.join(&name);
+            let existing = match std::fs::metadata(&path) {
+                Ok(meta) if append => meta.len(),
+                _ => 0,
+            };
+            let size = existing + data.len() as u64;
+            if size > limit {
+                return Err(HostRefusal::Cap(CapExceeded::Artifact {
+                    name,
+                    size,
+                    limit,
+                }));
+            }
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .write(true)
@@ -92,7 +109,8 @@ impl StepHost for LocalHost {
                 .truncate(!append)
                 .open(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
-            file.write_all(&data).map_err(|e| e.to_string())
+            file.write_all(&data)
+                .map_err(|e| HostRefusal::Error(e.to_string()))
         }
         .boxed()
     }
@@ -125,6 +143,7 @@ pub async fn run(args: StepRunArgs) -> anyhow::Result<ExitCode> {
         secrets,
         checkpoint: Mutex::new(None),
         artifacts_dir: args.artifacts_dir,
+        artifact_cap: runtime.caps().artifact_bytes,
     });
     let request = StepRequest {
         settings: args.settings,

@@ -5,7 +5,7 @@
 use super::Inner;
 use super::progress::{RunProgress, eta_seconds};
 use crate::events::{Event, LogLine, StepState, TaskState};
-use crate::runtime::{LogLevel, StepHost};
+use crate::runtime::{CapExceeded, HostRefusal, LogLevel, StepHost};
 use crate::store::{EventRecord, WriteOp};
 use chrono::Utc;
 use futures::FutureExt;
@@ -146,14 +146,8 @@ impl StepHost for EngineStepHost {
     fn checkpoint_save(&self, data: Vec<u8>) -> BoxFuture<'static, Result<(), String>> {
         let inner = self.run.inner.clone();
         let (task_id, step_id) = (self.run.task_id, self.step_id);
+        // The runtime refused a checkpoint over the cap before it got here.
         async move {
-            let max = inner.config.max_checkpoint_bytes;
-            if data.len() > max {
-                return Err(format!(
-                    "checkpoint is {} bytes; the limit is {max}",
-                    data.len()
-                ));
-            }
             inner
                 .store
                 .save_checkpoint(task_id, step_id, &data, Utc::now())
@@ -181,13 +175,14 @@ impl StepHost for EngineStepHost {
         name: String,
         data: Vec<u8>,
         append: bool,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), HostRefusal>> {
         let inner = self.run.inner.clone();
         let (task_id, run_id, step_id) = (self.run.task_id, self.run.run_id, self.step_id);
         async move {
             crate::store::validate_artifact_name(&name)?;
-            let max = inner.config.max_artifact_bytes;
-            inner
+            let limit = inner.runtime.caps().artifact_bytes;
+            let max = i64::try_from(limit).unwrap_or(i64::MAX);
+            let written = inner
                 .store
                 .write_artifact(
                     task_id,
@@ -199,15 +194,42 @@ impl StepHost for EngineStepHost {
                     max,
                     Utc::now(),
                 )
-                .await
-                .map_err(|e| match e {
-                    crate::store::StoreError::TooLarge(message) => message,
-                    other => {
-                        tracing::error!(task_id, "writing artifact failed: {other:#}");
-                        format!("artifact `{name}` could not be written")
-                    }
-                })
+                .await;
+            match written {
+                Ok(()) => Ok(()),
+                Err(crate::store::StoreError::TooLarge(_)) => {
+                    // Appends passed the cap: say how big the artifact would have been.
+                    let existing = if append {
+                        artifact_size(&inner, task_id, run_id, &name).await
+                    } else {
+                        0
+                    };
+                    let size = existing + data.len() as u64;
+                    Err(HostRefusal::Cap(CapExceeded::Artifact {
+                        name,
+                        size,
+                        limit,
+                    }))
+                }
+                Err(other) => {
+                    tracing::error!(task_id, "writing artifact failed: {other:#}");
+                    Err(format!("artifact `{name}` could not be written").into())
+                }
+            }
         }
         .boxed()
     }
+}
+
+/// The stored size of a run's artifact (0 when there is none).
+async fn artifact_size(inner: &Inner, task_id: i64, run_id: i64, name: &str) -> u64 {
+    let artifacts = inner
+        .store
+        .list_artifacts(task_id)
+        .await
+        .unwrap_or_default();
+    artifacts
+        .into_iter()
+        .find(|a| a.run_id == run_id && a.name == name)
+        .map_or(0, |a| a.size as u64)
 }

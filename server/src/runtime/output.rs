@@ -5,6 +5,7 @@
 //! succeed and are dropped, and one line says how much was dropped.
 
 use super::host::{LogLevel, StepHost};
+use super::panic::PanicWatch;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -38,12 +39,14 @@ impl CapturedOutput {
         }
     }
 
-    /// A stream for one of the guest's outputs, logged at `level`.
-    pub fn stream(&self, level: LogLevel) -> GuestOutput {
+    /// A stream for one of the guest's outputs, logged at `level`; its lines
+    /// are also shown to `panics` (for stderr, where std's panic hook writes).
+    pub fn stream(&self, level: LogLevel, panics: Option<PanicWatch>) -> GuestOutput {
         GuestOutput {
             shared: self.shared.clone(),
             level,
             partial: Arc::new(Mutex::new(Vec::new())),
+            panics,
         }
     }
 
@@ -68,6 +71,7 @@ pub struct GuestOutput {
     shared: Arc<Mutex<Shared>>,
     level: LogLevel,
     partial: Arc<Mutex<Vec<u8>>>,
+    panics: Option<PanicWatch>,
 }
 
 impl GuestOutput {
@@ -76,11 +80,17 @@ impl GuestOutput {
         let mut partial = self.partial.lock().expect("output lock");
         if !partial.is_empty() {
             let shared = self.shared.lock().expect("output lock");
-            shared
-                .host
-                .log(self.level, &String::from_utf8_lossy(&partial));
+            self.emit(&shared, &partial);
             partial.clear();
         }
+    }
+
+    fn emit(&self, shared: &Shared, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        if let Some(panics) = &self.panics {
+            panics.stderr_line(&line);
+        }
+        shared.host.log(self.level, &line);
     }
 
     fn accept(&self, buf: &[u8]) {
@@ -91,9 +101,7 @@ impl GuestOutput {
         let mut partial = self.partial.lock().expect("output lock");
         for &byte in &buf[..take] {
             if byte == b'\n' || partial.len() >= MAX_LINE {
-                shared
-                    .host
-                    .log(self.level, &String::from_utf8_lossy(&partial));
+                self.emit(&shared, &partial);
                 partial.clear();
                 if byte == b'\n' {
                     continue;
