@@ -34,13 +34,12 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
 
-/// Fuel units per second of `max_execution_time`: what typical step code
-/// (branchy, with host calls: `demo/count`) burns per second on the reference
-/// machine (2 cores), measured by `server/benches/runtime.rs` at 1.33e10; see
-/// BENCHMARKS.md. Straight-line code burns more (1.8e10), so it gets about
-/// 0.75 s of work per second of budget. Configurable because machines differ
-/// (`stepwise calibrate` measures one); the verdict does not depend on load,
-/// only on this number.
+/// Fuel units per second of `max_execution_time` where nothing was measured
+/// (`stepwise step run`, tests): about what typical step code (branchy, with
+/// host calls, like `demo/count`) burns in a second on a 2-core machine of the
+/// reference kind. The server measures its own machine instead and keeps the
+/// figure in its data directory; straight-line code burns fuel faster than
+/// this, so it gets less time than its budget says (BENCHMARKS.md).
 pub const DEFAULT_FUEL_PER_SECOND: u64 = 13_000_000_000;
 
 /// Most stdout + stderr a step may write to its log.
