@@ -94,7 +94,10 @@ impl App {
             Some(rate) => rate,
             None => {
                 calibration::load_or_measure(data_dir)
-                    .await?
+                    .await
+                    .context(
+                        "measuring this machine's fuel per second (--fuel-per-second skips it)",
+                    )?
                     .fuel_per_second
             }
         };
