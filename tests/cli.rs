@@ -399,6 +399,33 @@ async fn serve_calibrates_at_its_first_start_and_keeps_it() {
 }
 
 #[test]
+fn step_run_uses_the_calibration_of_its_data_dir() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("calibration.json"),
+        r#"{"fuel_per_second": 100000000, "module": "demo/count", "measured_seconds": 2.0, "measured_at": "2026-12-02T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let module = module_file("fixture/loop");
+    let out = stepwise(
+        &[
+            "step",
+            "run",
+            module.to_str().unwrap(),
+            "--max-execution-time",
+            "1",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("budget of 100000000 units"), "{stderr}");
+}
+
+#[test]
 fn step_run_holds_checkpoints_and_artifacts_to_the_server_caps() {
     let module = module_file("fixture/oversized");
     let mib = 1u64 << 20;

@@ -39,9 +39,13 @@ pub struct StepRunArgs {
     /// Where artifacts the step writes are saved.
     #[arg(long, default_value = "artifacts")]
     pub artifacts_dir: PathBuf,
-    /// Fuel units per second of execution time.
-    #[arg(long, default_value_t = crate::runtime::DEFAULT_FUEL_PER_SECOND)]
-    pub fuel_per_second: u64,
+    /// Fuel units per second of execution time. Default: the calibration kept
+    /// in --data-dir (as `serve` uses it), else a fixed figure.
+    #[arg(long)]
+    pub fuel_per_second: Option<u64>,
+    /// The data directory whose calibration (`calibration.json`) sets the fuel rate.
+    #[arg(long, env = "STEPWISE_DATA_DIR", default_value = "stepwise-data")]
+    pub data_dir: PathBuf,
 }
 
 /// Prints to the terminal, keeps checkpoints in memory, saves artifacts to a
@@ -132,7 +136,19 @@ pub async fn run(args: StepRunArgs) -> anyhow::Result<ExitCode> {
         serde_json::from_str(&args.details).context("--details is not valid JSON")?;
 
     let mut config = RuntimeConfig::local(compile_cache());
-    config.fuel_per_second = args.fuel_per_second;
+    config.fuel_per_second = args.fuel_per_second.unwrap_or_else(|| {
+        match crate::calibration::load(&args.data_dir) {
+            Some(calibration) => calibration.fuel_per_second,
+            None => {
+                eprintln!(
+                    "no calibration in {}: {:.1e} fuel units a second (`stepwise calibrate` measures this machine)",
+                    args.data_dir.display(),
+                    crate::runtime::DEFAULT_FUEL_PER_SECOND as f64
+                );
+                crate::runtime::DEFAULT_FUEL_PER_SECOND
+            }
+        }
+    });
     let runtime = Runtime::new(config)?;
     let module = runtime
         .prepare(&bytes)
