@@ -1117,3 +1117,78 @@ async fn a_task_waiting_for_a_deactivated_module_says_so_until_it_is_activated()
         "{done}"
     );
 }
+
+#[tokio::test]
+async fn a_panic_is_named_in_the_step_error_and_the_task_message() {
+    let s = TestServer::start().await;
+    s.upload("fixture/panic").await;
+    let id = s
+        .create_step_task("fixture/panic", json!({}), json!({"max_attempts": 1}))
+        .await;
+    let task = s.wait_for(id, &["failed"], Duration::from_secs(30)).await;
+    let runs = s.runs(id).await;
+    let step = &runs[0]["steps"][0];
+    assert_eq!(step["outcome"]["kind"], "trapped", "{step}");
+    assert_eq!(step["outcome"]["trap"], "unreachable_code_reached");
+    let error = step["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("panicked: fixture panicked on purpose (at fixture/panic/src/lib.rs:"),
+        "{error}"
+    );
+    let message = task["message"].as_str().unwrap_or_default();
+    assert!(message.contains("fixture panicked on purpose"), "{task}");
+}
+
+#[tokio::test]
+async fn oversized_checkpoints_and_artifacts_end_the_step_naming_the_cap() {
+    let s = TestServer::start().await;
+    s.upload("fixture/oversized").await;
+    let mib = 1u64 << 20;
+    let cases = [
+        // Past wasmtime's own 128 MiB limit on what one host call may pass.
+        (
+            json!({"checkpoint_bytes": 160 * mib}),
+            "checkpoint_cap",
+            160 * mib,
+            16 * mib,
+        ),
+        // One write over the cap: refused before it is copied.
+        (
+            json!({"artifact_bytes": 80 * mib}),
+            "artifact_cap",
+            80 * mib,
+            64 * mib,
+        ),
+        // Appends that together pass the cap: refused by the store.
+        (
+            json!({"artifact_bytes": 80 * mib, "chunk_bytes": 40 * mib}),
+            "artifact_cap",
+            80 * mib,
+            64 * mib,
+        ),
+    ];
+    for (settings, kind, size, limit) in cases {
+        let (status, task) = s
+            .post(
+                "/tasks",
+                json!({"name": "oversized", "max_attempts": 1, "steps": [{
+                    "controller": "fixture/oversized", "settings": settings,
+                    "max_execution_time": 30, "max_memory": 512 * mib}]}),
+            )
+            .await;
+        assert!(status.is_success(), "{task}");
+        let id = task["id"].as_i64().unwrap();
+        s.wait_for(id, &["failed"], Duration::from_secs(60)).await;
+        let runs = s.runs(id).await;
+        let step = &runs[0]["steps"][0];
+        assert_eq!(step["outcome"]["kind"], kind, "{settings}: {step}");
+        assert_eq!(step["outcome"]["size_bytes"], size, "{settings}: {step}");
+        assert_eq!(step["outcome"]["limit_bytes"], limit, "{settings}: {step}");
+        let cap = kind.replace('_', " ");
+        let error = step["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("{size} bytes, over the {cap} of {limit} bytes")),
+            "{settings}: {error}"
+        );
+    }
+}

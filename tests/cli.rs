@@ -292,7 +292,12 @@ async fn a_second_server_on_the_same_data_is_refused() {
 
 #[tokio::test]
 async fn calibrate_prints_a_fuel_rate_the_server_accepts() {
-    let out = stepwise(&["calibrate", "--seconds", "0.2"], None);
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let out = stepwise(
+        &["calibrate", "--seconds", "0.2", "--data-dir", data_dir],
+        None,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let rate: u64 = stdout
@@ -314,9 +319,161 @@ async fn calibrate_prints_a_fuel_rate_the_server_accepts() {
     let (status, _) = server.get("/modules").await;
     assert!(status.is_success());
 
-    let out = stepwise(&["calibrate", "--seconds", "0"], None);
+    let out = stepwise(
+        &["calibrate", "--seconds", "0", "--data-dir", data_dir],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--seconds must be between"));
+}
+
+fn calibration(dir: &std::path::Path) -> Value {
+    let path = dir.join("calibration.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The fuel budget a one-second `fixture/loop` ran out of: the server's rate.
+async fn fuel_per_second_of(server: &TestServer) -> u64 {
+    let (_, task) = server
+        .post(
+            "/tasks",
+            serde_json::json!({"name": "loop", "max_attempts": 1,
+                "steps": [{"controller": "fixture/loop", "max_execution_time": 1}]}),
+        )
+        .await;
+    let id = task["id"].as_i64().unwrap();
+    server
+        .wait_for(id, &["failed"], std::time::Duration::from_secs(30))
+        .await;
+    let runs = server.runs(id).await;
+    let outcome = &runs[0]["steps"][0]["outcome"];
+    assert_eq!(outcome["kind"], "out_of_fuel", "{outcome}");
+    outcome["fuel_budget"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn serve_calibrates_at_its_first_start_and_keeps_it() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::spawn(data.path(), &[]).await;
+    let first = calibration(data.path());
+    assert_eq!(first["module"], "demo/count");
+    let measured = first["fuel_per_second"].as_u64().unwrap();
+    assert!(
+        (100_000_000..1_000_000_000_000).contains(&measured),
+        "{first}"
+    );
+    server.upload("fixture/loop").await;
+    assert_eq!(fuel_per_second_of(&server).await, measured);
+    drop(server);
+
+    // A later start reads the file instead of measuring: a planted rate is used.
+    let mut planted = first.clone();
+    planted["fuel_per_second"] = 123_456_789.into();
+    std::fs::write(data.path().join("calibration.json"), planted.to_string()).unwrap();
+    let server = TestServer::spawn(data.path(), &[]).await;
+    assert_eq!(fuel_per_second_of(&server).await, 123_456_789);
+    assert_eq!(
+        calibration(data.path()),
+        planted,
+        "the file is kept as it is"
+    );
+    drop(server);
+
+    // An explicit rate wins over the file.
+    let server = TestServer::spawn(data.path(), &["--fuel-per-second", "222222222"]).await;
+    assert_eq!(fuel_per_second_of(&server).await, 222_222_222);
+    drop(server);
+
+    // `stepwise calibrate` measures again and rewrites the file.
+    let dir = data.path().to_str().unwrap();
+    let out = stepwise(&["calibrate", "--seconds", "0.2", "--data-dir", dir], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = calibration(data.path());
+    assert_ne!(again["fuel_per_second"], 123_456_789, "{again}");
+    assert_ne!(again["measured_at"], first["measured_at"]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("fuel_per_second = {}", again["fuel_per_second"])
+    );
+}
+
+#[test]
+fn step_run_uses_the_calibration_of_its_data_dir() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("calibration.json"),
+        r#"{"fuel_per_second": 100000000, "module": "demo/count", "measured_seconds": 2.0, "measured_at": "2026-12-02T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let module = module_file("fixture/loop");
+    let out = stepwise(
+        &[
+            "step",
+            "run",
+            module.to_str().unwrap(),
+            "--max-execution-time",
+            "1",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.contains("budget of 100000000 units"), "{stderr}");
+}
+
+#[test]
+fn step_run_holds_checkpoints_and_artifacts_to_the_server_caps() {
+    let module = module_file("fixture/oversized");
+    let mib = 1u64 << 20;
+    let artifacts = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            format!(r#"{{"checkpoint_bytes": {}}}"#, 32 * mib),
+            format!(
+                "{} bytes, over the checkpoint cap of {} bytes",
+                32 * mib,
+                16 * mib
+            ),
+        ),
+        (
+            format!(
+                r#"{{"artifact_bytes": {}, "chunk_bytes": {}}}"#,
+                80 * mib,
+                16 * mib
+            ),
+            format!(
+                "{} bytes, over the artifact cap of {} bytes",
+                80 * mib,
+                64 * mib
+            ),
+        ),
+    ];
+    for (settings, cap) in cases {
+        let out = stepwise(
+            &[
+                "step",
+                "run",
+                module.to_str().unwrap(),
+                "--settings",
+                &settings,
+                "--artifacts-dir",
+                artifacts.path().to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(1), "{settings}");
+        let stderr = text(&out.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.contains(&cap), "{settings}: {stderr}");
+    }
+    let kept = std::fs::metadata(artifacts.path().join("big.bin"))
+        .unwrap()
+        .len();
+    assert_eq!(kept, 64 * mib, "the writes within the cap were kept");
 }
 
 #[tokio::test]

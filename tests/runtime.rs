@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use stepwise::runtime::{
-    LogLevel, ModuleError, Runtime, RuntimeConfig, StepContext, StepHost, StepLimits, StepOutcome,
-    StepReport, StepRequest,
+    DataCaps, HostRefusal, LogLevel, ModuleError, Runtime, RuntimeConfig, StepContext, StepHost,
+    StepLimits, StepOutcome, StepReport, StepRequest,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,7 @@ impl StepHost for RecordingHost {
         name: String,
         data: Vec<u8>,
         append: bool,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), HostRefusal>> {
         let mut artifacts = self.artifacts.lock().unwrap();
         let entry = artifacts.entry(name).or_default();
         if !append {
@@ -298,6 +298,13 @@ async fn a_panic_traps_and_its_message_reaches_the_log() {
     let rt = runtime();
     let (report, host) = run(&rt, "fixture/panic", json!({})).await;
     assert_eq!(trap_of(&report), "unreachable_code_reached");
+    match &report.outcome {
+        StepOutcome::Trapped { message, .. } => assert!(
+            message.starts_with("panicked: fixture panicked on purpose (at "),
+            "{message}"
+        ),
+        _ => unreachable!(),
+    }
     let logs = host.logs.lock().unwrap();
     assert!(
         logs.iter()
@@ -508,5 +515,36 @@ async fn after_every_hostile_module_a_good_step_still_runs_and_memory_returns() 
     assert!(
         after < baseline + 64 * 1024,
         "resident memory grew from {baseline} KiB to {after} KiB"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_checkpoint_never_reaches_the_host() {
+    let rt = runtime();
+    let host = Arc::new(RecordingHost::default());
+    let size = 160u64 << 20;
+    let report = run_with(
+        &rt,
+        "fixture/oversized",
+        request(json!({"checkpoint_bytes": size}), 10.0, 512 << 20, 1),
+        host.clone(),
+    )
+    .await;
+    assert_eq!(
+        report.outcome,
+        StepOutcome::CheckpointCap {
+            size_bytes: size,
+            limit_bytes: DataCaps::DEFAULT.checkpoint_bytes,
+        }
+    );
+    assert!(host.checkpoint.lock().unwrap().is_none());
+
+    // At the cap exactly, it is saved.
+    let size = DataCaps::DEFAULT.checkpoint_bytes;
+    let (report, host) = run(&rt, "fixture/oversized", json!({"checkpoint_bytes": size})).await;
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert_eq!(
+        host.checkpoint.lock().unwrap().as_ref().map(Vec::len),
+        Some(size as usize)
     );
 }

@@ -2,6 +2,7 @@
 //! `main` only parses the command line and calls [`App::build`].
 
 use crate::api::{self, ApiConfig, AppState};
+use crate::calibration;
 use crate::engine::{Engine, EngineConfig};
 use crate::events::EventBus;
 use crate::runtime::{Compiler, PoolSizing, Runtime, RuntimeConfig};
@@ -25,7 +26,8 @@ pub struct Settings {
     pub database: Option<String>,
     pub durability: Durability,
     pub workers: usize,
-    pub fuel_per_second: u64,
+    /// `None`: this machine's calibration (see [`crate::calibration`]).
+    pub fuel_per_second: Option<u64>,
     pub max_module_bytes: usize,
     pub modules_dir: Option<PathBuf>,
     pub register_examples: bool,
@@ -88,15 +90,27 @@ impl App {
         } else {
             Compiler::current_exe(settings.compile_timeout, settings.compile_memory_bytes)?
         };
+        let fuel_per_second = match settings.fuel_per_second {
+            Some(rate) => rate,
+            None => {
+                calibration::load_or_measure(data_dir)
+                    .await
+                    .context(
+                        "measuring this machine's fuel per second (--fuel-per-second skips it)",
+                    )?
+                    .fuel_per_second
+            }
+        };
         let runtime = Arc::new(Runtime::new(RuntimeConfig {
             cache_dir: data_dir.join("compiled"),
-            fuel_per_second: settings.fuel_per_second,
+            fuel_per_second,
             compiler,
             pool: PoolSizing {
                 max_instances: (settings.workers as u32 + 8).max(16),
                 max_memory_bytes: 4 << 30,
             },
             output_cap: crate::runtime::DEFAULT_OUTPUT_CAP,
+            caps: crate::runtime::DataCaps::DEFAULT,
             consume_fuel: true,
         })?);
         let secrets = Arc::new(SecretBox::load_or_create(data_dir)?);

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod app;
+pub mod calibration;
 pub mod cli;
 pub mod engine;
 pub mod events;

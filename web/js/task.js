@@ -22,6 +22,10 @@ export function limitLabel(outcome) {
       return `Wall-clock deadline passed${outcome.seconds ? ` (${formatDuration(outcome.seconds)})` : ''}`;
     case 'memory_cap':
       return `Memory cap exceeded${outcome.limit_bytes ? ` (${formatBytes(outcome.limit_bytes)})` : ''}`;
+    case 'checkpoint_cap':
+      return `Checkpoint cap exceeded${outcome.limit_bytes ? ` (${formatBytes(outcome.limit_bytes)})` : ''}`;
+    case 'artifact_cap':
+      return `Artifact cap exceeded${outcome.limit_bytes ? ` (${formatBytes(outcome.limit_bytes)})` : ''}`;
     case 'cancelled':
       return 'Cancelled';
     case 'trapped':

@@ -59,11 +59,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Measure this machine's fuel per second, for `--fuel-per-second`.
+    /// Measure this machine's fuel per second again and keep it for `serve`.
     ///
-    /// Runs the example demo/count (typical step code) in the sandbox and
-    /// prints how much fuel it burnt per second, as a `fuel_per_second` line
-    /// for the config file.
+    /// Runs the example demo/count (typical step code) in the sandbox, writes
+    /// how much fuel it burnt per second to calibration.json in the data
+    /// directory, and prints it as a `fuel_per_second` line for a config file.
     Calibrate(CalibrateArgs),
     /// Compile a module in a bounded child process (used by the server itself).
     #[command(hide = true)]
@@ -109,9 +109,11 @@ pub struct ServeArgs {
     /// Runs executed at the same time.
     #[arg(long, env = "STEPWISE_WORKERS", default_value_t = 32)]
     pub workers: usize,
-    /// Fuel units per second of max_execution_time (`stepwise calibrate` measures this machine).
-    #[arg(long, env = "STEPWISE_FUEL_PER_SECOND", default_value_t = crate::runtime::DEFAULT_FUEL_PER_SECOND)]
-    pub fuel_per_second: u64,
+    /// Fuel units per second of max_execution_time. Default: measured on this
+    /// machine at the first start and kept in calibration.json in the data
+    /// directory (`stepwise calibrate` measures again).
+    #[arg(long, env = "STEPWISE_FUEL_PER_SECOND")]
+    pub fuel_per_second: Option<u64>,
     /// Largest module upload in bytes.
     #[arg(long, env = "STEPWISE_MAX_MODULE_BYTES", default_value_t = 32 << 20)]
     pub max_module_bytes: usize,

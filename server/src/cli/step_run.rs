@@ -3,7 +3,8 @@
 //! JSON to stdout; a failure is one line and a non-zero exit.
 
 use crate::runtime::{
-    LogLevel, Runtime, RuntimeConfig, StepContext, StepHost, StepLimits, StepOutcome, StepRequest,
+    CapExceeded, HostRefusal, LogLevel, Runtime, RuntimeConfig, StepContext, StepHost, StepLimits,
+    StepOutcome, StepRequest,
 };
 use anyhow::Context;
 use futures::FutureExt;
@@ -39,16 +40,23 @@ pub struct StepRunArgs {
     /// Where artifacts the step writes are saved.
     #[arg(long, default_value = "artifacts")]
     pub artifacts_dir: PathBuf,
-    /// Fuel units per second of execution time.
-    #[arg(long, default_value_t = crate::runtime::DEFAULT_FUEL_PER_SECOND)]
-    pub fuel_per_second: u64,
+    /// Fuel units per second of execution time. Default: the calibration kept
+    /// in --data-dir (as `serve` uses it), else a fixed figure.
+    #[arg(long)]
+    pub fuel_per_second: Option<u64>,
+    /// The data directory whose calibration (`calibration.json`) sets the fuel rate.
+    #[arg(long, env = "STEPWISE_DATA_DIR", default_value = "stepwise-data")]
+    pub data_dir: PathBuf,
 }
 
-/// Prints to the terminal, keeps checkpoints in memory, saves artifacts to a folder.
+/// Prints to the terminal, keeps checkpoints in memory, saves artifacts to a
+/// folder. The runtime holds checkpoints and single writes to the server's
+/// caps; this holds appends to the artifact cap, as the server's store does.
 struct LocalHost {
     secrets: HashMap<String, String>,
     checkpoint: Mutex<Option<Vec<u8>>>,
     artifacts_dir: PathBuf,
+    artifact_cap: u64,
 }
 
 impl StepHost for LocalHost {
@@ -80,12 +88,25 @@ impl StepHost for LocalHost {
         name: String,
         data: Vec<u8>,
         append: bool,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), HostRefusal>> {
         let dir = self.artifacts_dir.clone();
+        let limit = self.artifact_cap;
         async move {
             crate::store::validate_artifact_name(&name)?;
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let path = dir.join(&name);
+            let existing = match std::fs::metadata(&path) {
+                Ok(meta) if append => meta.len(),
+                _ => 0,
+            };
+            let size = existing + data.len() as u64;
+            if size > limit {
+                return Err(HostRefusal::Cap(CapExceeded::Artifact {
+                    name,
+                    size,
+                    limit,
+                }));
+            }
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .write(true)
@@ -93,7 +114,8 @@ impl StepHost for LocalHost {
                 .truncate(!append)
                 .open(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
-            file.write_all(&data).map_err(|e| e.to_string())
+            file.write_all(&data)
+                .map_err(|e| HostRefusal::Error(e.to_string()))
         }
         .boxed()
     }
@@ -115,7 +137,19 @@ pub async fn run(args: StepRunArgs) -> anyhow::Result<ExitCode> {
         serde_json::from_str(&args.details).context("--details is not valid JSON")?;
 
     let mut config = RuntimeConfig::local(compile_cache());
-    config.fuel_per_second = args.fuel_per_second;
+    config.fuel_per_second = args.fuel_per_second.unwrap_or_else(|| {
+        match crate::calibration::load(&args.data_dir) {
+            Some(calibration) => calibration.fuel_per_second,
+            None => {
+                eprintln!(
+                    "no calibration in {}: {:.1e} fuel units a second (`stepwise calibrate` measures this machine)",
+                    args.data_dir.display(),
+                    crate::runtime::DEFAULT_FUEL_PER_SECOND as f64
+                );
+                crate::runtime::DEFAULT_FUEL_PER_SECOND
+            }
+        }
+    });
     let runtime = Runtime::new(config)?;
     let module = runtime
         .prepare(&bytes)
@@ -126,6 +160,7 @@ pub async fn run(args: StepRunArgs) -> anyhow::Result<ExitCode> {
         secrets,
         checkpoint: Mutex::new(None),
         artifacts_dir: args.artifacts_dir,
+        artifact_cap: runtime.caps().artifact_bytes,
     });
     let request = StepRequest {
         settings: args.settings,

@@ -109,6 +109,17 @@ impl SecretMask {
             StepOutcome::Failed { message } => StepOutcome::Failed {
                 message: self.string(message),
             },
+            // The runtime refuses an oversized artifact before the engine's
+            // host sees (and masks) its name.
+            StepOutcome::ArtifactCap {
+                name,
+                size_bytes,
+                limit_bytes,
+            } => StepOutcome::ArtifactCap {
+                name: self.string(name),
+                size_bytes,
+                limit_bytes,
+            },
             other => other,
         }
     }

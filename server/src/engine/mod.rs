@@ -52,10 +52,6 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// Memory cap of a step that sets none (default 256 MiB).
     pub default_max_memory: u64,
-    /// Largest artifact (default 64 MiB).
-    pub max_artifact_bytes: i64,
-    /// Largest checkpoint (default 16 MiB).
-    pub max_checkpoint_bytes: usize,
     /// Log lines kept per run (default 10,000).
     pub max_log_lines_per_run: u64,
     /// Finished runs and events older than this are pruned (default 30 days; `None` keeps all).
@@ -76,8 +72,6 @@ impl EngineConfig {
             rescue_interval: lease / 2,
             retry: RetryPolicy::default(),
             default_max_memory: 256 << 20,
-            max_artifact_bytes: 64 << 20,
-            max_checkpoint_bytes: 16 << 20,
             max_log_lines_per_run: 10_000,
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             claim_batch: 64,

@@ -8,7 +8,7 @@ use super::Inner;
 use super::masking::SecretMask;
 use super::progress::{RunProgress, eta_seconds};
 use crate::events::{Event, LogLine, StepState, TaskState};
-use crate::runtime::{LogLevel, StepHost};
+use crate::runtime::{CapExceeded, HostRefusal, LogLevel, StepHost};
 use crate::store::{EventRecord, WriteOp};
 use chrono::Utc;
 use futures::FutureExt;
@@ -149,14 +149,8 @@ impl StepHost for EngineStepHost {
     fn checkpoint_save(&self, data: Vec<u8>) -> BoxFuture<'static, Result<(), String>> {
         let inner = self.run.inner.clone();
         let (task_id, step_id) = (self.run.task_id, self.step_id);
+        // The runtime refused a checkpoint over the cap before it got here.
         async move {
-            let max = inner.config.max_checkpoint_bytes;
-            if data.len() > max {
-                return Err(format!(
-                    "checkpoint is {} bytes; the limit is {max}",
-                    data.len()
-                ));
-            }
             inner
                 .store
                 .save_checkpoint(task_id, step_id, &data, Utc::now())
@@ -184,7 +178,7 @@ impl StepHost for EngineStepHost {
         name: String,
         data: Vec<u8>,
         append: bool,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), HostRefusal>> {
         let inner = self.run.inner.clone();
         let (task_id, run_id, step_id) = (self.run.task_id, self.run.run_id, self.step_id);
         // Checked as the step wrote it, then masked: artifact listings are
@@ -194,8 +188,9 @@ impl StepHost for EngineStepHost {
         let name = self.run.mask.string(name);
         async move {
             checked?;
-            let max = inner.config.max_artifact_bytes;
-            inner
+            let limit = inner.runtime.caps().artifact_bytes;
+            let max = i64::try_from(limit).unwrap_or(i64::MAX);
+            let written = inner
                 .store
                 .write_artifact(
                     task_id,
@@ -207,14 +202,21 @@ impl StepHost for EngineStepHost {
                     max,
                     Utc::now(),
                 )
-                .await
-                .map_err(|e| match e {
-                    crate::store::StoreError::ArtifactOverCap(over) => over.to_string(),
-                    other => {
-                        tracing::error!(task_id, "writing artifact failed: {other:#}");
-                        format!("artifact `{name}` could not be written")
-                    }
-                })
+                .await;
+            match written {
+                Ok(()) => Ok(()),
+                Err(crate::store::StoreError::ArtifactOverCap(over)) => {
+                    Err(HostRefusal::Cap(CapExceeded::Artifact {
+                        name,
+                        size: u64::try_from(over.size).unwrap_or(u64::MAX),
+                        limit,
+                    }))
+                }
+                Err(other) => {
+                    tracing::error!(task_id, "writing artifact failed: {other:#}");
+                    Err(format!("artifact `{name}` could not be written").into())
+                }
+            }
         }
         .boxed()
     }

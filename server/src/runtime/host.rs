@@ -4,13 +4,14 @@
 //! in a [`StepHost`] that decides where progress, logs, checkpoints and
 //! artifacts go.
 
-use super::limits::StepLimiter;
+use super::limits::{CapExceeded, DataCaps, StepLimiter};
+use super::panic::PanicWatch;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wasmtime::StoreContextMut;
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, ResourceTable, WasmList};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 wasmtime::component::bindgen!({
@@ -61,11 +62,28 @@ impl From<wit::Level> for LogLevel {
     }
 }
 
+/// Why the host did not take an artifact write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRefusal {
+    /// Over a [`DataCaps`] cap: the step ends with the cap's typed outcome.
+    Cap(CapExceeded),
+    /// Anything else: the call returns this error to the step, which may handle it.
+    Error(String),
+}
+
+impl From<String> for HostRefusal {
+    fn from(message: String) -> Self {
+        HostRefusal::Error(message)
+    }
+}
+
 /// Where a step's capabilities lead. Implemented by the engine (to the store and
 /// the event bus) and by the local runner (to the terminal).
 ///
 /// Sync methods must return at once; async ones are bounded by the step's
-/// deadline, since the runtime drops them when it passes.
+/// deadline, since the runtime drops them when it passes. A checkpoint or an
+/// artifact write larger than its [`DataCaps`] cap never reaches the host;
+/// appends that together pass the artifact cap are the host's to refuse.
 pub trait StepHost: Send + Sync + 'static {
     fn progress(&self, percent: f32, message: &str);
     fn log(&self, level: LogLevel, message: &str);
@@ -77,7 +95,7 @@ pub trait StepHost: Send + Sync + 'static {
         name: String,
         data: Vec<u8>,
         append: bool,
-    ) -> BoxFuture<'static, Result<(), String>>;
+    ) -> BoxFuture<'static, Result<(), HostRefusal>>;
 }
 
 /// A host that accepts everything and keeps nothing (no secrets, no saved
@@ -107,7 +125,7 @@ impl StepHost for NullHost {
         _name: String,
         _data: Vec<u8>,
         _append: bool,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), HostRefusal>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -128,6 +146,8 @@ pub struct StepState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limiter: StepLimiter,
+    caps: DataCaps,
+    pub(super) panics: PanicWatch,
     host: Arc<dyn StepHost>,
     context: StepContext,
     pub(super) deadline: Instant,
@@ -137,9 +157,12 @@ pub struct StepState {
 }
 
 impl StepState {
+    #[allow(clippy::too_many_arguments)] // each part of the state is distinct
     pub(super) fn new(
         wasi: WasiCtx,
         limiter: StepLimiter,
+        caps: DataCaps,
+        panics: PanicWatch,
         host: Arc<dyn StepHost>,
         context: StepContext,
         deadline: Instant,
@@ -149,6 +172,8 @@ impl StepState {
             wasi,
             table: ResourceTable::new(),
             limiter,
+            caps,
+            panics,
             host,
             context,
             deadline,
@@ -199,11 +224,14 @@ impl wit::Host for StepState {
     }
 
     fn log(&mut self, level: wit::Level, message: String) {
-        self.host.log(level.into(), bounded(&message));
+        let message = bounded(&message);
+        self.panics.log_line(level.into(), message);
+        self.host.log(level.into(), message);
     }
 
-    async fn checkpoint_save(&mut self, data: Vec<u8>) -> Result<(), String> {
-        self.host.checkpoint_save(data).await
+    async fn checkpoint_save(&mut self, _data: Vec<u8>) -> Result<(), String> {
+        // Replaced in `add_to_linker` by a version that checks the size before copying.
+        Err("checkpoint-save is not linked".into())
     }
 
     async fn checkpoint_load(&mut self) -> Option<Vec<u8>> {
@@ -216,11 +244,12 @@ impl wit::Host for StepState {
 
     async fn artifact_write(
         &mut self,
-        name: String,
-        data: Vec<u8>,
-        append: bool,
+        _name: String,
+        _data: Vec<u8>,
+        _append: bool,
     ) -> Result<(), String> {
-        self.host.artifact_write(name, data, append).await
+        // Replaced in `add_to_linker` by a version that checks the size before copying.
+        Err("artifact-write is not linked".into())
     }
 
     fn context(&mut self) -> wit::StepContext {
@@ -284,9 +313,51 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
     cli::terminal_stderr::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
 
     Step::add_to_linker::<StepState, HasSelf<StepState>>(linker, |state| state)?;
-    // `remaining` needs the store (for fuel), which bindgen's `Host` cannot see.
+    // `remaining` needs the store (for fuel), and the checkpoint and artifact
+    // data must be measured in guest memory before it is copied: bindgen's
+    // `Host` sees neither.
     linker.allow_shadowing(true);
-    linker.instance(HOST_INTERFACE)?.func_wrap(
+    let mut host = linker.instance(HOST_INTERFACE)?;
+    host.func_wrap_async(
+        "checkpoint-save",
+        |store: StoreContextMut<'_, StepState>, (data,): (WasmList<u8>,)| {
+            Box::new(async move {
+                let limit = store.data().caps.checkpoint_bytes;
+                let size = data.len() as u64;
+                if size > limit {
+                    return Err(wasmtime::Error::new(CapExceeded::Checkpoint {
+                        size,
+                        limit,
+                    }));
+                }
+                let bytes = data.as_le_slice(&store).to_vec();
+                let host = store.data().host.clone();
+                Ok((host.checkpoint_save(bytes).await,))
+            })
+        },
+    )?;
+    host.func_wrap_async(
+        "artifact-write",
+        |store: StoreContextMut<'_, StepState>,
+         (name, data, append): (String, WasmList<u8>, bool)| {
+            Box::new(async move {
+                let limit = store.data().caps.artifact_bytes;
+                let size = data.len() as u64;
+                if size > limit {
+                    let cap = CapExceeded::Artifact { name, size, limit };
+                    return Err(wasmtime::Error::new(cap));
+                }
+                let bytes = data.as_le_slice(&store).to_vec();
+                let host = store.data().host.clone();
+                match host.artifact_write(name, bytes, append).await {
+                    Ok(()) => Ok((Ok(()),)),
+                    Err(HostRefusal::Error(message)) => Ok((Err(message),)),
+                    Err(HostRefusal::Cap(cap)) => Err(wasmtime::Error::new(cap)),
+                }
+            })
+        },
+    )?;
+    host.func_wrap(
         "remaining",
         |store: StoreContextMut<'_, StepState>, (): ()| {
             let fuel = store.get_fuel().unwrap_or(0);

@@ -1,5 +1,6 @@
 //! The limits of one step: fuel, wall clock and memory, and the limiter that
-//! enforces the memory cap across all of a step's memories and tables.
+//! enforces the memory cap across all of a step's memories and tables; and
+//! the caps on what any step may hand the host as a checkpoint or artifact.
 
 use std::time::Duration;
 use wasmtime::ResourceLimiter;
@@ -26,6 +27,39 @@ impl StepLimits {
     pub fn wall_deadline(&self) -> Duration {
         self.max_execution_time * 2 + Duration::from_secs(1)
     }
+}
+
+/// What a step may hand the host: one set of caps, for the server and for
+/// `stepwise step run` alike, so a step that runs locally runs on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataCaps {
+    /// Largest checkpoint, in bytes.
+    pub checkpoint_bytes: u64,
+    /// Largest artifact, in bytes, after all appends.
+    pub artifact_bytes: u64,
+}
+
+impl DataCaps {
+    pub const DEFAULT: DataCaps = DataCaps {
+        checkpoint_bytes: 16 << 20,
+        artifact_bytes: 64 << 20,
+    };
+}
+
+impl Default for DataCaps {
+    fn default() -> Self {
+        DataCaps::DEFAULT
+    }
+}
+
+/// Raised (as the trap's error) when a step hands the host more than a
+/// [`DataCaps`] cap allows; the step ends with the matching typed outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CapExceeded {
+    #[error("checkpoint of {size} bytes is over the checkpoint cap of {limit} bytes")]
+    Checkpoint { size: u64, limit: u64 },
+    #[error("artifact `{name}` would be {size} bytes, over the artifact cap of {limit} bytes")]
+    Artifact { name: String, size: u64, limit: u64 },
 }
 
 /// Raised (as the trap's error) when a step asks for more memory than its cap.

@@ -11,18 +11,20 @@ mod host;
 mod limits;
 mod outcome;
 mod output;
+mod panic;
 mod validate;
 
 pub use compile::{Compiler, child_main as compile_child_main};
 pub use engine::{EPOCH_TICK, MAX_WASM_STACK, PoolSizing};
-pub use host::{LogLevel, NullHost, StepContext, StepHost};
-pub use limits::{MemoryCapExceeded, StepLimits};
+pub use host::{HostRefusal, LogLevel, NullHost, StepContext, StepHost};
+pub use limits::{CapExceeded, DataCaps, MemoryCapExceeded, StepLimits};
 pub use outcome::{StepOutcome, StepReport};
 pub use validate::ModuleError;
 
 use host::{StepPre, StepState};
 use limits::StepLimiter;
 use output::CapturedOutput;
+use panic::PanicWatch;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -33,13 +35,12 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
 
-/// Fuel units per second of `max_execution_time`: what typical step code
-/// (branchy, with host calls: `demo/count`) burns per second on the reference
-/// machine (2 cores), measured by `server/benches/runtime.rs` at 1.33e10; see
-/// BENCHMARKS.md. Straight-line code burns more (1.8e10), so it gets about
-/// 0.75 s of work per second of budget. Configurable because machines differ
-/// (`stepwise calibrate` measures one); the verdict does not depend on load,
-/// only on this number.
+/// Fuel units per second of `max_execution_time` where nothing was measured
+/// (`stepwise step run`, tests): about what typical step code (branchy, with
+/// host calls, like `demo/count`) burns in a second on a 2-core machine of the
+/// reference kind. The server measures its own machine instead and keeps the
+/// figure in its data directory; straight-line code burns fuel faster than
+/// this, so it gets less time than its budget says (BENCHMARKS.md).
 pub const DEFAULT_FUEL_PER_SECOND: u64 = 13_000_000_000;
 
 /// Most stdout + stderr a step may write to its log.
@@ -57,6 +58,8 @@ pub struct RuntimeConfig {
     pub compiler: Compiler,
     pub pool: PoolSizing,
     pub output_cap: usize,
+    /// Caps on checkpoints and artifacts, enforced before the data is copied.
+    pub caps: DataCaps,
     /// Fuel metering (on in production: it is how `max_execution_time` is
     /// enforced independently of load). Off only to measure its cost.
     pub consume_fuel: bool,
@@ -74,6 +77,7 @@ impl RuntimeConfig {
                 max_memory_bytes: 4 << 30,
             },
             output_cap: DEFAULT_OUTPUT_CAP,
+            caps: DataCaps::DEFAULT,
             consume_fuel: true,
         }
     }
@@ -135,6 +139,11 @@ impl Runtime {
 
     pub fn fuel_per_second(&self) -> u64 {
         self.config.fuel_per_second
+    }
+
+    /// The checkpoint and artifact caps of this node.
+    pub fn caps(&self) -> DataCaps {
+        self.config.caps
     }
 
     /// Largest memory cap a step may ask for on this node.
@@ -245,8 +254,9 @@ impl Runtime {
         let wall = request.limits.wall_deadline();
         let deadline = started + wall;
         let output = CapturedOutput::new(host.clone(), self.config.output_cap);
-        let stdout = output.stream(LogLevel::Info);
-        let stderr = output.stream(LogLevel::Warn);
+        let panics = PanicWatch::default();
+        let stdout = output.stream(LogLevel::Info, None);
+        let stderr = output.stream(LogLevel::Warn, Some(panics.clone()));
         let wasi = wasmtime_wasi::WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -255,6 +265,8 @@ impl Runtime {
         let state = StepState::new(
             wasi,
             limiter,
+            self.config.caps,
+            panics,
             host,
             request.context,
             deadline,
@@ -262,6 +274,11 @@ impl Runtime {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        // What the guest may pass in one host call (wasmtime's default is
+        // 128 MiB, past which it traps without saying which call). A guest
+        // cannot pass more than its memory holds; checkpoint and artifact
+        // data is measured against its cap before it is copied (host.rs).
+        store.set_hostcall_fuel(usize::try_from(request.limits.max_memory).unwrap_or(usize::MAX));
         let budget = request.limits.fuel_budget(self.config.fuel_per_second);
         if self.config.consume_fuel {
             store.set_fuel(budget).expect("fuel is enabled");
@@ -291,7 +308,9 @@ impl Runtime {
         let outcome = match result {
             Some(result) => {
                 let permanent = store.data().permanent_error;
-                classify(result, permanent, &cancel, budget, &request.limits, wall)
+                let panicked = store.data().panics.last();
+                let outcome = classify(result, permanent, &cancel, budget, &request.limits, wall);
+                with_panic(outcome, panicked)
             }
             None if cancel.is_cancelled() => StepOutcome::Cancelled,
             None => StepOutcome::Deadline {
@@ -336,6 +355,19 @@ fn classify(
             limit_bytes: limits.max_memory,
         };
     }
+    if let Some(cap) = error.downcast_ref::<CapExceeded>() {
+        return match cap.clone() {
+            CapExceeded::Checkpoint { size, limit } => StepOutcome::CheckpointCap {
+                size_bytes: size,
+                limit_bytes: limit,
+            },
+            CapExceeded::Artifact { name, size, limit } => StepOutcome::ArtifactCap {
+                name,
+                size_bytes: size,
+                limit_bytes: limit,
+            },
+        };
+    }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return StepOutcome::Exited { code: exit.0 };
     }
@@ -358,6 +390,24 @@ fn classify(
         None => StepOutcome::Failed {
             message: format!("{error:#}"),
         },
+    }
+}
+
+/// A trap after a panic says what panicked (a panic aborts: the trap itself
+/// only says `unreachable`).
+fn with_panic(outcome: StepOutcome, panicked: Option<panic::Panic>) -> StepOutcome {
+    match (outcome, panicked) {
+        (
+            StepOutcome::Trapped {
+                trap, backtrace, ..
+            },
+            Some(panic),
+        ) => StepOutcome::Trapped {
+            trap,
+            message: panic.to_string(),
+            backtrace,
+        },
+        (outcome, _) => outcome,
     }
 }
 

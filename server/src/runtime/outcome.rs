@@ -32,6 +32,15 @@ pub enum StepOutcome {
     Deadline { seconds: f64 },
     /// The step tried to grow its memories and tables beyond its cap.
     MemoryCap { limit_bytes: u64 },
+    /// The step handed the host a checkpoint bigger than the checkpoint cap
+    /// (refused before it was copied).
+    CheckpointCap { size_bytes: u64, limit_bytes: u64 },
+    /// An artifact write would have made the artifact bigger than the artifact cap.
+    ArtifactCap {
+        name: String,
+        size_bytes: u64,
+        limit_bytes: u64,
+    },
     /// Someone cancelled the step from outside.
     Cancelled,
     /// The guest called `exit` (wasi:cli/exit).
@@ -64,6 +73,8 @@ impl StepOutcome {
             StepOutcome::OutOfFuel { .. }
                 | StepOutcome::Deadline { .. }
                 | StepOutcome::MemoryCap { .. }
+                | StepOutcome::CheckpointCap { .. }
+                | StepOutcome::ArtifactCap { .. }
                 | StepOutcome::Cancelled
         )
     }
@@ -92,6 +103,19 @@ impl StepOutcome {
             StepOutcome::MemoryCap { limit_bytes } => {
                 format!("step exceeded its memory cap of {limit_bytes} bytes")
             }
+            StepOutcome::CheckpointCap {
+                size_bytes,
+                limit_bytes,
+            } => format!(
+                "step saved a checkpoint of {size_bytes} bytes, over the checkpoint cap of {limit_bytes} bytes; checkpoint where the work is (a position, ids done), not the data"
+            ),
+            StepOutcome::ArtifactCap {
+                name,
+                size_bytes,
+                limit_bytes,
+            } => format!(
+                "step's artifact `{name}` would be {size_bytes} bytes, over the artifact cap of {limit_bytes} bytes; split the output into several artifacts"
+            ),
             StepOutcome::Cancelled => "step was cancelled".into(),
             StepOutcome::Exited { code } => format!("step called exit with code {code}"),
             StepOutcome::Failed { message } => message.clone(),

@@ -5,6 +5,7 @@
 //! succeed and are dropped, and one line says how much was dropped.
 
 use super::host::{LogLevel, StepHost};
+use super::panic::PanicWatch;
 use parking_lot::Mutex;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,12 +40,14 @@ impl CapturedOutput {
         }
     }
 
-    /// A stream for one of the guest's outputs, logged at `level`.
-    pub fn stream(&self, level: LogLevel) -> GuestOutput {
+    /// A stream for one of the guest's outputs, logged at `level`; its lines
+    /// are also shown to `panics` (for stderr, where std's panic hook writes).
+    pub fn stream(&self, level: LogLevel, panics: Option<PanicWatch>) -> GuestOutput {
         GuestOutput {
             shared: self.shared.clone(),
             level,
             partial: Arc::new(Mutex::new(Vec::new())),
+            panics,
         }
     }
 
@@ -69,6 +72,7 @@ pub struct GuestOutput {
     shared: Arc<Mutex<Shared>>,
     level: LogLevel,
     partial: Arc<Mutex<Vec<u8>>>,
+    panics: Option<PanicWatch>,
 }
 
 impl GuestOutput {
@@ -77,11 +81,17 @@ impl GuestOutput {
         let mut partial = self.partial.lock();
         if !partial.is_empty() {
             let shared = self.shared.lock();
-            shared
-                .host
-                .log(self.level, &String::from_utf8_lossy(&partial));
+            self.emit(&shared, &partial);
             partial.clear();
         }
+    }
+
+    fn emit(&self, shared: &Shared, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        if let Some(panics) = &self.panics {
+            panics.stderr_line(&line);
+        }
+        shared.host.log(self.level, &line);
     }
 
     fn accept(&self, buf: &[u8]) {
@@ -92,9 +102,7 @@ impl GuestOutput {
         let mut partial = self.partial.lock();
         for &byte in &buf[..take] {
             if byte == b'\n' || partial.len() >= MAX_LINE {
-                shared
-                    .host
-                    .log(self.level, &String::from_utf8_lossy(&partial));
+                self.emit(&shared, &partial);
                 partial.clear();
                 if byte == b'\n' {
                     continue;
