@@ -90,17 +90,18 @@ impl App {
         } else {
             Compiler::current_exe(settings.compile_timeout, settings.compile_memory_bytes)?
         };
-        let fuel_per_second = match settings.fuel_per_second {
-            Some(rate) => rate,
+        let (fuel_per_second, source) = match settings.fuel_per_second {
+            Some(rate) => (rate, "the fuel_per_second setting".to_string()),
             None => {
-                calibration::load_or_measure(data_dir)
-                    .await
-                    .context(
-                        "measuring this machine's fuel per second (--fuel-per-second skips it)",
-                    )?
-                    .fuel_per_second
+                let calibration = calibration::load_or_measure(data_dir).await.context(
+                    "measuring this machine's fuel per second (--fuel-per-second skips it)",
+                )?;
+                let kept = calibration::path(data_dir);
+                (calibration.fuel_per_second, kept.display().to_string())
             }
         };
+        // Said at every start: what a second of max_execution_time is worth here.
+        tracing::info!("steps get {fuel_per_second} fuel units a second (from {source})");
         let runtime = Arc::new(Runtime::new(RuntimeConfig {
             cache_dir: data_dir.join("compiled"),
             fuel_per_second,
