@@ -337,6 +337,67 @@ async fn cancel_stops_a_scheduled_task_at_once_and_a_running_one_for_real() {
     assert_eq!(h.status(id).await, TaskStatus::Cancelled);
 }
 
+/// A cancel that lands after the claim is committed and before the run's
+/// executor starts was once seen only by the next heartbeat (10 s later; in
+/// this test, with no heartbeat loop, never: the loop would run its 600 s).
+#[tokio::test]
+async fn a_cancel_between_the_claim_and_the_run_stops_the_run_at_once() {
+    let h = harness().await;
+    let mut endless = step("fixture/loop", json!({}));
+    endless.max_execution_time = 600;
+    let id = h.create(task(vec![endless])).await;
+    let claimed = h.engine.claim_next().await.unwrap().expect("claimed");
+    assert_eq!(claimed.task_id(), id);
+    assert_eq!(h.status(id).await, TaskStatus::Running);
+    assert!(
+        !h.engine.cancel(id).await.unwrap(),
+        "a claimed task is stopped, not cancelled at once"
+    );
+    let summary = tokio::time::timeout(Duration::from_secs(5), h.engine.execute(claimed))
+        .await
+        .expect("the run stops well before any heartbeat");
+    assert_eq!(summary.verdict, RunVerdict::Cancelled);
+    assert!(
+        summary.steps.is_empty(),
+        "no step started: {:?}",
+        summary.steps
+    );
+    assert_eq!(h.status(id).await, TaskStatus::Cancelled);
+}
+
+/// The note a cancel leaves for a run not started on this node is checked
+/// against the store: when the run was another node's, the task's next run
+/// here is not stopped by it.
+#[tokio::test]
+async fn a_cancel_meant_for_another_nodes_run_does_not_stop_a_later_run_here() {
+    let h = harness().await;
+    let dir = tempfile::tempdir().unwrap();
+    let other_runtime =
+        Arc::new(Runtime::new(RuntimeConfig::local(dir.path().join("compiled"))).unwrap());
+    let other = Engine::new(
+        h.store.clone(),
+        other_runtime,
+        Arc::new(EventBus::new()),
+        Arc::new(SecretBox::from_key(&[1; 32])),
+        EngineConfig::new("other-node"),
+    );
+    let id = h.create(task(vec![step("fixture/noop", json!({}))])).await;
+    let elsewhere = other
+        .claim_next()
+        .await
+        .unwrap()
+        .expect("claimed elsewhere");
+    // This node has no run of the task: the cancel leaves a note here.
+    assert!(!h.engine.cancel(id).await.unwrap());
+    // The other node's run ends (its one step done before it saw the flag).
+    other.execute(elsewhere).await;
+    h.store.run_task_now(id, None, Utc::now()).await.unwrap();
+    let here = h.engine.claim_next().await.unwrap().expect("claimed here");
+    let summary = h.engine.execute(here).await;
+    assert_eq!(summary.verdict, RunVerdict::Succeeded);
+    assert_eq!(h.status(id).await, TaskStatus::Completed);
+}
+
 #[tokio::test]
 async fn run_now_ignores_the_schedule_and_a_single_step_can_run_alone() {
     let h = harness().await;

@@ -36,13 +36,21 @@ pub(super) async fn execute(
     claimed: ClaimedRun,
     slot: Option<OwnedSemaphorePermit>,
 ) -> RunSummary {
+    let registered = inner.running.register(claimed.task.id, claimed.run_id);
+    let token = registered.token;
+    // A cancel came between the claim and now: it is this run's if the store
+    // says so (the note may be about a run of the task on another node). If
+    // the store cannot say, the next heartbeat will.
+    if registered.cancel_came_early
+        && inner
+            .store
+            .cancel_requested(claimed.run_id)
+            .await
+            .unwrap_or(false)
+    {
+        token.cancel();
+    }
     let task = claimed.task;
-    let token = CancellationToken::new();
-    inner
-        .running
-        .lock()
-        .expect("running map")
-        .insert(task.id, (claimed.run_id, token.clone()));
 
     let (secrets, secret_errors) = inner.secrets.open_all(&claimed.secrets);
     let past_runs = claimed.past_durations;
@@ -160,7 +168,7 @@ pub(super) async fn execute(
             false
         }
     };
-    inner.running.lock().expect("running map").remove(&task.id);
+    inner.running.remove(task.id);
     inner.wake.notify_one();
     if applied {
         inner.bus.publish(Event::Task(TaskState {

@@ -132,17 +132,14 @@ async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(inner.config.heartbeat_interval) => {}
         }
-        let running: Vec<(i64, i64, CancellationToken)> = inner
+        inner
             .running
-            .lock()
-            .expect("running map")
-            .iter()
-            .map(|(task, (run, token))| (*task, *run, token.clone()))
-            .collect();
+            .forget_early_cancels_older_than(inner.config.heartbeat_interval);
+        let running = inner.running.tokens();
         if running.is_empty() {
             continue;
         }
-        let run_ids: Vec<i64> = running.iter().map(|(_, run, _)| *run).collect();
+        let run_ids: Vec<i64> = running.iter().map(|(run, _)| *run).collect();
         let lease_until = Utc::now() + inner.config.lease;
         match inner
             .store
@@ -150,7 +147,7 @@ async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {
             .await
         {
             Ok(cancelled) => {
-                for (_, run_id, token) in running {
+                for (run_id, token) in running {
                     if cancelled.contains(&run_id) {
                         token.cancel();
                     }
