@@ -658,3 +658,54 @@ async fn retention_removes_old_runs_but_keeps_the_latest() {
     let runs = h.store.list_runs(id, 10).await.unwrap();
     assert_eq!(runs.len(), 1, "the latest run stays");
 }
+
+/// A long step then an instant one: once the task has a history, halfway
+/// through the long step is halfway through the run, and the ETA says so
+/// (weighing the steps the same said a quarter, and three times the time
+/// left).
+#[tokio::test]
+async fn steps_weigh_on_the_bar_and_the_eta_by_their_past_durations() {
+    let h = harness().await;
+    let id = h
+        .create(task(vec![
+            step("fixture/progress", json!({"updates": 10, "sleep_ms": 100})),
+            step("fixture/noop", json!({})),
+        ]))
+        .await;
+    h.engine
+        .try_execute_next()
+        .await
+        .unwrap()
+        .expect("first run");
+    assert_eq!(h.status(id).await, TaskStatus::Completed);
+
+    h.store.run_task_now(id, None, Utc::now()).await.unwrap();
+    let mut events = h.engine.bus().subscribe();
+    h.engine
+        .try_execute_next()
+        .await
+        .unwrap()
+        .expect("second run");
+    let run_started = h.store.list_runs(id, 1).await.unwrap()[0].started_at;
+    let mut halfway = None;
+    while let Ok(event) = events.try_recv() {
+        if let Event::Task(state) = event
+            && state.task_id == id
+            && state.message.as_deref() == Some("update 5 of 10")
+        {
+            halfway = Some(state);
+        }
+    }
+    let halfway = halfway.expect("the long step's halfway report");
+    assert!(
+        (45.0..=55.0).contains(&halfway.progress),
+        "halfway through the long step: {}",
+        halfway.progress
+    );
+    let elapsed = (halfway.updated_at - run_started).num_milliseconds() as f64 / 1e3;
+    let eta = halfway.eta_seconds.expect("an ETA");
+    assert!(
+        eta < 2.0 * elapsed,
+        "about as long again as so far ({elapsed:.2} s), not three times: {eta:.2} s"
+    );
+}

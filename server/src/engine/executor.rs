@@ -5,6 +5,7 @@ use super::Inner;
 use super::policy::{self, RunVerdict};
 use super::progress::RunProgress;
 use super::step_host::{EngineStepHost, RunContext};
+use super::step_weights;
 use crate::events::{Event, StepState, TaskState};
 use crate::runtime::{LogLevel, StepContext, StepLimits, StepOutcome, StepRequest};
 use crate::store::{ClaimedRun, PlannedStep, StepRunEnd, StepRunStatus, Task, TaskStatus, WriteOp};
@@ -50,20 +51,11 @@ pub(super) async fn execute(
     {
         token.cancel();
     }
-    let task = claimed.task;
 
     let (secrets, secret_errors) = inner.secrets.open_all(&claimed.secrets);
+    let progress = run_progress(&inner, &claimed).await;
+    let task = claimed.task;
     let past_runs = claimed.past_durations;
-    let counted = claimed
-        .steps
-        .iter()
-        .filter(|s| s.status != StepRunStatus::Skipped)
-        .count();
-    let reused = claimed
-        .steps
-        .iter()
-        .filter(|s| s.status == StepRunStatus::Reused)
-        .count();
     let run = Arc::new(RunContext {
         inner: inner.clone(),
         task_id: task.id,
@@ -72,7 +64,7 @@ pub(super) async fn execute(
         started: Instant::now(),
         past_runs,
         secrets,
-        progress: Mutex::new(RunProgress::new(counted, reused)),
+        progress: Mutex::new(progress),
         message: Mutex::new(None),
         log_lines: AtomicU64::new(0),
     });
@@ -194,6 +186,37 @@ pub(super) async fn execute(
         applied,
         steps: outcomes,
     }
+}
+
+/// The run's progress bar, its steps weighed by how long they took in the
+/// task's past runs. A task that never completed a run, or runs one counted
+/// step, has nothing to weigh: it is spared the read of its history.
+async fn run_progress(inner: &Inner, claimed: &ClaimedRun) -> RunProgress {
+    let counted: Vec<&PlannedStep> = claimed
+        .steps
+        .iter()
+        .filter(|s| s.status != StepRunStatus::Skipped)
+        .collect();
+    let past = if counted.len() > 1 && !claimed.past_durations.is_empty() {
+        // Without its history the bar weighs steps the same: no reason to fail the run.
+        inner
+            .store
+            .list_runs(claimed.task.id, step_weights::PAST_RUNS + 1)
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let weights = step_weights::from_history(&counted, &past);
+    let mut done = 0.0;
+    let mut to_run = Vec::new();
+    for (planned, weight) in counted.iter().zip(weights) {
+        match planned.status {
+            StepRunStatus::Pending => to_run.push(weight),
+            _ => done += weight,
+        }
+    }
+    RunProgress::weighted(done, to_run)
 }
 
 /// Publish a task's stored state (after a run ended, or a cancel).

@@ -12,6 +12,7 @@ mod retention;
 mod running;
 mod scheduler;
 mod step_host;
+mod step_weights;
 
 pub use event_writer::EventWriter;
 pub use executor::RunSummary;
