@@ -709,3 +709,41 @@ async fn steps_weigh_on_the_bar_and_the_eta_by_their_past_durations() {
         "about as long again as so far ({elapsed:.2} s), not three times: {eta:.2} s"
     );
 }
+
+/// After a claim that took all it asked for, the claim loop waits for a
+/// quarter of the workers to be free (a backlog is claimed in batches). With
+/// every worker held by a long step, that wait was until those steps ended:
+/// a new task waited behind them with a worker free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_task_gets_a_free_worker_while_long_steps_hold_the_others() {
+    let h = harness_with(|config| {
+        config.workers = 8;
+        config.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    let mut endless = Vec::new();
+    for _ in 0..8 {
+        let mut step = step("fixture/loop", json!({}));
+        step.max_execution_time = 600;
+        endless.push(h.create(task(vec![step])).await);
+    }
+    let handle = h.engine.start();
+    while h.engine.running_runs().len() < 8 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!h.engine.cancel(endless[0]).await.unwrap());
+    let id = h.create(task(vec![step("fixture/noop", json!({}))])).await;
+    h.engine.wake();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.status(id).await != TaskStatus::Completed {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new task was not run with a worker free"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &endless[1..] {
+        h.engine.cancel(*id).await.unwrap();
+    }
+    handle.shutdown().await;
+}

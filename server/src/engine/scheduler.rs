@@ -86,14 +86,25 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
     // While a backlog waits (the last claim got all it asked for), claim only
     // once a quarter of the workers is free: a claim of many costs about what
     // a claim of one does, and claiming one task per finished run would spend
-    // the writer on claims. Without a backlog, claim at once (latency).
+    // the writer on claims. Without a backlog, claim at once (latency). A
+    // backlog is only presumed from the last claim: once a poll interval
+    // passes with no run ending (long steps hold the workers), claim for
+    // the free ones anyway, or a new task would wait for a quarter of the
+    // node's steps to end.
     let batch_when_busy =
         (inner.config.workers.max(1) as i64 / 4).clamp(1, inner.config.claim_batch.max(1));
     let mut backlog = false;
+    let mut quiet = false;
     while !stop.is_cancelled() {
         let free = workers.available_permits() as i64;
         let mut claimed_all = false;
-        if free >= if backlog { batch_when_busy } else { 1 } {
+        if free
+            >= if backlog && !quiet {
+                batch_when_busy
+            } else {
+                1
+            }
+        {
             let want = free.min(inner.config.claim_batch);
             // Through the committer: the claim rides in its next transaction.
             match inner.committer.claim(want).await {
@@ -116,11 +127,11 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
         if claimed_all && workers.available_permits() > 0 {
             continue;
         }
-        tokio::select! {
+        quiet = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = inner.wake.notified() => {}
-            _ = tokio::time::sleep(inner.config.poll_interval) => {}
-        }
+            _ = inner.wake.notified() => false,
+            _ = tokio::time::sleep(inner.config.poll_interval) => true,
+        };
     }
 }
 
