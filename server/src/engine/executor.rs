@@ -5,6 +5,7 @@ use super::Inner;
 use super::policy::{self, RunVerdict};
 use super::progress::RunProgress;
 use super::step_host::{EngineStepHost, RunContext};
+use super::step_threads::Lingering;
 use super::step_weights;
 use crate::events::{Event, StepState, TaskState};
 use crate::runtime::{LogLevel, StepContext, StepLimits, StepOutcome, StepRequest};
@@ -78,6 +79,8 @@ pub(super) async fn execute(
     let mut verdict = RunVerdict::Succeeded;
     let mut message = None;
     let mut outcomes = Vec::new();
+    // A cancelled step's guest still to be dropped: the worker slot waits for it.
+    let mut lingering = None;
     for planned in claimed
         .steps
         .iter()
@@ -88,13 +91,13 @@ pub(super) async fn execute(
             break;
         }
         let (status, outcome, error) = execute_step(
-            &inner,
             &run,
             &task,
             claimed.attempt,
             planned,
             &token,
             task_deadline,
+            &mut lingering,
         )
         .await;
         if status == StepRunStatus::Completed {
@@ -147,7 +150,15 @@ pub(super) async fn execute(
         run_id: claimed.run_id,
         end: end.clone(),
     };
-    drop(slot);
+    match (slot, lingering) {
+        (Some(slot), Some(guest)) => {
+            tokio::spawn(async move {
+                guest.gone().await;
+                drop(slot);
+            });
+        }
+        (slot, _) => drop(slot),
+    }
     let applied = match inner.committer.commit(finish).await {
         Ok(applied) => applied,
         Err(e) => {
@@ -226,14 +237,15 @@ pub(super) fn publish_task_final(inner: &Inner, task: &Task) {
 
 /// Run one step; returns its stored status, the typed outcome and the error text.
 async fn execute_step(
-    inner: &Arc<Inner>,
     run: &Arc<RunContext>,
     task: &Task,
     attempt: i64,
     planned: &PlannedStep,
     token: &CancellationToken,
     task_deadline: Option<Instant>,
+    lingering: &mut Option<Lingering>,
 ) -> (StepRunStatus, StepOutcome, Option<String>) {
+    let inner = &run.inner;
     let step = &planned.step;
     let started = Utc::now();
     publish_step(inner, run, step.id, "running", 0.0, None, None);
@@ -290,10 +302,11 @@ async fn execute_step(
         step_run_id: planned.step_run_id,
         last_saved: Mutex::new(None),
     });
-    let report = inner
-        .runtime
-        .run(&module, request, host, token.child_token())
+    let (report, guest) = inner
+        .steps
+        .run(&inner.runtime, module, request, host, token)
         .await;
+    *lingering = guest;
     let step_progress = if report.outcome.is_success() {
         100.0
     } else {

@@ -12,6 +12,7 @@ mod retention;
 mod running;
 mod scheduler;
 mod step_host;
+mod step_threads;
 mod step_weights;
 
 pub use event_writer::EventWriter;
@@ -95,6 +96,8 @@ pub(crate) struct Inner {
     pub running: running::RunningRuns,
     /// Wakes the scheduler (a task became due, a worker became free).
     pub wake: Notify,
+    /// Where the steps' guests run, apart from the node's control work.
+    pub steps: step_threads::StepThreads,
 }
 
 /// A task claimed for this node and not run yet (see [`Engine::claim_next`]).
@@ -140,6 +143,8 @@ impl Engine {
                 committer,
                 running: running::RunningRuns::default(),
                 wake: Notify::new(),
+                steps: step_threads::StepThreads::start()
+                    .expect("starting the steps' threads (the system is out of threads)"),
             }),
         }
     }
