@@ -9,6 +9,10 @@
 //! the cores between those and the control threads, which are mostly idle
 //! and so get a core at once when they wake.
 //!
+//! A step runs its first poll where its executor is, though: most steps end
+//! in it, and only one that yields (at an epoch tick, or waiting in a host
+//! call) moves to these threads.
+//!
 //! A cancel does not wait for the guest's own answer either (that is one
 //! more turn of the guests' queue): the executor records the step as
 //! cancelled and the guest's task is aborted, dropped at its next turn. The
@@ -17,6 +21,7 @@
 
 use crate::runtime::{LoadedModule, Runtime, StepHost, StepOutcome, StepReport, StepRequest};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -63,11 +68,19 @@ impl StepThreads {
         let started = Instant::now();
         let runtime = runtime.clone();
         let guest_cancel = cancel.child_token();
+        let mut guest =
+            Box::pin(async move { runtime.run(&module, request, host, guest_cancel).await });
+        // A short step ends within its first poll, before any epoch tick:
+        // run that poll here and spare it two hand-offs between threads.
+        // Only a step that yields moves to the steps' threads.
+        if let Poll::Ready(report) = futures::poll!(&mut guest) {
+            return (report, None);
+        }
         let mut guest = self
             .runtime
             .as_ref()
             .expect("the steps' runtime lives as long as the engine")
-            .spawn(async move { runtime.run(&module, request, host, guest_cancel).await });
+            .spawn(guest);
         tokio::select! {
             biased;
             report = &mut guest => (report.unwrap_or_else(|e| crashed(e, started)), None),
