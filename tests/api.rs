@@ -82,6 +82,53 @@ async fn wait_returns_the_finished_task_or_202() {
 }
 
 #[tokio::test]
+async fn run_and_retry_wait_for_the_run_they_start() {
+    let s = TestServer::start().await;
+    s.upload("fixture/fail").await;
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let id = s
+        .create_step_task(
+            "demo/count",
+            json!({"to": 1000}),
+            json!({"start_at": later}),
+        )
+        .await;
+    let (status, task) = s.post_empty(&format!("/tasks/{id}/run?wait=10s")).await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(task["status"], "completed");
+
+    // Fails its one attempt; the retry is its second, which succeeds.
+    let id = s
+        .create_step_task(
+            "fixture/fail",
+            json!({"fail_until_attempt": 2}),
+            json!({"max_attempts": 1}),
+        )
+        .await;
+    s.wait_for(id, &["failed"], Duration::from_secs(10)).await;
+    let (status, task) = s.post_empty(&format!("/tasks/{id}/retry?wait=10s")).await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(task["status"], "completed");
+
+    let (status, body) = s.post_empty(&format!("/tasks/{id}/run?wait=forever")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "wait");
+}
+
+#[tokio::test]
+async fn wait_goes_on_through_a_retry_due_within_it() {
+    let s = TestServer::start().await;
+    s.upload("fixture/fail").await;
+    // The first attempt fails; its retry is due about 2 s later and succeeds.
+    let body = json!({"name": "flaky", "max_attempts": 2, "steps": [
+        {"controller": "fixture/fail", "settings": {"fail_until_attempt": 2}, "max_execution_time": 10}]});
+    let (status, task) = s.post("/tasks?wait=20s", body).await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    assert_eq!(task["status"], "completed");
+    assert_eq!(s.runs(task["id"].as_i64().unwrap()).await.len(), 2);
+}
+
+#[tokio::test]
 async fn cursor_pages_are_stable_under_concurrent_inserts() {
     let s = TestServer::start().await;
     for _ in 0..5 {

@@ -340,6 +340,67 @@ async fn cancel_stops_a_scheduled_task_at_once_and_a_running_one_for_real() {
     assert_eq!(h.status(id).await, TaskStatus::Cancelled);
 }
 
+/// A cancel that lands after the claim is committed and before the run's
+/// executor starts was once seen only by the next heartbeat (10 s later; in
+/// this test, with no heartbeat loop, never: the loop would run its 600 s).
+#[tokio::test]
+async fn a_cancel_between_the_claim_and_the_run_stops_the_run_at_once() {
+    let h = harness().await;
+    let mut endless = step("fixture/loop", json!({}));
+    endless.max_execution_time = 600;
+    let id = h.create(task(vec![endless])).await;
+    let claimed = h.engine.claim_next().await.unwrap().expect("claimed");
+    assert_eq!(claimed.task_id(), id);
+    assert_eq!(h.status(id).await, TaskStatus::Running);
+    assert!(
+        !h.engine.cancel(id).await.unwrap(),
+        "a claimed task is stopped, not cancelled at once"
+    );
+    let summary = tokio::time::timeout(Duration::from_secs(5), h.engine.execute(claimed))
+        .await
+        .expect("the run stops well before any heartbeat");
+    assert_eq!(summary.verdict, RunVerdict::Cancelled);
+    assert!(
+        summary.steps.is_empty(),
+        "no step started: {:?}",
+        summary.steps
+    );
+    assert_eq!(h.status(id).await, TaskStatus::Cancelled);
+}
+
+/// The note a cancel leaves for a run not started on this node is checked
+/// against the store: when the run was another node's, the task's next run
+/// here is not stopped by it.
+#[tokio::test]
+async fn a_cancel_meant_for_another_nodes_run_does_not_stop_a_later_run_here() {
+    let h = harness().await;
+    let dir = tempfile::tempdir().unwrap();
+    let other_runtime =
+        Arc::new(Runtime::new(RuntimeConfig::local(dir.path().join("compiled"))).unwrap());
+    let other = Engine::new(
+        h.store.clone(),
+        other_runtime,
+        Arc::new(EventBus::new()),
+        Arc::new(SecretBox::from_key(&[1; 32])),
+        EngineConfig::new("other-node"),
+    );
+    let id = h.create(task(vec![step("fixture/noop", json!({}))])).await;
+    let elsewhere = other
+        .claim_next()
+        .await
+        .unwrap()
+        .expect("claimed elsewhere");
+    // This node has no run of the task: the cancel leaves a note here.
+    assert!(!h.engine.cancel(id).await.unwrap());
+    // The other node's run ends (its one step done before it saw the flag).
+    other.execute(elsewhere).await;
+    h.store.run_task_now(id, None, Utc::now()).await.unwrap();
+    let here = h.engine.claim_next().await.unwrap().expect("claimed here");
+    let summary = h.engine.execute(here).await;
+    assert_eq!(summary.verdict, RunVerdict::Succeeded);
+    assert_eq!(h.status(id).await, TaskStatus::Completed);
+}
+
 #[tokio::test]
 async fn run_now_ignores_the_schedule_and_a_single_step_can_run_alone() {
     let h = harness().await;
@@ -611,4 +672,93 @@ async fn retention_removes_old_runs_but_keeps_the_latest() {
     assert!(removed >= 2, "{removed}");
     let runs = h.store.list_runs(id, 10).await.unwrap();
     assert_eq!(runs.len(), 1, "the latest run stays");
+}
+
+/// A long step then an instant one: once the task has a history, halfway
+/// through the long step is halfway through the run, and the ETA says so
+/// (weighing the steps the same said a quarter, and three times the time
+/// left).
+#[tokio::test]
+async fn steps_weigh_on_the_bar_and_the_eta_by_their_past_durations() {
+    let h = harness().await;
+    let id = h
+        .create(task(vec![
+            step("fixture/progress", json!({"updates": 10, "sleep_ms": 100})),
+            step("fixture/noop", json!({})),
+        ]))
+        .await;
+    h.engine
+        .try_execute_next()
+        .await
+        .unwrap()
+        .expect("first run");
+    assert_eq!(h.status(id).await, TaskStatus::Completed);
+
+    h.store.run_task_now(id, None, Utc::now()).await.unwrap();
+    let mut events = h.engine.bus().subscribe();
+    h.engine
+        .try_execute_next()
+        .await
+        .unwrap()
+        .expect("second run");
+    let run_started = h.store.list_runs(id, 1).await.unwrap()[0].started_at;
+    let mut halfway = None;
+    while let Ok(event) = events.try_recv() {
+        if let Event::Task(state) = event
+            && state.task_id == id
+            && state.message.as_deref() == Some("update 5 of 10")
+        {
+            halfway = Some(state);
+        }
+    }
+    let halfway = halfway.expect("the long step's halfway report");
+    assert!(
+        (45.0..=55.0).contains(&halfway.progress),
+        "halfway through the long step: {}",
+        halfway.progress
+    );
+    let elapsed = (halfway.updated_at - run_started).num_milliseconds() as f64 / 1e3;
+    let eta = halfway.eta_seconds.expect("an ETA");
+    assert!(
+        eta < 2.0 * elapsed,
+        "about as long again as so far ({elapsed:.2} s), not three times: {eta:.2} s"
+    );
+}
+
+/// After a claim that took all it asked for, the claim loop waits for a
+/// quarter of the workers to be free (a backlog is claimed in batches). With
+/// every worker held by a long step, that wait was until those steps ended:
+/// a new task waited behind them with a worker free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_task_gets_a_free_worker_while_long_steps_hold_the_others() {
+    let h = harness_with(|config| {
+        config.workers = 8;
+        config.poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    let mut endless = Vec::new();
+    for _ in 0..8 {
+        let mut step = step("fixture/loop", json!({}));
+        step.max_execution_time = 600;
+        endless.push(h.create(task(vec![step])).await);
+    }
+    let handle = h.engine.start();
+    while h.engine.running_runs().len() < 8 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!h.engine.cancel(endless[0]).await.unwrap());
+    let id = h.create(task(vec![step("fixture/noop", json!({}))])).await;
+    h.engine.wake();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.status(id).await != TaskStatus::Completed {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new task was not run with a worker free"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &endless[1..] {
+        h.engine.cancel(*id).await.unwrap();
+    }
+    handle.shutdown().await;
 }

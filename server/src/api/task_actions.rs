@@ -3,17 +3,17 @@
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, Result};
-use super::extract::PathArgs;
-use super::tasks::{is_final, load_task};
+use super::extract::{PathArgs, QueryArgs};
+use super::tasks::{is_final, load_task, parse_wait};
 use crate::engine::eta_seconds;
 use crate::events::{Event, StepState, TaskState};
-use crate::store::{Role, Task, TaskStatus};
+use crate::store::{Role, RunResult, Task, TaskStatus};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::Utc;
-use serde::Serialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -36,34 +36,109 @@ pub fn publish_stored(state: &AppState, task: &Task, since: u64) {
         .publish_unless_newer(Event::Task(TaskState::stored(task, 0)), since);
 }
 
-/// Wait until the task reaches a final status or `wait` passes; returns the stored task.
-pub async fn wait_until_finished(
-    state: &AppState,
-    task_id: i64,
-    mut events: broadcast::Receiver<Event>,
-    wait: Duration,
-) -> Result<Task> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let task = load_task(state, task_id).await?;
-        if is_final(task.status) || (task.status == TaskStatus::Scheduled && task.attempts > 0) {
-            return Ok(task);
+/// A `?wait=`: begun before the change that starts the task moving (so no
+/// event of it is missed), then awaited with [`Wait::until_settled`].
+pub struct Wait {
+    events: broadcast::Receiver<Event>,
+    began: DateTime<Utc>,
+    deadline: tokio::time::Instant,
+}
+
+impl Wait {
+    pub fn begin(state: &AppState, wait: Duration) -> Self {
+        Wait {
+            events: state.bus().subscribe(),
+            began: Utc::now(),
+            deadline: tokio::time::Instant::now() + wait,
         }
-        // Wake on this task's next final-looking event, or re-check after a lag.
-        let woke = tokio::time::timeout_at(deadline, async {
-            loop {
-                match events.recv().await {
-                    Ok(Event::Task(t)) if t.task_id == task_id && t.status != "running" => return,
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-                }
+    }
+
+    /// Wait until the task settles or the wait is over; returns the stored
+    /// task. Settled: a final status; or scheduled once a run started since
+    /// the wait began, unless a retry of that run is due before the wait
+    /// ends (then its result is what the caller waits for).
+    pub async fn until_settled(mut self, state: &AppState, task_id: i64) -> Result<Task> {
+        loop {
+            let task = load_task(state, task_id).await?;
+            if self.settled(&task) {
+                return Ok(task);
             }
-        })
-        .await;
-        if woke.is_err() {
-            return load_task(state, task_id).await;
+            // Wake on this task's next event that is not progress, or re-check after a lag.
+            let woke = tokio::time::timeout_at(self.deadline, async {
+                loop {
+                    match self.events.recv().await {
+                        Ok(Event::Task(t)) if t.task_id == task_id && t.status != "running" => {
+                            return;
+                        }
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                    }
+                }
+            })
+            .await;
+            if woke.is_err() {
+                return load_task(state, task_id).await;
+            }
         }
+    }
+
+    fn settled(&self, task: &Task) -> bool {
+        if is_final(task.status) {
+            return true;
+        }
+        if task.status != TaskStatus::Scheduled {
+            return false;
+        }
+        // Stored times have millisecond precision.
+        let ran_since = task
+            .last_run_at
+            .is_some_and(|at| at.timestamp_millis() >= self.began.timestamp_millis());
+        if ran_since && task.last_result == Some(RunResult::Success) {
+            // A repeating task's run ended: its next run is another request's.
+            return true;
+        }
+        let wait_ends = Utc::now()
+            + chrono::Duration::from_std(
+                self.deadline
+                    .saturating_duration_since(tokio::time::Instant::now()),
+            )
+            .unwrap_or_default();
+        // The run (or the retry of a failed one) is not due within the wait.
+        task.next_run_at.is_none_or(|due| due > wait_ends)
+    }
+
+    /// The status code of a waited-for answer: 200 once final, else 202.
+    pub fn status_of(task: &Task) -> StatusCode {
+        if is_final(task.status) {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        }
+    }
+}
+
+/// The query of the actions that start a run.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    /// Wait up to this long (e.g. `2s`, `500ms`; at most 60 s) for the run to
+    /// finish, and for a retry of it that is due within the wait.
+    pub wait: Option<String>,
+}
+
+/// Answer an action that started a run: at once (202), or after `wait`.
+async fn answer_run(
+    state: &AppState,
+    task: Task,
+    wait: Option<Wait>,
+) -> Result<(StatusCode, Json<Task>)> {
+    match wait {
+        Some(wait) => {
+            let task = wait.until_settled(state, task.id).await?;
+            Ok((Wait::status_of(&task), Json(task)))
+        }
+        None => Ok((StatusCode::ACCEPTED, Json(task))),
     }
 }
 
@@ -132,40 +207,50 @@ pub async fn progress(
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/run", tag = "tasks", params(("id" = i64, Path)),
-    responses((status = 202, body = Task), (status = 401, body = super::ErrorBody),
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/run", tag = "tasks", params(("id" = i64, Path), RunQuery),
+    responses((status = 202, description = "started (or still running after `wait`)", body = Task),
+        (status = 200, description = "finished within `wait`", body = Task),
+        (status = 401, body = super::ErrorBody),
         (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
-        (status = 409, body = super::ErrorBody)),
+        (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn run_now(
     State(state): State<AppState>,
     caller: Caller,
     PathArgs(id): PathArgs<i64>,
+    QueryArgs(query): QueryArgs<RunQuery>,
 ) -> Result<(StatusCode, Json<Task>)> {
     caller.require(Role::Operator)?;
+    let wait = query.wait.as_deref().map(parse_wait).transpose()?;
+    let wait = wait.map(|wait| Wait::begin(&state, wait));
     let since = state.bus().published();
     let task = state.store().run_task_now(id, None, Utc::now()).await?;
     state.engine().wake();
     publish_stored(&state, &task, since);
-    Ok((StatusCode::ACCEPTED, Json(task)))
+    answer_run(&state, task, wait).await
 }
 
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/retry", tag = "tasks", params(("id" = i64, Path)),
-    responses((status = 202, body = Task), (status = 401, body = super::ErrorBody),
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/retry", tag = "tasks", params(("id" = i64, Path), RunQuery),
+    responses((status = 202, description = "started (or still running after `wait`)", body = Task),
+        (status = 200, description = "finished within `wait`", body = Task),
+        (status = 401, body = super::ErrorBody),
         (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
-        (status = 409, body = super::ErrorBody)),
+        (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
     PathArgs(id): PathArgs<i64>,
+    QueryArgs(query): QueryArgs<RunQuery>,
 ) -> Result<(StatusCode, Json<Task>)> {
     caller.require(Role::Operator)?;
+    let wait = query.wait.as_deref().map(parse_wait).transpose()?;
+    let wait = wait.map(|wait| Wait::begin(&state, wait));
     let since = state.bus().published();
     let task = state.store().retry_task(id, Utc::now()).await?;
     state.engine().wake();
     publish_stored(&state, &task, since);
-    Ok((StatusCode::ACCEPTED, Json(task)))
+    answer_run(&state, task, wait).await
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/steps/{step_id}/run", tag = "tasks",

@@ -283,21 +283,16 @@ pub async fn create_task(
     caller.require(Role::Operator)?;
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
     let new_task = request.validate(&state, caller.name()).await?;
-    let events = wait.map(|_| state.bus().subscribe());
+    let wait = wait.map(|wait| task_actions::Wait::begin(&state, wait));
     let since = state.bus().published();
     let (task, created) = state.creator().create(new_task).await?;
     // Live views show the task at once (a replaced one as scheduled again,
     // not with its previous run's final state).
     task_actions::publish_stored(&state, &task, since);
     state.engine().wake();
-    if let (Some(wait), Some(events)) = (wait, events) {
-        let task = task_actions::wait_until_finished(&state, task.id, events, wait).await?;
-        let status = if is_final(task.status) {
-            StatusCode::OK
-        } else {
-            StatusCode::ACCEPTED
-        };
-        return Ok((status, Json(task)).into_response());
+    if let Some(wait) = wait {
+        let task = wait.until_settled(&state, task.id).await?;
+        return Ok((task_actions::Wait::status_of(&task), Json(task)).into_response());
     }
     let status = if created {
         StatusCode::CREATED

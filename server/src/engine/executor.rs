@@ -6,6 +6,8 @@ use super::masking::SecretMask;
 use super::policy::{self, RunVerdict};
 use super::progress::RunProgress;
 use super::step_host::{EngineStepHost, RunContext};
+use super::step_threads::Lingering;
+use super::step_weights;
 use crate::events::{Event, StepState, TaskState};
 use crate::runtime::{LogLevel, StepContext, StepLimits, StepOutcome, StepRequest};
 use crate::store::{ClaimedRun, PlannedStep, StepRunEnd, StepRunStatus, Task, TaskStatus, WriteOp};
@@ -38,25 +40,25 @@ pub(super) async fn execute(
     claimed: ClaimedRun,
     slot: Option<OwnedSemaphorePermit>,
 ) -> RunSummary {
-    let task = claimed.task;
-    let token = CancellationToken::new();
-    inner
-        .running
-        .lock()
-        .insert(task.id, (claimed.run_id, token.clone()));
+    let registered = inner.running.register(claimed.task.id, claimed.run_id);
+    let token = registered.token;
+    // A cancel came between the claim and now: it is this run's if the store
+    // says so (the note may be about a run of the task on another node). If
+    // the store cannot say, the next heartbeat will.
+    if registered.cancel_came_early
+        && inner
+            .store
+            .cancel_requested(claimed.run_id)
+            .await
+            .unwrap_or(false)
+    {
+        token.cancel();
+    }
 
     let (secrets, secret_errors) = inner.secrets.open_all(&claimed.secrets);
+    let progress = run_progress(&inner, &claimed).await;
+    let task = claimed.task;
     let past_runs = claimed.past_durations;
-    let counted = claimed
-        .steps
-        .iter()
-        .filter(|s| s.status != StepRunStatus::Skipped)
-        .count();
-    let reused = claimed
-        .steps
-        .iter()
-        .filter(|s| s.status == StepRunStatus::Reused)
-        .count();
     let run = Arc::new(RunContext {
         inner: inner.clone(),
         task_id: task.id,
@@ -66,7 +68,7 @@ pub(super) async fn execute(
         past_runs,
         mask: SecretMask::new(&secrets),
         secrets,
-        progress: Mutex::new(RunProgress::new(counted, reused)),
+        progress: Mutex::new(progress),
         message: Mutex::new(None),
         log_lines: AtomicU64::new(0),
     });
@@ -80,6 +82,8 @@ pub(super) async fn execute(
     let mut verdict = RunVerdict::Succeeded;
     let mut message = None;
     let mut outcomes = Vec::new();
+    // A cancelled step's guest still to be dropped: the worker slot waits for it.
+    let mut lingering = None;
     for planned in claimed
         .steps
         .iter()
@@ -90,13 +94,13 @@ pub(super) async fn execute(
             break;
         }
         let (status, outcome, error) = execute_step(
-            &inner,
             &run,
             &task,
             claimed.attempt,
             planned,
             &token,
             task_deadline,
+            &mut lingering,
         )
         .await;
         if status == StepRunStatus::Completed {
@@ -149,7 +153,15 @@ pub(super) async fn execute(
         run_id: claimed.run_id,
         end: end.clone(),
     };
-    drop(slot);
+    match (slot, lingering) {
+        (Some(slot), Some(guest)) => {
+            tokio::spawn(async move {
+                guest.gone().await;
+                drop(slot);
+            });
+        }
+        (slot, _) => drop(slot),
+    }
     let applied = match inner.committer.commit(finish).await {
         Ok(applied) => applied,
         Err(e) => {
@@ -162,7 +174,7 @@ pub(super) async fn execute(
             false
         }
     };
-    inner.running.lock().remove(&task.id);
+    inner.running.remove(task.id);
     inner.wake.notify_one();
     if applied {
         inner.bus.publish(Event::Task(TaskState {
@@ -190,6 +202,37 @@ pub(super) async fn execute(
     }
 }
 
+/// The run's progress bar, its steps weighed by how long they took in the
+/// task's past runs. A task that never completed a run, or runs one counted
+/// step, has nothing to weigh: it is spared the read of its history.
+async fn run_progress(inner: &Inner, claimed: &ClaimedRun) -> RunProgress {
+    let counted: Vec<&PlannedStep> = claimed
+        .steps
+        .iter()
+        .filter(|s| s.status != StepRunStatus::Skipped)
+        .collect();
+    let past = if counted.len() > 1 && !claimed.past_durations.is_empty() {
+        // Without its history the bar weighs steps the same: no reason to fail the run.
+        inner
+            .store
+            .list_runs(claimed.task.id, step_weights::PAST_RUNS + 1)
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let weights = step_weights::from_history(&counted, &past);
+    let mut done = 0.0;
+    let mut to_run = Vec::new();
+    for (planned, weight) in counted.iter().zip(weights) {
+        match planned.status {
+            StepRunStatus::Pending => to_run.push(weight),
+            _ => done += weight,
+        }
+    }
+    RunProgress::weighted(done, to_run)
+}
+
 /// Publish a task's stored state (after a run ended, or a cancel).
 pub(super) fn publish_task_final(inner: &Inner, task: &Task) {
     inner.bus.publish(Event::Task(TaskState::stored(task, 0)));
@@ -197,14 +240,15 @@ pub(super) fn publish_task_final(inner: &Inner, task: &Task) {
 
 /// Run one step; returns its stored status, the typed outcome and the error text.
 async fn execute_step(
-    inner: &Arc<Inner>,
     run: &Arc<RunContext>,
     task: &Task,
     attempt: i64,
     planned: &PlannedStep,
     token: &CancellationToken,
     task_deadline: Option<Instant>,
+    lingering: &mut Option<Lingering>,
 ) -> (StepRunStatus, StepOutcome, Option<String>) {
+    let inner = &run.inner;
     let step = &planned.step;
     let started = Utc::now();
     publish_step(inner, run, step.id, "running", 0.0, None, None);
@@ -261,10 +305,11 @@ async fn execute_step(
         step_run_id: planned.step_run_id,
         last_saved: Mutex::new(None),
     });
-    let report = inner
-        .runtime
-        .run(&module, request, host, token.child_token())
+    let (report, guest) = inner
+        .steps
+        .run(&inner.runtime, module, request, host, token)
         .await;
+    *lingering = guest;
     let step_progress = if report.outcome.is_success() {
         100.0
     } else {

@@ -10,8 +10,11 @@ mod policy;
 mod progress;
 mod rescuer;
 mod retention;
+mod running;
 mod scheduler;
 mod step_host;
+mod step_threads;
+mod step_weights;
 
 pub use event_writer::EventWriter;
 pub use executor::RunSummary;
@@ -25,12 +28,9 @@ use crate::runtime::Runtime;
 use crate::secrets::SecretBox;
 use crate::store::{Store, StoreResult};
 use chrono::Utc;
-use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// How the engine of one node behaves. Defaults are documented on each field.
 #[derive(Debug, Clone)]
@@ -88,10 +88,21 @@ pub(crate) struct Inner {
     pub config: EngineConfig,
     pub event_writer: Arc<EventWriter>,
     pub committer: Arc<committer::Committer>,
-    /// Runs executing on this node: task id → (run id, cancel token).
-    pub running: Mutex<HashMap<i64, (i64, CancellationToken)>>,
+    /// Runs executing on this node, and cancels that came before their run did.
+    pub running: running::RunningRuns,
     /// Wakes the scheduler (a task became due, a worker became free).
     pub wake: Notify,
+    /// Where the steps' guests run, apart from the node's control work.
+    pub steps: step_threads::StepThreads,
+}
+
+/// A task claimed for this node and not run yet (see [`Engine::claim_next`]).
+pub struct ClaimedTask(crate::store::ClaimedRun);
+
+impl ClaimedTask {
+    pub fn task_id(&self) -> i64 {
+        self.0.task.id
+    }
 }
 
 /// The engine of one node. Cheap to clone.
@@ -126,8 +137,10 @@ impl Engine {
                 config,
                 event_writer,
                 committer,
-                running: Mutex::new(HashMap::new()),
+                running: running::RunningRuns::default(),
                 wake: Notify::new(),
+                steps: step_threads::StepThreads::start()
+                    .expect("starting the steps' threads (the system is out of threads)"),
             }),
         }
     }
@@ -164,6 +177,16 @@ impl Engine {
     /// Claim one due task and run it to its end, here and now. Returns `None`
     /// when nothing is due. The polling loop is a thin wrapper around this.
     pub async fn try_execute_next(&self) -> anyhow::Result<Option<RunSummary>> {
+        match self.claim_next().await? {
+            Some(claimed) => Ok(Some(self.execute(claimed).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// Claim one due task for this node without running it yet (`None` when
+    /// nothing is due): the first half of [`Engine::try_execute_next`], for
+    /// tests that act between a claim and its run.
+    pub async fn claim_next(&self) -> anyhow::Result<Option<ClaimedTask>> {
         let now = Utc::now();
         let lease_until = now + self.inner.config.lease;
         let mut claimed = self
@@ -171,10 +194,12 @@ impl Engine {
             .store
             .claim_due(&self.inner.config.node_id, now, lease_until, 1)
             .await?;
-        match claimed.pop() {
-            Some(run) => Ok(Some(executor::execute(self.inner.clone(), run, None).await)),
-            None => Ok(None),
-        }
+        Ok(claimed.pop().map(ClaimedTask))
+    }
+
+    /// Run a claimed task to its end, here and now.
+    pub async fn execute(&self, claimed: ClaimedTask) -> RunSummary {
+        executor::execute(self.inner.clone(), claimed.0, None).await
     }
 
     /// Run due tasks until none is due (tests and benchmarks).
@@ -187,27 +212,24 @@ impl Engine {
     }
 
     /// Cancel a task: at once when it is not running; a running one is stopped
-    /// within one epoch tick on this node (or at the next heartbeat on another
-    /// node). Returns `true` when it was cancelled at once.
+    /// within one epoch tick on this node, even if its executor has not
+    /// started yet (see `engine/running.rs`), or at the next heartbeat on another
+    /// node. Returns `true` when it was cancelled at once.
     pub async fn cancel(&self, task_id: i64) -> StoreResult<bool> {
         let immediate = self.inner.store.request_cancel(task_id, Utc::now()).await?;
-        if let Some((_, token)) = self.inner.running.lock().get(&task_id) {
-            token.cancel();
-        }
-        if immediate && let Some(task) = self.inner.store.get_task(task_id).await? {
-            executor::publish_task_final(&self.inner, &task);
+        if immediate {
+            if let Some(task) = self.inner.store.get_task(task_id).await? {
+                executor::publish_task_final(&self.inner, &task);
+            }
+        } else {
+            self.inner.running.cancel(task_id);
         }
         Ok(immediate)
     }
 
     /// Run ids currently executing on this node.
     pub fn running_runs(&self) -> Vec<i64> {
-        self.inner
-            .running
-            .lock()
-            .values()
-            .map(|(run, _)| *run)
-            .collect()
+        self.inner.running.run_ids()
     }
 
     /// Rescue runs whose lease expired (see [`rescuer`]). Returns how many.

@@ -1,23 +1,41 @@
 //! A task's progress bar: its steps' progress folded into one percent, and an
 //! honest ETA from the run's rate so far (or past runs before there is one).
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Progress of one run across its steps. Steps that are skipped (disabled, or
 /// not part of a single-step run) do not count; reused steps count as done.
+/// Each counted step fills a share of the bar proportional to its weight
+/// (see [`super::step_weights`]): a step that took most of past runs fills
+/// most of the bar, so the rate the ETA is drawn from stays steady across
+/// steps of different lengths.
 #[derive(Debug, Clone)]
 pub struct RunProgress {
-    counted_steps: usize,
-    done_steps: usize,
+    /// Weight of the steps already done (reused ones, then finished ones).
+    done_weight: f64,
+    /// Weights of the steps still to run, in order; the first is the current.
+    to_run: VecDeque<f64>,
+    total_weight: f64,
     current: f64,
     highest: f64,
 }
 
 impl RunProgress {
+    /// Every counted step weighs the same.
     pub fn new(counted_steps: usize, done_steps: usize) -> Self {
+        let done = done_steps.min(counted_steps);
+        Self::weighted(done as f64, vec![1.0; counted_steps - done])
+    }
+
+    /// `done_weight`: the steps already done; `to_run`: the weights of the
+    /// steps to run, in order.
+    pub fn weighted(done_weight: f64, to_run: Vec<f64>) -> Self {
+        let total_weight = done_weight + to_run.iter().sum::<f64>();
         let mut progress = RunProgress {
-            counted_steps,
-            done_steps,
+            done_weight,
+            to_run: to_run.into(),
+            total_weight,
             current: 0.0,
             highest: 0.0,
         };
@@ -26,11 +44,12 @@ impl RunProgress {
     }
 
     fn raw(&self) -> f64 {
-        if self.counted_steps == 0 {
+        if self.total_weight <= 0.0 {
             return 100.0;
         }
-        let done = self.done_steps as f64 * 100.0 + self.current.clamp(0.0, 100.0);
-        (done / self.counted_steps as f64).min(100.0)
+        let current_weight = self.to_run.front().copied().unwrap_or(0.0);
+        let done = self.done_weight + current_weight * self.current.clamp(0.0, 100.0) / 100.0;
+        (100.0 * done / self.total_weight).min(100.0)
     }
 
     /// The current step reports `percent`; returns the task percent, which
@@ -43,7 +62,7 @@ impl RunProgress {
 
     /// The current step ended (whatever its result); the next starts at 0.
     pub fn step_done(&mut self) -> f64 {
-        self.done_steps += 1;
+        self.done_weight += self.to_run.pop_front().unwrap_or(0.0);
         self.current = 0.0;
         self.highest = self.highest.max(self.raw());
         self.highest
@@ -87,6 +106,18 @@ mod tests {
         assert_eq!(p.step_progress(20.0), 37.5);
         assert_eq!(p.step_done(), 50.0);
         assert_eq!(RunProgress::new(0, 0).percent(), 100.0);
+    }
+
+    #[test]
+    fn a_step_fills_the_bar_by_its_weight() {
+        // A long step then an instant one: halfway through the first is
+        // about halfway through the run, not a quarter of it.
+        let mut p = RunProgress::weighted(0.0, vec![88.0, 0.01]);
+        assert!((p.step_progress(50.0) - 50.0).abs() < 0.1);
+        assert!((p.step_done() - 100.0).abs() < 0.1);
+        // Reused steps count as done by their weight.
+        let p = RunProgress::weighted(3.0, vec![1.0]);
+        assert_eq!(p.percent(), 75.0);
     }
 
     #[test]

@@ -86,14 +86,25 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
     // While a backlog waits (the last claim got all it asked for), claim only
     // once a quarter of the workers is free: a claim of many costs about what
     // a claim of one does, and claiming one task per finished run would spend
-    // the writer on claims. Without a backlog, claim at once (latency).
+    // the writer on claims. Without a backlog, claim at once (latency). A
+    // backlog is only presumed from the last claim: once a poll interval
+    // passes with no run ending (long steps hold the workers), claim for
+    // the free ones anyway, or a new task would wait for a quarter of the
+    // node's steps to end.
     let batch_when_busy =
         (inner.config.workers.max(1) as i64 / 4).clamp(1, inner.config.claim_batch.max(1));
     let mut backlog = false;
+    let mut quiet = false;
     while !stop.is_cancelled() {
         let free = workers.available_permits() as i64;
         let mut claimed_all = false;
-        if free >= if backlog { batch_when_busy } else { 1 } {
+        if free
+            >= if backlog && !quiet {
+                batch_when_busy
+            } else {
+                1
+            }
+        {
             let want = free.min(inner.config.claim_batch);
             // Through the committer: the claim rides in its next transaction.
             match inner.committer.claim(want).await {
@@ -116,11 +127,11 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
         if claimed_all && workers.available_permits() > 0 {
             continue;
         }
-        tokio::select! {
+        quiet = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = inner.wake.notified() => {}
-            _ = tokio::time::sleep(inner.config.poll_interval) => {}
-        }
+            _ = inner.wake.notified() => false,
+            _ = tokio::time::sleep(inner.config.poll_interval) => true,
+        };
     }
 }
 
@@ -132,16 +143,14 @@ async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(inner.config.heartbeat_interval) => {}
         }
-        let running: Vec<(i64, i64, CancellationToken)> = inner
+        inner
             .running
-            .lock()
-            .iter()
-            .map(|(task, (run, token))| (*task, *run, token.clone()))
-            .collect();
+            .forget_early_cancels_older_than(inner.config.heartbeat_interval);
+        let running = inner.running.tokens();
         if running.is_empty() {
             continue;
         }
-        let run_ids: Vec<i64> = running.iter().map(|(_, run, _)| *run).collect();
+        let run_ids: Vec<i64> = running.iter().map(|(run, _)| *run).collect();
         let lease_until = Utc::now() + inner.config.lease;
         match inner
             .store
@@ -149,7 +158,7 @@ async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {
             .await
         {
             Ok(cancelled) => {
-                for (_, run_id, token) in running {
+                for (run_id, token) in running {
                     if cancelled.contains(&run_id) {
                         token.cancel();
                     }
