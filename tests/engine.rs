@@ -695,12 +695,39 @@ async fn steps_weigh_on_the_bar_and_the_eta_by_their_past_durations() {
     assert_eq!(h.status(id).await, TaskStatus::Completed);
 
     h.store.run_task_now(id, None, Utc::now()).await.unwrap();
-    let mut events = h.engine.bus().subscribe();
+    assert_weighed_by_the_long_step(&h, id).await;
+}
+
+/// A task's first run has no history of its own: its steps weigh what their
+/// modules took lately in other tasks on this node.
+#[tokio::test]
+async fn a_first_run_weighs_its_steps_by_their_modules_past_durations() {
+    let h = harness().await;
+    let long_then_instant = || {
+        task(vec![
+            step("fixture/progress", json!({"updates": 10, "sleep_ms": 100})),
+            step("fixture/noop", json!({})),
+        ])
+    };
+    let other = h.create(long_then_instant()).await;
     h.engine
         .try_execute_next()
         .await
         .unwrap()
-        .expect("second run");
+        .expect("other task's run");
+    assert_eq!(h.status(other).await, TaskStatus::Completed);
+
+    let id = h.create(long_then_instant()).await;
+    assert_weighed_by_the_long_step(&h, id).await;
+}
+
+/// Runs the due task `id` and checks the task event sent halfway through its
+/// long first step (`fixture/progress`, 10 updates; then an instant step):
+/// the bar is near half, not at a quarter, and the ETA is about as long
+/// again as the time so far.
+async fn assert_weighed_by_the_long_step(h: &Harness, id: i64) {
+    let mut events = h.engine.bus().subscribe();
+    h.engine.try_execute_next().await.unwrap().expect("a run");
     let run_started = h.store.list_runs(id, 1).await.unwrap()[0].started_at;
     let mut halfway = None;
     while let Ok(event) = events.try_recv() {

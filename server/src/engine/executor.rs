@@ -203,8 +203,9 @@ pub(super) async fn execute(
 }
 
 /// The run's progress bar, its steps weighed by how long they took in the
-/// task's past runs. A task that never completed a run, or runs one counted
-/// step, has nothing to weigh: it is spared the read of its history.
+/// task's past runs, or else by what their modules took lately on this node.
+/// A task that never completed a run, or runs one counted step, is spared
+/// the read of its history.
 async fn run_progress(inner: &Inner, claimed: &ClaimedRun) -> RunProgress {
     let counted: Vec<&PlannedStep> = claimed
         .steps
@@ -221,7 +222,7 @@ async fn run_progress(inner: &Inner, claimed: &ClaimedRun) -> RunProgress {
     } else {
         Vec::new()
     };
-    let weights = step_weights::from_history(&counted, &past);
+    let weights = step_weights::from_history(&counted, &past, &inner.module_durations);
     let mut done = 0.0;
     let mut to_run = Vec::new();
     for (planned, weight) in counted.iter().zip(weights) {
@@ -305,11 +306,17 @@ async fn execute_step(
         step_run_id: planned.step_run_id,
         last_saved: Mutex::new(None),
     });
+    let running_since = Instant::now();
     let (report, guest) = inner
         .steps
         .run(&inner.runtime, module, request, host, token)
         .await;
     *lingering = guest;
+    if report.outcome.is_success() {
+        inner
+            .module_durations
+            .record(&step.controller, running_since.elapsed().as_secs_f64());
+    }
     let step_progress = if report.outcome.is_success() {
         100.0
     } else {

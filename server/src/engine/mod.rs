@@ -94,6 +94,8 @@ pub(crate) struct Inner {
     pub wake: Notify,
     /// Where the steps' guests run, apart from the node's control work.
     pub steps: step_threads::StepThreads,
+    /// What each module's steps took lately here, for the progress bar's weights.
+    pub module_durations: step_weights::ModuleDurations,
 }
 
 /// A task claimed for this node and not run yet (see [`Engine::claim_next`]).
@@ -141,6 +143,7 @@ impl Engine {
                 wake: Notify::new(),
                 steps: step_threads::StepThreads::start()
                     .expect("starting the steps' threads (the system is out of threads)"),
+                module_durations: step_weights::ModuleDurations::default(),
             }),
         }
     }
