@@ -17,12 +17,12 @@
 //! Smaller runs for a quick check: `STEPWISE_BENCH_RUNAWAYS` and
 //! `STEPWISE_BENCH_SAMPLES` override 200 and 100.
 
+mod bench_server;
 mod yardstick;
 
+use bench_server::{Server, setting};
+
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How often the client asks for the task's status.
@@ -30,66 +30,7 @@ const POLL: Duration = Duration::from_millis(2);
 /// A sample that takes longer is a failure of the bench, not a figure.
 const SAMPLE_LIMIT: Duration = Duration::from_secs(30);
 
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(format!("STEPWISE_BENCH_{name}"))
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The `stepwise` server as a child process on a random loopback port.
-struct Server {
-    child: Child,
-    base: String,
-    token: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
 impl Server {
-    fn start(workers: usize) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stepwise"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-examples"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .arg("--workers")
-            .arg(workers.to_string())
-            .env("STEPWISE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn stepwise");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let base = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("stepwise listening on ") {
-                        break url.trim_end_matches('/').to_string();
-                    }
-                }
-                _ => panic!("the server exited before listening"),
-            }
-        };
-        // Keep reading so the server never blocks on a full stderr pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        let token = std::fs::read_to_string(dir.path().join("admin-token"))
-            .expect("admin token")
-            .trim()
-            .to_string();
-        Server {
-            child,
-            base,
-            token,
-            http: reqwest::Client::builder()
-                .timeout(SAMPLE_LIMIT)
-                .build()
-                .expect("HTTP client"),
-            _dir: dir,
-        }
-    }
-
     async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut request = self
             .http
@@ -105,21 +46,6 @@ impl Server {
             response.status()
         );
         response.json().await.expect("JSON body")
-    }
-
-    async fn upload(&self, path: &str) {
-        let file = Path::new(env!("STEPWISE_BUILT_MODULES_DIR"))
-            .join(format!("{}.wasm", path.replace('/', "__")));
-        let response = self
-            .http
-            .put(format!("{}/api/v1/modules/{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/wasm")
-            .body(std::fs::read(file).expect("module file"))
-            .send()
-            .await
-            .expect("upload");
-        assert!(response.status().is_success(), "upload {path}");
     }
 
     async fn create_runaway(&self) -> i64 {
@@ -174,13 +100,6 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn row(what: &str, mut ms: Vec<f64>) {
     ms.sort_by(f64::total_cmp);
     let p = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
@@ -204,7 +123,7 @@ async fn main() {
     let probe = tempfile::tempdir().unwrap();
     println!("{}\n", yardstick::Yardstick::measure(probe.path()));
 
-    let server = Server::start(runaways);
+    let server = Server::start(runaways, SAMPLE_LIMIT);
     server.upload("fixture/loop").await;
     let mut running = Vec::new();
     for _ in 0..runaways {

@@ -31,16 +31,16 @@
 //! Smaller runs for a quick check: `STEPWISE_BENCH_CLIENTS`, `_TASKS`,
 //! `_UPDATES` and `_SLEEP_MS` override 1000, 100, 500 and 20.
 
+mod bench_server;
 mod yardstick;
+
+use bench_server::{Server, setting};
 
 use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -70,83 +70,9 @@ const CLIENT_READ_BUFFER: usize = 4 << 10;
 /// `/proc/PID/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
 const USER_HZ: f64 = 100.0;
 
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(format!("STEPWISE_BENCH_{name}"))
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// The `stepwise` server as a child process on a random loopback port.
-struct Server {
-    child: Child,
-    base: String,
-    token: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
 impl Server {
-    fn start(workers: usize) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stepwise"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-examples"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .arg("--workers")
-            .arg(workers.to_string())
-            .env("STEPWISE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn stepwise");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let base = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("stepwise listening on ") {
-                        break url.trim_end_matches('/').to_string();
-                    }
-                }
-                _ => panic!("the server exited before listening"),
-            }
-        };
-        // Keep reading so the server never blocks on a full stderr pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        let token = std::fs::read_to_string(dir.path().join("admin-token"))
-            .expect("admin token")
-            .trim()
-            .to_string();
-        Server {
-            child,
-            base,
-            token,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("HTTP client"),
-            _dir: dir,
-        }
-    }
-
     fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    async fn upload(&self, path: &str) {
-        let file = Path::new(env!("STEPWISE_BUILT_MODULES_DIR"))
-            .join(format!("{}.wasm", path.replace('/', "__")));
-        let response = self
-            .http
-            .put(format!("{}/api/v1/modules/{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/wasm")
-            .body(std::fs::read(file).expect("module file"))
-            .send()
-            .await
-            .expect("upload");
-        assert!(response.status().is_success(), "upload {path}");
     }
 
     async fn create_task(&self, updates: usize, sleep_ms: usize, start_at: DateTime<Utc>) -> i64 {
@@ -238,13 +164,6 @@ fn cpu_seconds(pid: &str) -> f64 {
         .collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     ticks as f64 / USER_HZ
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What all subscribers share: the delays, and how many have seen every task
@@ -531,7 +450,7 @@ async fn main() {
     let probe = tempfile::tempdir().expect("temp dir");
     let machine = yardstick::Yardstick::measure(probe.path());
 
-    let server = Arc::new(Server::start(tasks + 8));
+    let server = Arc::new(Server::start(tasks + 8, Duration::from_secs(30)));
     server.upload("fixture/progress").await;
 
     // The tasks are created first, all due at one instant after the

@@ -1,0 +1,97 @@
+//! The `stepwise` server as a child process on a random loopback port, for
+//! the benches that measure it as a client would (`cancel`, `websocket`).
+//! Each bench adds the requests it needs in an `impl Server` of its own.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A `STEPWISE_BENCH_<name>` setting of the bench, or its default.
+pub fn setting(name: &str, default: usize) -> usize {
+    std::env::var(format!("STEPWISE_BENCH_{name}"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A running server with a fresh data directory, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Start the binary cargo built for this bench with `workers` workers and
+    /// no example modules; its HTTP client gives up on a request after
+    /// `request_timeout`.
+    pub fn start(workers: usize, request_timeout: Duration) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stepwise"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-examples"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--workers")
+            .arg(workers.to_string())
+            .env("STEPWISE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stepwise");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("stepwise listening on ") {
+                        break url.trim_end_matches('/').to_string();
+                    }
+                }
+                _ => panic!("the server exited before listening"),
+            }
+        };
+        // Keep reading so the server never blocks on a full stderr pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let token = std::fs::read_to_string(dir.path().join("admin-token"))
+            .expect("admin token")
+            .trim()
+            .to_string();
+        Server {
+            child,
+            base,
+            token,
+            http: reqwest::Client::builder()
+                .timeout(request_timeout)
+                .build()
+                .expect("HTTP client"),
+            _dir: dir,
+        }
+    }
+
+    /// Register the built module `path` (a fixture or example).
+    pub async fn upload(&self, path: &str) {
+        let file = Path::new(env!("STEPWISE_BUILT_MODULES_DIR"))
+            .join(format!("{}.wasm", path.replace('/', "__")));
+        let response = self
+            .http
+            .put(format!("{}/api/v1/modules/{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/wasm")
+            .body(std::fs::read(file).expect("module file"))
+            .send()
+            .await
+            .expect("upload");
+        assert!(response.status().is_success(), "upload {path}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
