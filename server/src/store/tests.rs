@@ -176,6 +176,17 @@ pub(crate) fn step_end(status: StepRunStatus, at: i64) -> StepRunEnd {
     }
 }
 
+/// A run ending at `at` that leaves its task scheduled for a retry at
+/// `retry_at`, resuming this run; `attempts` is the attempts made so far.
+pub(crate) fn retry_end(run_status: RunStatus, at: i64, retry_at: i64, attempts: i64) -> RunEnd {
+    RunEnd {
+        next_run_at: Some(t(retry_at)),
+        attempts,
+        resume_next: true,
+        ..run_end(run_status, TaskStatus::Scheduled, at)
+    }
+}
+
 pub(crate) fn run_end(run_status: RunStatus, task_status: TaskStatus, at: i64) -> RunEnd {
     RunEnd {
         run_status,

@@ -181,10 +181,7 @@ pub(crate) async fn artifacts_are_carried_into_a_resuming_run(store: &dyn Store)
             .await
             .expect("append");
     }
-    let mut end = run_end(RunStatus::Failed, TaskStatus::Scheduled, 3);
-    end.next_run_at = Some(t(10));
-    end.attempts = 1;
-    end.resume_next = true;
+    let end = retry_end(RunStatus::Failed, 3, 10, 1);
     assert!(
         store
             .finish_run(task.id, first.run_id, &end)

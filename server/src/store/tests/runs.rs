@@ -231,10 +231,7 @@ pub(crate) async fn resume_reuses_completed_steps(store: &dyn Store) {
         .start_step(first.steps[1].step_run_id, Some("h"), t(2))
         .await
         .expect("b starts");
-    let mut end = run_end(RunStatus::Failed, TaskStatus::Scheduled, 3);
-    end.next_run_at = Some(t(10));
-    end.attempts = 1;
-    end.resume_next = true;
+    let end = retry_end(RunStatus::Failed, 3, 10, 1);
     assert!(
         store
             .finish_run(task.id, first.run_id, &end)
@@ -278,10 +275,7 @@ pub(crate) async fn resume_reuses_completed_steps(store: &dyn Store) {
         )
         .await
         .expect("b");
-    let mut end = run_end(RunStatus::Failed, TaskStatus::Scheduled, 12);
-    end.next_run_at = Some(t(20));
-    end.attempts = 2;
-    end.resume_next = true;
+    let end = retry_end(RunStatus::Failed, 12, 20, 2);
     assert!(
         store
             .finish_run(task.id, retry.run_id, &end)
@@ -345,10 +339,7 @@ pub(crate) async fn rescued_run_is_retried_with_reuse(store: &dyn Store) {
         .expect("expired")
         .remove(0);
     assert_eq!((expired.id, run_id), (task.id, lost.run_id));
-    let mut end = run_end(RunStatus::Interrupted, TaskStatus::Scheduled, 31);
-    end.next_run_at = Some(t(31));
-    end.attempts = expired.attempts;
-    end.resume_next = true;
+    let end = retry_end(RunStatus::Interrupted, 31, 31, expired.attempts);
     assert!(
         store
             .finish_run(task.id, run_id, &end)
