@@ -298,9 +298,7 @@ async fn a_checkpointing_step_resumes_where_it_stopped() {
         output["resumed_from"], 2,
         "the retry continued from its checkpoint: {output}"
     );
-    let dump = h
-        .store
-        .read_artifact(id, "backup.sql", None)
+    let dump = stepwise::store::read_artifact(h.store.as_ref(), id, "backup.sql", None)
         .await
         .unwrap()
         .unwrap();

@@ -96,11 +96,22 @@ async fn main() {
     let grown = dir_bytes(dir.path()) - before;
 
     let started = Instant::now();
-    let read = store
-        .read_artifact(task.id, "dump.bin", None)
+    // Read as a download streams it: chunk by chunk.
+    let found = store
+        .artifact_chunks(task.id, "dump.bin", None)
         .await
-        .expect("read the artifact")
+        .expect("find the artifact")
         .expect("the artifact exists");
+    let mut read = Vec::new();
+    for id in found.chunk_ids {
+        read.extend(
+            store
+                .artifact_chunk(id)
+                .await
+                .expect("read a chunk")
+                .expect("the chunk exists"),
+        );
+    }
     let reading = started.elapsed();
     assert_eq!(read.len(), appends * piece.len(), "every append is kept");
     assert!(

@@ -162,7 +162,7 @@ pub(super) async fn execute(
         }
         (slot, _) => drop(slot),
     }
-    let applied = match inner.committer.commit(finish).await {
+    let applied = match inner.run_writer.commit(finish).await {
         Ok(applied) => applied,
         Err(e) => {
             // The lease will expire and the rescuer will end the run: nothing is lost.
@@ -257,7 +257,7 @@ async fn execute_step(
     let module = match resolve_module(inner, planned).await {
         Ok(module) => module,
         Err(message) => {
-            inner.committer.queue(WriteOp::StartStep {
+            inner.run_writer.queue(WriteOp::StartStep {
                 step_run_id: planned.step_run_id,
                 module_hash: None,
                 at: started,
@@ -271,7 +271,7 @@ async fn execute_step(
     // Queued, not awaited: it commits with the step's end (or before it). If
     // the node dies first the step run stays pending and the rescuer ends the
     // run as interrupted; nothing is recorded as done that was not.
-    inner.committer.queue(WriteOp::StartStep {
+    inner.run_writer.queue(WriteOp::StartStep {
         step_run_id: planned.step_run_id,
         module_hash: Some(module.hash().to_string()),
         at: started,
@@ -399,7 +399,7 @@ async fn finish_step(
         peak_memory,
         finished_at: Utc::now(),
     };
-    inner.committer.queue(WriteOp::FinishStep {
+    inner.run_writer.queue(WriteOp::FinishStep {
         step_run_id: planned.step_run_id,
         end: end.clone(),
     });

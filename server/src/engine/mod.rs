@@ -2,7 +2,6 @@
 //! retries, rescues runs of dead nodes. It runs without a web server; the API
 //! and tests call it directly.
 
-mod committer;
 mod event_writer;
 mod executor;
 mod masking;
@@ -26,7 +25,7 @@ pub use scheduler::EngineHandle;
 use crate::events::EventBus;
 use crate::runtime::Runtime;
 use crate::secrets::SecretBox;
-use crate::store::{Store, StoreResult};
+use crate::store::{Claimant, RunWriter, Store, StoreResult};
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,7 +86,8 @@ pub(crate) struct Inner {
     pub secrets: Arc<SecretBox>,
     pub config: EngineConfig,
     pub event_writer: Arc<EventWriter>,
-    pub committer: Arc<committer::Committer>,
+    /// The store's lane for claims and the writes of running runs.
+    pub run_writer: Arc<dyn RunWriter>,
     /// Runs executing on this node, and cancels that came before their run did.
     pub running: running::RunningRuns,
     /// Wakes the scheduler (a task became due, a worker became free).
@@ -123,13 +123,10 @@ impl Engine {
         config: EngineConfig,
     ) -> Self {
         let event_writer = EventWriter::start(store.clone());
-        let committer = committer::Committer::start(
-            store.clone(),
-            committer::Claimant {
-                node: config.node_id.clone(),
-                lease: config.lease,
-            },
-        );
+        let run_writer = store.clone().run_writer(Claimant {
+            node: config.node_id.clone(),
+            lease: config.lease,
+        });
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -138,7 +135,7 @@ impl Engine {
                 secrets,
                 config,
                 event_writer,
-                committer,
+                run_writer,
                 running: running::RunningRuns::default(),
                 wake: Notify::new(),
                 steps: step_threads::StepThreads::start()

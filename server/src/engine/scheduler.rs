@@ -106,8 +106,8 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
             }
         {
             let want = free.min(inner.config.claim_batch);
-            // Through the committer: the claim rides in its next transaction.
-            match inner.committer.claim(want).await {
+            // Through the run writer: on SQLite the claim rides in its next transaction.
+            match inner.run_writer.claim(want).await {
                 Ok(runs) => {
                     claimed_all = runs.len() as i64 == want;
                     backlog = claimed_all;

@@ -132,7 +132,7 @@ impl StepHost for EngineStepHost {
             *last_saved = Some(Instant::now());
             // Queued with the run's other writes: it rides on their next
             // group commit instead of costing a commit (and an fsync) of its own.
-            run.inner.committer.queue(WriteOp::SaveProgress {
+            run.inner.run_writer.queue(WriteOp::SaveProgress {
                 run_id: run.run_id,
                 step_run_id: self.step_run_id,
                 step_progress: percent as f64,

@@ -7,33 +7,19 @@
 
 mod create_batcher;
 mod model;
+mod run_writer;
 mod sqlite;
 #[cfg(test)]
 mod tests;
 
 pub use create_batcher::CreateBatcher;
 pub use model::*;
+pub use run_writer::{BatchedRunWriter, Claimant, RunWriter};
 pub use sqlite::{Durability, SqliteStore, WriterTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-
-/// Where [`Store::write_turns`] takes its turns from, and reports them to.
-pub trait WriterTurns {
-    /// The next turn, if one is ready now; `None` ends the hold on the writer
-    /// (the caller waits for more work outside it, so other writers get in).
-    fn next_turn(&mut self) -> Option<&WriterTurn>;
-    /// How the turn last given went: per op whether it applied, and the
-    /// claimed runs. On an error nothing of the turn was written.
-    fn turn_done(&mut self, result: StoreResult<(Vec<bool>, Vec<ClaimedRun>)>);
-}
-
-/// One transaction of the engine's writer.
-#[derive(Debug)]
-pub struct WriterTurn {
-    pub ops: Vec<WriteOp>,
-    pub claim: Option<ClaimDue>,
-}
+use std::sync::Arc;
 
 /// What went wrong in the store. `Conflict`, `NotFound` and
 /// `ArtifactOverCap` are the caller's business; `Internal` is logged and
@@ -149,14 +135,9 @@ pub trait Store: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<ClaimedRun>>;
-    /// The engine writer's turns, one after the other, for as long as
-    /// `turns` has one ready (see [`WriterTurns`]). Each turn applies its ops
-    /// as [`Store::apply_writes`] does, then claims as [`Store::claim_due`]
-    /// does, and commits both together: under load a node records a batch of
-    /// run ends and claims their successors with one commit (and one fsync).
-    /// A turn with no ops may commit without an fsync (see the store's notes
-    /// on claims). Errs only if no turn could be run at all.
-    async fn write_turns(&self, turns: &mut (dyn WriterTurns + Send)) -> StoreResult<()>;
+    /// The engine's lane for the run path (see [`RunWriter`]): how this
+    /// store batches the writes of running runs and the node's claims.
+    fn run_writer(self: Arc<Self>, claimant: Claimant) -> Arc<dyn RunWriter>;
     /// Extend the leases of these runs (only those still held by `node`), and
     /// return those among them whose cancel was requested (through any node):
     /// one round trip per heartbeat, whatever the number of runs.
@@ -173,29 +154,12 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         node: Option<&str>,
     ) -> StoreResult<Vec<(Task, i64)>>;
-    /// Mark a step run as started with the module hash it pins.
-    async fn start_step(
-        &self,
-        step_run_id: i64,
-        module_hash: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()>;
     /// Apply several executor writes in order in one transaction (one commit
-    /// for many runs). Returns, per op, whether it applied (the same answer as
-    /// the single-op methods; `StartStep` is always `true`).
+    /// for many runs). Returns, per op, whether it applied: a `FinishStep`
+    /// only if the step run was not final yet (no step attempt is recorded
+    /// twice), a `FinishRun` as [`Store::finish_run`]; `StartStep` and
+    /// `SaveProgress` are always `true`.
     async fn apply_writes(&self, ops: &[WriteOp]) -> StoreResult<Vec<bool>>;
-    /// Record the end of a step run (only if it is not already final: no step
-    /// attempt is recorded twice). Returns whether it was written.
-    async fn finish_step(&self, step_run_id: i64, end: &StepRunEnd) -> StoreResult<bool>;
-    /// Save a step's in-flight progress (throttled by the caller).
-    async fn save_step_progress(
-        &self,
-        run_id: i64,
-        step_run_id: i64,
-        step_progress: f64,
-        task_progress: f64,
-        message: Option<&str>,
-    ) -> StoreResult<()>;
     /// End a run and move its task on, in one transaction, only if the task is
     /// still on this run (a rescued run cannot be ended twice): pending and
     /// running step runs become skipped/interrupted. Returns whether applied.
@@ -203,6 +167,22 @@ pub trait Store: Send + Sync + 'static {
     async fn list_runs(&self, task_id: i64, limit: i64) -> StoreResult<Vec<Run>>;
     /// Durations in seconds of the last `limit` completed runs (for the ETA).
     async fn recent_run_durations(&self, task_id: i64, limit: i64) -> StoreResult<Vec<f64>>;
+
+    // ---- nodes -------------------------------------------------------------
+
+    /// Record how a node is (insert or replace the row of `node.id`); each
+    /// node calls this at start, at every heartbeat and when it stops.
+    async fn beat_node(&self, node: &Node) -> StoreResult<()>;
+    /// Every node that ever reported itself, by id.
+    async fn list_nodes(&self) -> StoreResult<Vec<Node>>;
+    /// Send a short message (PostgreSQL's NOTIFY payloads stop at 8,000
+    /// bytes) to every node sharing this store, this one included. A store
+    /// that one node has to itself sends nothing and answers `Ok`.
+    async fn notify_nodes(&self, payload: &str) -> StoreResult<()>;
+    /// The messages [`Store::notify_nodes`] sends, from any node, as they
+    /// arrive (at most once each: one lost while the store reconnects is
+    /// gone). `None` for a store that one node has to itself.
+    fn node_messages(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>>;
 
     // ---- checkpoints and artifacts ----------------------------------------
 
@@ -214,7 +194,6 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
     async fn load_checkpoint(&self, task_id: i64, step_id: i64) -> StoreResult<Option<Vec<u8>>>;
-    async fn clear_checkpoints(&self, task_id: i64) -> StoreResult<()>;
     /// Write or append to an artifact of a run. An append costs what it adds
     /// (the bytes already there are neither read nor rewritten).
     /// [`StoreError::ArtifactOverCap`] when the artifact would pass
@@ -234,16 +213,9 @@ pub trait Store: Send + Sync + 'static {
     /// Artifacts of a task, newest run first.
     async fn list_artifacts(&self, task_id: i64) -> StoreResult<Vec<Artifact>>;
     /// The newest artifact of this name for the task (or of the given run),
-    /// its chunks concatenated.
-    async fn read_artifact(
-        &self,
-        task_id: i64,
-        name: &str,
-        run_id: Option<i64>,
-    ) -> StoreResult<Option<Vec<u8>>>;
-    /// The same artifact as [`Store::read_artifact`] finds, as its size and
-    /// the ids of its chunks in order, for a reader that streams it with
-    /// [`Store::artifact_chunk`] instead of holding it whole in memory.
+    /// as its size and the ids of its chunks in order, for a reader that
+    /// streams it with [`Store::artifact_chunk`] instead of holding it whole
+    /// in memory.
     async fn artifact_chunks(
         &self,
         task_id: i64,
@@ -322,4 +294,23 @@ pub trait Store: Send + Sync + 'static {
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<AlertFacts>;
+}
+
+/// The newest artifact of this name for the task (or of the given run),
+/// whole: its chunks read one after the other (see [`Store::artifact_chunks`];
+/// a download streams them instead).
+pub async fn read_artifact<S: Store + ?Sized>(
+    store: &S,
+    task_id: i64,
+    name: &str,
+    run_id: Option<i64>,
+) -> StoreResult<Option<Vec<u8>>> {
+    let Some(found) = store.artifact_chunks(task_id, name, run_id).await? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::with_capacity(usize::try_from(found.size).unwrap_or(0));
+    for id in found.chunk_ids {
+        bytes.extend(store.artifact_chunk(id).await?.unwrap_or_default());
+    }
+    Ok(Some(bytes))
 }

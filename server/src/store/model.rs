@@ -133,6 +133,18 @@ text_enum! {
 }
 
 text_enum! {
+    /// What a node is doing, as it last said.
+    NodeState {
+        /// Claiming and running tasks.
+        Running = "running",
+        /// Stopping (SIGTERM): claims nothing new, lets its running steps end.
+        Draining = "draining",
+        /// Stopped cleanly; its runs were finished or handed back.
+        Stopped = "stopped",
+    }
+}
+
+text_enum! {
     /// Whether a step takes part in runs.
     StepStatus {
         Scheduled = "scheduled",
@@ -315,6 +327,24 @@ pub struct Task {
     pub steps: Vec<Step>,
 }
 
+/// A Stepwise server sharing the store, as it last reported itself (see
+/// [`super::Store::beat_node`]). Whether it is alive is the reader's call:
+/// a node whose heartbeat is older than a lease is dead or cut off.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Node {
+    /// The node's id (`--node-id`, by default the host name).
+    pub id: String,
+    /// Where its API listens, as it was told (`--listen`).
+    pub address: Option<String>,
+    /// The Stepwise version it runs.
+    pub version: String,
+    pub state: NodeState,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    /// Runs executing on it at its last heartbeat.
+    pub running_runs: i64,
+}
+
 /// Changes a user may make to a task (PATCH). `None` = unchanged.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TaskPatch {
@@ -346,15 +376,6 @@ pub struct TaskFilter {
     pub module: Option<String>,
     /// Only ids below this (the cursor: stable under concurrent inserts).
     pub before_id: Option<i64>,
-    pub limit: i64,
-}
-
-/// A claim as the engine's writer asks for it (see [`super::Store::claim_due`]).
-#[derive(Debug, Clone)]
-pub struct ClaimDue {
-    pub node: String,
-    pub now: DateTime<Utc>,
-    pub lease_until: DateTime<Utc>,
     pub limit: i64,
 }
 

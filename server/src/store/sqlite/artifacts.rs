@@ -134,31 +134,6 @@ async fn find(
     .await?)
 }
 
-/// The artifact whole: its chunks concatenated in the order written, read in
-/// one transaction so a concurrent write is either all in or not at all.
-pub(super) async fn read_artifact(
-    store: &SqliteStore,
-    task_id: i64,
-    name: &str,
-    run_id: Option<i64>,
-) -> StoreResult<Option<Vec<u8>>> {
-    let mut tx = store.reader.begin().await?;
-    let Some((id, size)) = find(&mut tx, task_id, name, run_id).await? else {
-        return Ok(None);
-    };
-    let chunks: Vec<Vec<u8>> =
-        sqlx::query_scalar("SELECT data FROM artifact_chunks WHERE artifact_id = ?1 ORDER BY id")
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
-    tx.rollback().await?;
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    for chunk in chunks {
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(Some(bytes))
-}
-
 pub(super) async fn artifact_chunks(
     store: &SqliteStore,
     task_id: i64,

@@ -44,14 +44,6 @@ pub(super) async fn load_checkpoint(
     )
 }
 
-pub(super) async fn clear_checkpoints(store: &SqliteStore, task_id: i64) -> StoreResult<()> {
-    sqlx::query("DELETE FROM checkpoints WHERE task_id = ?1")
-        .bind(task_id)
-        .execute(&store.writer)
-        .await?;
-    Ok(())
-}
-
 // ---- modules --------------------------------------------------------------
 
 const MODULE_SELECT: &str = "SELECT m.path, m.hash, b.size, m.active, m.created_at, m.updated_at \

@@ -16,11 +16,12 @@
 //! It runs in the writer's turn (see [`super::turn`]), after the executor's
 //! writes of that turn.
 
+use super::turn::ClaimDue;
 use super::at_hand::{AtHand, Sql};
 use super::direct::{TASK_COLUMNS, task_from_row};
 use super::rows::{json_ids, ms, parse, parse_json, task_columns, time};
 use crate::store::{
-    ClaimDue, ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, SealedSecret, Step,
+    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, SealedSecret, Step,
     StepRunStatus, StepStatus, Task, TaskStatus,
 };
 use anyhow::{Context, Result};

@@ -16,6 +16,8 @@ mod blobs;
 mod claim;
 mod create_batch;
 mod direct;
+mod group_commit;
+mod nodes;
 mod records;
 mod rows;
 mod runs;
@@ -28,6 +30,7 @@ mod writes;
 pub use writer_time::WriterTime;
 
 use crate::store::*;
+pub(crate) use turn::{ClaimDue, WriterTurn, WriterTurns};
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -36,6 +39,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, Connection, SqlitePool};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -344,8 +348,8 @@ impl Store for SqliteStore {
         Ok(turn::write_then_claim(self, &[], Some(&claim)).await?.1)
     }
 
-    async fn write_turns(&self, turns: &mut (dyn WriterTurns + Send)) -> StoreResult<()> {
-        turn::write_turns(self, turns).await
+    fn run_writer(self: Arc<Self>, claimant: Claimant) -> Arc<dyn RunWriter> {
+        group_commit::SqliteRunWriter::start(self, claimant)
     }
 
     async fn heartbeat(
@@ -365,40 +369,8 @@ impl Store for SqliteStore {
         runs::expired_runs(self, now, node).await
     }
 
-    async fn start_step(
-        &self,
-        step_run_id: i64,
-        module_hash: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        runs::start_step(self, step_run_id, module_hash, now).await
-    }
-
     async fn apply_writes(&self, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
         runs::apply_writes(self, ops).await
-    }
-
-    async fn finish_step(&self, step_run_id: i64, end: &StepRunEnd) -> StoreResult<bool> {
-        runs::finish_step(self, step_run_id, end).await
-    }
-
-    async fn save_step_progress(
-        &self,
-        run_id: i64,
-        step_run_id: i64,
-        step_progress: f64,
-        task_progress: f64,
-        message: Option<&str>,
-    ) -> StoreResult<()> {
-        runs::save_step_progress(
-            self,
-            run_id,
-            step_run_id,
-            step_progress,
-            task_progress,
-            message,
-        )
-        .await
     }
 
     async fn finish_run(&self, task_id: i64, run_id: i64, end: &RunEnd) -> StoreResult<bool> {
@@ -413,6 +385,23 @@ impl Store for SqliteStore {
         runs::recent_run_durations(self, task_id, limit).await
     }
 
+    async fn beat_node(&self, node: &Node) -> StoreResult<()> {
+        nodes::beat_node(self, node).await
+    }
+
+    async fn list_nodes(&self) -> StoreResult<Vec<Node>> {
+        nodes::list_nodes(self).await
+    }
+
+    /// One node has the file to itself (see the lock): nobody to tell.
+    async fn notify_nodes(&self, _payload: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    fn node_messages(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<str>>> {
+        None
+    }
+
     async fn save_checkpoint(
         &self,
         task_id: i64,
@@ -425,10 +414,6 @@ impl Store for SqliteStore {
 
     async fn load_checkpoint(&self, task_id: i64, step_id: i64) -> StoreResult<Option<Vec<u8>>> {
         blobs::load_checkpoint(self, task_id, step_id).await
-    }
-
-    async fn clear_checkpoints(&self, task_id: i64) -> StoreResult<()> {
-        blobs::clear_checkpoints(self, task_id).await
     }
 
     async fn write_artifact(
@@ -453,15 +438,6 @@ impl Store for SqliteStore {
 
     async fn list_artifacts(&self, task_id: i64) -> StoreResult<Vec<Artifact>> {
         artifacts::list_artifacts(self, task_id).await
-    }
-
-    async fn read_artifact(
-        &self,
-        task_id: i64,
-        name: &str,
-        run_id: Option<i64>,
-    ) -> StoreResult<Option<Vec<u8>>> {
-        artifacts::read_artifact(self, task_id, name, run_id).await
     }
 
     async fn artifact_chunks(

@@ -91,20 +91,6 @@ pub(super) async fn expired_runs(
         .collect())
 }
 
-pub(super) async fn start_step(
-    store: &SqliteStore,
-    step_run_id: i64,
-    module_hash: Option<&str>,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let mut conn = store.writer.acquire().await?;
-    if start_step_in(&mut conn, step_run_id, module_hash, now).await? {
-        Ok(())
-    } else {
-        Err(StoreError::NotFound(format!("step run {step_run_id}")))
-    }
-}
-
 /// Mark a pending step run as running; false when there is no such step run.
 pub(super) async fn start_step_in(
     conn: &mut SqliteConnection,
@@ -131,37 +117,6 @@ pub(super) async fn start_step_in(
 /// (see [`super::writes`]).
 pub(super) async fn apply_writes(store: &SqliteStore, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
     Ok(super::turn::write_then_claim(store, ops, None).await?.0)
-}
-
-pub(super) async fn finish_step(
-    store: &SqliteStore,
-    step_run_id: i64,
-    end: &StepRunEnd,
-) -> StoreResult<bool> {
-    let op = WriteOp::FinishStep {
-        step_run_id,
-        end: end.clone(),
-    };
-    Ok(apply_writes(store, &[op]).await?[0])
-}
-
-pub(super) async fn save_step_progress(
-    store: &SqliteStore,
-    run_id: i64,
-    step_run_id: i64,
-    step_progress: f64,
-    task_progress: f64,
-    message: Option<&str>,
-) -> StoreResult<()> {
-    let op = WriteOp::SaveProgress {
-        run_id,
-        step_run_id,
-        step_progress,
-        task_progress,
-        message: message.map(str::to_string),
-    };
-    apply_writes(store, &[op]).await?;
-    Ok(())
 }
 
 pub(super) async fn finish_run(

@@ -12,15 +12,55 @@
 
 use super::writer_time::{self, Part};
 use super::{Durability, SqliteStore, claim, direct, writes};
-use crate::store::{ClaimDue, ClaimedRun, StoreError, StoreResult, WriteOp, WriterTurns};
+use crate::store::{ClaimedRun, StoreError, StoreResult, WriteOp};
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use std::time::Instant;
+
+/// Where [`SqliteStore::write_turns`] takes its turns from, and reports them to.
+pub(crate) trait WriterTurns {
+    /// The next turn, if one is ready now; `None` ends the hold on the writer
+    /// (the caller waits for more work outside it, so other writers get in).
+    fn next_turn(&mut self) -> Option<&WriterTurn>;
+    /// How the turn last given went: per op whether it applied, and the
+    /// claimed runs. On an error nothing of the turn was written.
+    fn turn_done(&mut self, result: StoreResult<(Vec<bool>, Vec<ClaimedRun>)>);
+}
+
+/// One transaction of the engine's writer: writes, then a claim.
+#[derive(Debug)]
+pub(crate) struct WriterTurn {
+    pub ops: Vec<WriteOp>,
+    pub claim: Option<ClaimDue>,
+}
+
+/// A claim as a writer turn carries it (see [`crate::store::Store::claim_due`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimDue {
+    pub node: String,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    pub limit: i64,
+}
+
+impl SqliteStore {
+    /// The engine writer's turns, one after the other, for as long as
+    /// `turns` has one ready. Each turn applies its ops as
+    /// `Store::apply_writes` does, then claims as `Store::claim_due` does,
+    /// and commits both together: under load a node records a batch of run
+    /// ends and claims their successors with one commit (and one fsync). A
+    /// turn with no ops commits without an fsync (see the module docs). Errs
+    /// only if no turn could be run at all.
+    pub(crate) async fn write_turns(&self, turns: &mut (dyn WriterTurns + Send)) -> StoreResult<()> {
+        write_turns(self, turns).await
+    }
+}
 
 /// The engine writer's turns on one hold of the writer's handle, for as long
 /// as `turns` has one ready: the hold, the hand-offs to sqlx's connection
 /// thread it takes and the statements prepared in it serve many turns.
-pub(super) async fn write_turns(
+async fn write_turns(
     store: &SqliteStore,
     turns: &mut (dyn WriterTurns + Send),
 ) -> StoreResult<()> {

@@ -1,6 +1,7 @@
 //! Step runs, the end of runs, retries and run history.
 
 use super::*;
+use std::sync::Arc;
 
 pub(crate) async fn finish_run_applies_once(store: &dyn Store) {
     let task = create(
@@ -152,10 +153,6 @@ pub(crate) async fn finish_step_never_twice(store: &dyn Store) {
         .start_step(a, Some("sha-other"), t(5))
         .await
         .expect("restart is ignored");
-    assert!(matches!(
-        store.start_step(b + 1000, None, t(5)).await,
-        Err(StoreError::NotFound(_))
-    ));
 
     // A step that never started (its module is missing) can still be failed.
     let missing = step_end(StepRunStatus::Failed, 6);
@@ -552,106 +549,47 @@ pub(crate) async fn batched_writes_match_single_writes(store: &dyn Store) {
     assert_eq!(get(store, rescued.task.id).await.status, TaskStatus::Failed);
 }
 
-/// Turns given by a test: each taken in order, each result kept.
-#[derive(Default)]
-pub(crate) struct ScriptedTurns {
-    pub(crate) turns: std::collections::VecDeque<WriterTurn>,
-    pub(crate) given: Option<WriterTurn>,
-    pub(crate) results: Vec<StoreResult<(Vec<bool>, Vec<ClaimedRun>)>>,
-}
-
-impl WriterTurns for ScriptedTurns {
-    fn next_turn(&mut self) -> Option<&WriterTurn> {
-        self.given = Some(self.turns.pop_front()?);
-        self.given.as_ref()
-    }
-
-    fn turn_done(&mut self, result: StoreResult<(Vec<bool>, Vec<ClaimedRun>)>) {
-        self.results.push(result);
-    }
-}
-
-/// The claim of `limit` tasks at `now` that a writer turn carries.
-pub(crate) fn claim_due(now: i64, limit: i64) -> ClaimDue {
-    ClaimDue {
+/// The engine's lane: writes are applied in the order queued (a run's end
+/// after its steps'), a committed write answers whether it applied, and a
+/// claim takes what is due.
+pub(crate) async fn the_run_writer_keeps_order_and_claims(store: Arc<dyn Store>) {
+    let store_ref: &dyn Store = &*store;
+    create(store_ref, with_steps(new_task("ordered"), &["w/a", "w/b"]), 0).await;
+    let writer = store.clone().run_writer(Claimant {
         node: NODE.to_string(),
-        now: t(now),
-        lease_until: t(now + 30),
-        limit,
+        lease: std::time::Duration::from_secs(30),
+    });
+    let mut claimed = writer.claim(10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let run = claimed.remove(0);
+    for (i, planned) in run.steps.iter().enumerate() {
+        let at = 2 + i64::try_from(i).expect("small");
+        writer.queue(WriteOp::StartStep {
+            step_run_id: planned.step_run_id,
+            module_hash: Some("h".into()),
+            at: t(at),
+        });
+        writer.queue(WriteOp::FinishStep {
+            step_run_id: planned.step_run_id,
+            end: step_end(StepRunStatus::Completed, at),
+        });
     }
-}
-
-/// The engine writer's turns: each applies its writes, then claims, on what
-/// those writes left; every turn the writer has ready is run, in order.
-pub(crate) async fn writer_turns_apply_then_claim(store: &dyn Store) {
-    let mut recurring = with_steps(new_task("recurring"), &["w/a"]);
-    recurring.run_interval = 10;
-    create(store, recurring, 0).await;
-    let later = {
-        let mut task = with_steps(new_task("later"), &["w/b"]);
-        task.start_at = Some(t(20));
-        create(store, task, 0).await
+    let end = run_end(RunStatus::Completed, TaskStatus::Completed, 9);
+    let finish = |end: RunEnd| WriteOp::FinishRun {
+        task_id: run.task.id,
+        run_id: run.run_id,
+        end,
     };
-    let first = claim_one(store, 1).await;
-    let step = first.steps[0].step_run_id;
-    let mut back_in_ten = run_end(RunStatus::Completed, TaskStatus::Scheduled, 5);
-    back_in_ten.next_run_at = Some(t(15));
-    let mut turns = ScriptedTurns::default();
-    turns.turns.extend([
-        WriterTurn {
-            ops: vec![
-                WriteOp::StartStep {
-                    step_run_id: step,
-                    module_hash: Some("h".into()),
-                    at: t(2),
-                },
-                WriteOp::FinishStep {
-                    step_run_id: step,
-                    end: step_end(StepRunStatus::Completed, 4),
-                },
-                WriteOp::FinishRun {
-                    task_id: first.task.id,
-                    run_id: first.run_id,
-                    end: back_in_ten,
-                },
-            ],
-            // Due by then: the recurring task again (its end is in this
-            // turn) and the later one.
-            claim: Some(claim_due(25, 10)),
-        },
-        // A claim alone, with nothing left to claim.
-        WriterTurn {
-            ops: Vec::new(),
-            claim: Some(claim_due(26, 10)),
-        },
-        // Writes alone: a run's end applies once.
-        WriterTurn {
-            ops: vec![WriteOp::FinishRun {
-                task_id: first.task.id,
-                run_id: first.run_id,
-                end: run_end(RunStatus::Completed, TaskStatus::Completed, 6),
-            }],
-            claim: None,
-        },
-    ]);
-    store.write_turns(&mut turns).await.expect("writer turns");
-    let mut results = turns.results.into_iter().map(|r| r.expect("turn"));
-    let (applied, claimed) = results.next().expect("first turn");
-    assert_eq!(applied, [true, true, true]);
-    let mut ids: Vec<i64> = claimed.iter().map(|c| c.task.id).collect();
-    ids.sort_unstable();
-    assert_eq!(ids, [first.task.id, later.id]);
-    assert!(claimed.iter().all(|c| c.steps.len() == 1));
-    let (applied, claimed) = results.next().expect("second turn");
-    assert!(applied.is_empty() && claimed.is_empty());
-    let (applied, claimed) = results.next().expect("third turn");
-    assert_eq!(applied, [false], "the run had already ended");
-    assert!(claimed.is_empty());
-    assert!(results.next().is_none());
-    let runs = store.list_runs(first.task.id, 5).await.expect("runs");
-    assert_eq!(runs.len(), 2, "the recurring task ran again");
-    assert_eq!(runs[1].status, RunStatus::Completed);
-    assert_eq!(get(store, first.task.id).await.status, TaskStatus::Running);
+    assert!(writer.commit(finish(end.clone())).await.expect("end"));
+    assert!(!writer.commit(finish(end)).await.expect("again"), "a run ends once");
+    let runs = store.list_runs(run.task.id, 1).await.expect("runs");
+    assert_eq!(runs[0].node, NODE);
+    assert_eq!(
+        runs[0].steps.iter().map(|s| s.status).collect::<Vec<_>>(),
+        [StepRunStatus::Completed, StepRunStatus::Completed],
+        "the steps' ends were written before the run's"
+    );
+    assert!(writer.claim(10).await.expect("claim").is_empty());
 }
 
 /// A retry resumes the run it retries (its progress goes on), but not that

@@ -2,6 +2,7 @@
 //! single-server file lock and the durability setting.
 
 use super::*;
+use crate::store::sqlite::{ClaimDue, WriterTurn, WriterTurns};
 use tempfile::TempDir;
 
 /// A fresh store in its own temp dir (deleted when the guard drops).
@@ -154,7 +155,6 @@ async fn hot_transactions_leave_foreign_keys_and_checks_on_and_intact() {
 /// not kept either (the engine's writer then tries them apart).
 #[tokio::test]
 async fn a_writer_turn_whose_claim_fails_writes_nothing() {
-    use super::runs::{ScriptedTurns, claim_due};
     let (_dir, store) = sqlite_store().await;
     let running = create(&store, with_steps(new_task("running"), &["m/a"]), 0).await;
     let first = claim_one(&store, 1).await;
@@ -301,4 +301,109 @@ async fn migrations_keep_data_written_before_them() {
         (1, 0),
         "foreign keys on and intact"
     );
+}
+
+/// Turns given by a test: each taken in order, each result kept.
+#[derive(Default)]
+struct ScriptedTurns {
+    turns: std::collections::VecDeque<WriterTurn>,
+    given: Option<WriterTurn>,
+    results: Vec<StoreResult<(Vec<bool>, Vec<ClaimedRun>)>>,
+}
+
+impl WriterTurns for ScriptedTurns {
+    fn next_turn(&mut self) -> Option<&WriterTurn> {
+        self.given = Some(self.turns.pop_front()?);
+        self.given.as_ref()
+    }
+
+    fn turn_done(&mut self, result: StoreResult<(Vec<bool>, Vec<ClaimedRun>)>) {
+        self.results.push(result);
+    }
+}
+
+/// The claim of `limit` tasks at `now` that a writer turn carries.
+fn claim_due(now: i64, limit: i64) -> ClaimDue {
+    ClaimDue {
+        node: NODE.to_string(),
+        now: t(now),
+        lease_until: t(now + 30),
+        limit,
+    }
+}
+
+/// The engine writer's turns: each applies its writes, then claims, on what
+/// those writes left; every turn the writer has ready is run, in order.
+#[tokio::test]
+async fn writer_turns_apply_then_claim() {
+    let (_dir, sqlite) = sqlite_store().await;
+    let store: &dyn Store = &sqlite;
+    let mut recurring = with_steps(new_task("recurring"), &["w/a"]);
+    recurring.run_interval = 10;
+    create(store, recurring, 0).await;
+    let later = {
+        let mut task = with_steps(new_task("later"), &["w/b"]);
+        task.start_at = Some(t(20));
+        create(store, task, 0).await
+    };
+    let first = claim_one(store, 1).await;
+    let step = first.steps[0].step_run_id;
+    let mut back_in_ten = run_end(RunStatus::Completed, TaskStatus::Scheduled, 5);
+    back_in_ten.next_run_at = Some(t(15));
+    let mut turns = ScriptedTurns::default();
+    turns.turns.extend([
+        WriterTurn {
+            ops: vec![
+                WriteOp::StartStep {
+                    step_run_id: step,
+                    module_hash: Some("h".into()),
+                    at: t(2),
+                },
+                WriteOp::FinishStep {
+                    step_run_id: step,
+                    end: step_end(StepRunStatus::Completed, 4),
+                },
+                WriteOp::FinishRun {
+                    task_id: first.task.id,
+                    run_id: first.run_id,
+                    end: back_in_ten,
+                },
+            ],
+            // Due by then: the recurring task again (its end is in this
+            // turn) and the later one.
+            claim: Some(claim_due(25, 10)),
+        },
+        // A claim alone, with nothing left to claim.
+        WriterTurn {
+            ops: Vec::new(),
+            claim: Some(claim_due(26, 10)),
+        },
+        // Writes alone: a run's end applies once.
+        WriterTurn {
+            ops: vec![WriteOp::FinishRun {
+                task_id: first.task.id,
+                run_id: first.run_id,
+                end: run_end(RunStatus::Completed, TaskStatus::Completed, 6),
+            }],
+            claim: None,
+        },
+    ]);
+    sqlite.write_turns(&mut turns).await.expect("writer turns");
+    let mut results = turns.results.into_iter().map(|r| r.expect("turn"));
+    let (applied, claimed) = results.next().expect("first turn");
+    assert_eq!(applied, [true, true, true]);
+    let mut ids: Vec<i64> = claimed.iter().map(|c| c.task.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [first.task.id, later.id]);
+    assert!(claimed.iter().all(|c| c.steps.len() == 1));
+    let (applied, claimed) = results.next().expect("second turn");
+    assert!(applied.is_empty() && claimed.is_empty());
+    let (applied, claimed) = results.next().expect("third turn");
+    assert_eq!(applied, [false], "the run had already ended");
+    assert!(claimed.is_empty());
+    assert!(results.next().is_none());
+    let runs = store.list_runs(first.task.id, 5).await.expect("runs");
+    assert_eq!(runs.len(), 2, "the recurring task ran again");
+    assert_eq!(runs[1].status, RunStatus::Completed);
+    assert_eq!(get(store, first.task.id).await.status, TaskStatus::Running);
 }

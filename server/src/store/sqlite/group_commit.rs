@@ -1,28 +1,24 @@
-//! The engine's writer: group commit for the run path, with the node's claims
-//! riding in the same transactions.
+//! SQLite's run writer (see `store/run_writer.rs`): group commit for the run
+//! path, with the node's claims riding in the same transactions.
 //!
-//! Every durable commit costs an fsync, so the executor does not commit each
-//! step start, step end and run end on its own: it queues them here, and one
-//! writer applies whatever is queued in one transaction. The claim loop asks
-//! the same writer for due tasks, and the claim joins the next transaction
-//! (after that transaction's writes): under load one turn of the store's
-//! writer records a batch of run ends and claims their successors, with one
-//! commit (see `Store::write_turns`).
+//! SQLite has one writer connection, and every commit on it costs an fsync.
+//! So one writer applies whatever is queued in one transaction, and a claim
+//! joins the next transaction (after that transaction's writes): under load
+//! one turn of the writer records a batch of run ends and claims their
+//! successors, with one commit (see [`SqliteStore::write_turns`]).
 //!
 //! The writer runs on a thread of its own, with a single-task runtime: the
-//! store's writer connection is the node's bottleneck, and on the engine's
-//! runtime each turn waited in the queue behind hundreds of running steps
-//! before it could start.
+//! writer connection is the node's bottleneck, and on the engine's runtime
+//! each turn waited in the queue behind hundreds of running steps before it
+//! could start.
 //!
-//! Order is kept (one queue, one writer). Step starts and ends are queued
-//! without waiting; a run's end is awaited, so a task is reported finished
-//! only once everything before it is on disk. If the node dies first, the
-//! queued writes are lost together with the run, which the rescuer then
-//! retries: a step attempt is never recorded as completed twice.
+//! Order is kept (one queue, one writer).
 
-use crate::store::{
-    ClaimDue, ClaimedRun, Store, StoreError, StoreResult, WriteOp, WriterTurn, WriterTurns,
-};
+use super::SqliteStore;
+use super::turn::{ClaimDue, WriterTurn, WriterTurns};
+use crate::store::run_writer::{WRITE_BATCH as BATCH, internal};
+use crate::store::{Claimant, ClaimedRun, RunWriter, StoreError, StoreResult, WriteOp};
+use async_trait::async_trait;
 use chrono::Utc;
 use futures::FutureExt;
 use std::collections::VecDeque;
@@ -30,9 +26,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-
-/// Most writes in one transaction.
-const BATCH: usize = 512;
 
 type Reply = oneshot::Sender<StoreResult<bool>>;
 type ClaimReply = oneshot::Sender<StoreResult<Vec<ClaimedRun>>>;
@@ -43,20 +36,14 @@ enum Job {
     Claim(i64, ClaimReply),
 }
 
-/// Who claims, and for how long (from the engine's configuration).
-pub struct Claimant {
-    pub node: String,
-    pub lease: Duration,
-}
-
-pub struct Committer {
+pub(super) struct SqliteRunWriter {
     sender: mpsc::UnboundedSender<Job>,
 }
 
-impl Committer {
-    /// Start the writer thread. It ends once the committer is dropped and
+impl SqliteRunWriter {
+    /// Start the writer thread. It ends once the writer is dropped and
     /// everything queued is written.
-    pub fn start(store: Arc<dyn Store>, claimant: Claimant) -> Arc<Self> {
+    pub(super) fn start(store: Arc<SqliteStore>, claimant: Claimant) -> Arc<dyn RunWriter> {
         let (sender, receiver) = mpsc::unbounded_channel();
         let started = std::thread::Builder::new()
             .name("stepwise-writer".into())
@@ -70,19 +57,20 @@ impl Committer {
                 }
             });
         if let Err(error) = started {
-            // Every commit and claim then answers "the committer has stopped".
+            // Every commit and claim then answers "the store's run writer has stopped".
             tracing::error!("starting the engine's writer thread failed: {error}");
         }
-        Arc::new(Committer { sender })
+        Arc::new(SqliteRunWriter { sender })
     }
+}
 
-    /// Queue a write; it is applied in order with the others.
-    pub fn queue(&self, op: WriteOp) {
+#[async_trait]
+impl RunWriter for SqliteRunWriter {
+    fn queue(&self, op: WriteOp) {
         let _ = self.sender.send(Job::Write(op, None));
     }
 
-    /// Queue a write and wait until it (and everything before it) is committed.
-    pub async fn commit(&self, op: WriteOp) -> StoreResult<bool> {
+    async fn commit(&self, op: WriteOp) -> StoreResult<bool> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Job::Write(op, Some(reply)))
@@ -90,9 +78,9 @@ impl Committer {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Claim up to `limit` due tasks in the writer's next turn (after the
-    /// writes queued before this call).
-    pub async fn claim(&self, limit: i64) -> StoreResult<Vec<ClaimedRun>> {
+    /// The claim joins the writer's next turn (after the writes queued
+    /// before this call).
+    async fn claim(&self, limit: i64) -> StoreResult<Vec<ClaimedRun>> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Job::Claim(limit, reply))
@@ -102,7 +90,7 @@ impl Committer {
 }
 
 fn stopped() -> StoreError {
-    internal("the committer has stopped")
+    internal("the store's run writer has stopped")
 }
 
 /// How long the writer keeps its hold on the store's writer while work keeps
@@ -112,7 +100,7 @@ fn stopped() -> StoreError {
 const HOLD: Duration = Duration::from_millis(10);
 
 async fn write_turns(
-    store: Arc<dyn Store>,
+    store: Arc<SqliteStore>,
     receiver: mpsc::UnboundedReceiver<Job>,
     claimant: Claimant,
 ) {
@@ -144,7 +132,7 @@ struct Flight {
     claim_reply: Option<ClaimReply>,
 }
 
-/// The writer's side of [`Store::write_turns`]: turns are cut from what is
+/// The writer's side of [`SqliteStore::write_turns`]: turns are cut from what is
 /// queued when the store asks for the next one.
 struct Queue {
     receiver: mpsc::UnboundedReceiver<Job>,
@@ -329,15 +317,12 @@ fn answer(flight: Flight, result: Result<(Vec<bool>, Vec<ClaimedRun>), StoreErro
     }
 }
 
-fn internal(message: &str) -> StoreError {
-    StoreError::Internal(anyhow::anyhow!("{message}"))
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::{
-        Durability, NewStep, NewTask, RunEnd, RunResult, RunStatus, SqliteStore, Task, TaskStatus,
+        Durability, NewStep, NewTask, RunEnd, RunResult, RunStatus, Store, Task, TaskStatus,
     };
 
     fn one_step_task(name: &str) -> NewTask {
@@ -385,7 +370,7 @@ mod tests {
     async fn the_writer_goes_on_after_a_panic() {
         let (_dir, store, task, claimed) = a_running_run().await;
         let now = Utc::now();
-        let committer = Committer::start(
+        let committer = SqliteRunWriter::start(
             store.clone(),
             Claimant {
                 node: "node".into(),

@@ -1,0 +1,128 @@
+//! The engine's lane to the store on the run path: claims of due tasks, and
+//! the writes of running runs (step starts and ends, progress, run ends).
+//!
+//! Every durable commit costs an fsync (SQLite) or a WAL flush (PostgreSQL),
+//! so the engine never commits each write on its own: it queues them, and the
+//! lane writes whatever is queued together. How a lane batches is its
+//! driver's business: SQLite's claims ride in the same transactions as the
+//! writes on its one writer connection (`sqlite/group_commit.rs`), while a
+//! store with many connections uses [`BatchedRunWriter`], which claims on one
+//! connection while it writes on another.
+//!
+//! Order is kept: writes are applied in the order they were queued. A run's
+//! end is awaited, so a task is reported finished only once everything before
+//! it is durable. If the node dies first, the queued writes are lost together
+//! with the run, which a rescue then retries: a step attempt is never
+//! recorded as completed twice.
+
+use super::{ClaimedRun, Store, StoreError, StoreResult, WriteOp};
+use async_trait::async_trait;
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Who claims, and for how long (from the engine's configuration).
+#[derive(Debug, Clone)]
+pub struct Claimant {
+    pub node: String,
+    pub lease: Duration,
+}
+
+/// See the module docs. Made by [`Store::run_writer`].
+#[async_trait]
+pub trait RunWriter: Send + Sync {
+    /// Queue a write; it is applied in order with the others.
+    fn queue(&self, op: WriteOp);
+    /// Queue a write and wait until it (and everything queued before it) is
+    /// durable. Returns whether it applied (see [`Store::apply_writes`]).
+    async fn commit(&self, op: WriteOp) -> StoreResult<bool>;
+    /// Claim up to `limit` due tasks for the claimant's node, with a lease
+    /// of the claimant's length from now (see [`Store::claim_due`]).
+    async fn claim(&self, limit: i64) -> StoreResult<Vec<ClaimedRun>>;
+}
+
+/// Most writes in one transaction.
+pub(crate) const WRITE_BATCH: usize = 512;
+
+type Reply = oneshot::Sender<StoreResult<bool>>;
+
+/// A [`RunWriter`] over any store: one task writes whatever is queued with
+/// [`Store::apply_writes`] (one transaction per batch, in order), and claims
+/// go straight to [`Store::claim_due`], beside the writes.
+pub struct BatchedRunWriter {
+    store: Arc<dyn Store>,
+    claimant: Claimant,
+    sender: mpsc::UnboundedSender<(WriteOp, Option<Reply>)>,
+}
+
+impl BatchedRunWriter {
+    /// Start the writing task (inside a tokio runtime). It ends once the
+    /// writer is dropped and everything queued is written.
+    pub fn start(store: Arc<dyn Store>, claimant: Claimant) -> Arc<Self> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(write_batches(store.clone(), receiver));
+        Arc::new(BatchedRunWriter {
+            store,
+            claimant,
+            sender,
+        })
+    }
+}
+
+#[async_trait]
+impl RunWriter for BatchedRunWriter {
+    fn queue(&self, op: WriteOp) {
+        let _ = self.sender.send((op, None));
+    }
+
+    async fn commit(&self, op: WriteOp) -> StoreResult<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send((op, Some(reply)))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn claim(&self, limit: i64) -> StoreResult<Vec<ClaimedRun>> {
+        let now = Utc::now();
+        let lease_until = now + self.claimant.lease;
+        self.store
+            .claim_due(&self.claimant.node, now, lease_until, limit)
+            .await
+    }
+}
+
+async fn write_batches(
+    store: Arc<dyn Store>,
+    mut receiver: mpsc::UnboundedReceiver<(WriteOp, Option<Reply>)>,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while receiver.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        let (ops, replies): (Vec<WriteOp>, Vec<Option<Reply>>) = batch.drain(..).unzip();
+        match store.apply_writes(&ops).await {
+            Ok(applied) => {
+                for (reply, applied) in replies.into_iter().zip(applied) {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(applied));
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!("committing {} executor writes failed: {error:#}", ops.len());
+                let message = format!("{error:#}");
+                for reply in replies.into_iter().flatten() {
+                    let _ = reply.send(Err(internal(&message)));
+                }
+            }
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    internal("the store's run writer has stopped")
+}
+
+pub(crate) fn internal(message: &str) -> StoreError {
+    StoreError::Internal(anyhow::anyhow!("{message}"))
+}
