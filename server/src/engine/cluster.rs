@@ -1,7 +1,8 @@
 //! What crosses between the nodes that share a store: their events (so a
-//! WebSocket or `--watch` on any node sees every task) and cancels (so a
-//! cancel sent to any node stops the step where it runs, at once rather than
-//! at that node's next heartbeat).
+//! WebSocket or `--watch` on any node sees every task), cancels (so a cancel
+//! sent to any node stops the step where it runs, at once rather than at
+//! that node's next heartbeat) and uploads (so every node compiles a new
+//! module ahead of its first run).
 //!
 //! Messages travel as the store's node messages (PostgreSQL's NOTIFY), which
 //! carry at most 8,000 bytes and are delivered at most once: they are small
@@ -31,6 +32,21 @@ struct Message {
     /// Tasks whose cancel was requested (already flagged in the store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     cancel: Vec<i64>,
+    /// Hashes of modules just uploaded: each node compiles them into its
+    /// own cache now, so that no run waits for it later.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    modules: Vec<String>,
+}
+
+impl Message {
+    fn from(inner: &Inner) -> Message {
+        Message {
+            from: inner.config.node_id.clone(),
+            events: Vec::new(),
+            cancel: Vec::new(),
+            modules: Vec::new(),
+        }
+    }
 }
 
 /// Start relaying, if the store is shared with other nodes.
@@ -47,9 +63,17 @@ pub(super) fn start(inner: &Arc<Inner>) {
 /// Tell the other nodes that a running task's cancel was requested.
 pub(super) async fn send_cancel(inner: &Inner, task_id: i64) {
     let message = Message {
-        from: inner.config.node_id.clone(),
-        events: Vec::new(),
         cancel: vec![task_id],
+        ..Message::from(inner)
+    };
+    send(inner, &message).await;
+}
+
+/// Tell the other nodes that a module was uploaded here.
+pub(super) async fn send_module(inner: &Inner, hash: &str) {
+    let message = Message {
+        modules: vec![hash.to_string()],
+        ..Message::from(inner)
     };
     send(inner, &message).await;
 }
@@ -60,9 +84,8 @@ async fn send_own_events(inner: Arc<Inner>, mut own_events: mpsc::UnboundedRecei
         let events = coalesce(std::mem::take(&mut round));
         for events in split(events) {
             let message = Message {
-                from: inner.config.node_id.clone(),
                 events,
-                cancel: Vec::new(),
+                ..Message::from(&inner)
             };
             send(&inner, &message).await;
         }
@@ -193,6 +216,25 @@ async fn receive(inner: Arc<Inner>, mut messages: broadcast::Receiver<Arc<str>>)
         for event in message.events {
             inner.bus.publish_remote(event);
         }
+        for hash in message.modules {
+            tokio::spawn(compile_ahead(inner.clone(), hash));
+        }
+    }
+}
+
+/// Compile a module another node registered into this node's cache, off
+/// any run's path (a compile of a big module takes seconds).
+async fn compile_ahead(inner: Arc<Inner>, hash: String) {
+    let store = inner.store.clone();
+    let fetched = hash.clone();
+    let compiled = inner
+        .runtime
+        .module(&hash, || async move {
+            store.module_bytes(&fetched).await.ok().flatten()
+        })
+        .await;
+    if let Err(error) = compiled {
+        tracing::warn!("compiling module {hash}, registered on another node, failed: {error}");
     }
 }
 
@@ -265,6 +307,7 @@ mod tests {
                 from: "node-with-a-long-name-0123456789".into(),
                 events: group,
                 cancel: Vec::new(),
+                modules: Vec::new(),
             };
             let length = serde_json::to_string(&message).expect("json").len();
             assert!(length < 8_000, "{length} bytes");

@@ -242,6 +242,14 @@ impl Engine {
         Ok(immediate)
     }
 
+    /// A module was registered through this node: the other nodes compile
+    /// it ahead of its first run there (see `engine/cluster.rs`).
+    pub async fn module_registered(&self, hash: &str) {
+        if self.inner.store.node_messages().is_some() {
+            cluster::send_module(&self.inner, hash).await;
+        }
+    }
+
     /// Run ids currently executing on this node.
     pub fn running_runs(&self) -> Vec<i64> {
         self.inner.running.run_ids()
