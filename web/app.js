@@ -5,7 +5,7 @@
 //                The first-start URL http://host/#token=sw_... signs in directly.
 //   Header       #global-running[data-count="N"] with .global-count, .global-link (href #/tasks/ID
 //                of the latest running task) and its bar [data-progress]; #live-status[data-state=
-//                connecting|live|reconnecting|offline]; nav links a[data-nav=tasks|new|modules|stats]
+//                connecting|live|reconnecting|offline]; nav links a[data-nav=tasks|new|modules|stats|nodes]
 //   Progress     every bar is [data-progress="42.5"] role=progressbar aria-valuenow="42.5",
 //                followed by .pct ("42%") and .eta ("about 2 min left")
 //   Task list    #/tasks  #tasks-table, rows tr[data-task-id="12"][data-status] with .status,
@@ -33,6 +33,8 @@
 //   Stats        #/stats  #stats-hours, #stats-counts [data-stat="running"], #stats-total,
 //                #stats-success-rate, #stats-avg-duration, #stats-runs, #alerts li[data-alert-kind],
 //                #throughput-chart (svg, g.tp-bar per hour), #stats-modules
+//   Nodes        #/nodes  #nodes-table tr[data-node-id][data-state][data-alive] with .node-state,
+//                .node-address, .node-running, .node-heartbeat, .node-version
 //   Toasts       #toasts .toast (.toast-error for errors)
 
 import { api, getToken, setToken, onUnauthorized } from './js/api.js';
@@ -43,6 +45,7 @@ import * as taskView from './js/task.js';
 import * as newView from './js/new.js';
 import * as modulesView from './js/modules.js';
 import * as statsView from './js/stats.js';
+import * as nodesView from './js/nodes.js';
 
 const store = createStore();
 const live = createLive(store, { getToken, onAuthProblem: () => recheckToken() });
@@ -67,6 +70,7 @@ function parseRoute() {
   if (path === '/new') return { name: 'new', view: newView, params: {}, query };
   if (path === '/modules') return { name: 'modules', view: modulesView, params: {}, query };
   if (path === '/stats') return { name: 'stats', view: statsView, params: {}, query };
+  if (path === '/nodes') return { name: 'nodes', view: nodesView, params: {}, query };
   return { name: 'notfound', view: null, params: {}, query };
 }
 

@@ -22,32 +22,13 @@ mod yardstick;
 
 use bench_server::{Server, setting};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// How often the client asks for the task's status.
-const POLL: Duration = Duration::from_millis(2);
 /// A sample that takes longer is a failure of the bench, not a figure.
 const SAMPLE_LIMIT: Duration = Duration::from_secs(30);
 
 impl Server {
-    async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .http
-            .request(method, format!("{}/api/v1{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.expect("JSON body")
-    }
-
     async fn create_runaway(&self) -> i64 {
         let body = json!({
             "name": "runaway",
@@ -57,13 +38,6 @@ impl Server {
             .request(reqwest::Method::POST, "/tasks", Some(body))
             .await;
         task["id"].as_i64().expect("task id")
-    }
-
-    async fn status(&self, id: i64) -> String {
-        let task = self
-            .request(reqwest::Method::GET, &format!("/tasks/{id}"), None)
-            .await;
-        task["status"].as_str().expect("status").to_string()
     }
 
     async fn running(&self) -> i64 {
@@ -79,23 +53,12 @@ impl Server {
         }
     }
 
-    async fn wait_for_status(&self, id: i64, status: &str) {
-        let started = Instant::now();
-        while self.status(id).await != status {
-            assert!(
-                started.elapsed() < SAMPLE_LIMIT,
-                "task {id} never became {status}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
     /// Cancel a running task; the time until `GET` says `cancelled`, in ms.
     async fn cancel(&self, id: i64) -> f64 {
         let started = Instant::now();
         self.request(reqwest::Method::POST, &format!("/tasks/{id}/cancel"), None)
             .await;
-        self.wait_for_status(id, "cancelled").await;
+        self.wait_for_status(id, "cancelled", SAMPLE_LIMIT).await;
         started.elapsed().as_secs_f64() * 1e3
     }
 }
@@ -140,7 +103,7 @@ async fn main() {
         long_running.push(server.cancel(id).await);
         // Its replacement, cancelled the moment it shows `running`.
         let id = server.create_runaway().await;
-        server.wait_for_status(id, "running").await;
+        server.wait_for_status(id, "running", SAMPLE_LIMIT).await;
         at_claim.push(server.cancel(id).await);
         // And one more replacement that keeps running: back to full load.
         running.push(server.create_runaway().await);

@@ -11,6 +11,7 @@ use crate::store::{Durability, Role, SqliteStore, Store};
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use chrono::Utc;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct Settings {
     pub modules_dir: Option<PathBuf>,
     pub register_examples: bool,
     pub lease: Duration,
+    /// How long a stopping server lets its steps finish (see `serve --help`).
+    pub shutdown_grace: Duration,
     pub retention: Option<Duration>,
     pub compile_timeout: Duration,
     pub compile_memory_bytes: u64,
@@ -45,6 +48,7 @@ pub struct App {
     state: AppState,
     engine: Engine,
     engine_runtime: EngineRuntime,
+    shutdown_grace: Duration,
 }
 
 /// The engine's own tokio runtime: claims, steps and their commits run on its
@@ -83,7 +87,7 @@ impl App {
         let data_dir = &settings.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-        let store: Arc<dyn Store> = Arc::new(open_store(&settings).await?);
+        let store = open_store(&settings).await?;
 
         let compiler = if settings.compile_in_process {
             Compiler::InProcess
@@ -114,12 +118,19 @@ impl App {
             caps: crate::runtime::DataCaps::DEFAULT,
             consume_fuel: true,
         })?);
+        let listener = TcpListener::bind(settings.listen).await.with_context(|| {
+            format!(
+                "listening on {}; is another server using it?",
+                settings.listen
+            )
+        })?;
         let secrets = Arc::new(SecretBox::load_or_create(data_dir)?);
         let mut config = EngineConfig::new(node_id(data_dir)?);
         config.workers = settings.workers;
         config.lease = settings.lease;
         config.heartbeat_interval = settings.lease / 3;
-        config.rescue_interval = settings.lease / 2;
+        config.rescue_interval = settings.lease / 6;
+        config.address = listener.local_addr().ok().map(|a| a.to_string());
         config.retention = settings.retention;
         let engine_runtime = EngineRuntime::new()?;
         // The engine's background writers start on its runtime.
@@ -151,17 +162,12 @@ impl App {
         if let Some(dir) = &settings.modules_dir {
             discover_modules(&state, dir).await?;
         }
-        let listener = TcpListener::bind(settings.listen).await.with_context(|| {
-            format!(
-                "listening on {}; is another server using it?",
-                settings.listen
-            )
-        })?;
         let app = App {
             listener,
             state,
             engine,
             engine_runtime,
+            shutdown_grace: settings.shutdown_grace,
         };
         app.first_start(data_dir).await?;
         eprintln!("stepwise listening on {}", app.address());
@@ -200,8 +206,12 @@ impl App {
         Ok(())
     }
 
-    /// Serve until Ctrl-C or SIGTERM. Runs in progress are left to the rescuer
-    /// of the next start, exactly as after a crash: nothing is lost.
+    /// Serve until Ctrl-C or SIGTERM, then stop as a node of a cluster
+    /// does: claim nothing new, let running steps finish for the grace
+    /// period, hand back what still runs (other nodes resume it from its
+    /// checkpoints; on SQLite, the next start does), and only then close
+    /// the API. A second signal hands back at once. A kill loses nothing
+    /// either: the runs' leases expire and they are rescued.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let engine = {
             let _on_engine_runtime = self.engine_runtime.handle().enter();
@@ -215,24 +225,55 @@ impl App {
                 tracing::debug!("TCP_NODELAY not set on a connection: {e}");
             }
         });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        engine.shutdown().await;
+        let mut signals = Signals::new()?;
+        let close_api = tokio_util::sync::CancellationToken::new();
+        let mut server = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(close_api.clone().cancelled_owned())
+                .into_future(),
+        );
+        tokio::select! {
+            _ = signals.next() => {}
+            ended = &mut server => {
+                engine.shutdown().await;
+                return Ok(ended??);
+            }
+        }
+        let grace = self.shutdown_grace;
+        tracing::info!(
+            "stopping: claiming nothing new; running steps have {}s to finish (a second signal hands them back at once)",
+            grace.as_secs()
+        );
+        let drained = engine.stop_gracefully(grace, signals.next()).await;
+        tracing::info!(
+            "stopped: {} run(s) finished, {} handed back to be resumed",
+            drained.finished,
+            drained.handed_back
+        );
+        self.engine
+            .event_writer()
+            .flush(Duration::from_secs(5))
+            .await;
+        close_api.cancel();
+        server.await??;
         Ok(())
     }
 }
 
-async fn open_store(settings: &Settings) -> anyhow::Result<SqliteStore> {
+async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let path = match settings.database.as_deref() {
         None => settings.data_dir.join("stepwise.db"),
         Some(url) if url.starts_with("sqlite://") => PathBuf::from(&url["sqlite://".len()..]),
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             bail!("PostgreSQL is not supported by this build yet; use SQLite (the default) for now")
         }
-        Some(other) => bail!("--database `{other}` must start with sqlite:// or postgres://"),
+        Some(other) => bail!(
+            "--database `{other}` must start with sqlite:// (one server) or postgres:// (several)"
+        ),
     };
-    SqliteStore::open(&path, settings.durability).await
+    Ok(Arc::new(
+        SqliteStore::open(&path, settings.durability).await?,
+    ))
 }
 
 /// This node's stable name: kept in the data directory so a restart rescues its own runs.
@@ -290,12 +331,23 @@ async fn discover_modules(state: &AppState, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+/// Ctrl-C and SIGTERM, as one stream of stop requests.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        Ok(Signals { terminate })
+    }
+
+    /// The next Ctrl-C or SIGTERM.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod database;
 pub mod skip;
 
 use reqwest::{Method, StatusCode};
@@ -52,6 +53,12 @@ impl TestServer {
 
     /// Start (or restart) a server on an existing data directory.
     pub async fn spawn(dir: &Path, args: &[&str]) -> TestServer {
+        Self::spawn_with_env(dir, args, &[]).await
+    }
+
+    /// [`TestServer::spawn`] with these environment variables set (the
+    /// nodes of a cluster share `STEPWISE_SECRET_KEY`, say).
+    pub async fn spawn_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let mut command = Command::new(BIN);
         command
             .arg("serve")
@@ -59,12 +66,14 @@ impl TestServer {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(dir)
+            .args(database::database_args(dir, args))
             .args(args)
             .env(
                 "STEPWISE_LOG",
                 std::env::var("STEPWISE_LOG").unwrap_or_else(|_| "info".into()),
             )
             .env_remove("STEPWISE_SECRET_KEY")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -116,6 +125,39 @@ impl TestServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self._temp.take()
+    }
+
+    /// Send the server a signal by name (`TERM`, `INT`), as `kill -TERM` would.
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("the server runs");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Wait for the server's process to end; `None` if it is still running
+    /// after `timeout`. Keeps the data directory.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("the server was started");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if started.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The data directory's guard, for a restart on it (see [`TestServer::spawn`]).
+    pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
         self._temp.take()
     }
 

@@ -1,11 +1,16 @@
 //! The `stepwise` server as a child process on a random loopback port, for
-//! the benches that measure it as a client would (`cancel`, `websocket`).
-//! Each bench adds the requests it needs in an `impl Server` of its own.
+//! the benches that measure it as a client would (`cancel`, `cluster`,
+//! `websocket`): requests every bench makes are here, and a bench adds its
+//! own in an `impl Server` of its own.
 
+// Each bench uses a part of it.
+#![allow(dead_code)]
+
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A `STEPWISE_BENCH_<name>` setting of the bench, or its default.
 pub fn setting(name: &str, default: usize) -> usize {
@@ -30,6 +35,17 @@ impl Server {
     /// no example modules; its HTTP client gives up on a request after
     /// `request_timeout`.
     pub fn start(workers: usize, request_timeout: Duration) -> Server {
+        Self::start_with(workers, request_timeout, &[], &[])
+    }
+
+    /// [`Server::start`] with more flags and environment variables (a
+    /// `--database` and the shared secret key of a cluster's nodes, say).
+    pub fn start_with(
+        workers: usize,
+        request_timeout: Duration,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_stepwise"))
             .args(["serve", "--listen", "127.0.0.1:0", "--no-examples"])
@@ -37,7 +53,9 @@ impl Server {
             .arg(dir.path())
             .arg("--workers")
             .arg(workers.to_string())
+            .args(args)
             .env("STEPWISE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -69,6 +87,41 @@ impl Server {
                 .build()
                 .expect("HTTP client"),
             _dir: dir,
+        }
+    }
+
+    /// A request to the API; panics unless it succeeds. Returns the JSON body.
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.expect("JSON body")
+    }
+
+    /// A task's status, as `GET /tasks/{id}` says it.
+    pub async fn status(&self, id: i64) -> String {
+        let task = self
+            .request(reqwest::Method::GET, &format!("/tasks/{id}"), None)
+            .await;
+        task["status"].as_str().expect("status").to_string()
+    }
+
+    /// Poll every 2 ms until the task has `status`; panics after `limit`.
+    pub async fn wait_for_status(&self, id: i64, status: &str, limit: Duration) {
+        let started = Instant::now();
+        while self.status(id).await != status {
+            assert!(started.elapsed() < limit, "task {id} never became {status}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

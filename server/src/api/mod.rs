@@ -8,6 +8,7 @@ mod events;
 mod extract;
 mod health;
 mod modules;
+mod nodes;
 mod openapi;
 mod stats;
 mod task_actions;
@@ -161,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(modules::router(state.config().max_module_bytes))
         .merge(stats::router())
+        .merge(nodes::router())
         .merge(alerts::router())
         .merge(events::router())
         .merge(tokens::router())

@@ -125,6 +125,7 @@ pub async fn register(state: &AppState, path: &str, bytes: &[u8]) -> Result<(Mod
         .put_module(path, loaded.hash(), bytes, Utc::now())
         .await?;
     state.forget_modules();
+    state.engine().module_registered(loaded.hash()).await;
     Ok(stored)
 }
 

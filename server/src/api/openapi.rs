@@ -2,7 +2,9 @@
 //! at `/api/v1/openapi.json`. A test checks that every documented path is routed.
 
 use super::AppState;
-use super::{alerts, events, health, modules, stats, task_actions, task_history, tasks, tokens};
+use super::{
+    alerts, events, health, modules, nodes, stats, task_actions, task_history, tasks, tokens,
+};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -20,7 +22,7 @@ use utoipa::{Modify, OpenApi};
         modules::put_module, modules::list_modules, modules::get_module, modules::patch_module,
         modules::delete_module,
         tokens::create_token, tokens::list_tokens, tokens::revoke_token,
-        stats::stats, stats::performance, alerts::alerts, events::upgrade, health::healthz, health::metrics,
+        stats::stats, stats::performance, nodes::nodes, alerts::alerts, events::upgrade, health::healthz, health::metrics,
     ),
     components(schemas(crate::events::Event, events::ClientMessage)),
     modifiers(&BearerAuth),

@@ -19,6 +19,7 @@ const KEYS: &[&str] = &[
     "modules_dir",
     "no_examples",
     "lease_seconds",
+    "shutdown_grace_seconds",
     "retention_days",
     "compile_timeout",
     "compile_memory",

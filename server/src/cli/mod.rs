@@ -100,7 +100,9 @@ pub struct ServeArgs {
     /// Where the database, compiled modules, keys and tokens live.
     #[arg(long, env = "STEPWISE_DATA_DIR", default_value = "stepwise-data")]
     pub data_dir: PathBuf,
-    /// Database URL (`sqlite://PATH`); default: stepwise.db in the data directory.
+    /// Database URL: `sqlite://PATH` (one server), or `postgres://…` (any number
+    /// of servers sharing one queue; give them all the same STEPWISE_SECRET_KEY).
+    /// Default: stepwise.db in the data directory.
     #[arg(long, env = "STEPWISE_DATABASE")]
     pub database: Option<String>,
     /// How SQLite commits reach the disk.
@@ -126,6 +128,11 @@ pub struct ServeArgs {
     /// Seconds a run's lease lasts without a heartbeat before another pass rescues it.
     #[arg(long, env = "STEPWISE_LEASE_SECONDS", default_value_t = 30)]
     pub lease_seconds: u64,
+    /// Seconds a stopping server (SIGTERM, Ctrl-C) lets its running steps
+    /// finish before it hands them back to the other servers, which resume
+    /// them from their checkpoints. A second signal hands them back at once.
+    #[arg(long, env = "STEPWISE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
     /// Days finished runs, events and artifacts are kept (0 = forever).
     #[arg(long, env = "STEPWISE_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u64,
@@ -153,6 +160,7 @@ impl ServeArgs {
             modules_dir: self.modules_dir.clone(),
             register_examples: !self.no_examples,
             lease: Duration::from_secs(self.lease_seconds.max(1)),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             retention: (self.retention_days > 0)
                 .then(|| Duration::from_secs(self.retention_days * 86_400)),
             compile_timeout: Duration::from_secs(self.compile_timeout.max(1)),

@@ -2,9 +2,11 @@
 //! retries, rescues runs of dead nodes. It runs without a web server; the API
 //! and tests call it directly.
 
+mod cluster;
 mod event_writer;
 mod executor;
 mod masking;
+mod node_report;
 mod policy;
 mod progress;
 mod rescuer;
@@ -14,6 +16,7 @@ mod scheduler;
 mod step_host;
 mod step_threads;
 mod step_weights;
+mod stopping;
 
 pub use event_writer::EventWriter;
 pub use executor::RunSummary;
@@ -21,6 +24,7 @@ pub use masking::{MASK, MIN_MASKED_BYTES};
 pub use policy::{RetryPolicy, RunVerdict};
 pub use progress::{RunProgress, eta_seconds};
 pub use scheduler::EngineHandle;
+pub use stopping::Drained;
 
 use crate::events::EventBus;
 use crate::runtime::Runtime;
@@ -46,7 +50,8 @@ pub struct EngineConfig {
     pub lease: Duration,
     /// How often leases are renewed and remote cancels are checked (default lease / 3).
     pub heartbeat_interval: Duration,
-    /// How often expired leases are looked for (default lease / 2).
+    /// How often expired leases are looked for (default lease / 6: a dead
+    /// node's runs resume within about 1.2 leases of its last heartbeat).
     pub rescue_interval: Duration,
     pub retry: RetryPolicy,
     /// Memory cap of a step that sets none (default 256 MiB).
@@ -57,6 +62,8 @@ pub struct EngineConfig {
     pub retention: Option<Duration>,
     /// Tasks claimed per query (default 64).
     pub claim_batch: i64,
+    /// Where this node's API listens, for the nodes view (default none).
+    pub address: Option<String>,
 }
 
 impl EngineConfig {
@@ -68,12 +75,13 @@ impl EngineConfig {
             poll_interval: Duration::from_millis(50),
             lease,
             heartbeat_interval: lease / 3,
-            rescue_interval: lease / 2,
+            rescue_interval: lease / 6,
             retry: RetryPolicy::default(),
             default_max_memory: 256 << 20,
             max_log_lines_per_run: 10_000,
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             claim_batch: 64,
+            address: None,
         }
     }
 }
@@ -96,6 +104,8 @@ pub(crate) struct Inner {
     pub steps: step_threads::StepThreads,
     /// What each module's steps took lately here, for the progress bar's weights.
     pub module_durations: step_weights::ModuleDurations,
+    /// When this node's engine started (the nodes view).
+    pub started_at: chrono::DateTime<Utc>,
 }
 
 /// A task claimed for this node and not run yet (see [`Engine::claim_next`]).
@@ -127,7 +137,7 @@ impl Engine {
             node: config.node_id.clone(),
             lease: config.lease,
         });
-        Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 runtime,
@@ -141,8 +151,11 @@ impl Engine {
                 steps: step_threads::StepThreads::start()
                     .expect("starting the steps' threads (the system is out of threads)"),
                 module_durations: step_weights::ModuleDurations::default(),
+                started_at: Utc::now(),
             }),
-        }
+        };
+        cluster::start(&engine.inner);
+        engine
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -213,18 +226,28 @@ impl Engine {
 
     /// Cancel a task: at once when it is not running; a running one is stopped
     /// within one epoch tick on this node, even if its executor has not
-    /// started yet (see `engine/running.rs`), or at the next heartbeat on another
-    /// node. Returns `true` when it was cancelled at once.
+    /// started yet (see `engine/running.rs`); on another node as soon as
+    /// the node message reaches it (`engine/cluster.rs`), or at its next
+    /// heartbeat if the message is lost. Returns `true` when it was cancelled at once.
     pub async fn cancel(&self, task_id: i64) -> StoreResult<bool> {
         let immediate = self.inner.store.request_cancel(task_id, Utc::now()).await?;
         if immediate {
             if let Some(task) = self.inner.store.get_task(task_id).await? {
                 executor::publish_task_final(&self.inner, &task);
             }
-        } else {
-            self.inner.running.cancel(task_id);
+        } else if self.inner.running.cancel(task_id) == running::LocalCancel::Noted {
+            // Not running here (or not yet): the node that runs it stops it.
+            cluster::send_cancel(&self.inner, task_id).await;
         }
         Ok(immediate)
+    }
+
+    /// A module was registered through this node: the other nodes compile
+    /// it ahead of its first run there (see `engine/cluster.rs`).
+    pub async fn module_registered(&self, hash: &str) {
+        if self.inner.store.node_messages().is_some() {
+            cluster::send_module(&self.inner, hash).await;
+        }
     }
 
     /// Run ids currently executing on this node.
@@ -234,13 +257,13 @@ impl Engine {
 
     /// Rescue runs whose lease expired (see [`rescuer`]). Returns how many.
     pub async fn rescue_expired(&self) -> anyhow::Result<usize> {
-        rescuer::rescue(&self.inner, None).await
+        rescuer::rescue(&self.inner, rescuer::Rescue::Expired).await
     }
 
     /// At start-up: rescue this node's own runs left from before a crash.
     pub async fn rescue_own_orphans(&self) -> anyhow::Result<usize> {
         let node = self.inner.config.node_id.clone();
-        rescuer::rescue(&self.inner, Some(&node)).await
+        rescuer::rescue(&self.inner, rescuer::Rescue::OfNode(&node)).await
     }
 
     /// Remove finished runs (with their step runs and artifacts) and events

@@ -118,6 +118,27 @@ pub fn run_end(
     end
 }
 
+/// The end of a run taken back from its node (it died, hung, or handed its
+/// runs back when it stopped): the run is `interrupted` and marked rescued,
+/// and the task is due again at once, resuming at its first unfinished step
+/// with its checkpoint. A rescued attempt does not count against
+/// `max_attempts`: a node's death says nothing about the task, and a task
+/// acknowledged to its user must not fail because a server went away.
+pub fn rescued_end(task: &Task, attempt: i64, message: String, now: DateTime<Utc>) -> RunEnd {
+    RunEnd {
+        run_status: RunStatus::Interrupted,
+        message: Some(message),
+        finished_at: now,
+        task_status: TaskStatus::Scheduled,
+        last_result: RunResult::Interrupted,
+        next_run_at: Some(now),
+        attempts: (attempt - 1).max(0),
+        resume_next: true,
+        progress: task.progress,
+        rescued: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

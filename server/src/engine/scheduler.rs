@@ -2,7 +2,9 @@
 //! renew leases (and notice cancels requested elsewhere), rescue expired runs,
 //! prune old history. Each is a thin loop around a callable service.
 
-use super::{Inner, executor, rescuer, retention};
+use super::stopping::{self, Drained};
+use super::{Inner, executor, node_report, rescuer, retention};
+use crate::store::NodeState;
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,9 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Stops the engine's loops when asked or dropped.
 pub struct EngineHandle {
+    inner: Arc<Inner>,
+    /// Stops the claim loop alone (a drain), then with the others.
+    stop_claims: CancellationToken,
     stop: CancellationToken,
     loops: JoinSet<()>,
 }
@@ -26,6 +31,23 @@ impl EngineHandle {
         self.stop.cancel();
         while self.loops.join_next().await.is_some() {}
     }
+
+    /// Stop as a node asked to stop (SIGTERM) does: claim nothing new, let
+    /// the running steps end for up to `grace` (or until `hurry`, a second
+    /// signal, completes), then hand back what still runs so that other
+    /// nodes resume it at once (see `engine/stopping.rs`).
+    pub async fn stop_gracefully(
+        mut self,
+        grace: Duration,
+        hurry: impl Future<Output = ()>,
+    ) -> Drained {
+        self.stop_claims.cancel();
+        // Leases are renewed while the steps finish.
+        let drained = stopping::drain(&self.inner, grace, hurry).await;
+        self.stop.cancel();
+        while self.loops.join_next().await.is_some() {}
+        drained
+    }
 }
 
 impl Drop for EngineHandle {
@@ -36,15 +58,20 @@ impl Drop for EngineHandle {
 
 pub(super) fn start(inner: Arc<Inner>) -> EngineHandle {
     let stop = CancellationToken::new();
+    let stop_claims = stop.child_token();
     let mut loops = JoinSet::new();
-    loops.spawn(claim_loop(inner.clone(), stop.clone()));
-    loops.spawn(heartbeat_loop(inner.clone(), stop.clone()));
+    loops.spawn(claim_loop(inner.clone(), stop_claims.clone()));
+    loops.spawn(heartbeat_loop(
+        inner.clone(),
+        stop.clone(),
+        stop_claims.clone(),
+    ));
     loops.spawn(every(inner.config.rescue_interval, stop.clone(), {
         let inner = inner.clone();
         move || {
             let inner = inner.clone();
             async move {
-                if let Err(e) = rescuer::rescue(&inner, None).await {
+                if let Err(e) = rescuer::rescue(&inner, rescuer::Rescue::Expired).await {
                     tracing::warn!("rescue pass failed: {e:#}");
                 }
             }
@@ -63,7 +90,12 @@ pub(super) fn start(inner: Arc<Inner>) -> EngineHandle {
             }
         }
     }));
-    EngineHandle { stop, loops }
+    EngineHandle {
+        inner,
+        stop_claims,
+        stop,
+        loops,
+    }
 }
 
 async fn every<F, Fut>(interval: Duration, stop: CancellationToken, mut pass: F)
@@ -135,9 +167,11 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
-/// Renew the leases of this node's runs, and stop runs whose cancel was
-/// requested through another node.
-async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {
+/// Say this node is alive (the nodes table), renew the leases of its runs,
+/// and stop runs whose cancel was requested through another node (a
+/// backstop: the cancel's node message usually stops them at once).
+async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken, claims: CancellationToken) {
+    node_report::report(&inner, NodeState::Running).await;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -146,6 +180,12 @@ async fn heartbeat_loop(inner: Arc<Inner>, stop: CancellationToken) {
         inner
             .running
             .forget_early_cancels_older_than(inner.config.heartbeat_interval);
+        let state = if claims.is_cancelled() {
+            NodeState::Draining
+        } else {
+            NodeState::Running
+        };
+        node_report::report(&inner, state).await;
         let running = inner.running.tokens();
         if running.is_empty() {
             continue;

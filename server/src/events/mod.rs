@@ -197,6 +197,9 @@ pub struct EventBus {
     sender: broadcast::Sender<Event>,
     feed: feed::Feed,
     latest: Mutex<Latest>,
+    /// Where this node's own events also go, to reach the other nodes (set
+    /// when the store is shared: see `engine/cluster.rs`).
+    outbox: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Event>>,
 }
 
 impl Default for EventBus {
@@ -205,6 +208,7 @@ impl Default for EventBus {
             sender: broadcast::channel(CHANNEL_CAPACITY).0,
             feed: feed::Feed::default(),
             latest: Mutex::default(),
+            outbox: std::sync::OnceLock::new(),
         }
     }
 }
@@ -225,7 +229,21 @@ impl EventBus {
     /// Never blocks: a subscriber that falls behind lags, the publisher does not wait.
     pub fn publish(&self, event: Event) -> u64 {
         let mut latest = self.latest.lock();
-        self.publish_locked(&mut latest, event)
+        self.publish_locked(&mut latest, event, Origin::Here)
+    }
+
+    /// Publish an event another node published (it reached this node as a
+    /// node message): subscribers here see it like their own node's, and it
+    /// is not sent back out. Its sequence number is this bus's own.
+    pub fn publish_remote(&self, event: Event) -> u64 {
+        let mut latest = self.latest.lock();
+        self.publish_locked(&mut latest, event, Origin::Elsewhere)
+    }
+
+    /// From now on, every event published here (not those from elsewhere)
+    /// is also sent to `outbox`. Set once; later calls are ignored.
+    pub fn send_own_events_to(&self, outbox: tokio::sync::mpsc::UnboundedSender<Event>) {
+        let _ = self.outbox.set(outbox);
     }
 
     /// Publish a state read from the store after a change made at index
@@ -241,10 +259,10 @@ impl EventBus {
         {
             return None;
         }
-        Some(self.publish_locked(&mut latest, event))
+        Some(self.publish_locked(&mut latest, event, Origin::Here))
     }
 
-    fn publish_locked(&self, latest: &mut Latest, mut event: Event) -> u64 {
+    fn publish_locked(&self, latest: &mut Latest, mut event: Event, origin: Origin) -> u64 {
         let task_id = event.task_id();
         let first = if latest.forgot { latest.published } else { 0 };
         let seq = {
@@ -291,6 +309,11 @@ impl EventBus {
         if self.sender.receiver_count() > 0 {
             let _ = self.sender.send(event.clone());
         }
+        if origin == Origin::Here
+            && let Some(outbox) = self.outbox.get()
+        {
+            let _ = outbox.send(event.clone());
+        }
         self.feed
             .push(Arc::new(Published::new(latest.published, event)));
         seq
@@ -333,6 +356,13 @@ impl EventBus {
     pub fn seq(&self, task_id: i64) -> u64 {
         self.latest.lock().seq.get(&task_id).copied().unwrap_or(0)
     }
+}
+
+/// Which node an event comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Here,
+    Elsewhere,
 }
 
 /// Forget the oldest tenth of the tasks that are not running (their state is

@@ -78,9 +78,7 @@ impl RunWriter for BatchedRunWriter {
 
     async fn commit(&self, op: WriteOp) -> StoreResult<bool> {
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send((op, Some(reply)))
-            .map_err(|_| stopped())?;
+        self.sender.send((op, Some(reply))).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 

@@ -138,7 +138,12 @@ impl<'a> CaseStore<'a> for std::sync::Arc<dyn Store> {
 /// the batch ([`Store::apply_writes`]) and the streamed artifact.
 #[async_trait::async_trait]
 pub(crate) trait SingleWrites {
-    async fn start_step(&self, step_run_id: i64, hash: Option<&str>, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn start_step(
+        &self,
+        step_run_id: i64,
+        hash: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
     async fn finish_step(&self, step_run_id: i64, end: &StepRunEnd) -> StoreResult<bool>;
     async fn save_step_progress(
         &self,
@@ -148,12 +153,22 @@ pub(crate) trait SingleWrites {
         task_progress: f64,
         message: Option<&str>,
     ) -> StoreResult<()>;
-    async fn read_artifact(&self, task_id: i64, name: &str, run_id: Option<i64>) -> StoreResult<Option<Vec<u8>>>;
+    async fn read_artifact(
+        &self,
+        task_id: i64,
+        name: &str,
+        run_id: Option<i64>,
+    ) -> StoreResult<Option<Vec<u8>>>;
 }
 
 #[async_trait::async_trait]
 impl<S: Store + ?Sized> SingleWrites for S {
-    async fn start_step(&self, step_run_id: i64, hash: Option<&str>, at: DateTime<Utc>) -> StoreResult<()> {
+    async fn start_step(
+        &self,
+        step_run_id: i64,
+        hash: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
         let op = WriteOp::StartStep {
             step_run_id,
             module_hash: hash.map(str::to_string),
@@ -188,7 +203,12 @@ impl<S: Store + ?Sized> SingleWrites for S {
         self.apply_writes(&[op]).await.map(|_| ())
     }
 
-    async fn read_artifact(&self, task_id: i64, name: &str, run_id: Option<i64>) -> StoreResult<Option<Vec<u8>>> {
+    async fn read_artifact(
+        &self,
+        task_id: i64,
+        name: &str,
+        run_id: Option<i64>,
+    ) -> StoreResult<Option<Vec<u8>>> {
         super::read_artifact(self, task_id, name, run_id).await
     }
 }

@@ -16,13 +16,13 @@
 //! It runs in the writer's turn (see [`super::turn`]), after the executor's
 //! writes of that turn.
 
-use super::turn::ClaimDue;
 use super::at_hand::{AtHand, Sql};
 use super::direct::{TASK_COLUMNS, task_from_row};
 use super::rows::{json_ids, ms, parse, parse_json, task_columns, time};
+use super::turn::ClaimDue;
 use crate::store::{
-    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, SealedSecret, Step,
-    StepRunStatus, StepStatus, Task, TaskStatus,
+    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, SealedSecret, Step, StepRunStatus,
+    StepStatus, Task, TaskStatus,
 };
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};

@@ -317,7 +317,6 @@ fn answer(flight: Flight, result: Result<(Vec<bool>, Vec<ClaimedRun>), StoreErro
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

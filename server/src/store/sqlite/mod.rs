@@ -30,7 +30,6 @@ mod writes;
 pub use writer_time::WriterTime;
 
 use crate::store::*;
-pub(crate) use turn::{ClaimDue, WriterTurn, WriterTurns};
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -41,6 +40,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use turn::ClaimDue;
+#[cfg(test)]
+pub(crate) use turn::{ClaimDue as TurnClaim, WriterTurn, WriterTurns};
 
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 

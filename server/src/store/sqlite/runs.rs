@@ -6,7 +6,7 @@ use super::rows::{
     RUN_COLUMNS, json_ids, load_children, load_step_runs, ms, run_from_row, task_columns,
     task_from_row,
 };
-use crate::store::{Run, RunEnd, StepRunEnd, StoreError, StoreResult, Task, WriteOp};
+use crate::store::{Run, RunEnd, StoreError, StoreResult, Task, WriteOp};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteConnection;
 use std::collections::HashMap;
@@ -89,28 +89,6 @@ pub(super) async fn expired_runs(
         .into_iter()
         .filter_map(|task| task.current_run_id.map(|run_id| (task, run_id)))
         .collect())
-}
-
-/// Mark a pending step run as running; false when there is no such step run.
-pub(super) async fn start_step_in(
-    conn: &mut SqliteConnection,
-    step_run_id: i64,
-    module_hash: Option<&str>,
-    now: DateTime<Utc>,
-) -> StoreResult<bool> {
-    // Only a pending step run starts: one already ended (rescued) stays ended.
-    let exists: Option<String> = sqlx::query_scalar(
-        "UPDATE step_runs SET status = CASE status WHEN 'pending' THEN 'running' ELSE status END, \
-                module_hash = CASE status WHEN 'pending' THEN ?2 ELSE module_hash END, \
-                started_at = CASE status WHEN 'pending' THEN ?3 ELSE started_at END \
-         WHERE id = ?1 RETURNING status",
-    )
-    .bind(step_run_id)
-    .bind(module_hash)
-    .bind(ms(now))
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(exists.is_some())
 }
 
 /// The executor's writes of many runs in one transaction: one fsync for all

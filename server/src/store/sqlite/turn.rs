@@ -52,7 +52,10 @@ impl SqliteStore {
     /// ends and claims their successors with one commit (and one fsync). A
     /// turn with no ops commits without an fsync (see the module docs). Errs
     /// only if no turn could be run at all.
-    pub(crate) async fn write_turns(&self, turns: &mut (dyn WriterTurns + Send)) -> StoreResult<()> {
+    pub(crate) async fn write_turns(
+        &self,
+        turns: &mut (dyn WriterTurns + Send),
+    ) -> StoreResult<()> {
         write_turns(self, turns).await
     }
 }
@@ -60,10 +63,7 @@ impl SqliteStore {
 /// The engine writer's turns on one hold of the writer's handle, for as long
 /// as `turns` has one ready: the hold, the hand-offs to sqlx's connection
 /// thread it takes and the statements prepared in it serve many turns.
-async fn write_turns(
-    store: &SqliteStore,
-    turns: &mut (dyn WriterTurns + Send),
-) -> StoreResult<()> {
+async fn write_turns(store: &SqliteStore, turns: &mut (dyn WriterTurns + Send)) -> StoreResult<()> {
     let durability = store.durability;
     with_writer(store, |db, full_again| {
         while let Some(turn) = turns.next_turn() {

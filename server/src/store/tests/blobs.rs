@@ -34,8 +34,17 @@ pub(crate) async fn checkpoints_round_trip(store: &dyn Store) {
     // A run that ends lets the next fresh run start from nothing.
     let first = claim_one(store, 3).await;
     complete(store, &first, 4).await;
-    assert!(store.load_checkpoint(task.id, a).await.expect("load").is_some());
-    store.run_task_now(task.id, None, t(5)).await.expect("run now");
+    assert!(
+        store
+            .load_checkpoint(task.id, a)
+            .await
+            .expect("load")
+            .is_some()
+    );
+    store
+        .run_task_now(task.id, None, t(5))
+        .await
+        .expect("run now");
     claim_one(store, 5).await;
     assert_eq!(store.load_checkpoint(task.id, a).await.expect("load"), None);
     assert_eq!(store.load_checkpoint(task.id, b).await.expect("load"), None);

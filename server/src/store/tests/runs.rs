@@ -554,7 +554,12 @@ pub(crate) async fn batched_writes_match_single_writes(store: &dyn Store) {
 /// claim takes what is due.
 pub(crate) async fn the_run_writer_keeps_order_and_claims(store: Arc<dyn Store>) {
     let store_ref: &dyn Store = &*store;
-    create(store_ref, with_steps(new_task("ordered"), &["w/a", "w/b"]), 0).await;
+    create(
+        store_ref,
+        with_steps(new_task("ordered"), &["w/a", "w/b"]),
+        0,
+    )
+    .await;
     let writer = store.clone().run_writer(Claimant {
         node: NODE.to_string(),
         lease: std::time::Duration::from_secs(30),
@@ -581,7 +586,10 @@ pub(crate) async fn the_run_writer_keeps_order_and_claims(store: Arc<dyn Store>)
         end,
     };
     assert!(writer.commit(finish(end.clone())).await.expect("end"));
-    assert!(!writer.commit(finish(end)).await.expect("again"), "a run ends once");
+    assert!(
+        !writer.commit(finish(end)).await.expect("again"),
+        "a run ends once"
+    );
     let runs = store.list_runs(run.task.id, 1).await.expect("runs");
     assert_eq!(runs[0].node, NODE);
     assert_eq!(

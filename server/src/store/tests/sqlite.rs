@@ -2,7 +2,7 @@
 //! single-server file lock and the durability setting.
 
 use super::*;
-use crate::store::sqlite::{ClaimDue, WriterTurn, WriterTurns};
+use crate::store::sqlite::{TurnClaim as ClaimDue, WriterTurn, WriterTurns};
 use tempfile::TempDir;
 
 /// A fresh store in its own temp dir (deleted when the guard drops).
