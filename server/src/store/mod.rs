@@ -7,6 +7,7 @@
 
 mod create_batcher;
 mod model;
+mod postgres;
 mod run_writer;
 mod sqlite;
 #[cfg(test)]
@@ -14,6 +15,7 @@ mod tests;
 
 pub use create_batcher::CreateBatcher;
 pub use model::*;
+pub use postgres::PostgresStore;
 pub use run_writer::{BatchedRunWriter, Claimant, RunWriter};
 pub use sqlite::{Durability, SqliteStore, WriterTime};
 

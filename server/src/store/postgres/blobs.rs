@@ -1,0 +1,172 @@
+//! Byte payloads: step checkpoints and module components (artifacts, which
+//! grow by appends, are in [`super::artifacts`]).
+
+use super::PostgresStore;
+use super::rows::{ms, time};
+use crate::store::{Module, StoreError, StoreResult};
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgRow};
+
+// ---- checkpoints ----------------------------------------------------------
+
+pub(super) async fn save_checkpoint(
+    store: &PostgresStore,
+    task_id: i64,
+    step_id: i64,
+    data: &[u8],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO checkpoints (task_id, step_id, data, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (task_id, step_id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+    )
+    .bind(task_id)
+    .bind(step_id)
+    .bind(data)
+    .bind(ms(now))
+    .execute(&store.pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn load_checkpoint(
+    store: &PostgresStore,
+    task_id: i64,
+    step_id: i64,
+) -> StoreResult<Option<Vec<u8>>> {
+    Ok(
+        sqlx::query_scalar("SELECT data FROM checkpoints WHERE task_id = $1 AND step_id = $2")
+            .bind(task_id)
+            .bind(step_id)
+            .fetch_optional(&store.pool)
+            .await?,
+    )
+}
+
+// ---- modules --------------------------------------------------------------
+
+const MODULE_SELECT: &str = "SELECT m.path, m.hash, b.size, m.active, m.created_at, m.updated_at \
+                             FROM modules AS m JOIN module_blobs AS b ON b.hash = m.hash";
+
+fn module_from_row(row: &PgRow) -> Result<Module, sqlx::Error> {
+    Ok(Module {
+        path: row.try_get("path")?,
+        hash: row.try_get("hash")?,
+        size: row.try_get("size")?,
+        active: row.try_get("active")?,
+        created_at: time(row.try_get("created_at")?),
+        updated_at: time(row.try_get("updated_at")?),
+    })
+}
+
+async fn module_on(conn: &mut PgConnection, path: &str) -> StoreResult<Option<Module>> {
+    let row = sqlx::query(&format!("{MODULE_SELECT} WHERE m.path = $1"))
+        .bind(path)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.as_ref().map(module_from_row).transpose()?)
+}
+
+fn module_not_found(path: &str) -> StoreError {
+    StoreError::NotFound(format!("module `{path}`"))
+}
+
+/// Re-registering a path keeps its `active` flag and creation time. Whether
+/// it was created is the upsert's own answer (`xmax = 0` on a fresh row), so
+/// two nodes registering one path at once cannot both say "created".
+pub(super) async fn put_module(
+    store: &PostgresStore,
+    path: &str,
+    hash: &str,
+    bytes: &[u8],
+    now: DateTime<Utc>,
+) -> StoreResult<(Module, bool)> {
+    let mut tx = store.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO module_blobs (hash, bytes, size, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (hash) DO NOTHING",
+    )
+    .bind(hash)
+    .bind(bytes)
+    .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?;
+    let created: bool = sqlx::query_scalar(
+        "INSERT INTO modules (path, hash, active, created_at, updated_at) VALUES ($1, $2, TRUE, $3, $3) \
+         ON CONFLICT (path) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at \
+         RETURNING (xmax = 0)",
+    )
+    .bind(path)
+    .bind(hash)
+    .bind(ms(now))
+    .fetch_one(&mut *tx)
+    .await?;
+    let module = module_on(&mut tx, path)
+        .await?
+        .ok_or_else(|| module_not_found(path))?;
+    tx.commit().await?;
+    Ok((module, created))
+}
+
+pub(super) async fn get_module(store: &PostgresStore, path: &str) -> StoreResult<Option<Module>> {
+    let mut conn = store.pool.acquire().await?;
+    module_on(&mut conn, path).await
+}
+
+pub(super) async fn list_modules(store: &PostgresStore) -> StoreResult<Vec<Module>> {
+    let rows = sqlx::query(&format!("{MODULE_SELECT} ORDER BY m.path"))
+        .fetch_all(&store.pool)
+        .await?;
+    Ok(rows.iter().map(module_from_row).collect::<Result<_, _>>()?)
+}
+
+pub(super) async fn set_module_active(
+    store: &PostgresStore,
+    path: &str,
+    active: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<Module> {
+    let mut tx = store.pool.begin().await?;
+    let changed = sqlx::query("UPDATE modules SET active = $2, updated_at = $3 WHERE path = $1")
+        .bind(path)
+        .bind(active)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if changed == 0 {
+        return Err(module_not_found(path));
+    }
+    let module = module_on(&mut tx, path)
+        .await?
+        .ok_or_else(|| module_not_found(path))?;
+    tx.commit().await?;
+    Ok(module)
+}
+
+/// The path goes; the blob stays for runs that pinned it.
+pub(super) async fn delete_module(store: &PostgresStore, path: &str) -> StoreResult<()> {
+    let deleted = sqlx::query("DELETE FROM modules WHERE path = $1")
+        .bind(path)
+        .execute(&store.pool)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(module_not_found(path));
+    }
+    Ok(())
+}
+
+pub(super) async fn module_bytes(
+    store: &PostgresStore,
+    hash: &str,
+) -> StoreResult<Option<Vec<u8>>> {
+    Ok(
+        sqlx::query_scalar("SELECT bytes FROM module_blobs WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&store.pool)
+            .await?,
+    )
+}

@@ -1,0 +1,458 @@
+//! The PostgreSQL store: many nodes, one database.
+//!
+//! Every node opens its own pool on the same database, so every method is
+//! safe against the other nodes' transactions: claims lock the due rows they
+//! take (`FOR UPDATE SKIP LOCKED`, two nodes never take the same task), and
+//! every write that depends on a row's state reads it under a row lock or
+//! states the condition in the `UPDATE` itself (PostgreSQL re-checks it on
+//! the latest row version after waiting for a concurrent writer).
+//!
+//! The semantics are SQLite's (`store/sqlite/`), statement for statement
+//! where the two dialects allow; times are BIGINT milliseconds, as there.
+//! Nodes talk to each other over `LISTEN`/`NOTIFY` (see [`notify`]).
+
+mod actions;
+mod artifacts;
+mod blobs;
+mod claim;
+mod create_batch;
+mod nodes;
+mod notify;
+mod records;
+mod rows;
+mod runs;
+mod stats;
+mod tasks;
+mod writes;
+
+use crate::store::*;
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Connections per node: the engine's run writer and claimer, the
+/// heartbeat, API requests and live views share them.
+pub const POOL_SIZE: u32 = 16;
+
+/// How long opening waits for the server to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// See the module docs.
+pub struct PostgresStore {
+    pool: PgPool,
+    /// Where this store's `LISTEN` connection hands on what other nodes send.
+    messages: broadcast::Sender<Arc<str>>,
+    /// The channel the nodes sharing this store talk on.
+    channel: String,
+    /// The task forwarding notifications; stopped when the store is dropped.
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresStore {
+    /// Connect to the database at `url` (`postgres://user:password@host/db`)
+    /// with a pool of [`POOL_SIZE`] connections, apply pending migrations
+    /// (nodes starting together take turns: sqlx's migrator holds an
+    /// advisory lock), and start listening to the other nodes.
+    pub async fn open(url: &str) -> anyhow::Result<PostgresStore> {
+        let options = PgConnectOptions::from_str(url).with_context(|| {
+            format!(
+                "`{}` is not a PostgreSQL URL; write it as postgres://user:password@host:5432/database",
+                redacted(url)
+            )
+        })?;
+        Self::connect(options, POOL_SIZE, &redacted(url)).await
+    }
+
+    /// [`Self::open`] with options already parsed and a pool size of
+    /// `connections`; `shown` names the server in errors (no password).
+    pub(crate) async fn connect(
+        options: PgConnectOptions,
+        connections: u32,
+        shown: &str,
+    ) -> anyhow::Result<PostgresStore> {
+        let unreachable = || {
+            format!(
+                "could not connect to PostgreSQL at {shown} — is the server running, \
+                 and does the database exist (createdb it first)?"
+            )
+        };
+        // One connection first: the pool would retry a refused connection
+        // until its acquire timeout, where a user wants the reason at once.
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer in {} s", CONNECT_TIMEOUT.as_secs()))
+            .with_context(unreachable)?
+            .with_context(unreachable)?;
+        probe.close().await.with_context(unreachable)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options)
+            .await
+            .with_context(unreachable)?;
+        MIGRATOR.run(&pool).await.with_context(|| {
+            format!(
+                "migrating the database at {shown} failed; check that the user may create \
+                 tables in it, and that no newer Stepwise migrated it first"
+            )
+        })?;
+        let channel = notify::channel(&pool).await?;
+        let (messages, _) = broadcast::channel(notify::CAPACITY);
+        let listener = notify::listen(&pool, &channel, messages.clone())
+            .await
+            .with_context(|| format!("listening for other nodes on PostgreSQL at {shown}"))?;
+        Ok(PostgresStore {
+            pool,
+            messages,
+            channel,
+            listener,
+        })
+    }
+}
+
+/// `url` with its password (if any) replaced by `***`, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let user_info = &authority[..at];
+    let Some(colon) = user_info.find(':') else {
+        return url.to_string();
+    };
+    format!(
+        "{}{}:***{}",
+        &url[..scheme_end + 3],
+        &user_info[..colon],
+        &rest[at..]
+    )
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_task(&self, task: NewTask, now: DateTime<Utc>) -> StoreResult<(Task, bool)> {
+        tasks::create(self, task, now).await
+    }
+
+    async fn create_tasks(
+        &self,
+        tasks: Vec<NewTask>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
+        tasks::create_many(self, tasks, now).await
+    }
+
+    async fn get_task(&self, id: i64) -> StoreResult<Option<Task>> {
+        tasks::get(self, id).await
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>> {
+        tasks::list(self, filter).await
+    }
+
+    async fn update_task(
+        &self,
+        id: i64,
+        patch: &TaskPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task> {
+        tasks::update(self, id, patch, now).await
+    }
+
+    async fn delete_task(&self, id: i64) -> StoreResult<()> {
+        tasks::delete(self, id).await
+    }
+
+    async fn run_task_now(
+        &self,
+        id: i64,
+        only_step: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task> {
+        actions::run_now(self, id, only_step, now).await
+    }
+
+    async fn retry_task(&self, id: i64, now: DateTime<Utc>) -> StoreResult<Task> {
+        actions::retry(self, id, now).await
+    }
+
+    async fn request_cancel(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+        actions::request_cancel(self, id, now).await
+    }
+
+    async fn cancel_requested(&self, run_id: i64) -> StoreResult<bool> {
+        runs::cancel_requested(self, run_id).await
+    }
+
+    async fn delete_finished_tasks(
+        &self,
+        finished_before: DateTime<Utc>,
+        status: Option<TaskStatus>,
+    ) -> StoreResult<u64> {
+        tasks::delete_finished(self, finished_before, status).await
+    }
+
+    async fn count_by_status(&self) -> StoreResult<StatusCounts> {
+        tasks::count_by_status(self).await
+    }
+
+    async fn claim_due(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedRun>> {
+        claim::claim_due(self, node, now, lease_until, limit).await
+    }
+
+    fn run_writer(self: Arc<Self>, claimant: Claimant) -> Arc<dyn RunWriter> {
+        BatchedRunWriter::start(self, claimant)
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        run_ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Vec<i64>> {
+        runs::heartbeat(self, node, run_ids, lease_until).await
+    }
+
+    async fn expired_runs(
+        &self,
+        now: DateTime<Utc>,
+        node: Option<&str>,
+    ) -> StoreResult<Vec<(Task, i64)>> {
+        runs::expired_runs(self, now, node).await
+    }
+
+    async fn apply_writes(&self, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
+        writes::apply_writes(self, ops).await
+    }
+
+    async fn finish_run(&self, task_id: i64, run_id: i64, end: &RunEnd) -> StoreResult<bool> {
+        let op = WriteOp::FinishRun {
+            task_id,
+            run_id,
+            end: end.clone(),
+        };
+        Ok(writes::apply_writes(self, &[op]).await?[0])
+    }
+
+    async fn list_runs(&self, task_id: i64, limit: i64) -> StoreResult<Vec<Run>> {
+        runs::list_runs(self, task_id, limit).await
+    }
+
+    async fn recent_run_durations(&self, task_id: i64, limit: i64) -> StoreResult<Vec<f64>> {
+        runs::recent_run_durations(self, task_id, limit).await
+    }
+
+    async fn beat_node(&self, node: &Node) -> StoreResult<()> {
+        nodes::beat_node(self, node).await
+    }
+
+    async fn list_nodes(&self) -> StoreResult<Vec<Node>> {
+        nodes::list_nodes(self).await
+    }
+
+    async fn notify_nodes(&self, payload: &str) -> StoreResult<()> {
+        notify::send(self, payload).await
+    }
+
+    fn node_messages(&self) -> Option<broadcast::Receiver<Arc<str>>> {
+        Some(self.messages.subscribe())
+    }
+
+    async fn save_checkpoint(
+        &self,
+        task_id: i64,
+        step_id: i64,
+        data: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        blobs::save_checkpoint(self, task_id, step_id, data, now).await
+    }
+
+    async fn load_checkpoint(&self, task_id: i64, step_id: i64) -> StoreResult<Option<Vec<u8>>> {
+        blobs::load_checkpoint(self, task_id, step_id).await
+    }
+
+    async fn write_artifact(
+        &self,
+        task_id: i64,
+        run_id: i64,
+        step_id: i64,
+        name: &str,
+        data: &[u8],
+        append: bool,
+        max_bytes: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let target = artifacts::ArtifactTarget {
+            task_id,
+            run_id,
+            step_id,
+            name,
+        };
+        artifacts::write_artifact(self, target, data, append, max_bytes, now).await
+    }
+
+    async fn list_artifacts(&self, task_id: i64) -> StoreResult<Vec<Artifact>> {
+        artifacts::list_artifacts(self, task_id).await
+    }
+
+    async fn artifact_chunks(
+        &self,
+        task_id: i64,
+        name: &str,
+        run_id: Option<i64>,
+    ) -> StoreResult<Option<ArtifactChunks>> {
+        artifacts::artifact_chunks(self, task_id, name, run_id).await
+    }
+
+    async fn artifact_chunk(&self, chunk_id: i64) -> StoreResult<Option<Vec<u8>>> {
+        artifacts::artifact_chunk(self, chunk_id).await
+    }
+
+    async fn append_events(&self, events: &[EventRecord]) -> StoreResult<()> {
+        records::append_events(self, events).await
+    }
+
+    async fn list_events(
+        &self,
+        task_id: i64,
+        logs_only: bool,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>> {
+        records::list_events(self, task_id, logs_only, limit).await
+    }
+
+    async fn put_module(
+        &self,
+        path: &str,
+        hash: &str,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Module, bool)> {
+        blobs::put_module(self, path, hash, bytes, now).await
+    }
+
+    async fn get_module(&self, path: &str) -> StoreResult<Option<Module>> {
+        blobs::get_module(self, path).await
+    }
+
+    async fn list_modules(&self) -> StoreResult<Vec<Module>> {
+        blobs::list_modules(self).await
+    }
+
+    async fn set_module_active(
+        &self,
+        path: &str,
+        active: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Module> {
+        blobs::set_module_active(self, path, active, now).await
+    }
+
+    async fn delete_module(&self, path: &str) -> StoreResult<()> {
+        blobs::delete_module(self, path).await
+    }
+
+    async fn module_bytes(&self, hash: &str) -> StoreResult<Option<Vec<u8>>> {
+        blobs::module_bytes(self, hash).await
+    }
+
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Token> {
+        records::create_token(self, name, role, token_hash, now).await
+    }
+
+    async fn find_token(&self, token_hash: &str) -> StoreResult<Option<Token>> {
+        records::find_token(self, token_hash, Utc::now()).await
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<Token>> {
+        records::list_tokens(self).await
+    }
+
+    async fn revoke_token(&self, id: i64) -> StoreResult<()> {
+        records::revoke_token(self, id, Utc::now()).await
+    }
+
+    async fn count_tokens(&self) -> StoreResult<i64> {
+        records::count_tokens(self).await
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        records::prune(self, before).await
+    }
+
+    async fn performance(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<PerformanceStats> {
+        stats::performance(self, since, now).await
+    }
+
+    async fn alert_facts(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<AlertFacts> {
+        stats::alert_facts(self, since, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redacted("postgres://me:secret@db:5432/x"),
+            "postgres://me:***@db:5432/x"
+        );
+        assert_eq!(redacted("postgres://me@db/x"), "postgres://me@db/x");
+        assert_eq!(redacted("postgres://db/x?a=b@c"), "postgres://db/x?a=b@c");
+        assert_eq!(
+            redacted("postgresql://u:p@ss@h/d"),
+            "postgresql://u:***@h/d"
+        );
+    }
+}

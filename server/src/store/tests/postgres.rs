@@ -1,0 +1,304 @@
+//! The conformance suite against PostgreSQL, plus what only a store shared
+//! by several nodes has: concurrent claims from separate pools, messages
+//! between nodes, migrations raced by nodes starting together.
+//!
+//! Each test gets a schema of its own (`stepwise_t_<secs>_<pid>_<n>`) on the
+//! server at `STEPWISE_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`): the store connects with
+//! `search_path` set to it, so its migrations and tables go there. The
+//! schema is dropped when the test ends, and schemas older than an hour
+//! (left by killed runs) at the first test of a process. Without a server
+//! the tests print `skipped: …` and pass — except with `CI=true`, where
+//! they must run and fail instead.
+
+use super::*;
+use crate::store::postgres::redacted;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Connections per test store (the server allows 100 in all, and tests run
+/// in parallel).
+const TEST_POOL: u32 = 4;
+/// Test schemas older than this are left over from killed runs.
+const STALE_SECS: u64 = 3600;
+
+static NEXT_SCHEMA: AtomicU64 = AtomicU64::new(0);
+static SWEPT: AtomicBool = AtomicBool::new(false);
+
+fn server_url() -> String {
+    std::env::var("STEPWISE_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.to_string())
+}
+
+/// No server: skip (print why), or fail in CI, where the tests must run.
+fn unreachable(reason: String) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("PostgreSQL is required in CI (CI=true): {reason}");
+    }
+    println!("skipped: {reason}");
+}
+
+/// A test's own schema; dropped (with everything in it) when this drops.
+pub(crate) struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Schema {
+    /// Options that put a store's tables in this schema.
+    fn options(&self) -> PgConnectOptions {
+        PgConnectOptions::from_str(&self.url)
+            .expect("a PostgreSQL URL")
+            .options([("search_path", self.name.as_str())])
+    }
+
+    /// A store on this schema (several may share it, as nodes do).
+    async fn open(&self) -> PostgresStore {
+        PostgresStore::connect(self.options(), TEST_POOL, &redacted(&self.url))
+            .await
+            .expect("open the PostgreSQL store")
+    }
+}
+
+impl Drop for Schema {
+    /// On a thread of its own with its own runtime: a drop cannot await, and
+    /// the test's runtime may be the current-thread kind.
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&url).await?;
+                // A connection of the test's pool still closing may hold a
+                // lock for a moment; past that, the next sweep drops it.
+                sqlx::query("SET lock_timeout = '10s'")
+                    .execute(&mut conn)
+                    .await?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop test schema {}: {error}", self.name);
+        }
+    }
+}
+
+/// A fresh, empty schema on the test server, or `None` (skipped) without one.
+async fn fresh_schema() -> Option<Schema> {
+    let url = server_url();
+    let mut conn = match PgConnection::connect(&url).await {
+        Ok(conn) => conn,
+        Err(error) => {
+            unreachable(format!(
+                "no PostgreSQL at {} ({error}); set STEPWISE_TEST_POSTGRES to a server's URL",
+                redacted(&url)
+            ));
+            return None;
+        }
+    };
+    let secs = chrono::Utc::now().timestamp().max(0) as u64;
+    if !SWEPT.swap(true, Ordering::SeqCst) {
+        sweep(&mut conn, secs).await;
+    }
+    let name = format!(
+        "stepwise_t_{secs}_{}_{}",
+        std::process::id(),
+        NEXT_SCHEMA.fetch_add(1, Ordering::SeqCst)
+    );
+    sqlx::query(&format!("CREATE SCHEMA {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create a test schema");
+    let _ = conn.close().await;
+    Some(Schema { url, name })
+}
+
+/// Drop test schemas older than [`STALE_SECS`] (their name says when they
+/// were made). Best effort: another process may be dropping them too.
+async fn sweep(conn: &mut PgConnection, now_secs: u64) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'stepwise\\_t\\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    for name in names {
+        let made: Option<u64> = name
+            .strip_prefix("stepwise_t_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse().ok());
+        if made.is_some_and(|made| made + STALE_SECS < now_secs) {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
+}
+
+/// A fresh, empty store in a schema of its own, or `None` (skipped).
+async fn postgres_store() -> Option<(Schema, PostgresStore)> {
+    let schema = fresh_schema().await?;
+    let store = schema.open().await;
+    Some((schema, store))
+}
+
+conformance!(postgres_store);
+
+/// Four nodes (four stores, four pools) claim 400 due tasks at once: every
+/// task is claimed exactly once, with one run each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_from_four_nodes_never_overlap() {
+    const TASKS: usize = 400;
+    let Some(schema) = fresh_schema().await else {
+        return;
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(std::sync::Arc::new(schema.open().await));
+    }
+    let tasks = (0..TASKS)
+        .map(|i| new_task(&format!("t{i}")))
+        .collect::<Vec<_>>();
+    for created in nodes[0].create_tasks(tasks, t(0)).await.expect("create") {
+        created.expect("created");
+    }
+    let claimers = nodes.iter().enumerate().map(|(n, store)| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let node = format!("node-{n}");
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_due(&node, t(1), t(31), 7).await.expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|c| (c.task.id, c.run_id)));
+            }
+        })
+    });
+    let mut all = Vec::new();
+    let mut per_node = Vec::new();
+    for claimer in claimers {
+        let mine = claimer.await.expect("claimer");
+        per_node.push(mine.len());
+        all.extend(mine);
+    }
+    let tasks: HashSet<i64> = all.iter().map(|(task, _)| *task).collect();
+    let runs: HashSet<i64> = all.iter().map(|(_, run)| *run).collect();
+    assert_eq!(
+        all.len(),
+        TASKS,
+        "every task claimed once (per node: {per_node:?})"
+    );
+    assert_eq!(tasks.len(), TASKS);
+    assert_eq!(runs.len(), TASKS);
+    let counts = nodes[0].count_by_status().await.expect("counts");
+    let running = counts
+        .iter()
+        .find(|(status, _)| *status == TaskStatus::Running)
+        .map(|(_, n)| *n);
+    assert_eq!(running, Some(TASKS as i64));
+}
+
+/// A message one node sends reaches the others (and itself); a store on
+/// another schema of the same database hears nothing.
+#[tokio::test]
+async fn node_messages_reach_every_node_on_the_database() {
+    let Some(schema) = fresh_schema().await else {
+        return;
+    };
+    let Some(elsewhere) = fresh_schema().await else {
+        return;
+    };
+    let sender = schema.open().await;
+    let receiver = schema.open().await;
+    let stranger = elsewhere.open().await;
+    let mut theirs = receiver
+        .node_messages()
+        .expect("PostgreSQL has node messages");
+    let mut own = sender
+        .node_messages()
+        .expect("PostgreSQL has node messages");
+    let mut strangers = stranger
+        .node_messages()
+        .expect("PostgreSQL has node messages");
+    sender.notify_nodes("cancel 42").await.expect("notify");
+    for receiver in [&mut theirs, &mut own] {
+        let message = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+            .await
+            .expect("the message arrives")
+            .expect("a message");
+        assert_eq!(&*message, "cancel 42");
+    }
+    let heard = tokio::time::timeout(Duration::from_millis(300), strangers.recv()).await;
+    assert!(heard.is_err(), "another schema's store heard {heard:?}");
+}
+
+/// Nodes starting together on an empty database: both migrate (one waits
+/// for the other's advisory lock), neither fails, each migration applies once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_raced_by_two_nodes_apply_once() {
+    let Some(schema) = fresh_schema().await else {
+        return;
+    };
+    let (first, second) = tokio::join!(
+        PostgresStore::connect(schema.options(), TEST_POOL, "the test server"),
+        PostgresStore::connect(schema.options(), TEST_POOL, "the test server"),
+    );
+    let (first, second) = (first.expect("first node"), second.expect("second node"));
+    let id = create(&first, new_task("shared"), 0).await.id;
+    assert_eq!(get(&second, id).await.name, "shared");
+    let mut conn = PgConnection::connect_with(&schema.options())
+        .await
+        .expect("connect");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count migrations");
+    let files = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../migrations/postgres"
+    ))
+    .expect("the migrations directory")
+    .count();
+    assert_eq!(applied as usize, files);
+}
+
+/// The CHECK constraints refuse a status no Rust enum has, as SQLite's do.
+#[tokio::test]
+async fn check_constraints_refuse_unknown_states() {
+    let Some((schema, store)) = postgres_store().await else {
+        return;
+    };
+    let id = create(&store, new_task("checked"), 0).await.id;
+    let mut conn = PgConnection::connect_with(&schema.options())
+        .await
+        .expect("connect");
+    let refused = sqlx::query("UPDATE tasks SET status = 'lost' WHERE id = $1")
+        .bind(id)
+        .execute(&mut conn)
+        .await;
+    assert!(refused.is_err(), "status 'lost' was accepted");
+}
+
+/// An unreachable server is reported with what to do, and no password.
+#[tokio::test]
+async fn an_unreachable_server_says_what_to_do() {
+    let error = PostgresStore::open("postgres://me:hunter2@127.0.0.1:1/nowhere")
+        .await
+        .expect_err("nothing listens on port 1");
+    let message = format!("{error:#}");
+    assert!(message.contains("is the server running"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
