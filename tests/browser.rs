@@ -1423,6 +1423,11 @@ async fn every_page_fits_a_phone() {
         b.click("a[data-nav=stats]").await;
         wait_stats_loaded(b).await;
         fits(b, "stats").await;
+        // The nodes view lists this server, alive and running.
+        b.click("a[data-nav=nodes]").await;
+        b.wait_visible("#nodes-table tr[data-node-id][data-alive='true'][data-state='running']")
+            .await;
+        fits(b, "nodes").await;
 
         let expected = missing_routes(&server, &["/stats/performance", "/alerts"]).await;
         b.assert_no_console_errors(&expected).await;
