@@ -16,8 +16,8 @@
 use super::PostgresStore;
 use super::rows::{load_children, ms, task_columns, task_from_row, time};
 use crate::store::{
-    ClaimedRun, ModuleRef, PlannedStep, RunTrigger, Step, StepRunStatus, StepStatus, StoreResult,
-    Task, TaskStatus,
+    ClaimedRun, ModuleRef, PlannedStep, RunTrigger, Step, StepRunStatus, StepStatus, StoreError,
+    StoreResult, Task, TaskStatus,
 };
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -148,9 +148,8 @@ pub(super) async fn claim_due(
         return Ok(Vec::new());
     }
     let mut tx = store.pool.begin().await?;
-    let claimed = claim_in(&mut tx, node, now, lease_until, limit).await?;
-    tx.commit().await?;
-    Ok(claimed)
+    let claimed = claim_in(&mut tx, node, now, lease_until, limit).await;
+    super::settle(tx, claimed.map_err(StoreError::from)).await
 }
 
 async fn claim_in(

@@ -133,6 +133,29 @@ impl PostgresStore {
     }
 }
 
+/// End a transaction as its work went: commit on success; on an error, roll
+/// back *now*. A transaction merely dropped is rolled back only once its
+/// connection is released in the background, and until then it keeps its
+/// row locks: a claim right after a refused `run now` would skip the task
+/// it had locked (`SKIP LOCKED`), and other writers would wait for it.
+async fn settle<R>(
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    result: StoreResult<R>,
+) -> StoreResult<R> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!("rolling back after `{error}` failed too: {rollback}");
+            }
+            Err(error)
+        }
+    }
+}
+
 /// `url` with its password (if any) replaced by `***`, for messages and logs.
 pub fn redacted(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {

@@ -44,9 +44,8 @@ pub(super) async fn create(
     now: DateTime<Utc>,
 ) -> StoreResult<(Task, bool)> {
     let mut tx = store.pool.begin().await?;
-    let created = create_in(&mut tx, new, now).await?;
-    tx.commit().await?;
-    Ok(created)
+    let created = create_in(&mut tx, new, now).await;
+    super::settle(tx, created).await
 }
 
 /// Several creates in one transaction (one commit). A conflict (a running
@@ -58,11 +57,20 @@ pub(super) async fn create_many(
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
     let mut tx = store.pool.begin().await?;
+    let result = create_many_in(&mut tx, tasks, now).await;
+    super::settle(tx, result).await
+}
+
+async fn create_many_in(
+    tx: &mut PgConnection,
+    tasks: Vec<NewTask>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
     let mut results: Vec<Option<StoreResult<(Task, bool)>>> = Vec::with_capacity(tasks.len());
     let mut plain = Vec::new();
     for new in tasks {
         if new.code.is_some() {
-            match create_in(&mut tx, new, now).await {
+            match create_in(tx, new, now).await {
                 Err(StoreError::Conflict(message)) => {
                     results.push(Some(Err(StoreError::Conflict(message))))
                 }
@@ -74,10 +82,7 @@ pub(super) async fn create_many(
             plain.push(new);
         }
     }
-    let mut inserted = create_batch::insert_new(&mut tx, plain, now)
-        .await?
-        .into_iter();
-    tx.commit().await?;
+    let mut inserted = create_batch::insert_new(tx, plain, now).await?.into_iter();
     Ok(results
         .into_iter()
         .map(|result| {
@@ -368,6 +373,16 @@ pub(super) async fn update(
     now: DateTime<Utc>,
 ) -> StoreResult<Task> {
     let mut tx = store.pool.begin().await?;
+    let result = update_in(&mut tx, id, patch, now).await;
+    super::settle(tx, result).await
+}
+
+async fn update_in(
+    tx: &mut PgConnection,
+    id: i64,
+    patch: &TaskPatch,
+    now: DateTime<Utc>,
+) -> StoreResult<Task> {
     let row =
         sqlx::query("SELECT status, start_at, next_run_at FROM tasks WHERE id = $1 FOR UPDATE")
             .bind(id)
@@ -429,7 +444,7 @@ pub(super) async fn update(
                 .execute(&mut *tx)
                 .await?;
         } else {
-            upsert_detail(&mut tx, id, key, value).await?;
+            upsert_detail(tx, id, key, value).await?;
         }
     }
     if !patch.remove_secrets.is_empty() {
@@ -440,7 +455,7 @@ pub(super) async fn update(
             .await?;
     }
     for secret in &patch.set_secrets {
-        insert_secret(&mut tx, id, secret).await?;
+        insert_secret(tx, id, secret).await?;
     }
     for (step_id, step_status) in &patch.step_status {
         let changed = sqlx::query("UPDATE steps SET status = $3 WHERE id = $1 AND task_id = $2")
@@ -454,14 +469,18 @@ pub(super) async fn update(
             return Err(StoreError::NotFound(format!("step {step_id} of task {id}")));
         }
     }
-    let task = reload(&mut tx, id).await?;
-    tx.commit().await?;
+    let task = reload(tx, id).await?;
     Ok(task)
 }
 
 pub(super) async fn delete(store: &PostgresStore, id: i64) -> StoreResult<()> {
     let mut tx = store.pool.begin().await?;
-    if lock_status(&mut tx, id).await? == TaskStatus::Running {
+    let result = delete_in(&mut tx, id).await;
+    super::settle(tx, result).await
+}
+
+async fn delete_in(tx: &mut PgConnection, id: i64) -> StoreResult<()> {
+    if lock_status(tx, id).await? == TaskStatus::Running {
         return Err(StoreError::Conflict(format!(
             "task {id} is running; cancel it or wait until it finishes before deleting it"
         )));
@@ -470,7 +489,6 @@ pub(super) async fn delete(store: &PostgresStore, id: i64) -> StoreResult<()> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 
 use super::PostgresStore;
 use super::rows::{ms, opt_ms};
-use crate::store::{RunEnd, StepRunEnd, StoreResult, WriteOp};
+use crate::store::{RunEnd, StepRunEnd, StoreError, StoreResult, WriteOp};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use sqlx::postgres::PgConnection;
@@ -52,9 +52,8 @@ pub(super) async fn apply_writes(store: &PostgresStore, ops: &[WriteOp]) -> Stor
         return Ok(Vec::new());
     }
     let mut tx = store.pool.begin().await?;
-    let applied = apply_in(&mut tx, ops).await?;
-    tx.commit().await?;
-    Ok(applied)
+    let applied = apply_in(&mut tx, ops).await;
+    super::settle(tx, applied.map_err(StoreError::from)).await
 }
 
 /// `ops` in order; one `applied` answer per op (`StartStep` and

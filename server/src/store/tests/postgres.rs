@@ -54,6 +54,8 @@ impl Schema {
         PgConnectOptions::from_str(&self.url)
             .expect("a PostgreSQL URL")
             .options([("search_path", self.name.as_str())])
+            // So that the drop finds (and ends) the test's connections.
+            .application_name(&self.name)
     }
 
     /// A store on this schema (several may share it, as nodes do).
@@ -76,8 +78,16 @@ impl Drop for Schema {
                 .expect("a runtime");
             runtime.block_on(async {
                 let mut conn = PgConnection::connect(&url).await?;
-                // A connection of the test's pool still closing may hold a
-                // lock for a moment; past that, the next sweep drops it.
+                // The test's pools close their connections in tasks of a
+                // runtime that is ending (or blocked on this very drop): end
+                // them here, or the drop would wait for their locks.
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&name)
+                .execute(&mut conn)
+                .await?;
                 sqlx::query("SET lock_timeout = '10s'")
                     .execute(&mut conn)
                     .await?;
