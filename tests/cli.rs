@@ -552,3 +552,118 @@ async fn watching_a_task_replaced_by_code_follows_its_new_run() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("completed"), "{stderr}");
 }
+
+/// Everything the API does to a task, from the command line: disable and
+/// enable, run one step, delete, clean up; and the server-wide commands.
+#[tokio::test]
+async fn the_cli_does_what_the_api_does() {
+    let server = TestServer::start().await;
+    let s = Some(&server);
+    let body = serde_json::json!({"name": "two steps", "disabled": true, "steps": [
+        {"controller": "demo/count", "settings": {"to": 10}},
+        {"controller": "demo/count", "settings": {"to": 20}}]});
+    let (status, task) = server.post("/tasks", body).await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_i64().unwrap().to_string();
+    let second_step = task["steps"][1]["id"].as_i64().unwrap().to_string();
+
+    let out = stepwise(&["task", "enable", &id], s);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("scheduled"),
+        "{}",
+        text(&out.stderr)
+    );
+    server
+        .wait_for(
+            id.parse().unwrap(),
+            &["completed"],
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+
+    let out = stepwise_within(
+        &["task", "run", &id, "--step", &second_step, "--watch"],
+        &server,
+        std::time::Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runs = server.runs(id.parse().unwrap()).await;
+    assert_eq!(runs[0]["trigger"], "step", "{:?}", runs[0]);
+
+    let out = stepwise(&["task", "disable", &id], s);
+    assert!(
+        text(&out.stderr).contains("disabled"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = stepwise(&["stats", "--hours", "1"], s);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stats = text(&out.stdout);
+    assert!(stats.contains("runs started in the last 1 h: 2"), "{stats}");
+    let out = stepwise(&["alerts"], s);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let out = stepwise(&["nodes", "--json"], s);
+    let nodes: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(nodes[0]["this_node"], true, "{nodes}");
+
+    let out = stepwise(&["task", "delete", &id], s);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = stepwise(&["task", "show", &id], s);
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let (_, done) = server
+        .post(
+            "/tasks?wait=10s",
+            serde_json::json!({"name": "old", "steps": [
+        {"controller": "demo/count", "settings": {"to": 10}}]}),
+        )
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let out = stepwise(&["task", "cleanup", "--older-than", "1x"], s);
+    assert!(
+        text(&out.stderr).contains("unit must be d, h, m or s"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = stepwise(&["task", "cleanup", "--older-than", "1s", "--json"], s);
+    let deleted: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(deleted["deleted"], 1, "{deleted}");
+}
+
+/// A client command finds a server from the server's own config file: its
+/// `listen` address and the admin token in its `data_dir`.
+#[tokio::test]
+async fn client_commands_find_the_server_from_its_config_file() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stepwise.toml");
+    let listen = server.url.trim_start_matches("http://");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{listen}\"\ndata_dir = \"{}\"\n",
+            server.dir.display()
+        ),
+    )
+    .unwrap();
+    let out = stepwise(
+        &[
+            "task",
+            "list",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(page["tasks"].is_array(), "{page}");
+}

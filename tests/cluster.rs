@@ -46,6 +46,12 @@ async fn cluster(test: &str, count: usize, args: &[&str]) -> Option<Cluster> {
     let mut dirs = Vec::new();
     for _ in 0..count {
         let dir = tempfile::tempdir().expect("temp dir");
+        // The first node made the admin token; the others are given it,
+        // as an operator would.
+        if let Some(first) = nodes.first() {
+            let first: &TestServer = first;
+            std::fs::write(dir.path().join("admin-token"), &first.token).expect("token");
+        }
         let node = TestServer::spawn_with_env(
             dir.path(),
             &all_args,

@@ -14,8 +14,8 @@ use stepwise::events::{Event, EventBus};
 use stepwise::runtime::{Runtime, RuntimeConfig, StepOutcome};
 use stepwise::secrets::SecretBox;
 use stepwise::store::{
-    Durability, NewStep, NewTask, Priority, RunStatus, SqliteStore, StepRunStatus, StepStatus,
-    Store, TaskStatus,
+    Durability, NewStep, NewTask, PostgresStore, Priority, RunStatus, SqliteStore, StepRunStatus,
+    StepStatus, Store, TaskStatus,
 };
 
 struct Harness {
@@ -30,11 +30,16 @@ async fn harness() -> Harness {
 
 async fn harness_with(configure: impl FnOnce(&mut EngineConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("db.sqlite"), Durability::Normal)
-            .await
-            .unwrap(),
-    );
+    let store: Arc<dyn Store> = if common::database::on_postgres() {
+        let url = common::database::fresh_postgres_database();
+        Arc::new(PostgresStore::open(&url).await.unwrap())
+    } else {
+        Arc::new(
+            SqliteStore::open(&dir.path().join("db.sqlite"), Durability::Normal)
+                .await
+                .unwrap(),
+        )
+    };
     let runtime =
         Arc::new(Runtime::new(RuntimeConfig::local(dir.path().join("compiled"))).unwrap());
     let mut config = EngineConfig::new("test-node");

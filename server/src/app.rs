@@ -7,7 +7,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::events::EventBus;
 use crate::runtime::{Compiler, PoolSizing, Runtime, RuntimeConfig};
 use crate::secrets::SecretBox;
-use crate::store::{Durability, Role, SqliteStore, Store};
+use crate::store::{Durability, PostgresStore, Role, SqliteStore, Store};
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use chrono::Utc;
@@ -170,6 +170,7 @@ impl App {
             shutdown_grace: settings.shutdown_grace,
         };
         app.first_start(data_dir).await?;
+        app.engine.report_running().await;
         eprintln!("stepwise listening on {}", app.address());
         Ok(app)
     }
@@ -265,7 +266,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         None => settings.data_dir.join("stepwise.db"),
         Some(url) if url.starts_with("sqlite://") => PathBuf::from(&url["sqlite://".len()..]),
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            bail!("PostgreSQL is not supported by this build yet; use SQLite (the default) for now")
+            return Ok(Arc::new(PostgresStore::open(url).await?));
         }
         Some(other) => bail!(
             "--database `{other}` must start with sqlite:// (one server) or postgres:// (several)"

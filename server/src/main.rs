@@ -56,6 +56,9 @@ fn main() -> ExitCode {
                 connection,
                 command,
             } => stepwise::cli::token(&connection, command).await,
+            Command::Stats { connection, hours } => stepwise::cli::stats(&connection, hours).await,
+            Command::Alerts { connection } => stepwise::cli::alerts(&connection).await,
+            Command::Nodes { connection } => stepwise::cli::nodes(&connection).await,
             Command::InternalCompile { .. } => unreachable!("handled above"),
         }
     });

@@ -1,5 +1,8 @@
 //! A small HTTP client for the CLI's commands: the server's address and token
-//! come from `STEPWISE_URL` and `STEPWISE_TOKEN`; errors become one line.
+//! come from `--url` and `--token` (or `STEPWISE_URL`, `STEPWISE_TOKEN`), else
+//! from the server's own config file (`--config`, `STEPWISE_CONFIG`: its
+//! `listen` and the admin token in its `data_dir`), else the defaults; errors
+//! become one line.
 
 use anyhow::{Context, bail};
 use reqwest::{Method, StatusCode};
@@ -7,17 +10,17 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
-    /// The server's address.
-    #[arg(
-        long,
-        env = "STEPWISE_URL",
-        default_value = "http://127.0.0.1:7070",
-        global = true
-    )]
-    pub url: String,
-    /// A bearer token (default: ./stepwise-data/admin-token when present).
+    /// The server's address (default: the config file's `listen`, else
+    /// http://127.0.0.1:7070).
+    #[arg(long, env = "STEPWISE_URL", global = true)]
+    pub url: Option<String>,
+    /// A bearer token (default: the admin token in the config file's
+    /// `data_dir`, else in ./stepwise-data).
     #[arg(long, env = "STEPWISE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// The server's config file, to find it as `serve --config` set it up.
+    #[arg(long, env = "STEPWISE_CONFIG", global = true)]
+    pub config: Option<std::path::PathBuf>,
     /// Print JSON instead of text (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
@@ -32,15 +35,33 @@ pub struct Client {
 
 impl Client {
     pub fn new(connection: &Connection) -> anyhow::Result<Self> {
+        let place = match &connection.config {
+            Some(path) => super::config_file::server_place(path)?,
+            None => super::config_file::ServerPlace::default(),
+        };
+        let base = match (&connection.url, &place.listen) {
+            (Some(url), _) => url.clone(),
+            (None, Some(listen)) => format!("http://{}", connectable(listen)),
+            (None, None) => "http://127.0.0.1:7070".to_string(),
+        };
+        let token_file = place
+            .data_dir
+            .unwrap_or_else(|| "stepwise-data".into())
+            .join("admin-token");
         let token = match &connection.token {
             Some(token) => token.clone(),
-            None => std::fs::read_to_string("stepwise-data/admin-token")
+            None => std::fs::read_to_string(&token_file)
                 .map(|t| t.trim().to_string())
-                .context("no token: set STEPWISE_TOKEN (or --token); the first start printed an admin token")?,
+                .with_context(|| {
+                    format!(
+                        "no token: set STEPWISE_TOKEN (or --token); the first start printed an admin token and saved it to {}",
+                        token_file.display()
+                    )
+                })?,
         };
         Ok(Client {
             http: reqwest::Client::new(),
-            base: connection.url.trim_end_matches('/').to_string(),
+            base: base.trim_end_matches('/').to_string(),
             token,
             json: connection.json,
         })
@@ -135,5 +156,17 @@ pub fn show(value: &Value) -> String {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// A listen address a client can connect to: a server listening on every
+/// interface (`0.0.0.0`, `[::]`) is reached on loopback.
+fn connectable(listen: &str) -> String {
+    if let Some(port) = listen.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = listen.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        listen.to_string()
     }
 }

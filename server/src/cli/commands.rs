@@ -27,11 +27,30 @@ pub enum TaskCommand {
     },
     /// Show a task with its steps.
     Show { id: i64 },
-    /// Run a task now, whatever its schedule.
+    /// Run a task now, whatever its schedule (or only one of its steps).
     Run {
         id: i64,
+        /// Run only this step (its id, as `task show` lists it), on its own.
+        #[arg(long)]
+        step: Option<i64>,
         #[arg(long)]
         watch: bool,
+    },
+    /// Delete a task with its runs, logs and artifacts (not while it runs).
+    Delete { id: i64 },
+    /// Switch a task on again: it runs at its schedule.
+    Enable { id: i64 },
+    /// Switch a task off: it keeps its definition and history but never runs
+    /// until enabled (not while it runs: cancel it first).
+    Disable { id: i64 },
+    /// Delete finished tasks not updated for this long (admin).
+    Cleanup {
+        /// Age, e.g. `30d`, `12h`, `90m`.
+        #[arg(long, value_parser = parse_age)]
+        older_than: chrono::Duration,
+        /// Only tasks that ended so: completed, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
     },
     /// Cancel a task (a running one stops within 100 ms).
     Cancel { id: i64 },
@@ -178,15 +197,43 @@ pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Resu
                 }
             });
         }
-        TaskCommand::Run { id, watch } => {
+        TaskCommand::Run { id, step, watch } => {
             let floor = watch::latest_run(&client, id).await?.0;
-            client
-                .call(Method::POST, &format!("/tasks/{id}/run"), None)
-                .await?;
-            eprintln!("task {id} started");
+            let path = match step {
+                Some(step) => format!("/tasks/{id}/steps/{step}/run"),
+                None => format!("/tasks/{id}/run"),
+            };
+            client.call(Method::POST, &path, None).await?;
+            match step {
+                Some(step) => eprintln!("step {step} of task {id} started"),
+                None => eprintln!("task {id} started"),
+            }
             if watch {
                 return watch::watch(&client, id, floor).await;
             }
+        }
+        TaskCommand::Delete { id } => {
+            client
+                .call(Method::DELETE, &format!("/tasks/{id}"), None)
+                .await?;
+            eprintln!("task {id} deleted");
+        }
+        TaskCommand::Enable { id } => set_disabled(&client, id, false).await?,
+        TaskCommand::Disable { id } => set_disabled(&client, id, true).await?,
+        TaskCommand::Cleanup { older_than, status } => {
+            let before = (chrono::Utc::now() - older_than)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let mut path = format!("/tasks?finished_before={before}");
+            if let Some(status) = status {
+                path.push_str(&format!("&status={status}"));
+            }
+            let result = client.call(Method::DELETE, &path, None).await?;
+            client.print(&result, |r| {
+                eprintln!(
+                    "deleted {} finished task(s) last updated before {before}",
+                    show(&r["deleted"])
+                );
+            });
         }
         TaskCommand::Cancel { id } => {
             let result = client
@@ -375,4 +422,41 @@ pub async fn token(connection: &Connection, command: TokenCommand) -> anyhow::Re
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `30d`, `12h`, `90m`, `45s`: how old a finished task must be to go.
+fn parse_age(text: &str) -> Result<chrono::Duration, String> {
+    let text = text.trim();
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not an age like 30d, 12h, 90m or 45s"))?;
+    let seconds = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => {
+            return Err(format!(
+                "`{text}`: the unit must be d, h, m or s (30d, 12h, 90m, 45s)"
+            ));
+        }
+    };
+    Ok(chrono::Duration::seconds(number.saturating_mul(seconds)))
+}
+
+/// `task enable` and `task disable`.
+async fn set_disabled(client: &Client, id: i64, disabled: bool) -> anyhow::Result<()> {
+    let task = client
+        .call(
+            Method::PATCH,
+            &format!("/tasks/{id}"),
+            Some(Body::Json(json!({ "disabled": disabled }))),
+        )
+        .await?;
+    client.print(&task, |t| {
+        eprintln!("task {id} is {}", show(&t["status"]));
+    });
+    Ok(())
 }

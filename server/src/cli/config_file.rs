@@ -87,3 +87,24 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
     }
     std::env::var_os("STEPWISE_CONFIG").map(PathBuf::from)
 }
+
+/// What a client command takes from a server's config file: where the
+/// server listens and where its data directory (with the admin token) is.
+#[derive(Debug, Default)]
+pub struct ServerPlace {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Read `listen` and `data_dir` from a server's config file.
+pub fn server_place(path: &std::path::Path) -> anyhow::Result<ServerPlace> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let text_of = |key: &str| table.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    Ok(ServerPlace {
+        listen: text_of("listen"),
+        data_dir: text_of("data_dir").map(PathBuf::from),
+    })
+}

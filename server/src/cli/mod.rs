@@ -4,6 +4,7 @@ mod calibrate;
 mod client;
 mod commands;
 mod config_file;
+mod operations;
 mod step_run;
 mod watch;
 
@@ -11,6 +12,7 @@ pub use calibrate::CalibrateArgs;
 pub use client::Connection;
 pub use commands::{ModuleCommand, TaskCommand, TokenCommand, module, task, token};
 pub use config_file::args_with_config;
+pub use operations::{alerts, nodes, stats};
 pub use step_run::StepRunArgs;
 
 use crate::app::Settings;
@@ -51,6 +53,24 @@ pub enum Command {
         connection: Connection,
         #[command(subcommand)]
         command: ModuleCommand,
+    },
+    /// Tasks by status, and how the runs of the last hours went.
+    Stats {
+        #[command(flatten)]
+        connection: Connection,
+        /// The window of the run figures, in hours (1–720).
+        #[arg(long, default_value_t = 24)]
+        hours: i64,
+    },
+    /// What needs attention now (exit 1 when an alert is critical).
+    Alerts {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The servers sharing the database (one on SQLite) and how each is.
+    Nodes {
+        #[command(flatten)]
+        connection: Connection,
     },
     /// Create, list and revoke API tokens (admin).
     Token {

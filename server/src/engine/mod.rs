@@ -242,6 +242,12 @@ impl Engine {
         Ok(immediate)
     }
 
+    /// Write this node's row in the nodes table now (`running`), so that it
+    /// is listed from its first moment; the heartbeat keeps it fresh.
+    pub async fn report_running(&self) {
+        node_report::report(&self.inner, crate::store::NodeState::Running).await;
+    }
+
     /// A module was registered through this node: the other nodes compile
     /// it ahead of its first run there (see `engine/cluster.rs`).
     pub async fn module_registered(&self, hash: &str) {
