@@ -110,26 +110,31 @@ pub(super) async fn create_in(
 ) -> StoreResult<(Task, bool)> {
     let (initial, next_run_at) = initial_state(&new, now);
 
-    let existing: Option<(i64, String)> = match &new.code {
-        Some(code) => {
-            sqlx::query_as("SELECT id, status FROM tasks WHERE code = $1 FOR UPDATE")
-                .bind(code)
-                .fetch_optional(&mut *tx)
-                .await?
-        }
-        None => None,
-    };
-    let (id, created) = match existing {
-        Some((_, status)) if status == TaskStatus::Running.as_str() => {
-            let code = new.code.as_deref().unwrap_or_default();
-            return Err(StoreError::Conflict(format!(
-                "task `{code}` is running; try again when it finishes"
-            )));
-        }
-        Some((id, _)) => {
-            // Replace the definition; runs (and step runs, which keep copies of
-            // controller and sort order) stay as history.
-            sqlx::query(
+    // Two nodes creating one new code at once: the insert of the second
+    // waits for the first and then inserts nothing (`ON CONFLICT DO
+    // NOTHING`), and the second goes round again to replace what the first
+    // created — as if it had come after it.
+    let (id, created) = loop {
+        let existing: Option<(i64, String)> = match &new.code {
+            Some(code) => {
+                sqlx::query_as("SELECT id, status FROM tasks WHERE code = $1 FOR UPDATE")
+                    .bind(code)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        };
+        break match existing {
+            Some((_, status)) if status == TaskStatus::Running.as_str() => {
+                let code = new.code.as_deref().unwrap_or_default();
+                return Err(StoreError::Conflict(format!(
+                    "task `{code}` is running; try again when it finishes"
+                )));
+            }
+            Some((id, _)) => {
+                // Replace the definition; runs (and step runs, which keep copies of
+                // controller and sort order) stay as history.
+                sqlx::query(
                 "UPDATE tasks SET name = $2, priority = $3, start_at = $4, run_interval = $5, \
                         max_execution_time = $6, max_attempts = $7, status = $8, next_run_at = $9, \
                         attempts = 0, progress = 0, resume_from_run_id = NULL, pending_trigger = NULL, \
@@ -148,27 +153,28 @@ pub(super) async fn create_in(
             .bind(ms(now))
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM steps WHERE task_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM task_details WHERE task_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            if !new.keep_secrets {
-                sqlx::query("DELETE FROM task_secrets WHERE task_id = $1")
+                sqlx::query("DELETE FROM steps WHERE task_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query("DELETE FROM task_details WHERE task_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                if !new.keep_secrets {
+                    sqlx::query("DELETE FROM task_secrets WHERE task_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                (id, false)
             }
-            (id, false)
-        }
-        None => {
-            let id: i64 = sqlx::query_scalar(
+            None => {
+                let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO tasks (name, code, status, priority, start_at, run_interval, \
                         max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+                 ON CONFLICT (code) DO NOTHING RETURNING id",
             )
             .bind(&new.name)
             .bind(&new.code)
@@ -181,10 +187,14 @@ pub(super) async fn create_in(
             .bind(opt_ms(next_run_at))
             .bind(&new.created_by)
             .bind(ms(now))
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            (id, true)
-        }
+                match id {
+                    Some(id) => (id, true),
+                    None => continue,
+                }
+            }
+        };
     };
     let step_ids = insert_children(tx, id, &new, created || !new.keep_secrets).await?;
     if !created {

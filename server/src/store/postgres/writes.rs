@@ -22,6 +22,25 @@ pub(super) async fn apply_writes(store: &PostgresStore, ops: &[WriteOp]) -> Stor
         return Ok(Vec::new());
     }
     let payload = Value::from(encode(ops)).to_string();
+    let mut attempt = 1;
+    loop {
+        match apply_once(store, &payload, ops.len()).await {
+            Err(error) if attempt < ATTEMPTS && super::retryable(&error) => {
+                tracing::warn!(
+                    "applying {} executor writes: {error:#}; trying again",
+                    ops.len()
+                );
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Tries of a batch that lost a deadlock (see [`super::retryable`]).
+const ATTEMPTS: u32 = 3;
+
+async fn apply_once(store: &PostgresStore, payload: &str, count: usize) -> StoreResult<Vec<bool>> {
     let mut tx = store.pool.begin().await?;
     let applied: Result<Vec<bool>, _> =
         sqlx::query_scalar("SELECT stepwise_apply_writes($1::jsonb)")
@@ -30,14 +49,14 @@ pub(super) async fn apply_writes(store: &PostgresStore, ops: &[WriteOp]) -> Stor
             .await
             .context("applying the executor's writes");
     let applied = applied.map_err(StoreError::from).and_then(|applied| {
-        if applied.len() == ops.len() {
+        if applied.len() == count {
             Ok(applied)
         } else {
             Err(StoreError::Internal(anyhow::anyhow!(
                 "the database answered {} of {} writes; is its stepwise_apply_writes \
                  from another Stepwise version?",
                 applied.len(),
-                ops.len()
+                count
             )))
         }
     });

@@ -312,3 +312,35 @@ async fn an_unreachable_server_says_what_to_do() {
     assert!(message.contains("is the server running"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
 }
+
+/// Two nodes registering one new code at once: neither fails, and there is
+/// one task of that code (the later create replaced the earlier).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_creating_one_code_make_one_task() {
+    let Some(schema) = fresh_schema().await else {
+        return;
+    };
+    let (first, second) = (schema.open().await, schema.open().await);
+    for round in 0..10 {
+        let code = format!("nightly-{round}");
+        let coded = |name: &str| NewTask {
+            code: Some(code.clone()),
+            ..new_task(name)
+        };
+        let (a, b) = tokio::join!(
+            first.create_task(coded("from first"), t(round)),
+            second.create_task(coded("from second"), t(round)),
+        );
+        let (a, b) = (a.expect("first create"), b.expect("second create"));
+        assert_eq!(a.0.id, b.0.id, "one task for code {code}");
+        assert!(a.1 != b.1, "exactly one of them created it");
+    }
+    let listed = first
+        .list_tasks(&TaskFilter {
+            limit: 100,
+            ..TaskFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 10);
+}
