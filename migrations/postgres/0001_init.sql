@@ -54,10 +54,11 @@ CREATE TABLE tasks (
     finished_at         BIGINT
 );
 
--- Claiming: due tasks by priority, then due time, then id — the claim's
--- exact ORDER BY, so `ORDER BY … LIMIT n FOR UPDATE SKIP LOCKED` walks this
--- partial index (scheduled tasks only) and stops after about n entries.
-CREATE INDEX tasks_due ON tasks (priority DESC, next_run_at, id) WHERE status = 'scheduled';
+-- Claiming: the claim reads one range of this partial index (scheduled tasks
+-- only) per priority, highest first — `priority = p AND next_run_at <= now
+-- ORDER BY next_run_at, id LIMIT n FOR UPDATE SKIP LOCKED` — and stops after
+-- about n entries whatever the backlog of future tasks looks like.
+CREATE INDEX tasks_due ON tasks (priority, next_run_at, id) WHERE status = 'scheduled';
 -- Listing by status, newest first; the rescuer's queries (running tasks are few).
 CREATE INDEX tasks_status ON tasks (status, id);
 -- Cleanup by status and age (0002 drops it, as SQLite's 0002 does).
