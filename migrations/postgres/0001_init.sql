@@ -54,10 +54,11 @@ CREATE TABLE tasks (
     finished_at         BIGINT
 );
 
--- Claiming: due tasks by priority, then due time, then id — the claim's
--- exact ORDER BY, so `ORDER BY … LIMIT n FOR UPDATE SKIP LOCKED` walks this
--- partial index (scheduled tasks only) and stops after about n entries.
-CREATE INDEX tasks_due ON tasks (priority DESC, next_run_at, id) WHERE status = 'scheduled';
+-- Claiming: the claim reads one range of this partial index (scheduled tasks
+-- only) per priority, highest first — `priority = p AND next_run_at <= now
+-- ORDER BY next_run_at, id LIMIT n FOR UPDATE SKIP LOCKED` — and stops after
+-- about n entries whatever the backlog of future tasks looks like.
+CREATE INDEX tasks_due ON tasks (priority, next_run_at, id) WHERE status = 'scheduled';
 -- Listing by status, newest first; the rescuer's queries (running tasks are few).
 CREATE INDEX tasks_status ON tasks (status, id);
 -- Cleanup by status and age (0002 drops it, as SQLite's 0002 does).
@@ -200,3 +201,90 @@ CREATE TABLE tokens (
     last_used_at  BIGINT,
     revoked_at    BIGINT
 );
+
+-- The executor's writes of a batch (server/src/store/postgres/writes.rs), applied
+-- in order inside the caller's transaction: one round trip for the whole batch
+-- instead of one per write. `ops` is a JSON array of objects, each with `k`:
+--   'noop'      a start folded into its step's end, which applies it;
+--   'start'     id, hash, at: a pending step run starts;
+--   'end_step'  id, status, outcome, result, error, progress, message, fuel,
+--               memory, at, and (a folded start) start_hash, start_at:
+--               a step run ends, only while pending or running;
+--   'end_run'   task, run, task_status, last_result, next_run_at, attempts,
+--               progress, message, at, resume, rescued: a run ends, only while
+--               its task is still running on it;
+--   'progress'  run, id, step_progress, task_progress, message.
+-- Returns, per op, whether it applied (a start, a no-op and a progress save
+-- always do). Each statement is the one the Rust driver ran for the op before
+-- (SQLite's, in PostgreSQL's dialect).
+CREATE FUNCTION stepwise_apply_writes(ops jsonb) RETURNS boolean[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    op jsonb;
+    answers boolean[] := '{}';
+    n bigint;
+BEGIN
+    FOR op IN SELECT value FROM jsonb_array_elements(ops) WITH ORDINALITY ORDER BY ordinality LOOP
+        CASE op->>'k'
+        WHEN 'noop' THEN
+            answers := answers || TRUE;
+        WHEN 'start' THEN
+            UPDATE step_runs SET status = 'running', module_hash = op->>'hash',
+                   started_at = (op->>'at')::bigint
+             WHERE id = (op->>'id')::bigint AND status = 'pending';
+            answers := answers || TRUE;
+        WHEN 'end_step' THEN
+            UPDATE step_runs SET status = op->>'status', outcome = op->>'outcome',
+                   result = op->>'result', error = op->>'error',
+                   progress = (op->>'progress')::float8, message = op->>'message',
+                   fuel_used = (op->>'fuel')::bigint, peak_memory = (op->>'memory')::bigint,
+                   finished_at = (op->>'at')::bigint,
+                   module_hash = CASE WHEN status = 'pending' AND op->>'start_at' IS NOT NULL
+                                      THEN op->>'start_hash' ELSE module_hash END,
+                   started_at = CASE WHEN status = 'pending' AND op->>'start_at' IS NOT NULL
+                                     THEN (op->>'start_at')::bigint ELSE started_at END
+             WHERE id = (op->>'id')::bigint AND status IN ('pending', 'running');
+            GET DIAGNOSTICS n = ROW_COUNT;
+            answers := answers || (n = 1);
+        WHEN 'end_run' THEN
+            UPDATE tasks SET status = op->>'task_status', last_result = op->>'last_result',
+                   next_run_at = (op->>'next_run_at')::bigint, attempts = (op->>'attempts')::bigint,
+                   progress = (op->>'progress')::float8,
+                   message = COALESCE(op->>'message', message),
+                   finished_at = (op->>'at')::bigint, updated_at = (op->>'at')::bigint,
+                   resume_from_run_id = (op->>'resume')::bigint, current_run_id = NULL,
+                   lease_owner = NULL, lease_expires_at = NULL, cancel_requested = FALSE,
+                   pending_trigger = NULL, pending_step_id = NULL
+             WHERE id = (op->>'task')::bigint AND current_run_id = (op->>'run')::bigint
+               AND status = 'running';
+            GET DIAGNOSTICS n = ROW_COUNT;
+            IF n = 0 THEN
+                answers := answers || FALSE;
+            ELSE
+                UPDATE runs SET status = op->>'run_status', message = op->>'message',
+                       finished_at = (op->>'at')::bigint, rescued = (op->>'rescued')::boolean
+                 WHERE id = (op->>'run')::bigint;
+                UPDATE step_runs SET
+                       status = CASE status WHEN 'pending' THEN 'skipped' ELSE 'interrupted' END,
+                       error = CASE status WHEN 'running' THEN 'interrupted: the run ended'
+                                           ELSE error END,
+                       finished_at = CASE status WHEN 'running' THEN (op->>'at')::bigint
+                                                 ELSE finished_at END
+                 WHERE run_id = (op->>'run')::bigint AND status IN ('pending', 'running');
+                answers := answers || TRUE;
+            END IF;
+        WHEN 'progress' THEN
+            UPDATE step_runs SET progress = (op->>'step_progress')::float8,
+                   message = COALESCE(op->>'message', message)
+             WHERE id = (op->>'id')::bigint AND run_id = (op->>'run')::bigint
+               AND status = 'running';
+            UPDATE tasks SET progress = (op->>'task_progress')::float8,
+                   message = COALESCE(op->>'message', message)
+             WHERE id = (SELECT task_id FROM runs WHERE id = (op->>'run')::bigint)
+               AND current_run_id = (op->>'run')::bigint AND status = 'running';
+            answers := answers || TRUE;
+        END CASE;
+    END LOOP;
+    RETURN answers;
+END
+$$;

@@ -8,6 +8,7 @@ use super::rows::ms;
 use super::tasks::{lock_status, reload};
 use crate::store::{StepStatus, StoreError, StoreResult, Task, TaskStatus};
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgConnection;
 
 pub(super) async fn run_now(
     store: &PostgresStore,
@@ -16,7 +17,17 @@ pub(super) async fn run_now(
     now: DateTime<Utc>,
 ) -> StoreResult<Task> {
     let mut tx = store.pool.begin().await?;
-    if lock_status(&mut tx, id).await? == TaskStatus::Running {
+    let result = run_now_in(&mut tx, id, only_step, now).await;
+    super::settle(tx, result).await
+}
+
+async fn run_now_in(
+    tx: &mut PgConnection,
+    id: i64,
+    only_step: Option<i64>,
+    now: DateTime<Utc>,
+) -> StoreResult<Task> {
+    if lock_status(tx, id).await? == TaskStatus::Running {
         return Err(StoreError::Conflict(format!(
             "task {id} is already running"
         )));
@@ -54,14 +65,18 @@ pub(super) async fn run_now(
     .bind(only_step)
     .execute(&mut *tx)
     .await?;
-    let task = reload(&mut tx, id).await?;
-    tx.commit().await?;
+    let task = reload(tx, id).await?;
     Ok(task)
 }
 
 pub(super) async fn retry(store: &PostgresStore, id: i64, now: DateTime<Utc>) -> StoreResult<Task> {
     let mut tx = store.pool.begin().await?;
-    if lock_status(&mut tx, id).await? == TaskStatus::Running {
+    let result = retry_in(&mut tx, id, now).await;
+    super::settle(tx, result).await
+}
+
+async fn retry_in(tx: &mut PgConnection, id: i64, now: DateTime<Utc>) -> StoreResult<Task> {
+    if lock_status(tx, id).await? == TaskStatus::Running {
         return Err(StoreError::Conflict(format!(
             "task {id} is already running"
         )));
@@ -86,8 +101,7 @@ pub(super) async fn retry(store: &PostgresStore, id: i64, now: DateTime<Utc>) ->
     .bind(last_run)
     .execute(&mut *tx)
     .await?;
-    let task = reload(&mut tx, id).await?;
-    tx.commit().await?;
+    let task = reload(tx, id).await?;
     Ok(task)
 }
 
@@ -97,7 +111,16 @@ pub(super) async fn request_cancel(
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
     let mut tx = store.pool.begin().await?;
-    let running = lock_status(&mut tx, id).await? == TaskStatus::Running;
+    let result = request_cancel_in(&mut tx, id, now).await;
+    super::settle(tx, result).await
+}
+
+async fn request_cancel_in(
+    tx: &mut PgConnection,
+    id: i64,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let running = lock_status(tx, id).await? == TaskStatus::Running;
     let sql = if running {
         // The executor (on whichever node) sees the flag at its next
         // heartbeat and stops the run.
@@ -112,6 +135,5 @@ pub(super) async fn request_cancel(
         .bind(ms(now))
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(!running)
 }

@@ -7,7 +7,7 @@ use super::rows::{ms, time};
 use crate::store::{Artifact, ArtifactChunks, ArtifactOverCap, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgConnection, PgRow};
 
 /// Which artifact a write goes to.
 pub(super) struct ArtifactTarget<'a> {
@@ -33,8 +33,20 @@ pub(super) async fn write_artifact(
     max_bytes: i64,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let added = i64::try_from(data.len()).unwrap_or(i64::MAX);
     let mut tx = store.pool.begin().await?;
+    let result = write_artifact_in(&mut tx, target, data, append, max_bytes, now).await;
+    super::settle(tx, result).await
+}
+
+async fn write_artifact_in(
+    tx: &mut PgConnection,
+    target: ArtifactTarget<'_>,
+    data: &[u8],
+    append: bool,
+    max_bytes: i64,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let added = i64::try_from(data.len()).unwrap_or(i64::MAX);
     sqlx::query(
         "INSERT INTO artifacts (task_id, run_id, step_id, name, size, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, 0, $5, $5) ON CONFLICT (run_id, name) DO NOTHING",
@@ -81,7 +93,6 @@ pub(super) async fn write_artifact(
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -83,6 +83,17 @@ pub(super) async fn put_module(
     now: DateTime<Utc>,
 ) -> StoreResult<(Module, bool)> {
     let mut tx = store.pool.begin().await?;
+    let result = put_module_in(&mut tx, path, hash, bytes, now).await;
+    super::settle(tx, result).await
+}
+
+async fn put_module_in(
+    tx: &mut PgConnection,
+    path: &str,
+    hash: &str,
+    bytes: &[u8],
+    now: DateTime<Utc>,
+) -> StoreResult<(Module, bool)> {
     sqlx::query(
         "INSERT INTO module_blobs (hash, bytes, size, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (hash) DO NOTHING",
@@ -103,10 +114,9 @@ pub(super) async fn put_module(
     .bind(ms(now))
     .fetch_one(&mut *tx)
     .await?;
-    let module = module_on(&mut tx, path)
+    let module = module_on(tx, path)
         .await?
         .ok_or_else(|| module_not_found(path))?;
-    tx.commit().await?;
     Ok((module, created))
 }
 
@@ -129,6 +139,16 @@ pub(super) async fn set_module_active(
     now: DateTime<Utc>,
 ) -> StoreResult<Module> {
     let mut tx = store.pool.begin().await?;
+    let result = set_module_active_in(&mut tx, path, active, now).await;
+    super::settle(tx, result).await
+}
+
+async fn set_module_active_in(
+    tx: &mut PgConnection,
+    path: &str,
+    active: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<Module> {
     let changed = sqlx::query("UPDATE modules SET active = $2, updated_at = $3 WHERE path = $1")
         .bind(path)
         .bind(active)
@@ -139,10 +159,9 @@ pub(super) async fn set_module_active(
     if changed == 0 {
         return Err(module_not_found(path));
     }
-    let module = module_on(&mut tx, path)
+    let module = module_on(tx, path)
         .await?
         .ok_or_else(|| module_not_found(path))?;
-    tx.commit().await?;
     Ok(module)
 }
 

@@ -16,8 +16,8 @@
 use super::PostgresStore;
 use super::rows::{load_children, ms, task_columns, task_from_row, time};
 use crate::store::{
-    ClaimedRun, ModuleRef, PlannedStep, RunTrigger, Step, StepRunStatus, StepStatus, StoreResult,
-    Task, TaskStatus,
+    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, Step, StepRunStatus, StepStatus,
+    StoreError, StoreResult, Task, TaskStatus,
 };
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -25,17 +25,21 @@ use sqlx::Row;
 use sqlx::postgres::PgConnection;
 use std::collections::HashMap;
 
-/// The due tasks in claim order, locked (see the module docs). The
-/// `tasks_due` index has the ORDER BY's exact shape, so this reads about
-/// `limit` index entries whatever the backlog.
+/// The due tasks of one priority in claim order, locked (see the module
+/// docs). Read once per priority, highest first, until the claim is full:
+/// each is one range of the `tasks_due` index (`priority = $3`, due by
+/// `$1`), so a claim reads about `limit` entries. One `ORDER BY priority
+/// DESC, …` over all priorities would instead walk past every not-yet-due
+/// task of a higher priority (a million high-priority tasks due tomorrow
+/// would make every claim read a million entries), as SQLite's claim says.
 const DUE_SQL: &str = concat!(
     "SELECT ",
     task_columns!(),
     ", resume_from_run_id, pending_trigger, pending_step_id FROM tasks AS t \
-     WHERE status = 'scheduled' AND next_run_at <= $1 \
+     WHERE status = 'scheduled' AND priority = $3 AND next_run_at <= $1 \
        AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
                        WHERE s.task_id = t.id AND s.status = 'scheduled' AND NOT m.active) \
-     ORDER BY priority DESC, next_run_at, id LIMIT $2 \
+     ORDER BY next_run_at, id LIMIT $2 \
      FOR UPDATE OF t SKIP LOCKED"
 );
 
@@ -148,9 +152,8 @@ pub(super) async fn claim_due(
         return Ok(Vec::new());
     }
     let mut tx = store.pool.begin().await?;
-    let claimed = claim_in(&mut tx, node, now, lease_until, limit).await?;
-    tx.commit().await?;
-    Ok(claimed)
+    let claimed = claim_in(&mut tx, node, now, lease_until, limit).await;
+    super::settle(tx, claimed.map_err(StoreError::from)).await
 }
 
 async fn claim_in(
@@ -160,12 +163,24 @@ async fn claim_in(
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<ClaimedRun>> {
-    let rows = sqlx::query(DUE_SQL)
-        .bind(ms(now))
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await
-        .context("picking due tasks")?;
+    let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
+    ranks.sort_unstable_by(|a, b| b.cmp(a));
+    let mut rows = Vec::new();
+    for rank in ranks {
+        let wanted = limit - rows.len() as i64;
+        if wanted <= 0 {
+            break;
+        }
+        rows.extend(
+            sqlx::query(DUE_SQL)
+                .bind(ms(now))
+                .bind(wanted)
+                .bind(rank)
+                .fetch_all(&mut *tx)
+                .await
+                .context("picking due tasks")?,
+        );
+    }
     if rows.is_empty() {
         return Ok(Vec::new());
     }

@@ -133,6 +133,47 @@ impl PostgresStore {
     }
 }
 
+/// End a transaction as its work went: commit on success; on an error, roll
+/// back *now*. A transaction merely dropped is rolled back only once its
+/// connection is released in the background, and until then it keeps its
+/// row locks: a claim right after a refused `run now` would skip the task
+/// it had locked (`SKIP LOCKED`), and other writers would wait for it.
+async fn settle<R>(
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    result: StoreResult<R>,
+) -> StoreResult<R> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!("rolling back after `{error}` failed too: {rollback}");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Whether a transaction failed only because it collided with another one
+/// (PostgreSQL chose it as a deadlock's victim, or could not serialize it):
+/// it was rolled back whole, and running it again is safe. Nodes write the
+/// same rows rarely but not never (a rescuer ending a run its slow node is
+/// ending too), and in no fixed order.
+fn retryable(error: &StoreError) -> bool {
+    let StoreError::Internal(error) = error else {
+        return false;
+    };
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|e| e.code())
+            .is_some_and(|code| code == "40P01" || code == "40001")
+    })
+}
+
 /// `url` with its password (if any) replaced by `***`, for messages and logs.
 pub fn redacted(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {

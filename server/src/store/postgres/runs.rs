@@ -27,6 +27,12 @@ pub(super) async fn cancel_requested(store: &PostgresStore, run_id: i64) -> Stor
 /// One conditional UPDATE: a lease is extended only while the task is still
 /// running on that run under this node's lease (a rescuer on another node
 /// that took the task back wins, whichever commits first).
+///
+/// Rows another transaction holds right now (this node's writer ending the
+/// run, say) are skipped (`SKIP LOCKED`) rather than waited for: waiting
+/// could deadlock with a writer that locks the same tasks in another order,
+/// and a lease is many heartbeats long, so missing one beat costs nothing
+/// (nor does seeing a cancel one beat later).
 pub(super) async fn heartbeat(
     store: &PostgresStore,
     node: &str,
@@ -38,8 +44,10 @@ pub(super) async fn heartbeat(
     }
     let cancelled: Vec<Option<i64>> = sqlx::query_scalar(
         "UPDATE tasks SET lease_expires_at = $3 \
-         WHERE id IN (SELECT task_id FROM runs WHERE id = ANY($1)) \
-           AND current_run_id = ANY($1) AND status = 'running' AND lease_owner = $2 \
+         WHERE id IN (SELECT id FROM tasks \
+                      WHERE id IN (SELECT task_id FROM runs WHERE id = ANY($1)) \
+                        AND current_run_id = ANY($1) AND status = 'running' AND lease_owner = $2 \
+                      FOR UPDATE SKIP LOCKED) \
          RETURNING CASE WHEN cancel_requested THEN current_run_id END",
     )
     .bind(run_ids)

@@ -44,9 +44,8 @@ pub(super) async fn create(
     now: DateTime<Utc>,
 ) -> StoreResult<(Task, bool)> {
     let mut tx = store.pool.begin().await?;
-    let created = create_in(&mut tx, new, now).await?;
-    tx.commit().await?;
-    Ok(created)
+    let created = create_in(&mut tx, new, now).await;
+    super::settle(tx, created).await
 }
 
 /// Several creates in one transaction (one commit). A conflict (a running
@@ -58,11 +57,20 @@ pub(super) async fn create_many(
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
     let mut tx = store.pool.begin().await?;
+    let result = create_many_in(&mut tx, tasks, now).await;
+    super::settle(tx, result).await
+}
+
+async fn create_many_in(
+    tx: &mut PgConnection,
+    tasks: Vec<NewTask>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
     let mut results: Vec<Option<StoreResult<(Task, bool)>>> = Vec::with_capacity(tasks.len());
     let mut plain = Vec::new();
     for new in tasks {
         if new.code.is_some() {
-            match create_in(&mut tx, new, now).await {
+            match create_in(tx, new, now).await {
                 Err(StoreError::Conflict(message)) => {
                     results.push(Some(Err(StoreError::Conflict(message))))
                 }
@@ -74,10 +82,7 @@ pub(super) async fn create_many(
             plain.push(new);
         }
     }
-    let mut inserted = create_batch::insert_new(&mut tx, plain, now)
-        .await?
-        .into_iter();
-    tx.commit().await?;
+    let mut inserted = create_batch::insert_new(tx, plain, now).await?.into_iter();
     Ok(results
         .into_iter()
         .map(|result| {
@@ -105,26 +110,31 @@ pub(super) async fn create_in(
 ) -> StoreResult<(Task, bool)> {
     let (initial, next_run_at) = initial_state(&new, now);
 
-    let existing: Option<(i64, String)> = match &new.code {
-        Some(code) => {
-            sqlx::query_as("SELECT id, status FROM tasks WHERE code = $1 FOR UPDATE")
-                .bind(code)
-                .fetch_optional(&mut *tx)
-                .await?
-        }
-        None => None,
-    };
-    let (id, created) = match existing {
-        Some((_, status)) if status == TaskStatus::Running.as_str() => {
-            let code = new.code.as_deref().unwrap_or_default();
-            return Err(StoreError::Conflict(format!(
-                "task `{code}` is running; try again when it finishes"
-            )));
-        }
-        Some((id, _)) => {
-            // Replace the definition; runs (and step runs, which keep copies of
-            // controller and sort order) stay as history.
-            sqlx::query(
+    // Two nodes creating one new code at once: the insert of the second
+    // waits for the first and then inserts nothing (`ON CONFLICT DO
+    // NOTHING`), and the second goes round again to replace what the first
+    // created — as if it had come after it.
+    let (id, created) = loop {
+        let existing: Option<(i64, String)> = match &new.code {
+            Some(code) => {
+                sqlx::query_as("SELECT id, status FROM tasks WHERE code = $1 FOR UPDATE")
+                    .bind(code)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        };
+        break match existing {
+            Some((_, status)) if status == TaskStatus::Running.as_str() => {
+                let code = new.code.as_deref().unwrap_or_default();
+                return Err(StoreError::Conflict(format!(
+                    "task `{code}` is running; try again when it finishes"
+                )));
+            }
+            Some((id, _)) => {
+                // Replace the definition; runs (and step runs, which keep copies of
+                // controller and sort order) stay as history.
+                sqlx::query(
                 "UPDATE tasks SET name = $2, priority = $3, start_at = $4, run_interval = $5, \
                         max_execution_time = $6, max_attempts = $7, status = $8, next_run_at = $9, \
                         attempts = 0, progress = 0, resume_from_run_id = NULL, pending_trigger = NULL, \
@@ -143,27 +153,28 @@ pub(super) async fn create_in(
             .bind(ms(now))
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM steps WHERE task_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM task_details WHERE task_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            if !new.keep_secrets {
-                sqlx::query("DELETE FROM task_secrets WHERE task_id = $1")
+                sqlx::query("DELETE FROM steps WHERE task_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query("DELETE FROM task_details WHERE task_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                if !new.keep_secrets {
+                    sqlx::query("DELETE FROM task_secrets WHERE task_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                (id, false)
             }
-            (id, false)
-        }
-        None => {
-            let id: i64 = sqlx::query_scalar(
+            None => {
+                let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO tasks (name, code, status, priority, start_at, run_interval, \
                         max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+                 ON CONFLICT (code) DO NOTHING RETURNING id",
             )
             .bind(&new.name)
             .bind(&new.code)
@@ -176,10 +187,14 @@ pub(super) async fn create_in(
             .bind(opt_ms(next_run_at))
             .bind(&new.created_by)
             .bind(ms(now))
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            (id, true)
-        }
+                match id {
+                    Some(id) => (id, true),
+                    None => continue,
+                }
+            }
+        };
     };
     let step_ids = insert_children(tx, id, &new, created || !new.keep_secrets).await?;
     if !created {
@@ -368,6 +383,16 @@ pub(super) async fn update(
     now: DateTime<Utc>,
 ) -> StoreResult<Task> {
     let mut tx = store.pool.begin().await?;
+    let result = update_in(&mut tx, id, patch, now).await;
+    super::settle(tx, result).await
+}
+
+async fn update_in(
+    tx: &mut PgConnection,
+    id: i64,
+    patch: &TaskPatch,
+    now: DateTime<Utc>,
+) -> StoreResult<Task> {
     let row =
         sqlx::query("SELECT status, start_at, next_run_at FROM tasks WHERE id = $1 FOR UPDATE")
             .bind(id)
@@ -429,7 +454,7 @@ pub(super) async fn update(
                 .execute(&mut *tx)
                 .await?;
         } else {
-            upsert_detail(&mut tx, id, key, value).await?;
+            upsert_detail(tx, id, key, value).await?;
         }
     }
     if !patch.remove_secrets.is_empty() {
@@ -440,7 +465,7 @@ pub(super) async fn update(
             .await?;
     }
     for secret in &patch.set_secrets {
-        insert_secret(&mut tx, id, secret).await?;
+        insert_secret(tx, id, secret).await?;
     }
     for (step_id, step_status) in &patch.step_status {
         let changed = sqlx::query("UPDATE steps SET status = $3 WHERE id = $1 AND task_id = $2")
@@ -454,14 +479,18 @@ pub(super) async fn update(
             return Err(StoreError::NotFound(format!("step {step_id} of task {id}")));
         }
     }
-    let task = reload(&mut tx, id).await?;
-    tx.commit().await?;
+    let task = reload(tx, id).await?;
     Ok(task)
 }
 
 pub(super) async fn delete(store: &PostgresStore, id: i64) -> StoreResult<()> {
     let mut tx = store.pool.begin().await?;
-    if lock_status(&mut tx, id).await? == TaskStatus::Running {
+    let result = delete_in(&mut tx, id).await;
+    super::settle(tx, result).await
+}
+
+async fn delete_in(tx: &mut PgConnection, id: i64) -> StoreResult<()> {
+    if lock_status(tx, id).await? == TaskStatus::Running {
         return Err(StoreError::Conflict(format!(
             "task {id} is running; cancel it or wait until it finishes before deleting it"
         )));
@@ -470,7 +499,6 @@ pub(super) async fn delete(store: &PostgresStore, id: i64) -> StoreResult<()> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 

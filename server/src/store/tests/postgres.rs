@@ -54,6 +54,8 @@ impl Schema {
         PgConnectOptions::from_str(&self.url)
             .expect("a PostgreSQL URL")
             .options([("search_path", self.name.as_str())])
+            // So that the drop finds (and ends) the test's connections.
+            .application_name(&self.name)
     }
 
     /// A store on this schema (several may share it, as nodes do).
@@ -76,8 +78,16 @@ impl Drop for Schema {
                 .expect("a runtime");
             runtime.block_on(async {
                 let mut conn = PgConnection::connect(&url).await?;
-                // A connection of the test's pool still closing may hold a
-                // lock for a moment; past that, the next sweep drops it.
+                // The test's pools close their connections in tasks of a
+                // runtime that is ending (or blocked on this very drop): end
+                // them here, or the drop would wait for their locks.
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&name)
+                .execute(&mut conn)
+                .await?;
                 sqlx::query("SET lock_timeout = '10s'")
                     .execute(&mut conn)
                     .await?;
@@ -301,4 +311,36 @@ async fn an_unreachable_server_says_what_to_do() {
     let message = format!("{error:#}");
     assert!(message.contains("is the server running"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
+}
+
+/// Two nodes registering one new code at once: neither fails, and there is
+/// one task of that code (the later create replaced the earlier).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_creating_one_code_make_one_task() {
+    let Some(schema) = fresh_schema().await else {
+        return;
+    };
+    let (first, second) = (schema.open().await, schema.open().await);
+    for round in 0..10 {
+        let code = format!("nightly-{round}");
+        let coded = |name: &str| NewTask {
+            code: Some(code.clone()),
+            ..new_task(name)
+        };
+        let (a, b) = tokio::join!(
+            first.create_task(coded("from first"), t(round)),
+            second.create_task(coded("from second"), t(round)),
+        );
+        let (a, b) = (a.expect("first create"), b.expect("second create"));
+        assert_eq!(a.0.id, b.0.id, "one task for code {code}");
+        assert!(a.1 != b.1, "exactly one of them created it");
+    }
+    let listed = first
+        .list_tasks(&TaskFilter {
+            limit: 100,
+            ..TaskFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 10);
 }
