@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod guests;
+pub mod recording;
 pub mod skip;
 
 use reqwest::{Method, StatusCode};

@@ -13,6 +13,7 @@ mod outcome;
 mod output;
 mod panic;
 mod validate;
+mod wasi;
 
 pub use compile::{Compiler, child_main as compile_child_main};
 pub use engine::{EPOCH_TICK, MAX_WASM_STACK, PoolSizing};
@@ -257,10 +258,7 @@ impl Runtime {
         let panics = PanicWatch::default();
         let stdout = output.stream(LogLevel::Info, None);
         let stderr = output.stream(LogLevel::Warn, Some(panics.clone()));
-        let wasi = wasmtime_wasi::WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
+        let wasi = wasi::deny_all(stdout.clone(), stderr.clone());
         let limiter = StepLimiter::new(request.limits.max_memory);
         let state = StepState::new(
             wasi,
