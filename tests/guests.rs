@@ -35,6 +35,16 @@ struct Probe {
 impl Probe {
     /// `None` when skipped (no toolchain, not CI).
     async fn start(lang: Lang, test: &str, fuel_per_second: u64) -> Option<Probe> {
+        Self::start_with(lang, test, fuel_per_second, 4).await
+    }
+
+    /// In a runtime whose pool holds `max_instances` steps at once.
+    async fn start_with(
+        lang: Lang,
+        test: &str,
+        fuel_per_second: u64,
+        max_instances: u32,
+    ) -> Option<Probe> {
         // One compile at a time: tests in parallel would each compile the same component.
         static COMPILING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         let test = test.to_string();
@@ -46,7 +56,7 @@ impl Probe {
         let mut config =
             RuntimeConfig::local(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("guest-compiled"));
         config.fuel_per_second = fuel_per_second;
-        config.pool.max_instances = 4;
+        config.pool.max_instances = max_instances;
         let rt = Runtime::new(config).unwrap();
         let _one = COMPILING.lock().await;
         let module = rt
@@ -234,4 +244,30 @@ async fn cancel(lang: Lang, test: &str) {
         .await;
     assert_eq!(report.outcome, StepOutcome::Cancelled);
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+in_both!(a_full_pool_runs_as_many_as_with_rust, full_pool);
+/// The pool is sized in steps (`max_instances`), with room for a few core instances,
+/// memories and tables each: a Python or JS component, several core modules linked
+/// together, must fit that room, so a node runs as many of them at once as Rust steps.
+async fn full_pool(lang: Lang, test: &str) {
+    let Some(probe) = Probe::start_with(lang, test, DEFAULT_FUEL_PER_SECOND, 2).await else {
+        return;
+    };
+    let mode = if lang == Lang::Python {
+        "sleep"
+    } else {
+        "loop"
+    };
+    let (a, b) = tokio::join!(
+        probe.run(json!({"mode": mode}), 0.5, 1),
+        probe.run(json!({"mode": mode}), 0.5, 1),
+    );
+    for report in [a, b] {
+        let limited = matches!(
+            report.outcome,
+            StepOutcome::Deadline { .. } | StepOutcome::OutOfFuel { .. }
+        );
+        assert!(limited, "{lang:?}: {:?}", report.outcome);
+    }
 }

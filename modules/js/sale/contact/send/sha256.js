@@ -1,4 +1,4 @@
-// SHA-256 of a string's UTF-8 bytes, hex: the key fingerprint. Written out because a
+// SHA-256, hex: the key fingerprint (and the JS probe's CPU-bound workload). Written out because a
 // component's JS has no synchronous crypto digest (crypto.subtle returns a Promise).
 
 const K = new Uint32Array([
@@ -14,8 +14,11 @@ const K = new Uint32Array([
 
 const rotr = (x, n) => (x >>> n) | (x << (32 - n));
 
-export function sha256(text) {
-  const data = new TextEncoder().encode(text);
+/** SHA-256 of `input` (a string, as UTF-8, or bytes) repeated `times` times, hex. */
+export function sha256(input, times = 1) {
+  const one = typeof input === 'string' ? new TextEncoder().encode(input) : input;
+  const data = new Uint8Array(one.length * times);
+  for (let i = 0; i < times; i++) data.set(one, i * one.length);
   const length = Math.ceil((data.length + 9) / 64) * 64;
   const bytes = new Uint8Array(length);
   bytes.set(data);

@@ -7,6 +7,7 @@ import { render } from './template.js';
 test('the fingerprint matches the Rust example', () => {
   assert.equal(sha256('secret').slice(0, 8), '2bb80d53');
   assert.equal(sha256(''), 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+  assert.equal(sha256('ab', 2), sha256('abab'));
 });
 
 test('templates substitute and name unknown variables', () => {
