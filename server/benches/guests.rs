@@ -16,8 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepwise::runtime::{
-    LoadedModule, NullHost, Runtime, RuntimeConfig, StepContext, StepHost, StepLimits,
-    StepRequest,
+    LoadedModule, NullHost, Runtime, RuntimeConfig, StepContext, StepHost, StepLimits, StepRequest,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -69,7 +68,9 @@ struct Subject {
 async fn main() {
     println!(
         "# Python and JavaScript steps ({} cores)\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     );
     let build = |lang| component(lang, "fixture/probe", "bench guests").expect("toolchains");
     let (python, js) = (build(Lang::Python), build(Lang::Js));

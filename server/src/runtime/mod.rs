@@ -170,7 +170,7 @@ impl Runtime {
         if !path.exists() {
             compile::compile_to_file(&self.config.compiler, &self.engine, bytes, &path).await?;
         }
-        self.load_file(hash, path)
+        self.load_file(hash, path).await
     }
 
     /// The module with this hash: from memory, the disk cache, or compiled from
@@ -189,7 +189,7 @@ impl Runtime {
         }
         let path = self.cache_path(hash);
         if path.exists()
-            && let Ok(module) = self.load_file(hash.to_string(), path)
+            && let Ok(module) = self.load_file(hash.to_string(), path).await
         {
             return Ok(module);
         }
@@ -209,11 +209,23 @@ impl Runtime {
         self.loaded.lock().get(hash).cloned()
     }
 
-    fn load_file(&self, hash: String, path: PathBuf) -> Result<Arc<LoadedModule>, ModuleError> {
-        let component = self.deserialize(&path).inspect_err(|_| {
-            // A stale or damaged artifact: drop it so the next try recompiles.
-            let _ = std::fs::remove_file(&path);
-        })?;
+    /// Loads compiled code from the cache. Off the async threads: a Python or JS
+    /// component's code is ~100 MB, tens of milliseconds to map and check, which
+    /// would stall every other step and request on that thread meanwhile.
+    async fn load_file(
+        &self,
+        hash: String,
+        path: PathBuf,
+    ) -> Result<Arc<LoadedModule>, ModuleError> {
+        let engine = self.engine.clone();
+        let file = path.clone();
+        let component = tokio::task::spawn_blocking(move || deserialize(&engine, &file))
+            .await
+            .map_err(|e| ModuleError::CompileFailed(e.to_string()))?
+            .inspect_err(|_| {
+                // A stale or damaged artifact: drop it so the next try recompiles.
+                let _ = std::fs::remove_file(&path);
+            })?;
         validate::check_imports(&self.engine, &component)?;
         let instance_pre = self
             .linker
@@ -230,16 +242,6 @@ impl Runtime {
         });
         self.loaded.lock().insert(hash, module.clone());
         Ok(module)
-    }
-
-    #[allow(unsafe_code)]
-    fn deserialize(&self, path: &std::path::Path) -> Result<Component, ModuleError> {
-        // SAFETY: the file is in this node's own cache directory and was written
-        // by this server (in-process or by its compile child) from a component
-        // that passed validation; wasmtime additionally checks that it was
-        // produced by a compatible engine and configuration.
-        unsafe { Component::deserialize_file(&self.engine, path) }
-            .map_err(|e| ModuleError::CompileFailed(format!("cannot load compiled code: {e:#}")))
     }
 
     /// Run one step to its end and say how it ended. Never panics on guest
@@ -332,6 +334,16 @@ impl Runtime {
             duration: started.elapsed(),
         }
     }
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &std::path::Path) -> Result<Component, ModuleError> {
+    // SAFETY: the file is in this node's own cache directory and was written
+    // by this server (in-process or by its compile child) from a component
+    // that passed validation; wasmtime additionally checks that it was
+    // produced by a compatible engine and configuration.
+    unsafe { Component::deserialize_file(engine, path) }
+        .map_err(|e| ModuleError::CompileFailed(format!("cannot load compiled code: {e:#}")))
 }
 
 /// Turn what wasmtime returned into a typed outcome.
