@@ -121,6 +121,7 @@ async fn sandbox(lang: Lang, test: &str) {
     };
     let report = probe.run(json!({"mode": "sandbox"}), 10.0, 1).await;
     let probes = output(&report);
+    println!("{lang:?} step's errors: {probes}");
     for attempt in ["read", "list", "tcp", "resolve"] {
         let error = probes[attempt].as_str().unwrap_or_default();
         assert!(
