@@ -117,6 +117,7 @@ fn build(tools: &Path, lang: Lang, path: &str) -> PathBuf {
     if out.exists() {
         return out;
     }
+    forget_older_builds(&cache, &name);
     let partial = cache.join(format!("{name}.partial"));
     let mut command = match lang {
         Lang::Python => {
@@ -152,6 +153,18 @@ fn build(tools: &Path, lang: Lang, path: &str) -> PathBuf {
     );
     std::fs::rename(&partial, &out).expect("move the component into the cache");
     out
+}
+
+/// Removes the components built from earlier sources of the same module (a name that
+/// differs from `name` only in its hash), so the cache does not grow with every change.
+fn forget_older_builds(cache: &Path, name: &str) {
+    let prefix = &name[..name.len() - "0123456789abcdef.wasm".len()];
+    for entry in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.starts_with(prefix) && !file.starts_with(name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// SHA-256 over the relative names and contents of every file under `dirs`, sorted.

@@ -210,7 +210,7 @@ impl Runtime {
     }
 
     /// Loads compiled code from the cache. Off the async threads: a Python or JS
-    /// component's code is ~100 MB, tens of milliseconds to map and check, which
+    /// component's code is ~40 MB, tens of milliseconds to map and check, which
     /// would stall every other step and request on that thread meanwhile.
     async fn load_file(
         &self,
