@@ -470,7 +470,7 @@ async fn module_upload_validation_versions_and_management() {
         (Vec::new(), "empty"),
         (b"hello".to_vec(), "not a WebAssembly"),
         (b"\0asm\x01\0\0\0".to_vec(), "core WebAssembly module"),
-        (module_bytes("fixture/fs"), "wasi:filesystem"),
+        (module_bytes("fixture/foreign"), "acme:crm/contacts"),
     ] {
         let (status, error) = s.put_module("bad/one", bytes).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");

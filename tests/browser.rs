@@ -767,18 +767,18 @@ async fn upload_a_module_on_the_modules_page() {
         b.shot("modules").await;
 
         // A component with a forbidden import is refused, naming the import.
-        let fs = module_file("fixture/fs");
+        let foreign = module_file("fixture/foreign");
         let file_input = b
             .client
             .find(Locator::Css("#module-file"))
             .await
             .expect("#module-file");
         file_input
-            .send_keys(fs.to_str().expect("utf-8 path"))
+            .send_keys(foreign.to_str().expect("utf-8 path"))
             .await
             .expect("choose a file");
         b.wait_text("#module-file-name", WAIT, "the chosen file", |t| {
-            t.contains("fixture__fs.wasm")
+            t.contains("fixture__foreign.wasm")
         })
         .await;
         // The path is suggested from the file name; the user corrects it.
@@ -788,9 +788,9 @@ async fn upload_a_module_on_the_modules_page() {
                 vec![]
             )
             .await,
-            "fixture__fs"
+            "fixture__foreign"
         );
-        b.type_into("#module-path", "fixture/fs").await;
+        b.type_into("#module-path", "fixture/foreign").await;
         b.click("#module-upload").await;
         let refusal = b
             .wait_text(".field-error[data-for=file]", WAIT, "the refusal", |t| {
@@ -798,12 +798,12 @@ async fn upload_a_module_on_the_modules_page() {
             })
             .await;
         assert!(
-            refusal.contains("wasi:filesystem"),
+            refusal.contains("acme:crm/contacts"),
             "the refusal names the import: {refusal}"
         );
         assert!(
             b.js(
-                "return !document.querySelector(\"tr[data-module-path='fixture/fs']\")",
+                "return !document.querySelector(\"tr[data-module-path='fixture/foreign']\")",
                 vec![]
             )
             .await
@@ -868,7 +868,7 @@ async fn upload_a_module_on_the_modules_page() {
         assert_eq!(status, 200, "{module}");
         assert_eq!(module["size"].as_u64(), Some(size));
 
-        let expected = vec![("/api/v1/modules/fixture/fs".to_string(), 422)];
+        let expected = vec![("/api/v1/modules/fixture/foreign".to_string(), 422)];
         b.assert_no_console_errors(&expected).await;
     })
     .await;

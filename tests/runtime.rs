@@ -5,84 +5,20 @@
 mod common;
 
 use common::module_bytes;
-use futures::FutureExt;
-use futures::future::BoxFuture;
+use common::recording::{RecordingHost, request};
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepwise::runtime::{
-    DataCaps, HostRefusal, LogLevel, ModuleError, Runtime, RuntimeConfig, StepContext, StepHost,
-    StepLimits, StepOutcome, StepReport, StepRequest,
+    DataCaps, ModuleError, Runtime, RuntimeConfig, StepOutcome, StepReport, StepRequest,
 };
 use tokio_util::sync::CancellationToken;
-
-/// Records what a step did.
-#[derive(Default)]
-struct RecordingHost {
-    progress: Mutex<Vec<f32>>,
-    logs: Mutex<Vec<(LogLevel, String)>>,
-    checkpoint: Mutex<Option<Vec<u8>>>,
-    artifacts: Mutex<HashMap<String, Vec<u8>>>,
-    secrets: HashMap<String, String>,
-}
-
-impl StepHost for RecordingHost {
-    fn progress(&self, percent: f32, _message: &str) {
-        self.progress.lock().unwrap().push(percent);
-    }
-    fn log(&self, level: LogLevel, message: &str) {
-        self.logs.lock().unwrap().push((level, message.to_string()));
-    }
-    fn checkpoint_save(&self, data: Vec<u8>) -> BoxFuture<'static, Result<(), String>> {
-        *self.checkpoint.lock().unwrap() = Some(data);
-        async { Ok(()) }.boxed()
-    }
-    fn checkpoint_load(&self) -> BoxFuture<'static, Option<Vec<u8>>> {
-        let data = self.checkpoint.lock().unwrap().clone();
-        async move { data }.boxed()
-    }
-    fn secret(&self, name: &str) -> Option<String> {
-        self.secrets.get(name).cloned()
-    }
-    fn artifact_write(
-        &self,
-        name: String,
-        data: Vec<u8>,
-        append: bool,
-    ) -> BoxFuture<'static, Result<(), HostRefusal>> {
-        let mut artifacts = self.artifacts.lock().unwrap();
-        let entry = artifacts.entry(name).or_default();
-        if !append {
-            entry.clear();
-        }
-        entry.extend(data);
-        async { Ok(()) }.boxed()
-    }
-}
 
 fn runtime() -> Runtime {
     let dir = tempfile::tempdir().unwrap().keep();
     let mut config = RuntimeConfig::local(dir);
     config.output_cap = 64 * 1024;
     Runtime::new(config).unwrap()
-}
-
-fn request(settings: Value, seconds: f64, memory: u64, attempt: u32) -> StepRequest {
-    StepRequest {
-        settings: settings.to_string(),
-        limits: StepLimits {
-            max_execution_time: Duration::from_secs_f64(seconds),
-            max_memory: memory,
-        },
-        context: StepContext {
-            task_id: 1,
-            run_id: 1,
-            step_id: 1,
-            attempt,
-            details: json!({"shop": "main"}),
-        },
-    }
 }
 
 async fn run_with(
@@ -453,12 +389,25 @@ async fn bad_binaries_are_refused_before_they_run() {
         rt.prepare(&truncated).await,
         Err(ModuleError::Malformed(_))
     ));
-    match rt.prepare(&module_bytes("fixture/fs")).await {
+    match rt.prepare(&module_bytes("fixture/foreign")).await {
         Err(ModuleError::ForbiddenImport(name)) => {
-            assert!(name.starts_with("wasi:filesystem"), "{name}")
+            assert!(name.starts_with("acme:crm/contacts"), "{name}")
         }
         Err(other) => panic!("expected a forbidden import, got {other:?}"),
-        Ok(_) => panic!("a filesystem import was accepted"),
+        Ok(_) => panic!("an import outside WASI 0.2 was accepted"),
+    }
+}
+
+/// WASI is linked deny-all: a step importing the filesystem and sockets loads, and each
+/// attempt to reach the host is an ordinary error the step handles and goes on from.
+#[tokio::test]
+async fn files_sockets_and_name_lookup_fail_as_ordinary_errors() {
+    let rt = runtime();
+    let (report, _) = run(&rt, "fixture/fs", json!({})).await;
+    let probes = output(&report);
+    for probe in ["read", "list", "tcp", "resolve"] {
+        let error = probes[probe].as_str().unwrap_or_default();
+        assert!(!error.is_empty() && error != "ok", "{probe}: {probes}");
     }
 }
 

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod database;
+pub mod guests;
+pub mod recording;
 pub mod skip;
 
 use reqwest::{Method, StatusCode};

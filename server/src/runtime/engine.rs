@@ -13,6 +13,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Largest wasm stack a step may use; deeper recursion traps with `stack_overflow`.
 pub const MAX_WASM_STACK: usize = 512 * 1024;
 
+/// Core instances a step's component may have (componentize-py's have 14).
+const CORE_INSTANCES_PER_STEP: u32 = 16;
+
 /// Host stack per running step (must exceed the wasm stack plus host frames).
 const ASYNC_STACK: usize = 2 * 1024 * 1024;
 
@@ -53,11 +56,14 @@ fn base_config(consume_fuel: bool) -> Config {
 pub fn runtime_engine(pool: PoolSizing, consume_fuel: bool) -> wasmtime::Result<Engine> {
     let mut config = base_config(consume_fuel);
     let mut pooling = PoolingAllocationConfig::new();
-    // A component holds a few core instances (main module, shims), each with
-    // at most one memory and a couple of tables.
+    // Room per step for the largest components the standard toolchains write:
+    // a Rust step is 2-4 core instances (main module, shims); componentize-py
+    // links CPython from 14 (libc, libpython, the WASI adapter, shims), all on
+    // one memory and two tables; componentize-js 4. A slot that is never used
+    // costs address space, not memory.
     pooling
         .total_component_instances(pool.max_instances)
-        .total_core_instances(pool.max_instances * 8)
+        .total_core_instances(pool.max_instances * CORE_INSTANCES_PER_STEP)
         .total_memories(pool.max_instances * 2)
         .total_tables(pool.max_instances * 4)
         .total_stacks(pool.max_instances)

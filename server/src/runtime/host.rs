@@ -284,34 +284,10 @@ fn millis_left(deadline: Instant) -> u64 {
 /// The interface name of the host imports, as components import it.
 pub const HOST_INTERFACE: &str = "stepwise:step/host@0.1.0";
 
-/// Link the step interface and the WASI interfaces a step may use: io, clocks,
-/// random and cli (empty environment and stdin). Filesystem, sockets and http
-/// are not linked, so a component importing them cannot instantiate — and is
-/// refused at upload by [`super::validate`] before that.
+/// Link the step interface and all of WASI 0.2 (see [`super::wasi`]: each
+/// step's context grants nothing of the filesystem or network).
 pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
-    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
-    use wasmtime_wasi::p2::bindings::{cli, clocks, random};
-    use wasmtime_wasi::random::WasiRandom;
-
-    wasmtime_wasi_io::add_to_linker_async(linker)?;
-    let l = &mut *linker;
-    clocks::wall_clock::add_to_linker::<StepState, WasiClocks>(l, StepState::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<StepState, WasiClocks>(l, StepState::clocks)?;
-    random::random::add_to_linker::<StepState, WasiRandom>(l, |t| t.wasi.random())?;
-    random::insecure::add_to_linker::<StepState, WasiRandom>(l, |t| t.wasi.random())?;
-    random::insecure_seed::add_to_linker::<StepState, WasiRandom>(l, |t| t.wasi.random())?;
-    cli::exit::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
-    cli::environment::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
-    cli::stdin::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
-    cli::stdout::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
-    cli::stderr::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
-    cli::terminal_input::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
-    cli::terminal_output::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
-    cli::terminal_stdin::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
-    cli::terminal_stdout::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
-    cli::terminal_stderr::add_to_linker::<StepState, WasiCli>(l, StepState::cli)?;
-
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
     Step::add_to_linker::<StepState, HasSelf<StepState>>(linker, |state| state)?;
     // `remaining` needs the store (for fuel), and the checkpoint and artifact
     // data must be measured in guest memory before it is copied: bindgen's

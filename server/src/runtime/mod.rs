@@ -13,6 +13,7 @@ mod outcome;
 mod output;
 mod panic;
 mod validate;
+mod wasi;
 
 pub use compile::{Compiler, child_main as compile_child_main};
 pub use engine::{EPOCH_TICK, MAX_WASM_STACK, PoolSizing};
@@ -169,7 +170,7 @@ impl Runtime {
         if !path.exists() {
             compile::compile_to_file(&self.config.compiler, &self.engine, bytes, &path).await?;
         }
-        self.load_file(hash, path)
+        self.load_file(hash, path).await
     }
 
     /// The module with this hash: from memory, the disk cache, or compiled from
@@ -188,7 +189,7 @@ impl Runtime {
         }
         let path = self.cache_path(hash);
         if path.exists()
-            && let Ok(module) = self.load_file(hash.to_string(), path)
+            && let Ok(module) = self.load_file(hash.to_string(), path).await
         {
             return Ok(module);
         }
@@ -208,11 +209,23 @@ impl Runtime {
         self.loaded.lock().get(hash).cloned()
     }
 
-    fn load_file(&self, hash: String, path: PathBuf) -> Result<Arc<LoadedModule>, ModuleError> {
-        let component = self.deserialize(&path).inspect_err(|_| {
-            // A stale or damaged artifact: drop it so the next try recompiles.
-            let _ = std::fs::remove_file(&path);
-        })?;
+    /// Loads compiled code from the cache. Off the async threads: a Python or JS
+    /// component's code is ~40 MB, tens of milliseconds to map and check, which
+    /// would stall every other step and request on that thread meanwhile.
+    async fn load_file(
+        &self,
+        hash: String,
+        path: PathBuf,
+    ) -> Result<Arc<LoadedModule>, ModuleError> {
+        let engine = self.engine.clone();
+        let file = path.clone();
+        let component = tokio::task::spawn_blocking(move || deserialize(&engine, &file))
+            .await
+            .map_err(|e| ModuleError::CompileFailed(e.to_string()))?
+            .inspect_err(|_| {
+                // A stale or damaged artifact: drop it so the next try recompiles.
+                let _ = std::fs::remove_file(&path);
+            })?;
         validate::check_imports(&self.engine, &component)?;
         let instance_pre = self
             .linker
@@ -231,16 +244,6 @@ impl Runtime {
         Ok(module)
     }
 
-    #[allow(unsafe_code)]
-    fn deserialize(&self, path: &std::path::Path) -> Result<Component, ModuleError> {
-        // SAFETY: the file is in this node's own cache directory and was written
-        // by this server (in-process or by its compile child) from a component
-        // that passed validation; wasmtime additionally checks that it was
-        // produced by a compatible engine and configuration.
-        unsafe { Component::deserialize_file(&self.engine, path) }
-            .map_err(|e| ModuleError::CompileFailed(format!("cannot load compiled code: {e:#}")))
-    }
-
     /// Run one step to its end and say how it ended. Never panics on guest
     /// behaviour; the store is dropped afterwards, never reused.
     pub async fn run(
@@ -257,10 +260,7 @@ impl Runtime {
         let panics = PanicWatch::default();
         let stdout = output.stream(LogLevel::Info, None);
         let stderr = output.stream(LogLevel::Warn, Some(panics.clone()));
-        let wasi = wasmtime_wasi::WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
+        let wasi = wasi::deny_all(stdout.clone(), stderr.clone());
         let limiter = StepLimiter::new(request.limits.max_memory);
         let state = StepState::new(
             wasi,
@@ -334,6 +334,16 @@ impl Runtime {
             duration: started.elapsed(),
         }
     }
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &std::path::Path) -> Result<Component, ModuleError> {
+    // SAFETY: the file is in this node's own cache directory and was written
+    // by this server (in-process or by its compile child) from a component
+    // that passed validation; wasmtime additionally checks that it was
+    // produced by a compatible engine and configuration.
+    unsafe { Component::deserialize_file(engine, path) }
+        .map_err(|e| ModuleError::CompileFailed(format!("cannot load compiled code: {e:#}")))
 }
 
 /// Turn what wasmtime returned into a typed outcome.

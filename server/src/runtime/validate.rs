@@ -1,5 +1,5 @@
 //! What an uploaded module must be: a WebAssembly component, not precompiled
-//! code, importing nothing beyond the step world.
+//! code, importing nothing beyond the step world and WASI 0.2.
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -22,7 +22,7 @@ pub enum ModuleError {
     #[error("the component is malformed: {0}")]
     Malformed(String),
     #[error(
-        "the component imports `{0}`, which steps may not use; allowed: stepwise:step/host, wasi:io, wasi:clocks, wasi:random, wasi:cli"
+        "the component imports `{0}`, which steps may not use; allowed: stepwise:step/host and WASI 0.2's io, clocks, random, cli, filesystem and sockets (a step sees no file and no network through them). For componentize-js, add 'http' and 'fetch-event' to disableFeatures"
     )]
     ForbiddenImport(String),
     #[error("the component does not fit the step world: {0}")]
@@ -35,14 +35,8 @@ pub enum ModuleError {
     CompileFailed(String),
 }
 
-/// Interfaces a step may import (prefix match on the import name).
-const ALLOWED_IMPORTS: &[&str] = &[
-    "stepwise:step/host",
-    "wasi:io/",
-    "wasi:clocks/",
-    "wasi:random/",
-    "wasi:cli/",
-];
+/// The step interface, at any version the host links.
+const STEP_INTERFACE: &str = "stepwise:step/host";
 
 /// Cheap checks on the raw bytes, before any compilation.
 pub fn check_bytes(bytes: &[u8]) -> Result<(), ModuleError> {
@@ -63,13 +57,11 @@ pub fn check_bytes(bytes: &[u8]) -> Result<(), ModuleError> {
     }
 }
 
-/// Refuse a component that imports anything outside the step world.
+/// Refuse a component that imports anything outside the step world and WASI
+/// 0.2 (which the sandbox links deny-all, see `super::wasi`).
 pub fn check_imports(engine: &Engine, component: &Component) -> Result<(), ModuleError> {
     for (name, _) in component.component_type().imports(engine) {
-        if !ALLOWED_IMPORTS
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-        {
+        if !name.starts_with(STEP_INTERFACE) && !super::wasi::is_allowed_wasi(name) {
             return Err(ModuleError::ForbiddenImport(name.to_string()));
         }
     }
