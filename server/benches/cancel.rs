@@ -20,7 +20,7 @@
 mod bench_server;
 mod yardstick;
 
-use bench_server::{Server, setting};
+use bench_server::{Server, row, setting};
 
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -61,18 +61,6 @@ impl Server {
         self.wait_for_status(id, "cancelled", SAMPLE_LIMIT).await;
         started.elapsed().as_secs_f64() * 1e3
     }
-}
-
-fn row(what: &str, mut ms: Vec<f64>) {
-    ms.sort_by(f64::total_cmp);
-    let p = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "| {what} | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
-        ms.len(),
-        p(0.5),
-        p(0.99),
-        ms[ms.len() - 1]
-    );
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -24,7 +24,7 @@
 mod bench_server;
 mod yardstick;
 
-use bench_server::{Server, setting};
+use bench_server::{Server, row, setting};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -98,22 +98,6 @@ fn start_nodes(count: usize, database: &Database, lease: u64) -> Vec<Server> {
             )
         })
         .collect()
-}
-
-fn row(what: &str, mut ms: Vec<f64>) {
-    if ms.is_empty() {
-        println!("| {what} | 0 | – | – | – |");
-        return;
-    }
-    ms.sort_by(f64::total_cmp);
-    let p = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    println!(
-        "| {what} | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
-        ms.len(),
-        p(0.5),
-        p(0.99),
-        ms[ms.len() - 1]
-    );
 }
 
 fn one_step(controller: &str, settings: Value, max_time: i64) -> Value {

@@ -20,6 +20,23 @@ pub fn setting(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// One row of a latency table: `| what | samples | p50 | p99 | max |`.
+pub fn row(what: &str, mut ms: Vec<f64>) {
+    if ms.is_empty() {
+        println!("| {what} | 0 | – | – | – |");
+        return;
+    }
+    ms.sort_by(f64::total_cmp);
+    let p = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "| {what} | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+        ms.len(),
+        p(0.5),
+        p(0.99),
+        ms[ms.len() - 1]
+    );
+}
+
 /// A running server with a fresh data directory, killed when dropped.
 pub struct Server {
     pub child: Child,
