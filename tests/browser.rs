@@ -764,6 +764,13 @@ async fn upload_a_module_on_the_modules_page() {
         b.wait_visible("#modules-table tr[data-module-path='demo/count']")
             .await;
         assert_eq!(b.hash().await, "#/modules");
+        // With the language its component names.
+        assert_eq!(
+            b.text("#modules-table tr[data-module-path='demo/count'] .module-language")
+                .await
+                .as_deref(),
+            Some("Rust")
+        );
         b.shot("modules").await;
 
         // A component with a forbidden import is refused, naming the import.

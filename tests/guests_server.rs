@@ -38,6 +38,13 @@ async fn upload(s: &TestServer, lang: Lang, path: &str, test: &str) -> Option<()
         status.is_success(),
         "upload {lang:?} {path}: {status} {body}"
     );
+    // The module record says which language built it (the component's
+    // `producers` section), as the dashboard's Modules view shows.
+    let language = match lang {
+        Lang::Python => "Python",
+        Lang::Js => "JavaScript",
+    };
+    assert_eq!(body["language"], language, "{body}");
     Some(())
 }
 

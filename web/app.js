@@ -28,7 +28,7 @@
 //                only when there is an error) and #new-error (form-level)
 //   Modules      #/modules  #module-form, #module-file (file input), #module-path, #module-upload,
 //                drop zone #module-drop, #module-upload-progress, #module-message;
-//                #modules-table tr[data-module-path="a/b"] with .module-active, .module-usage,
+//                #modules-table tr[data-module-path="a/b"] with .module-active, .module-language, .module-usage,
 //                .btn-module-toggle, .btn-module-delete then .btn-module-delete-confirm
 //   Stats        #/stats  #stats-hours, #stats-counts [data-stat="running"], #stats-total,
 //                #stats-success-rate, #stats-avg-duration, #stats-runs, #alerts li[data-alert-kind],

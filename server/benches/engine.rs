@@ -52,7 +52,13 @@ async fn setup(durability: Durability) -> (Engine, Arc<dyn Store>, tempfile::Tem
     let bytes = module("fixture/noop");
     let loaded = runtime.prepare(&bytes).await.unwrap();
     store
-        .put_module("fixture/noop", loaded.hash(), &bytes, Utc::now())
+        .put_module(
+            "fixture/noop",
+            loaded.hash(),
+            &bytes,
+            Some("Rust"),
+            Utc::now(),
+        )
         .await
         .unwrap();
     let mut config = EngineConfig::new("bench");

@@ -122,7 +122,13 @@ pub async fn register(state: &AppState, path: &str, bytes: &[u8]) -> Result<(Mod
         })?;
     let stored = state
         .store()
-        .put_module(path, loaded.hash(), bytes, Utc::now())
+        .put_module(
+            path,
+            loaded.hash(),
+            bytes,
+            crate::runtime::language_of(bytes).as_deref(),
+            Utc::now(),
+        )
         .await?;
     state.forget_modules();
     state.engine().module_registered(loaded.hash()).await;

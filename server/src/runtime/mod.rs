@@ -8,6 +8,7 @@
 mod compile;
 mod engine;
 mod host;
+mod language;
 mod limits;
 mod outcome;
 mod output;
@@ -18,6 +19,7 @@ mod wasi;
 pub use compile::{Compiler, child_main as compile_child_main};
 pub use engine::{EPOCH_TICK, MAX_WASM_STACK, PoolSizing};
 pub use host::{HostRefusal, LogLevel, NullHost, StepContext, StepHost};
+pub use language::language_of;
 pub use limits::{CapExceeded, DataCaps, MemoryCapExceeded, StepLimits};
 pub use outcome::{StepOutcome, StepReport};
 pub use validate::ModuleError;

@@ -247,6 +247,7 @@ pub trait Store: Send + Sync + 'static {
         path: &str,
         hash: &str,
         bytes: &[u8],
+        language: Option<&str>,
         now: DateTime<Utc>,
     ) -> StoreResult<(Module, bool)>;
     async fn get_module(&self, path: &str) -> StoreResult<Option<Module>>;

@@ -493,6 +493,9 @@ pub struct Module {
     pub path: String,
     pub hash: String,
     pub size: i64,
+    /// The language its component says it was written in (`Rust`,
+    /// `Python`, `JavaScript`, …); null when it does not say.
+    pub language: Option<String>,
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -46,7 +46,7 @@ pub(super) async fn load_checkpoint(
 
 // ---- modules --------------------------------------------------------------
 
-const MODULE_SELECT: &str = "SELECT m.path, m.hash, b.size, m.active, m.created_at, m.updated_at \
+const MODULE_SELECT: &str = "SELECT m.path, m.hash, b.size, b.language, m.active, m.created_at, m.updated_at \
                              FROM modules AS m JOIN module_blobs AS b ON b.hash = m.hash";
 
 fn module_from_row(row: &PgRow) -> Result<Module, sqlx::Error> {
@@ -54,6 +54,7 @@ fn module_from_row(row: &PgRow) -> Result<Module, sqlx::Error> {
         path: row.try_get("path")?,
         hash: row.try_get("hash")?,
         size: row.try_get("size")?,
+        language: row.try_get("language")?,
         active: row.try_get("active")?,
         created_at: time(row.try_get("created_at")?),
         updated_at: time(row.try_get("updated_at")?),
@@ -80,10 +81,11 @@ pub(super) async fn put_module(
     path: &str,
     hash: &str,
     bytes: &[u8],
+    language: Option<&str>,
     now: DateTime<Utc>,
 ) -> StoreResult<(Module, bool)> {
     let mut tx = store.pool.begin().await?;
-    let result = put_module_in(&mut tx, path, hash, bytes, now).await;
+    let result = put_module_in(&mut tx, path, hash, bytes, language, now).await;
     super::settle(tx, result).await
 }
 
@@ -92,16 +94,19 @@ async fn put_module_in(
     path: &str,
     hash: &str,
     bytes: &[u8],
+    language: Option<&str>,
     now: DateTime<Utc>,
 ) -> StoreResult<(Module, bool)> {
     sqlx::query(
-        "INSERT INTO module_blobs (hash, bytes, size, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (hash) DO NOTHING",
+        "INSERT INTO module_blobs (hash, bytes, size, created_at, language) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (hash) DO UPDATE SET language = excluded.language \
+         WHERE module_blobs.language IS NULL AND excluded.language IS NOT NULL",
     )
     .bind(hash)
     .bind(bytes)
     .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
     .bind(ms(now))
+    .bind(language)
     .execute(&mut *tx)
     .await?;
     let created: bool = sqlx::query_scalar(

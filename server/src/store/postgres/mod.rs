@@ -402,9 +402,10 @@ impl Store for PostgresStore {
         path: &str,
         hash: &str,
         bytes: &[u8],
+        language: Option<&str>,
         now: DateTime<Utc>,
     ) -> StoreResult<(Module, bool)> {
-        blobs::put_module(self, path, hash, bytes, now).await
+        blobs::put_module(self, path, hash, bytes, language, now).await
     }
 
     async fn get_module(&self, path: &str) -> StoreResult<Option<Module>> {

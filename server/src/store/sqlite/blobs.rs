@@ -46,7 +46,7 @@ pub(super) async fn load_checkpoint(
 
 // ---- modules --------------------------------------------------------------
 
-const MODULE_SELECT: &str = "SELECT m.path, m.hash, b.size, m.active, m.created_at, m.updated_at \
+const MODULE_SELECT: &str = "SELECT m.path, m.hash, b.size, b.language, m.active, m.created_at, m.updated_at \
                              FROM modules AS m JOIN module_blobs AS b ON b.hash = m.hash";
 
 fn module_from_row(row: &SqliteRow) -> Result<Module, sqlx::Error> {
@@ -54,6 +54,7 @@ fn module_from_row(row: &SqliteRow) -> Result<Module, sqlx::Error> {
         path: row.try_get("path")?,
         hash: row.try_get("hash")?,
         size: row.try_get("size")?,
+        language: row.try_get("language")?,
         active: row.try_get("active")?,
         created_at: time(row.try_get("created_at")?),
         updated_at: time(row.try_get("updated_at")?),
@@ -78,17 +79,20 @@ pub(super) async fn put_module(
     path: &str,
     hash: &str,
     bytes: &[u8],
+    language: Option<&str>,
     now: DateTime<Utc>,
 ) -> StoreResult<(Module, bool)> {
     let mut tx = store.writer.begin().await?;
     sqlx::query(
-        "INSERT INTO module_blobs (hash, bytes, size, created_at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (hash) DO NOTHING",
+        "INSERT INTO module_blobs (hash, bytes, size, created_at, language) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (hash) DO UPDATE SET language = excluded.language \
+         WHERE module_blobs.language IS NULL AND excluded.language IS NOT NULL",
     )
     .bind(hash)
     .bind(bytes)
     .bind(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
     .bind(ms(now))
+    .bind(language)
     .execute(&mut *tx)
     .await?;
     let created = module_on(&mut tx, path).await?.is_none();

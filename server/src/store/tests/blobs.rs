@@ -203,7 +203,7 @@ pub(crate) async fn artifacts_newest_run_first(store: &dyn Store) {
 
 pub(crate) async fn modules_register_and_activate(store: &dyn Store) {
     let (module, created) = store
-        .put_module("tool/backup", "hash-1", b"v1 bytes", t(1))
+        .put_module("tool/backup", "hash-1", b"v1 bytes", Some("Python"), t(1))
         .await
         .expect("put");
     assert!(created);
@@ -213,13 +213,25 @@ pub(crate) async fn modules_register_and_activate(store: &dyn Store) {
             path: "tool/backup".into(),
             hash: "hash-1".into(),
             size: 8,
+            language: Some("Python".into()),
             active: true,
             created_at: t(1),
             updated_at: t(1)
         }
     );
+    // The same bytes under another path are the same program: the language
+    // is the blob's, kept when an upload does not say it.
+    let (same, _) = store
+        .put_module("tool/copy-of-backup", "hash-1", b"v1 bytes", None, t(1))
+        .await
+        .expect("put");
+    assert_eq!(same.language.as_deref(), Some("Python"));
     store
-        .put_module("a/first", "hash-a", b"a", t(1))
+        .delete_module("tool/copy-of-backup")
+        .await
+        .expect("delete");
+    store
+        .put_module("a/first", "hash-a", b"a", None, t(1))
         .await
         .expect("put");
     let off = store
@@ -230,7 +242,7 @@ pub(crate) async fn modules_register_and_activate(store: &dyn Store) {
     assert_eq!(off.updated_at, t(2));
 
     let (module, created) = store
-        .put_module("tool/backup", "hash-2", b"v2", t(3))
+        .put_module("tool/backup", "hash-2", b"v2", None, t(3))
         .await
         .expect("re-register");
     assert!(!created);
@@ -264,7 +276,7 @@ pub(crate) async fn modules_register_and_activate(store: &dyn Store) {
 
     // Two paths may share one blob.
     store
-        .put_module("tool/copy", "hash-2", b"v2", t(4))
+        .put_module("tool/copy", "hash-2", b"v2", None, t(4))
         .await
         .expect("same bytes, other path");
     let paths: Vec<String> = store

@@ -185,7 +185,7 @@ pub(crate) async fn alert_facts_backlog_running_and_failing_modules(store: &dyn 
     // The backlog: three claimable due tasks; not the ones waiting for an
     // inactive module, due later, or disabled.
     store
-        .put_module("m/off", "h-off", b"off", t(0))
+        .put_module("m/off", "h-off", b"off", None, t(0))
         .await
         .expect("put module");
     store
