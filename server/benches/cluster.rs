@@ -16,8 +16,8 @@
 //! - a node's death → its run resuming elsewhere: `kill -9` of the node
 //!   running a long step, until another node's run of the task is running.
 //!
-//! Throughput beside graphile-worker is measured by `../shared/peers/`-style
-//! runs of several nodes (see BENCHMARKS.md), not here. Smaller runs:
+//! Throughput beside graphile-worker is measured by the peer benchmark with
+//! several nodes (see BENCHMARKS.md), not here. Smaller runs:
 //! `STEPWISE_BENCH_SAMPLES` (default 200), `STEPWISE_BENCH_LEASE` (seconds,
 //! default 10: the death series waits about that long per sample).
 
