@@ -86,18 +86,24 @@ impl Drop for Database {
     }
 }
 
-fn start_nodes(count: usize, database: &Database, lease: u64) -> Vec<Server> {
+/// `count` nodes on the database; the first one's admin token is handed to
+/// the others, as an operator would (only a database's first node makes one).
+fn start_nodes(count: usize, database: &Database, lease: u64, token: Option<&str>) -> Vec<Server> {
     let lease = lease.to_string();
-    (0..count)
-        .map(|_| {
-            Server::start_with(
-                32,
-                LIMIT,
-                &["--database", &database.url, "--lease-seconds", &lease],
-                &[("STEPWISE_SECRET_KEY", SHARED_KEY)],
-            )
-        })
-        .collect()
+    let mut nodes: Vec<Server> = Vec::with_capacity(count);
+    let mut token: Option<String> = token.map(str::to_string);
+    for _ in 0..count {
+        let node = Server::start_with(
+            32,
+            LIMIT,
+            &["--database", &database.url, "--lease-seconds", &lease],
+            &[("STEPWISE_SECRET_KEY", SHARED_KEY)],
+            token.as_deref(),
+        );
+        token.get_or_insert_with(|| node.token.clone());
+        nodes.push(node);
+    }
+    nodes
 }
 
 fn one_step(controller: &str, settings: Value, max_time: i64) -> Value {
@@ -121,7 +127,7 @@ async fn runner(server: &Server, id: i64) -> String {
         let runs = server
             .request(reqwest::Method::GET, &format!("/tasks/{id}/runs"), None)
             .await;
-        if let Some(node) = runs
+        if let Some(node) = runs["runs"]
             .as_array()
             .and_then(|r| r.first())
             .and_then(|r| r["node"].as_str())
@@ -267,10 +273,10 @@ async fn event_delays(nodes: &[Server], samples: usize) -> Vec<f64> {
     ms
 }
 
-async fn death_to_resume(database: &Database, lease: u64, samples: usize) -> Vec<f64> {
+async fn death_to_resume(database: &Database, token: &str, lease: u64, samples: usize) -> Vec<f64> {
     let mut ms = Vec::with_capacity(samples);
     for _ in 0..samples {
-        let mut nodes = start_nodes(3, database, lease);
+        let mut nodes = start_nodes(3, database, lease, Some(token));
         for node in &nodes {
             node.upload("fixture/sleep").await;
         }
@@ -291,7 +297,7 @@ async fn death_to_resume(database: &Database, lease: u64, samples: usize) -> Vec
             let runs = survivor
                 .request(reqwest::Method::GET, &format!("/tasks/{id}/runs"), None)
                 .await;
-            let resumed = runs
+            let resumed = runs["runs"]
                 .as_array()
                 .and_then(|r| r.first())
                 .is_some_and(|r| r["status"] == "running" && r["node"] != on.as_str());
@@ -327,7 +333,8 @@ async fn main() {
     let probe = tempfile::tempdir().expect("temp dir");
     println!("{}\n", yardstick::Yardstick::measure(probe.path()));
 
-    let nodes = start_nodes(3, &database, 30);
+    let nodes = start_nodes(3, &database, 30, None);
+    let token = nodes[0].token.clone();
     for module in ["fixture/noop", "fixture/loop"] {
         nodes[0].upload(module).await;
     }
@@ -353,6 +360,6 @@ async fn main() {
     drop(nodes);
     row(
         &format!("`kill -9` of the running node → its run resumed on another (lease {lease} s)"),
-        death_to_resume(&database, lease, 3).await,
+        death_to_resume(&database, &token, lease, 3).await,
     );
 }

@@ -52,18 +52,23 @@ impl Server {
     /// no example modules; its HTTP client gives up on a request after
     /// `request_timeout`.
     pub fn start(workers: usize, request_timeout: Duration) -> Server {
-        Self::start_with(workers, request_timeout, &[], &[])
+        Self::start_with(workers, request_timeout, &[], &[], None)
     }
 
     /// [`Server::start`] with more flags and environment variables (a
-    /// `--database` and the shared secret key of a cluster's nodes, say).
+    /// `--database` and the shared secret key of a cluster's nodes, say),
+    /// and the admin token of a database another node made first.
     pub fn start_with(
         workers: usize,
         request_timeout: Duration,
         args: &[&str],
         env: &[(&str, &str)],
+        token: Option<&str>,
     ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
+        if let Some(token) = token {
+            std::fs::write(dir.path().join("admin-token"), token).expect("admin token");
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_stepwise"))
             .args(["serve", "--listen", "127.0.0.1:0", "--no-examples"])
             .arg("--data-dir")
