@@ -221,13 +221,27 @@ async fn javascript_steps_run_through_the_server() {
         "fail_after": 2,
     });
     // Fails after two messages; the retry resumes from the checkpoint and sends the third.
+    // Not due for an hour: it runs when told, once the watcher listens.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let id = task(
         &s,
         send,
         settings,
-        json!({"max_attempts": 2, "secrets": {"mail_api_key": "secret"}}),
+        json!({"max_attempts": 2, "secrets": {"mail_api_key": "secret"}, "start_at": later}),
     )
     .await;
+    let watcher = tokio::spawn(watch_until_completed(s.url.clone(), s.token.clone(), id));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = s.post_empty(&format!("/tasks/{id}/run")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // Its progress reaches the WebSocket, up to the end.
+    let events = watcher.await.unwrap();
+    let live_progress = events
+        .iter()
+        .filter(|e| e["type"] == "step" || e["type"] == "task")
+        .filter_map(|e| e["progress"].as_f64())
+        .fold(0.0, f64::max);
+    assert_eq!(live_progress, 100.0, "{events:?}");
     s.wait_for(id, &["completed"], PATIENCE).await;
     let runs = results(&s, id).await;
     assert_eq!(runs.len(), 2, "{runs:?}");
