@@ -21,20 +21,34 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Every node of a cluster seals and opens the tasks' secrets with one key.
 const SHARED_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// The lease of the failover test: short, so that the test is quick.
 const LEASE_SECONDS: u64 = 3;
+/// The lease of the cancel test: long, so that a cancel the heartbeat
+/// noticed (a third of a lease) cannot pass for one the message delivered,
+/// however loaded the machine.
+const CANCEL_TEST_LEASE_SECONDS: u64 = 60;
 
-/// Nodes, and their data directories (deleted when dropped).
-type Cluster = (Vec<TestServer>, Vec<tempfile::TempDir>);
+/// Nodes, their data directories (deleted when dropped), and this binary's
+/// turn: its tests run one cluster at a time, so that the failover test's
+/// five processes do not starve the cancel test's two of the machine's cores.
+type Cluster = (
+    Vec<TestServer>,
+    Vec<tempfile::TempDir>,
+    tokio::sync::MutexGuard<'static, ()>,
+);
+
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Start `count` nodes on one fresh database, or `None` (skipped) without
 /// PostgreSQL.
-async fn cluster(test: &str, count: usize, args: &[&str]) -> Option<Cluster> {
+async fn cluster(test: &str, count: usize, lease_seconds: u64, args: &[&str]) -> Option<Cluster> {
     if let Err(why) = postgres_reachable() {
         skip_or_fail(test, &why);
         return None;
     }
+    let turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let url = fresh_postgres_database();
-    let lease = LEASE_SECONDS.to_string();
+    let lease = lease_seconds.to_string();
     let mut all_args = vec![
         "--database",
         url.as_str(),
@@ -61,7 +75,7 @@ async fn cluster(test: &str, count: usize, args: &[&str]) -> Option<Cluster> {
         nodes.push(node);
         dirs.push(dir);
     }
-    Some((nodes, dirs))
+    Some((nodes, dirs, turn))
 }
 
 /// The node id a server reports for itself.
@@ -138,9 +152,10 @@ async fn wait_completed(server: &TestServer, at_least: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_lose_nothing_when_one_is_killed_and_one_is_stopped() {
     const TASKS: usize = 2_000;
-    let Some((nodes, _dirs)) = cluster(
+    let Some((nodes, _dirs, _turn)) = cluster(
         "three_nodes_lose_nothing_when_one_is_killed_and_one_is_stopped",
         3,
+        LEASE_SECONDS,
         &["--workers", "16", "--shutdown-grace-seconds", "2"],
     )
     .await
@@ -266,9 +281,10 @@ async fn three_nodes_lose_nothing_when_one_is_killed_and_one_is_stopped() {
 
 #[tokio::test]
 async fn a_cancel_sent_to_one_node_stops_the_step_on_the_node_that_runs_it() {
-    let Some((nodes, _dirs)) = cluster(
+    let Some((nodes, _dirs, _turn)) = cluster(
         "a_cancel_sent_to_one_node_stops_the_step_on_the_node_that_runs_it",
         2,
+        CANCEL_TEST_LEASE_SECONDS,
         &[],
     )
     .await
@@ -300,14 +316,18 @@ async fn a_cancel_sent_to_one_node_stops_the_step_on_the_node_that_runs_it() {
     let (status, body) = other.post_empty(&format!("/tasks/{id}/cancel")).await;
     assert!(status.is_success(), "{status} {body}");
     let task = other
-        .wait_for(id, &["cancelled"], Duration::from_secs(5))
+        .wait_for(id, &["cancelled"], Duration::from_secs(15))
         .await;
     let took = asked.elapsed();
     assert_eq!(task["status"], "cancelled", "{task}");
-    // The heartbeat would only notice after a lease / 3; the node message
-    // does it at once (the benchmark measures how fast).
+    // The heartbeat would only notice after a third of the lease (20 s);
+    // the node message does it at once. How fast is the benchmark's to
+    // measure: this bound only tells the two paths apart, with room for a
+    // machine busy with other tests.
+    let heartbeat = Duration::from_secs(CANCEL_TEST_LEASE_SECONDS / 3);
     assert!(
-        took < Duration::from_millis(LEASE_SECONDS * 1000 / 3),
-        "{took:?}"
+        took < heartbeat / 2,
+        "the cancel took {took:?}: the node message did not stop the step \
+         (the heartbeat, after {heartbeat:?}, would have)"
     );
 }
