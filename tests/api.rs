@@ -727,7 +727,9 @@ async fn cleanup_stats_health_metrics_openapi_and_the_dashboard() {
     let (status, health) = s.request(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(health["status"], "ok");
-    let (status, metrics) = s.request(Method::GET, "/metrics", None, None).await;
+    let (status, _) = s.request(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "metrics need a token");
+    let (status, metrics) = s.get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         metrics

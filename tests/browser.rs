@@ -1443,3 +1443,117 @@ async fn every_page_fits_a_phone() {
     b.close().await;
     server.post_empty(&format!("/tasks/{running}/cancel")).await;
 }
+
+#[tokio::test]
+async fn the_logs_page_lists_every_tasks_lines_filters_and_follows() {
+    let Some((_turn, server, mut b)) = start(
+        "the_logs_page_lists_every_tasks_lines_filters_and_follows",
+        "logs",
+        Screen::Desktop,
+    )
+    .await
+    else {
+        return;
+    };
+    server.upload("fixture/echosecret").await;
+    server.upload("fixture/fail").await;
+    // One task that says info and warn lines, then one that ends with an error line.
+    let chatty = create_task(
+        &server,
+        json!({"name": "Chatty", "secrets": {"api_key": "s3cret-value"},
+               "steps": [{"controller": "fixture/echosecret", "settings": {"secret": "api_key"}}]}),
+    )
+    .await;
+    server.wait_for(chatty, &["completed"], WAIT).await;
+    let failing = create_task(
+        &server,
+        json!({"name": "Failing", "steps": [{"controller": "fixture/fail", "settings": {"permanent": true}}]}),
+    )
+    .await;
+    server.wait_for(failing, &["failed"], WAIT).await;
+    let line = |task: i64| format!("#logs-list li.log-line[data-task-id='{task}']");
+
+    run(&mut b, async |b: &mut Browser| {
+        b.sign_in().await;
+        b.click("a[data-nav=logs]").await;
+        b.wait_visible(&line(chatty)).await;
+        b.wait_visible(&line(failing)).await;
+        // Newest first: the failing task ran last.
+        assert_eq!(
+            b.attr("#logs-list li.log-line", "data-task-id").await,
+            Some(failing.to_string())
+        );
+        let chatty_text = b.text(&format!("{} .log-msg", line(chatty))).await.unwrap_or_default();
+        assert!(chatty_text.contains("***"), "a masked line of the chatty task: {chatty_text}");
+        b.shot("all").await;
+
+        // Errors only: the failing task's line, none of the chatty one's.
+        b.js(
+            "const s = document.getElementById('logs-level'); s.value = 'error';
+             s.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await;
+        b.wait_js(
+            "only error lines",
+            WAIT,
+            "const lines = [...document.querySelectorAll('#logs-list li.log-line')];
+             return lines.length > 0 && lines.every((l) => l.dataset.level === 'error');",
+            vec![],
+        )
+        .await;
+        assert!(b.text(&line(chatty)).await.is_none());
+        assert_eq!(b.text(&format!("{} .log-task", line(failing))).await, Some(format!("#{failing}")));
+
+        // One task's lines, every level.
+        b.js(
+            "const s = document.getElementById('logs-level'); s.value = '';
+             s.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await;
+        b.type_into("#logs-task", &chatty.to_string()).await;
+        b.js(
+            "document.getElementById('logs-task').dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await;
+        b.wait_js(
+            "only the chatty task's lines, warn ones among them",
+            WAIT,
+            "const lines = [...document.querySelectorAll('#logs-list li.log-line')];
+             return lines.length > 1 && lines.every((l) => l.dataset.taskId === arguments[0])
+               && lines.some((l) => l.dataset.level === 'warn');",
+            vec![json!(chatty.to_string())],
+        )
+        .await;
+        b.shot("one-task").await;
+
+        // Live: a new task's line shows up on top without a reload.
+        b.type_into("#logs-task", " ").await;
+        b.js(
+            "const t = document.getElementById('logs-task'); t.value = '';
+             t.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await;
+        b.wait_visible(&line(failing)).await;
+        let again = create_task(
+            &server,
+            json!({"name": "Failing again", "steps": [{"controller": "fixture/fail", "settings": {"permanent": true}}]}),
+        )
+        .await;
+        b.wait_js(
+            "the new task's line on top",
+            WAIT,
+            "const first = document.querySelector('#logs-list li.log-line');
+             return !!first && first.dataset.taskId === arguments[0];",
+            vec![json!(again.to_string())],
+        )
+        .await;
+        b.shot("live").await;
+        b.assert_no_console_errors(&[]).await;
+    })
+    .await;
+    b.close().await;
+}

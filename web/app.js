@@ -5,7 +5,7 @@
 //                The first-start URL http://host/#token=sw_... signs in directly.
 //   Header       #global-running[data-count="N"] with .global-count, .global-link (href #/tasks/ID
 //                of the latest running task) and its bar [data-progress]; #live-status[data-state=
-//                connecting|live|reconnecting|offline]; nav links a[data-nav=tasks|new|modules|stats|nodes]
+//                connecting|live|reconnecting|offline]; nav links a[data-nav=tasks|new|modules|stats|nodes|logs]
 //   Progress     every bar is [data-progress="42.5"] role=progressbar aria-valuenow="42.5",
 //                followed by .pct ("42%") and .eta ("about 2 min left")
 //   Task list    #/tasks  #tasks-table, rows tr[data-task-id="12"][data-status] with .status,
@@ -35,6 +35,9 @@
 //                #throughput-chart (svg, g.tp-bar per hour), #stats-modules
 //   Nodes        #/nodes  #nodes-table tr[data-node-id][data-state][data-alive] with .node-state,
 //                .node-address, .node-running, .node-heartbeat, .node-version
+//   Logs         #/logs  #logs-level (select: '' or a minimum level), #logs-task (task id input),
+//                #logs-list li.log-line[data-level][data-task-id] newest first, with .log-task
+//                (link to the task) and .log-msg; #logs-more (older lines); #logs-empty
 //   Toasts       #toasts .toast (.toast-error for errors)
 
 import { api, getToken, setToken, onUnauthorized } from './js/api.js';
@@ -46,6 +49,7 @@ import * as newView from './js/new.js';
 import * as modulesView from './js/modules.js';
 import * as statsView from './js/stats.js';
 import * as nodesView from './js/nodes.js';
+import * as logsView from './js/logs.js';
 
 const store = createStore();
 const live = createLive(store, { getToken, onAuthProblem: () => recheckToken() });
@@ -71,6 +75,7 @@ function parseRoute() {
   if (path === '/modules') return { name: 'modules', view: modulesView, params: {}, query };
   if (path === '/stats') return { name: 'stats', view: statsView, params: {}, query };
   if (path === '/nodes') return { name: 'nodes', view: nodesView, params: {}, query };
+  if (path === '/logs') return { name: 'logs', view: logsView, params: {}, query };
   return { name: 'notfound', view: null, params: {}, query };
 }
 

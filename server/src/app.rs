@@ -40,6 +40,9 @@ pub struct Settings {
     pub compile_memory_bytes: u64,
     /// Compile uploads in this process instead of a bounded child (library use only).
     pub compile_in_process: bool,
+    /// The log is JSON (`--log-format json`): the address and the first
+    /// start's banner go through it too, so every line of stderr is JSON.
+    pub json_log: bool,
 }
 
 /// A server ready to run.
@@ -49,6 +52,7 @@ pub struct App {
     engine: Engine,
     engine_runtime: EngineRuntime,
     shutdown_grace: Duration,
+    json_log: bool,
 }
 
 /// The engine's own tokio runtime: claims, steps and their commits run on its
@@ -168,10 +172,11 @@ impl App {
             engine,
             engine_runtime,
             shutdown_grace: settings.shutdown_grace,
+            json_log: settings.json_log,
         };
         app.first_start(data_dir).await?;
         app.engine.report_running().await;
-        eprintln!("stepwise listening on {}", app.address());
+        app.announce(&format!("stepwise listening on {}", app.address()));
         Ok(app)
     }
 
@@ -199,12 +204,22 @@ impl App {
         let path = data_dir.join("admin-token");
         let _ = std::fs::remove_file(&path);
         crate::fsutil::write_private(&path, format!("{token}\n").as_bytes())?;
-        eprintln!(
+        self.announce(&format!(
             "\n  Stepwise is ready.\n  Dashboard (signs you in): {}#token={token}\n  Admin token: {token}\n  (shown once; also saved to {} with mode 0600)\n",
             self.address(),
             path.display()
-        );
+        ));
         Ok(())
+    }
+
+    /// Tell whoever started the server: plain text on stderr, or a log line
+    /// when the log is JSON (a log shipper reads every line as JSON).
+    fn announce(&self, text: &str) {
+        if self.json_log {
+            tracing::info!("{}", text.trim());
+        } else {
+            eprintln!("{text}");
+        }
     }
 
     /// Serve until Ctrl-C or SIGTERM, then stop as a node of a cluster

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use stepwise::cli::{Cli, Command};
+use stepwise::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let args = match stepwise::cli::args_with_config() {
@@ -22,7 +22,10 @@ fn main() -> ExitCode {
         // No tokio, no tracing: the child only compiles, under its rlimit.
         return stepwise::runtime::compile_child_main(input, output, *memory_limit_bytes);
     }
-    init_tracing();
+    init_tracing(match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -71,12 +74,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STEPWISE_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,sqlx=warn,wasmtime=warn,cranelift=warn")
     });
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log.init(),
+        // The run and step spans' fields are flattened into each line's `span`
+        // and listed in `spans`, so a shipper can filter by run_id.
+        LogFormat::Json => log
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }

@@ -90,7 +90,12 @@ impl TestServer {
                 if show {
                     eprintln!("[server] {line}");
                 }
-                if let Some(url) = line.strip_prefix("stepwise listening on ") {
+                // With `--log-format json` the address is a JSON log line's message.
+                let said = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|v| v["fields"]["message"].as_str().map(str::to_string));
+                let said = said.as_deref().unwrap_or(&line);
+                if let Some(url) = said.strip_prefix("stepwise listening on ") {
                     let _ = tx.send(url.trim_end_matches('/').to_string());
                 }
                 lines.lock().unwrap().push(line);

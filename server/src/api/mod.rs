@@ -7,6 +7,8 @@ mod error;
 mod events;
 mod extract;
 mod health;
+mod logs;
+mod metrics;
 mod modules;
 mod nodes;
 mod openapi;
@@ -71,6 +73,7 @@ struct Shared {
     tokens: TokenCache,
     compiles: Semaphore,
     started: Instant,
+    websocket_clients: metrics::WebSocketClients,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -91,6 +94,7 @@ impl AppState {
                 tokens: TokenCache::default(),
                 compiles,
                 started: Instant::now(),
+                websocket_clients: Default::default(),
             }),
         }
     }
@@ -150,6 +154,11 @@ impl AppState {
         &self.shared.compiles
     }
 
+    /// The WebSocket sessions open on this node (`/metrics`).
+    pub(crate) fn websocket_clients(&self) -> &metrics::WebSocketClients {
+        &self.shared.websocket_clients
+    }
+
     pub fn uptime(&self) -> std::time::Duration {
         self.shared.started.elapsed()
     }
@@ -160,6 +169,7 @@ pub fn router(state: AppState) -> Router {
     let max_json = state.config().max_json_bytes;
     let api = Router::new()
         .merge(tasks::router())
+        .merge(logs::router())
         .merge(modules::router(state.config().max_module_bytes))
         .merge(stats::router())
         .merge(nodes::router())
@@ -171,6 +181,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(health::router())
+        .merge(metrics::router())
         // Last: the dashboard's static files, and a JSON 404 for anything else.
         .merge(web::router())
         .layer(middleware::from_fn(log_errors))

@@ -1,4 +1,4 @@
-//! What a task did: its runs, logs and artifacts; and cleanup of old tasks.
+//! What a task did: its runs and artifacts (logs are in `logs.rs`); and cleanup of old tasks.
 
 use super::auth::Caller;
 use super::error::{ApiError, Result};
@@ -6,7 +6,7 @@ use super::extract::PathArgs;
 use super::extract::QueryArgs;
 use super::tasks::load_task;
 use super::{AppState, validate};
-use crate::store::{Artifact, EventRecord, Role, Run, Store, TaskStatus};
+use crate::store::{Artifact, Role, Run, Store, TaskStatus};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
@@ -21,7 +21,6 @@ use std::sync::Arc;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/tasks/{id}/runs", get(runs))
-        .route("/tasks/{id}/logs", get(logs))
         .route("/tasks/{id}/artifacts", get(artifacts))
         .route("/tasks/{id}/artifacts/{name}", get(download))
 }
@@ -29,7 +28,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
-    /// How many (default 20 runs / 500 log lines; at most 1000 / 10000).
+    /// How many runs (default 20, at most 1000).
     pub limit: Option<i64>,
 }
 
@@ -54,31 +53,6 @@ pub async fn runs(
     load_task(&state, id).await?;
     Ok(Json(RunList {
         runs: state.store().list_runs(id, limit).await?,
-    }))
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LogList {
-    pub logs: Vec<EventRecord>,
-}
-
-#[utoipa::path(get, path = "/api/v1/tasks/{id}/logs", tag = "history", params(("id" = i64, Path), LimitQuery),
-    responses((status = 200, body = LogList), (status = 401, body = super::ErrorBody),
-        (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn logs(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathArgs(id): PathArgs<i64>,
-    QueryArgs(query): QueryArgs<LimitQuery>,
-) -> Result<Json<LogList>> {
-    caller.require(Role::Viewer)?;
-    let limit = query.limit.unwrap_or(500);
-    validate::range("limit", limit, 1, 10_000, "lines")?;
-    load_task(&state, id).await?;
-    state.engine().event_writer().flush_soon().await;
-    Ok(Json(LogList {
-        logs: state.store().list_events(id, true, limit).await?,
     }))
 }
 

@@ -108,6 +108,17 @@ pub enum DurabilityArg {
     Normal,
 }
 
+/// How the server writes its own log (stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields of the run and step spans
+    /// (`task_id`, `run_id`, `step_id`, `module`): for log shippers.
+    Json,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// A TOML file with any of these settings (keys are the flag names with `_`).
@@ -162,6 +173,9 @@ pub struct ServeArgs {
     /// Bytes of memory a module's compilation may use.
     #[arg(long, env = "STEPWISE_COMPILE_MEMORY", default_value_t = 2 << 30)]
     pub compile_memory: u64,
+    /// The server's own log on stderr: `text` or `json` (one object a line).
+    #[arg(long, env = "STEPWISE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }
 
 impl ServeArgs {
@@ -186,6 +200,7 @@ impl ServeArgs {
             compile_timeout: Duration::from_secs(self.compile_timeout.max(1)),
             compile_memory_bytes: self.compile_memory,
             compile_in_process: false,
+            json_log: self.log_format == LogFormat::Json,
         }
     }
 }

@@ -3,8 +3,10 @@
 
 use super::Inner;
 use super::masking::SecretMask;
+use super::metrics::StepFacts;
 use super::policy::{self, RunVerdict};
 use super::progress::RunProgress;
+use super::run_logs::RunLogs;
 use super::step_host::{EngineStepHost, RunContext};
 use super::step_threads::Lingering;
 use super::step_weights;
@@ -14,10 +16,10 @@ use crate::store::{ClaimedRun, PlannedStep, StepRunEnd, StepRunStatus, Task, Tas
 use chrono::Utc;
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// What a finished run did (for tests and the CLI).
 #[derive(Debug, Clone)]
@@ -36,6 +38,21 @@ pub struct RunSummary {
 /// back before the run's end is awaited on disk, so the node keeps its
 /// configured number of steps running while commits are in flight.
 pub(super) async fn execute(
+    inner: Arc<Inner>,
+    claimed: ClaimedRun,
+    slot: Option<OwnedSemaphorePermit>,
+) -> RunSummary {
+    if let Some(due) = claimed.task.next_run_at {
+        inner
+            .metrics
+            .queue_waited((Utc::now() - due).to_std().unwrap_or_default());
+    }
+    // Every log line of the run (and of its steps, below) carries these.
+    let span = tracing::info_span!("run", task_id = claimed.task.id, run_id = claimed.run_id);
+    execute_run(inner, claimed, slot).instrument(span).await
+}
+
+async fn execute_run(
     inner: Arc<Inner>,
     claimed: ClaimedRun,
     slot: Option<OwnedSemaphorePermit>,
@@ -70,7 +87,7 @@ pub(super) async fn execute(
         secrets,
         progress: Mutex::new(progress),
         message: Mutex::new(None),
-        log_lines: AtomicU64::new(0),
+        logs: RunLogs::new(inner.config.max_log_lines_per_run),
     });
     run.publish_task(None);
     for error in secret_errors {
@@ -93,6 +110,11 @@ pub(super) async fn execute(
             verdict = RunVerdict::Cancelled;
             break;
         }
+        let span = tracing::info_span!(
+            "step",
+            step_id = planned.step.id,
+            module = %planned.step.controller
+        );
         let (status, outcome, error) = execute_step(
             &run,
             &task,
@@ -102,6 +124,7 @@ pub(super) async fn execute(
             task_deadline,
             &mut lingering,
         )
+        .instrument(span)
         .await;
         if status == StepRunStatus::Completed {
             // Only a finished step fills its share of the bar: a failed one
@@ -134,6 +157,7 @@ pub(super) async fn execute(
         }
     }
 
+    run.finish_logs();
     let percent = run.progress.lock().percent();
     // Without an error, the run ends with its last progress message: the
     // stored one is only saved now and then, and would be stale.
@@ -177,6 +201,8 @@ pub(super) async fn execute(
     inner.running.remove(task.id);
     inner.wake.notify_one();
     if applied {
+        inner.metrics.run_ended(verdict);
+        tracing::info!(?verdict, status = %end.task_status, "run ended");
         inner.bus.publish(Event::Task(TaskState {
             task_id: task.id,
             seq: 0,
@@ -312,6 +338,14 @@ async fn execute_step(
         .run(&inner.runtime, module, request, host, token)
         .await;
     *lingering = guest;
+    inner.metrics.step_ended(&StepFacts {
+        module: &step.controller,
+        outcome: &report.outcome,
+        duration: running_since.elapsed(),
+        fuel_used: report.fuel_used,
+        peak_memory: report.peak_memory,
+    });
+    tracing::debug!(outcome = report.outcome.kind(), "step ended");
     if report.outcome.is_success() {
         inner
             .module_durations

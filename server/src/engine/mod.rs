@@ -6,11 +6,13 @@ mod cluster;
 mod event_writer;
 mod executor;
 mod masking;
+mod metrics;
 mod node_report;
 mod policy;
 mod progress;
 mod rescuer;
 mod retention;
+mod run_logs;
 mod running;
 mod scheduler;
 mod step_host;
@@ -21,6 +23,7 @@ mod stopping;
 pub use event_writer::EventWriter;
 pub use executor::RunSummary;
 pub use masking::{MASK, MIN_MASKED_BYTES};
+pub use metrics::EngineMetrics;
 pub use policy::{RetryPolicy, RunVerdict};
 pub use progress::{RunProgress, eta_seconds};
 pub use scheduler::EngineHandle;
@@ -56,7 +59,8 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// Memory cap of a step that sets none (default 256 MiB).
     pub default_max_memory: u64,
-    /// Log lines kept per run (default 10,000).
+    /// Log lines kept per run (default 10,000): the first half and the last
+    /// half, with one line between saying how many were dropped.
     pub max_log_lines_per_run: u64,
     /// Finished runs and events older than this are pruned (default 30 days; `None` keeps all).
     pub retention: Option<Duration>,
@@ -106,6 +110,8 @@ pub(crate) struct Inner {
     pub module_durations: step_weights::ModuleDurations,
     /// When this node's engine started (the nodes view).
     pub started_at: chrono::DateTime<Utc>,
+    /// What the engine counts; `/metrics` shows it.
+    pub metrics: Arc<EngineMetrics>,
 }
 
 /// A task claimed for this node and not run yet (see [`Engine::claim_next`]).
@@ -137,6 +143,9 @@ impl Engine {
             node: config.node_id.clone(),
             lease: config.lease,
         });
+        let metrics = Arc::new(EngineMetrics::default());
+        let compiles = metrics.clone();
+        runtime.on_compile(move |took| compiles.compiled(took));
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -152,6 +161,7 @@ impl Engine {
                     .expect("starting the steps' threads (the system is out of threads)"),
                 module_durations: step_weights::ModuleDurations::default(),
                 started_at: Utc::now(),
+                metrics,
             }),
         };
         cluster::start(&engine.inner);
@@ -176,6 +186,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// What the engine counted (runs, steps, rescues, ...), for `/metrics`.
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.inner.metrics
     }
 
     pub fn event_writer(&self) -> &Arc<EventWriter> {

@@ -43,6 +43,7 @@ pub(super) async fn rescue(inner: &Arc<Inner>, which: Rescue<'_>) -> anyhow::Res
         }
     }
     if rescued > 0 {
+        inner.metrics.rescued(rescued);
         inner.wake.notify_one();
     }
     Ok(rescued)

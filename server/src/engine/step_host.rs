@@ -7,6 +7,7 @@
 use super::Inner;
 use super::masking::SecretMask;
 use super::progress::{RunProgress, eta_seconds};
+use super::run_logs::RunLogs;
 use crate::events::{Event, LogLine, StepState, TaskState};
 use crate::runtime::{CapExceeded, HostRefusal, LogLevel, StepHost};
 use crate::store::{EventRecord, WriteOp};
@@ -16,7 +17,6 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often a step's in-flight progress is written to the store. The bus
@@ -36,7 +36,8 @@ pub(super) struct RunContext {
     pub mask: SecretMask,
     pub progress: Mutex<RunProgress>,
     pub message: Mutex<Option<String>>,
-    pub log_lines: AtomicU64,
+    /// The run's log lines, capped (first and last kept).
+    pub logs: RunLogs,
 }
 
 impl RunContext {
@@ -61,43 +62,75 @@ impl RunContext {
         percent
     }
 
-    /// Record a log line: on the bus at once, in the store in batches, at most
-    /// `max_log_lines_per_run` per run (one line says when the rest is dropped).
-    /// Secret values are masked out of it first.
+    /// Record a log line: within the run's head (see [`super::run_logs`]) on
+    /// the bus at once and in the store in batches; past it, held for the
+    /// run's end, where the last lines are kept. Secret values are masked
+    /// out of it first.
     pub fn log(&self, step_id: i64, level: LogLevel, message: &str) {
-        let count = self.log_lines.fetch_add(1, Ordering::Relaxed);
-        let max = self.inner.config.max_log_lines_per_run;
-        if count > max {
-            return;
-        }
-        let (level, message) = if count == max {
-            (
-                LogLevel::Warn,
-                format!("log limit of {max} lines per run reached; further lines are dropped"),
-            )
-        } else {
-            (level, self.mask.text(message).into_owned())
-        };
-        let at = Utc::now();
-        self.inner.bus.publish(Event::Log(LogLine {
-            task_id: self.task_id,
-            seq: 0,
-            run_id: self.run_id,
-            step_id,
-            level: level.as_str().into(),
-            message: message.clone(),
-            at,
-        }));
-        self.inner.event_writer.push(EventRecord {
+        let line = EventRecord {
             task_id: self.task_id,
             run_id: Some(self.run_id),
             step_id: Some(step_id),
             kind: "log".into(),
             level: Some(level.as_str().into()),
-            message,
+            message: self.mask.text(message).into_owned(),
             data: None,
-            created_at: at,
-        });
+            created_at: Utc::now(),
+        };
+        match self.logs.admit(line) {
+            Some(line) => self.write_log(line),
+            None if self.logs.head_just_filled() => self.publish_log(&EventRecord {
+                level: Some(LogLevel::Warn.as_str().into()),
+                message: format!(
+                    "log limit of {} lines per run reached: the run's last lines are \
+                     kept and shown when it ends",
+                    self.inner.config.max_log_lines_per_run
+                ),
+                step_id: Some(step_id),
+                ..self.run_line()
+            }),
+            None => {}
+        }
+    }
+
+    /// At the run's end: write the lines held past the head, after a line
+    /// that says how many were dropped.
+    pub fn finish_logs(&self) {
+        self.inner.metrics.log_lines_dropped(self.logs.dropped());
+        for line in self.logs.finish(self.task_id, self.run_id, Utc::now()) {
+            self.write_log(line);
+        }
+    }
+
+    fn write_log(&self, line: EventRecord) {
+        self.publish_log(&line);
+        self.inner.event_writer.push(line);
+    }
+
+    fn publish_log(&self, line: &EventRecord) {
+        self.inner.bus.publish(Event::Log(LogLine {
+            task_id: self.task_id,
+            seq: 0,
+            run_id: self.run_id,
+            step_id: line.step_id.unwrap_or(0),
+            level: line.level.clone().unwrap_or_default(),
+            message: line.message.clone(),
+            at: line.created_at,
+        }));
+    }
+
+    /// A log line of this run with no text yet.
+    fn run_line(&self) -> EventRecord {
+        EventRecord {
+            task_id: self.task_id,
+            run_id: Some(self.run_id),
+            step_id: None,
+            kind: "log".into(),
+            level: None,
+            message: String::new(),
+            data: None,
+            created_at: Utc::now(),
+        }
     }
 }
 

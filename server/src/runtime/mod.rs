@@ -115,7 +115,12 @@ pub struct Runtime {
     config: RuntimeConfig,
     compat: String,
     loaded: Mutex<HashMap<String, Arc<LoadedModule>>>,
+    /// Told how long each compilation took (the engine's metrics listen).
+    compile_observers: Mutex<Vec<CompileObserver>>,
 }
+
+/// Called with the duration of each module compilation.
+type CompileObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 /// sha256 of module bytes, lowercase hex: the module's identity everywhere.
 pub fn module_hash(bytes: &[u8]) -> String {
@@ -137,6 +142,7 @@ impl Runtime {
             config,
             compat,
             loaded: Mutex::new(HashMap::new()),
+            compile_observers: Mutex::new(Vec::new()),
         })
     }
 
@@ -170,7 +176,12 @@ impl Runtime {
         }
         let path = self.cache_path(&hash);
         if !path.exists() {
+            let started = Instant::now();
             compile::compile_to_file(&self.config.compiler, &self.engine, bytes, &path).await?;
+            let took = started.elapsed();
+            for observer in self.compile_observers.lock().iter() {
+                observer(took);
+            }
         }
         self.load_file(hash, path).await
     }
@@ -199,6 +210,12 @@ impl Runtime {
             ModuleError::CompileFailed(format!("no module with hash {hash} is stored"))
         })?;
         self.prepare(&bytes).await
+    }
+
+    /// Call `observer` with the duration of every compilation from now on
+    /// (a hook, so the runtime knows nothing of who counts).
+    pub fn on_compile(&self, observer: impl Fn(Duration) + Send + Sync + 'static) {
+        self.compile_observers.lock().push(Box::new(observer));
     }
 
     /// Forget a compiled module (after it was deleted everywhere).

@@ -50,6 +50,24 @@ pub enum StepOutcome {
 }
 
 impl StepOutcome {
+    /// The variant's name as stored (`completed`, `deadline`, ...): a label
+    /// for counting outcomes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StepOutcome::Completed { .. } => "completed",
+            StepOutcome::ReturnedError { .. } => "returned_error",
+            StepOutcome::Trapped { .. } => "trapped",
+            StepOutcome::OutOfFuel { .. } => "out_of_fuel",
+            StepOutcome::Deadline { .. } => "deadline",
+            StepOutcome::MemoryCap { .. } => "memory_cap",
+            StepOutcome::CheckpointCap { .. } => "checkpoint_cap",
+            StepOutcome::ArtifactCap { .. } => "artifact_cap",
+            StepOutcome::Cancelled => "cancelled",
+            StepOutcome::Exited { .. } => "exited",
+            StepOutcome::Failed { .. } => "failed",
+        }
+    }
+
     /// True only for [`StepOutcome::Completed`].
     pub fn is_success(&self) -> bool {
         matches!(self, StepOutcome::Completed { .. })

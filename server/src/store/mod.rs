@@ -6,6 +6,7 @@
 //! drive time.
 
 mod create_batcher;
+mod log_query;
 mod model;
 mod postgres;
 mod run_writer;
@@ -14,6 +15,7 @@ mod sqlite;
 mod tests;
 
 pub use create_batcher::CreateBatcher;
+pub use log_query::{LogEntry, LogQuery};
 pub use model::*;
 pub use postgres::PostgresStore;
 pub use run_writer::{BatchedRunWriter, Claimant, RunWriter};
@@ -237,6 +239,9 @@ pub trait Store: Send + Sync + 'static {
         logs_only: bool,
         limit: i64,
     ) -> StoreResult<Vec<EventRecord>>;
+    /// Log lines of one task or of all, filtered and paged by id (see
+    /// [`LogQuery`]): the task's logs page and the cross-task log view.
+    async fn list_logs(&self, query: &LogQuery) -> StoreResult<Vec<LogEntry>>;
 
     // ---- modules -----------------------------------------------------------
 

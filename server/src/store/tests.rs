@@ -71,6 +71,7 @@ macro_rules! conformance {
             artifacts::artifacts_are_carried_into_a_resuming_run,
             blobs::modules_register_and_activate,
             records::events_batch_and_tail,
+            records::logs_filter_and_page,
             records::tokens_find_and_revoke,
             records::prune_keeps_latest_runs,
             stats::performance_totals_modules_and_hours,

@@ -123,6 +123,7 @@ pub async fn upgrade(
     Ok(ws
         .read_buffer_size(READ_BUFFER_BYTES)
         .on_upgrade(move |socket: WebSocket| async move {
+            let _connected = state.websocket_clients().connect();
             let (sink, stream) = socket.split();
             session(state, caller, sink, stream).await;
         }))

@@ -397,6 +397,10 @@ impl Store for PostgresStore {
         records::list_events(self, task_id, logs_only, limit).await
     }
 
+    async fn list_logs(&self, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
+        records::list_logs(self, query).await
+    }
+
     async fn put_module(
         &self,
         path: &str,

@@ -2,7 +2,7 @@
 
 use super::PostgresStore;
 use super::rows::{ms, opt_json, parse, time};
-use crate::store::{EventRecord, Role, StoreError, StoreResult, Token};
+use crate::store::{EventRecord, LogEntry, LogQuery, Role, StoreError, StoreResult, Token};
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
@@ -89,6 +89,26 @@ pub(super) async fn list_events(
     Ok(rows
         .iter()
         .map(event_from_row)
+        .collect::<anyhow::Result<_>>()?)
+}
+
+/// Log lines matching `query` (see [`LogQuery`]).
+pub(super) async fn list_logs(
+    store: &PostgresStore,
+    query: &LogQuery,
+) -> StoreResult<Vec<LogEntry>> {
+    let rows = crate::store::log_query::log_statement(query, ms)
+        .build()
+        .fetch_all(&store.pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            Ok(LogEntry {
+                id: row.try_get("id")?,
+                event: event_from_row(row)?,
+            })
+        })
         .collect::<anyhow::Result<_>>()?)
 }
 

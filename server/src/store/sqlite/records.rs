@@ -2,7 +2,7 @@
 
 use super::SqliteStore;
 use super::rows::{ms, parse, parse_json, time};
-use crate::store::{EventRecord, Role, StoreError, StoreResult, Token};
+use crate::store::{EventRecord, LogEntry, LogQuery, Role, StoreError, StoreResult, Token};
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
@@ -81,6 +81,23 @@ pub(super) async fn list_events(
     Ok(rows
         .iter()
         .map(event_from_row)
+        .collect::<anyhow::Result<_>>()?)
+}
+
+/// Log lines matching `query` (see [`LogQuery`]).
+pub(super) async fn list_logs(store: &SqliteStore, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
+    let rows = crate::store::log_query::log_statement(query, ms)
+        .build()
+        .fetch_all(&store.reader)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            Ok(LogEntry {
+                id: row.try_get("id")?,
+                event: event_from_row(row)?,
+            })
+        })
         .collect::<anyhow::Result<_>>()?)
 }
 

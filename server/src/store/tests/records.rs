@@ -206,3 +206,124 @@ pub(crate) async fn prune_keeps_latest_runs(store: &dyn Store) {
     assert_eq!(kept, [running.run_id], "a running run is never pruned");
     assert_eq!(store.list_runs(single.id, 10).await.expect("runs").len(), 1);
 }
+
+/// The log query behind the task logs page and the cross-task log view:
+/// by task, run, level and time, paged by id either way.
+pub(crate) async fn logs_filter_and_page(store: &dyn Store) {
+    let first = create(store, new_task("first"), 0).await;
+    let second = create(store, new_task("second"), 0).await;
+    let line = |task_id: i64, run_id: i64, level: &str, message: &str, at: i64| EventRecord {
+        run_id: Some(run_id),
+        level: Some(level.into()),
+        ..log_event(task_id, message, at)
+    };
+    let mut status = log_event(first.id, "not a log line", 1);
+    status.kind = "task".into();
+    store
+        .append_events(&[
+            status,
+            line(first.id, 1, "info", "a", 2),
+            line(second.id, 2, "warn", "b", 3),
+            line(first.id, 3, "error", "c", 4),
+            line(first.id, 3, "debug", "d", 5),
+            line(second.id, 2, "error", "e", 6),
+        ])
+        .await
+        .expect("append");
+    let list = |query: LogQuery| async move {
+        let logs = store.list_logs(&query).await.expect("list logs");
+        logs.iter()
+            .map(|l| l.event.message.clone())
+            .collect::<Vec<_>>()
+    };
+    let all = LogQuery {
+        limit: 100,
+        ..LogQuery::default()
+    };
+    assert_eq!(
+        list(all.clone()).await,
+        ["a", "b", "c", "d", "e"],
+        "only log lines, oldest first"
+    );
+    assert_eq!(
+        list(LogQuery {
+            newest_first: true,
+            ..all.clone()
+        })
+        .await,
+        ["e", "d", "c", "b", "a"]
+    );
+    assert_eq!(
+        list(LogQuery {
+            task_id: Some(first.id),
+            ..all.clone()
+        })
+        .await,
+        ["a", "c", "d"]
+    );
+    assert_eq!(
+        list(LogQuery {
+            task_id: Some(first.id),
+            run_id: Some(3),
+            ..all.clone()
+        })
+        .await,
+        ["c", "d"]
+    );
+    assert_eq!(
+        list(LogQuery {
+            levels: vec!["warn".into(), "error".into()],
+            ..all.clone()
+        })
+        .await,
+        ["b", "c", "e"]
+    );
+    assert_eq!(
+        list(LogQuery {
+            since: Some(t(3)),
+            until: Some(t(5)),
+            ..all.clone()
+        })
+        .await,
+        ["b", "c"],
+        "since is inclusive, until exclusive"
+    );
+
+    // Paging by cursor: two lines a page, newest first, then oldest first.
+    let page = LogQuery {
+        newest_first: true,
+        limit: 2,
+        ..all.clone()
+    };
+    let newest = store.list_logs(&page).await.expect("page 1");
+    assert_eq!(newest.len(), 2);
+    assert!(newest[0].id > newest[1].id);
+    assert_eq!(newest[0].event.kind, "log");
+    let before = Some(newest[1].id);
+    assert_eq!(
+        list(LogQuery {
+            before_id: before,
+            ..page.clone()
+        })
+        .await,
+        ["c", "b"]
+    );
+    let after = Some(newest[1].id);
+    assert_eq!(
+        list(LogQuery {
+            after_id: after,
+            ..all.clone()
+        })
+        .await,
+        ["e"]
+    );
+    assert!(
+        list(LogQuery {
+            task_id: Some(second.id + 1000),
+            ..all
+        })
+        .await
+        .is_empty(),
+        "an unknown task has no lines"
+    );
+}
