@@ -183,6 +183,23 @@ async fn task_logs(server: &TestServer, query: &str) -> (Vec<Value>, Option<i64>
     )
 }
 
+/// Wait until the task's last stored line is `message`: a finished run's
+/// lines reach the store in batches, shortly after the task shows its end.
+async fn wait_for_last_line(server: &TestServer, id: i64, message: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let (last, _) = task_logs(server, &format!("/tasks/{id}/logs?limit=1")).await;
+        if last.first().is_some_and(|l| l["message"] == message) {
+            return;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "task {id}'s last line is not `{message}`: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn messages(lines: &[Value]) -> Vec<String> {
     lines
         .iter()
@@ -197,6 +214,7 @@ async fn a_flooding_run_keeps_its_first_and_last_lines() {
     let task = run(&server, "fixture/stdout", json!({})).await;
     assert_eq!(task["status"], "completed", "{task}");
     let id = task["id"].as_i64().unwrap();
+    wait_for_last_line(&server, id, "stderr line 99 of 100").await;
 
     // 10,000 stdout lines and 100 stderr lines: 100 past the cap of 10,000.
     let (lines, _) = task_logs(&server, &format!("/tasks/{id}/logs?limit=10000&after=0")).await;
@@ -238,6 +256,7 @@ async fn log_pages_by_run_level_time_and_cursor() {
     let fail_id = failed["id"].as_i64().unwrap();
     let flood = run(&server, "fixture/stdout", json!({})).await;
     let flood_id = flood["id"].as_i64().unwrap();
+    wait_for_last_line(&server, flood_id, "stderr line 99 of 100").await;
 
     // Old clients: `limit` alone is the last lines, oldest first.
     let (tail, next) = task_logs(&server, &format!("/tasks/{flood_id}/logs?limit=2")).await;
@@ -267,8 +286,20 @@ async fn log_pages_by_run_level_time_and_cursor() {
             .all(|l| l["task_id"] == fail_id && l["level"] == "error"),
         "{errors:?}"
     );
-    let (warnings, _) = task_logs(&server, &format!("/logs?level=warn&task_id={flood_id}")).await;
-    assert_eq!(warnings.len(), 1, "the marker only: {warnings:?}");
+    // The flood's stderr lines are warnings, and so is the marker of the lines dropped.
+    let (warnings, _) = task_logs(
+        &server,
+        &format!("/logs?level=warn&task_id={flood_id}&limit=1000"),
+    )
+    .await;
+    assert_eq!(warnings.len(), 101, "100 stderr lines and the marker");
+    assert_eq!(
+        warnings
+            .iter()
+            .filter(|l| l["data"]["dropped"] == 100)
+            .count(),
+        1
+    );
 
     // By run, and every task's lines newest first.
     let run_id = tail[0]["run_id"].as_i64().unwrap();
