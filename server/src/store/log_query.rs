@@ -6,7 +6,7 @@
 use super::EventRecord;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{Database, Encode, QueryBuilder, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 /// A log-line filter. Every `None` (or empty `levels`) matches all.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -81,4 +81,25 @@ where
     })
     .push_bind(query.limit.max(0));
     sql
+}
+
+/// The rows of [`log_statement`] as entries, `event` reading a row's event
+/// the driver's way.
+pub(super) fn log_entries<R>(
+    rows: &[R],
+    event: fn(&R) -> anyhow::Result<EventRecord>,
+) -> anyhow::Result<Vec<LogEntry>>
+where
+    R: Row,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'s> &'s str: ColumnIndex<R>,
+{
+    rows.iter()
+        .map(|row| {
+            Ok(LogEntry {
+                id: row.try_get("id")?,
+                event: event(row)?,
+            })
+        })
+        .collect()
 }

@@ -2,6 +2,7 @@
 
 use super::PostgresStore;
 use super::rows::{ms, opt_json, parse, time};
+use crate::store::log_query::{log_entries, log_statement};
 use crate::store::{EventRecord, LogEntry, LogQuery, Role, StoreError, StoreResult, Token};
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -97,19 +98,11 @@ pub(super) async fn list_logs(
     store: &PostgresStore,
     query: &LogQuery,
 ) -> StoreResult<Vec<LogEntry>> {
-    let rows = crate::store::log_query::log_statement(query, ms)
+    let rows = log_statement(query, ms)
         .build()
         .fetch_all(&store.pool)
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            Ok(LogEntry {
-                id: row.try_get("id")?,
-                event: event_from_row(row)?,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?)
+    Ok(log_entries(&rows, event_from_row)?)
 }
 
 // ---- tokens ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 use super::SqliteStore;
 use super::rows::{ms, parse, parse_json, time};
+use crate::store::log_query::{log_entries, log_statement};
 use crate::store::{EventRecord, LogEntry, LogQuery, Role, StoreError, StoreResult, Token};
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -86,19 +87,11 @@ pub(super) async fn list_events(
 
 /// Log lines matching `query` (see [`LogQuery`]).
 pub(super) async fn list_logs(store: &SqliteStore, query: &LogQuery) -> StoreResult<Vec<LogEntry>> {
-    let rows = crate::store::log_query::log_statement(query, ms)
+    let rows = log_statement(query, ms)
         .build()
         .fetch_all(&store.reader)
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            Ok(LogEntry {
-                id: row.try_get("id")?,
-                event: event_from_row(row)?,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?)
+    Ok(log_entries(&rows, event_from_row)?)
 }
 
 // ---- tokens ---------------------------------------------------------------
