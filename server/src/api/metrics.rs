@@ -4,7 +4,7 @@
 //!
 //! It needs a token of any role (viewer is enough), sent as a bearer token as
 //! Prometheus's `authorization` setting does: module names and counts are not
-//! for anonymous eyes. Create one with `stepwise token create prometheus --role viewer`.
+//! for anonymous eyes. Create one with `stepwise token create --role viewer --name prometheus`.
 
 use super::AppState;
 use super::auth::Caller;
