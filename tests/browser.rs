@@ -1435,6 +1435,11 @@ async fn every_page_fits_a_phone() {
         b.wait_visible("#nodes-table tr[data-node-id][data-alive='true'][data-state='running']")
             .await;
         fits(b, "nodes").await;
+        // The logs view: the failed task's error line, among every task's lines.
+        b.click("a[data-nav=logs]").await;
+        b.wait_visible(&format!("#logs-list li.log-line[data-task-id='{failed}']"))
+            .await;
+        fits(b, "logs").await;
 
         let expected = missing_routes(&server, &["/stats/performance", "/alerts"]).await;
         b.assert_no_console_errors(&expected).await;
