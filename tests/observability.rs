@@ -149,7 +149,14 @@ async fn metrics_count_runs_steps_and_clients() {
 
 #[tokio::test]
 async fn json_log_lines_carry_the_run() {
-    let server = TestServer::start_with(&["--log-format", "json"]).await;
+    // A run's start and end are debug lines of the engine.
+    let dir = tempfile::tempdir().expect("data directory");
+    let server = TestServer::spawn_with_env(
+        dir.path(),
+        &["--log-format", "json"],
+        &[("STEPWISE_LOG", "info,stepwise::engine=debug")],
+    )
+    .await;
     server.upload("fixture/noop").await;
     let task = run(&server, "fixture/noop", json!({})).await;
     let id = task["id"].as_i64().unwrap();
@@ -171,6 +178,16 @@ async fn json_log_lines_carry_the_run() {
     assert_eq!(span["name"], "run");
     assert_eq!(span["task_id"], id);
     assert_eq!(span["run_id"], run_id, "{span}");
+    // A step's lines carry its span inside the run's.
+    let step = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "step ended")
+        .unwrap_or_else(|| panic!("no step line: {lines:#?}"));
+    assert_eq!(step["span"]["name"], "step");
+    assert_eq!(step["span"]["module"], "fixture/noop");
+    assert!(step["span"]["step_id"].as_i64().is_some(), "{step}");
+    assert_eq!(step["spans"][0]["name"], "run");
+    assert_eq!(step["spans"][0]["run_id"], run_id, "{step}");
 }
 
 /// The log lines of a task as the page answers them.

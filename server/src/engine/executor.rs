@@ -202,7 +202,8 @@ async fn execute_run(
     inner.wake.notify_one();
     if applied {
         inner.metrics.run_ended(verdict);
-        tracing::info!(?verdict, status = %end.task_status, "run ended");
+        // Debug: at info, a busy node would write a line per run on its hot path.
+        tracing::debug!(?verdict, status = %end.task_status, "run ended");
         inner.bus.publish(Event::Task(TaskState {
             task_id: task.id,
             seq: 0,
