@@ -7,6 +7,7 @@
 
 mod create_batcher;
 mod model;
+mod row_mapping;
 mod postgres;
 mod run_writer;
 mod sqlite;

@@ -1,7 +1,7 @@
 //! Events, API tokens and retention.
 
 use super::PostgresStore;
-use super::rows::{ms, opt_json, parse, time};
+use super::rows::{TOKEN_COLUMNS, event_from_row, ms, token_from_row};
 use crate::store::{EventRecord, Role, StoreError, StoreResult, Token};
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -52,19 +52,6 @@ pub(super) async fn append_events(
     Ok(())
 }
 
-fn event_from_row(row: &PgRow) -> anyhow::Result<EventRecord> {
-    Ok(EventRecord {
-        task_id: row.try_get("task_id")?,
-        run_id: row.try_get("run_id")?,
-        step_id: row.try_get("step_id")?,
-        kind: row.try_get("kind")?,
-        level: row.try_get("level")?,
-        message: row.try_get("message")?,
-        data: opt_json(row.try_get("data")?)?,
-        created_at: time(row.try_get("created_at")?),
-    })
-}
-
 /// The last `limit` events of a task, oldest first.
 pub(super) async fn list_events(
     store: &PostgresStore,
@@ -98,18 +85,6 @@ pub(super) async fn list_events(
 /// a request is mostly a read.
 const LAST_USED_PRECISION: TimeDelta = TimeDelta::seconds(60);
 
-const TOKEN_COLUMNS: &str = "id, name, role, created_at, last_used_at";
-
-fn token_from_row(row: &PgRow) -> anyhow::Result<Token> {
-    let last_used_at: Option<i64> = row.try_get("last_used_at")?;
-    Ok(Token {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: parse::<Role>(row.try_get("role")?)?,
-        created_at: time(row.try_get("created_at")?),
-        last_used_at: last_used_at.map(time),
-    })
-}
 
 pub(super) async fn create_token(
     store: &PostgresStore,
