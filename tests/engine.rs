@@ -587,6 +587,44 @@ async fn a_run_whose_lease_expired_is_rescued_and_retried() {
 }
 
 #[tokio::test]
+async fn a_task_whose_runs_keep_dying_with_their_node_is_not_rescued_forever() {
+    let h = harness().await;
+    let mut new = task(vec![step("fixture/noop", json!({}))]);
+    new.max_attempts = 2;
+    let id = h.create(new).await;
+    // Node after node claims it and dies (the lease is already over). The
+    // first three rescues are free; the fourth counts as an attempt (one is
+    // left: retried later), the fifth as the last one.
+    let lease_over = Utc::now() - chrono::Duration::seconds(1);
+    let mut claim_at = Utc::now();
+    for rescue in 1..=5 {
+        let claimed = h
+            .store
+            .claim_due("dying-node", claim_at, lease_over, 1)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "claim before rescue {rescue}");
+        assert_eq!(h.engine.rescue_expired().await.unwrap(), 1);
+        let task = h.store.get_task(id).await.unwrap().unwrap();
+        let expected = match rescue {
+            1..=3 => (TaskStatus::Scheduled, 0),
+            4 => (TaskStatus::Scheduled, 1),
+            _ => (TaskStatus::Failed, 2),
+        };
+        assert_eq!((task.status, task.attempts), expected, "after rescue {rescue}");
+        if rescue >= 4 {
+            let message = task.message.unwrap_or_default();
+            assert!(message.contains("counts as an attempt"), "{message}");
+        }
+        // The retry after a counted rescue waits its backoff.
+        claim_at = task.next_run_at.unwrap_or(claim_at).max(claim_at);
+    }
+    let runs = h.store.list_runs(id, 10).await.unwrap();
+    assert_eq!(runs.len(), 5);
+    assert!(runs.iter().all(|r| r.rescued && r.status == RunStatus::Interrupted));
+}
+
+#[tokio::test]
 async fn progress_events_reach_the_bus_in_order_and_never_go_back() {
     let h = harness().await;
     let mut events = h.engine.bus().subscribe();

@@ -284,7 +284,7 @@ impl Engine {
     /// At start-up: rescue this node's own runs left from before a crash.
     pub async fn rescue_own_orphans(&self) -> anyhow::Result<usize> {
         let node = self.inner.config.node_id.clone();
-        rescuer::rescue(&self.inner, rescuer::Rescue::OfNode(&node)).await
+        rescuer::rescue(&self.inner, rescuer::Rescue::Orphans(&node)).await
     }
 
     /// Remove finished runs (with their step runs and artifacts) and events

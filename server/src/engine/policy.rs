@@ -139,6 +139,32 @@ pub fn rescued_end(task: &Task, attempt: i64, message: String, now: DateTime<Utc
     }
 }
 
+/// A rescue that counts as an attempt (see `rescuer::FREE_RESCUES_IN_A_ROW`):
+/// the run ends as an interrupted one would, retried with backoff while
+/// attempts remain, otherwise failed (or on to the next interval), and is
+/// still marked rescued for the statistics.
+pub fn rescued_end_counted(
+    task: &Task,
+    attempt: i64,
+    trigger: RunTrigger,
+    message: String,
+    now: DateTime<Utc>,
+    retry: &RetryPolicy,
+) -> RunEnd {
+    let mut end = run_end(
+        task,
+        attempt,
+        trigger,
+        RunVerdict::Interrupted,
+        Some(message),
+        task.progress,
+        now,
+        retry,
+    );
+    end.rescued = true;
+    end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,7 +44,10 @@ impl RunProgress {
     }
 
     fn raw(&self) -> f64 {
-        if self.total_weight <= 0.0 {
+        // With every step done the bar is full, exactly: the weights summed
+        // in another order (or 100 × w / w) can fall a hair short, and a
+        // finished task must not read 99.99999999999999.
+        if self.total_weight <= 0.0 || self.to_run.is_empty() {
             return 100.0;
         }
         let current_weight = self.to_run.front().copied().unwrap_or(0.0);
@@ -97,6 +100,17 @@ pub fn eta_seconds(percent: f64, elapsed: Duration, past_runs: &[f64]) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_whose_steps_are_all_done_is_at_exactly_100() {
+        // 100 × 0.4123 / 0.4123 is 99.99999999999999 in floating point, and
+        // 0.1 + 0.1 + 1.3 summed from 0.1 differs from 0.1 + (0.1 + 1.3).
+        let mut one = RunProgress::weighted(0.0, vec![0.4123]);
+        assert_eq!(one.step_done(), 100.0);
+        let mut resumed = RunProgress::weighted(0.1, vec![0.1, 1.3]);
+        resumed.step_done();
+        assert_eq!(resumed.step_done(), 100.0);
+    }
 
     #[test]
     fn steps_fold_into_one_percent_that_never_goes_back() {

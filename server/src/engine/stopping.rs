@@ -51,7 +51,7 @@ pub(super) async fn drain(
         0
     } else {
         let node = inner.config.node_id.clone();
-        match rescuer::rescue(inner, Rescue::OfNode(&node)).await {
+        match rescuer::rescue(inner, Rescue::HandBack(&node)).await {
             Ok(n) => n,
             Err(error) => {
                 // Their leases expire and any other node rescues them then.

@@ -6,7 +6,8 @@
 use super::EventRecord;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
+use super::row_mapping::{Columns, event_from_row};
+use sqlx::{Database, Encode, QueryBuilder, Type};
 
 /// A log-line filter. Every `None` (or empty `levels`) matches all.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -83,22 +84,13 @@ where
     sql
 }
 
-/// The rows of [`log_statement`] as entries, `event` reading a row's event
-/// the driver's way.
-pub(super) fn log_entries<R>(
-    rows: &[R],
-    event: fn(&R) -> anyhow::Result<EventRecord>,
-) -> anyhow::Result<Vec<LogEntry>>
-where
-    R: Row,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'s> &'s str: ColumnIndex<R>,
-{
+/// The rows of [`log_statement`] as entries.
+pub(super) fn log_entries(rows: &[impl Columns]) -> anyhow::Result<Vec<LogEntry>> {
     rows.iter()
         .map(|row| {
             Ok(LogEntry {
-                id: row.try_get("id")?,
-                event: event(row)?,
+                id: row.int("id")?,
+                event: event_from_row(row)?,
             })
         })
         .collect()

@@ -8,6 +8,7 @@
 mod create_batcher;
 mod log_query;
 mod model;
+mod row_mapping;
 mod postgres;
 mod run_writer;
 mod sqlite;

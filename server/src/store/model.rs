@@ -460,6 +460,10 @@ pub struct Run {
     pub trigger: RunTrigger,
     pub node: String,
     pub message: Option<String>,
+    /// Ended by the rescuer, not by its executor: its node died, hung or
+    /// stopped while it ran (see `RunEnd::rescued`).
+    #[serde(default)]
+    pub rescued: bool,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub steps: Vec<StepRun>,

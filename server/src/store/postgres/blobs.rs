@@ -2,7 +2,7 @@
 //! grow by appends, are in [`super::artifacts`]).
 
 use super::PostgresStore;
-use super::rows::{ms, time};
+use super::rows::{MODULE_SELECT, module_from_row, ms, time};
 use crate::store::{Module, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -46,20 +46,6 @@ pub(super) async fn load_checkpoint(
 
 // ---- modules --------------------------------------------------------------
 
-const MODULE_SELECT: &str = "SELECT m.path, m.hash, b.size, b.language, m.active, m.created_at, m.updated_at \
-                             FROM modules AS m JOIN module_blobs AS b ON b.hash = m.hash";
-
-fn module_from_row(row: &PgRow) -> Result<Module, sqlx::Error> {
-    Ok(Module {
-        path: row.try_get("path")?,
-        hash: row.try_get("hash")?,
-        size: row.try_get("size")?,
-        language: row.try_get("language")?,
-        active: row.try_get("active")?,
-        created_at: time(row.try_get("created_at")?),
-        updated_at: time(row.try_get("updated_at")?),
-    })
-}
 
 async fn module_on(conn: &mut PgConnection, path: &str) -> StoreResult<Option<Module>> {
     let row = sqlx::query(&format!("{MODULE_SELECT} WHERE m.path = $1"))

@@ -1,10 +1,9 @@
 //! The nodes table: each server's own report of itself.
 
 use super::PostgresStore;
-use super::rows::{ms, parse, time};
+use super::rows::{NODE_COLUMNS, ms, node_from_row};
 use crate::store::{Node, StoreResult};
 use anyhow::Context;
-use sqlx::Row;
 
 pub(super) async fn beat_node(store: &PostgresStore, node: &Node) -> StoreResult<()> {
     sqlx::query(
@@ -28,26 +27,13 @@ pub(super) async fn beat_node(store: &PostgresStore, node: &Node) -> StoreResult
 }
 
 pub(super) async fn list_nodes(store: &PostgresStore) -> StoreResult<Vec<Node>> {
-    let rows = sqlx::query(
-        "SELECT id, address, version, state, started_at, last_heartbeat_at, running_runs \
-         FROM nodes ORDER BY id",
-    )
-    .fetch_all(&store.pool)
-    .await
-    .context("listing nodes")?;
+    let rows = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))
+        .fetch_all(&store.pool)
+        .await
+        .context("listing nodes")?;
     let nodes = rows
         .iter()
-        .map(|row| {
-            Ok(Node {
-                id: row.try_get("id")?,
-                address: row.try_get("address")?,
-                version: row.try_get("version")?,
-                state: parse(row.try_get::<&str, _>("state")?)?,
-                started_at: time(row.try_get("started_at")?),
-                last_heartbeat_at: time(row.try_get("last_heartbeat_at")?),
-                running_runs: row.try_get("running_runs")?,
-            })
-        })
+        .map(node_from_row)
         .collect::<anyhow::Result<_>>()?;
     Ok(nodes)
 }

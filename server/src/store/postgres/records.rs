@@ -1,7 +1,7 @@
 //! Events, API tokens and retention.
 
 use super::PostgresStore;
-use super::rows::{ms, opt_json, parse, time};
+use super::rows::{TOKEN_COLUMNS, event_from_row, ms, time, token_from_row};
 use crate::store::log_query::{log_entries, log_statement};
 use crate::store::{EventRecord, LogEntry, LogQuery, Role, StoreError, StoreResult, Token};
 use anyhow::Context;
@@ -53,19 +53,6 @@ pub(super) async fn append_events(
     Ok(())
 }
 
-fn event_from_row(row: &PgRow) -> anyhow::Result<EventRecord> {
-    Ok(EventRecord {
-        task_id: row.try_get("task_id")?,
-        run_id: row.try_get("run_id")?,
-        step_id: row.try_get("step_id")?,
-        kind: row.try_get("kind")?,
-        level: row.try_get("level")?,
-        message: row.try_get("message")?,
-        data: opt_json(row.try_get("data")?)?,
-        created_at: time(row.try_get("created_at")?),
-    })
-}
-
 /// The last `limit` events of a task, oldest first.
 pub(super) async fn list_events(
     store: &PostgresStore,
@@ -102,7 +89,7 @@ pub(super) async fn list_logs(
         .build()
         .fetch_all(&store.pool)
         .await?;
-    Ok(log_entries(&rows, event_from_row)?)
+    Ok(log_entries(&rows)?)
 }
 
 // ---- tokens ---------------------------------------------------------------
@@ -111,18 +98,6 @@ pub(super) async fn list_logs(
 /// a request is mostly a read.
 const LAST_USED_PRECISION: TimeDelta = TimeDelta::seconds(60);
 
-const TOKEN_COLUMNS: &str = "id, name, role, created_at, last_used_at";
-
-fn token_from_row(row: &PgRow) -> anyhow::Result<Token> {
-    let last_used_at: Option<i64> = row.try_get("last_used_at")?;
-    Ok(Token {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: parse::<Role>(row.try_get("role")?)?,
-        created_at: time(row.try_get("created_at")?),
-        last_used_at: last_used_at.map(time),
-    })
-}
 
 pub(super) async fn create_token(
     store: &PostgresStore,

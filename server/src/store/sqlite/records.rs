@@ -1,7 +1,7 @@
 //! Events, API tokens and retention.
 
 use super::SqliteStore;
-use super::rows::{ms, parse, parse_json, time};
+use super::rows::{TOKEN_COLUMNS, event_from_row, ms, time, token_from_row};
 use crate::store::log_query::{log_entries, log_statement};
 use crate::store::{EventRecord, LogEntry, LogQuery, Role, StoreError, StoreResult, Token};
 use anyhow::Context;
@@ -44,20 +44,6 @@ pub(super) async fn append_events(store: &SqliteStore, events: &[EventRecord]) -
     Ok(())
 }
 
-fn event_from_row(row: &SqliteRow) -> anyhow::Result<EventRecord> {
-    let data: Option<String> = row.try_get("data")?;
-    Ok(EventRecord {
-        task_id: row.try_get("task_id")?,
-        run_id: row.try_get("run_id")?,
-        step_id: row.try_get("step_id")?,
-        kind: row.try_get("kind")?,
-        level: row.try_get("level")?,
-        message: row.try_get("message")?,
-        data: data.as_deref().map(parse_json).transpose()?,
-        created_at: time(row.try_get("created_at")?),
-    })
-}
-
 /// The last `limit` events of a task, oldest first.
 pub(super) async fn list_events(
     store: &SqliteStore,
@@ -91,7 +77,7 @@ pub(super) async fn list_logs(store: &SqliteStore, query: &LogQuery) -> StoreRes
         .build()
         .fetch_all(&store.reader)
         .await?;
-    Ok(log_entries(&rows, event_from_row)?)
+    Ok(log_entries(&rows)?)
 }
 
 // ---- tokens ---------------------------------------------------------------
@@ -100,18 +86,6 @@ pub(super) async fn list_logs(store: &SqliteStore, query: &LogQuery) -> StoreRes
 /// a request is a read, not a write through the single writer.
 const LAST_USED_PRECISION: TimeDelta = TimeDelta::seconds(60);
 
-const TOKEN_COLUMNS: &str = "id, name, role, created_at, last_used_at";
-
-fn token_from_row(row: &SqliteRow) -> anyhow::Result<Token> {
-    let last_used_at: Option<i64> = row.try_get("last_used_at")?;
-    Ok(Token {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: parse::<Role>(row.try_get("role")?)?,
-        created_at: time(row.try_get("created_at")?),
-        last_used_at: last_used_at.map(time),
-    })
-}
 
 pub(super) async fn create_token(
     store: &SqliteStore,

@@ -14,31 +14,11 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use std::collections::HashMap;
 use std::str::FromStr;
 
-/// Milliseconds since the epoch, the stored form of every time.
-pub(super) fn ms(time: DateTime<Utc>) -> i64 {
-    time.timestamp_millis()
-}
-
-pub(super) fn opt_ms(time: Option<DateTime<Utc>>) -> Option<i64> {
-    time.map(ms)
-}
-
-pub(super) fn time(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
-
-fn opt_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
-    ms.map(time)
-}
-
-/// A stored enum text back into its enum.
-pub(super) fn parse<E: FromStr<Err = String>>(text: &str) -> Result<E> {
-    text.parse().map_err(anyhow::Error::msg)
-}
-
-fn opt_parse<E: FromStr<Err = String>>(text: Option<String>) -> Result<Option<E>> {
-    text.as_deref().map(parse).transpose()
-}
+pub(super) use crate::store::row_mapping::{
+    MODULE_SELECT, NODE_COLUMNS, TOKEN_COLUMNS, event_from_row, module_from_row, node_from_row, token_from_row,
+    Columns, RUN_COLUMNS, STEP_COLUMNS, STEP_RUN_COLUMNS, ms, opt_ms, parse, parse_json,
+    run_from_row, step_from_row, step_run_from_row, task_columns, task_from_row, time,
+};
 
 /// A JSON array of ids, bound to `json_each(?)`: one prepared statement for
 /// any number of ids instead of one per `IN (?, ?, …)` length.
@@ -48,105 +28,6 @@ pub(super) fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
 
 pub(super) fn json_text(value: &Value) -> String {
     value.to_string()
-}
-
-pub(super) fn parse_json(text: &str) -> Result<Value> {
-    serde_json::from_str(text).context("stored JSON is malformed")
-}
-
-fn opt_json(text: Option<String>) -> Result<Option<Value>> {
-    text.as_deref().map(parse_json).transpose()
-}
-
-/// The columns [`task_from_row`] reads, for SELECT and RETURNING alike.
-macro_rules! task_columns {
-    () => {
-        "id, name, code, status, priority, start_at, run_interval, max_execution_time, \
-         max_attempts, attempts, progress, message, last_result, last_run_at, next_run_at, \
-         created_by, current_run_id, created_at, updated_at"
-    };
-}
-pub(super) use task_columns;
-
-/// A task row without its children (see [`load_children`]).
-pub(super) fn task_from_row(row: &SqliteRow) -> Result<Task> {
-    Ok(Task {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        code: row.try_get("code")?,
-        status: parse::<TaskStatus>(row.try_get("status")?)?,
-        priority: Priority::from_rank(row.try_get("priority")?),
-        start_at: opt_time(row.try_get("start_at")?),
-        run_interval: row.try_get("run_interval")?,
-        max_execution_time: row.try_get("max_execution_time")?,
-        max_attempts: row.try_get("max_attempts")?,
-        attempts: row.try_get("attempts")?,
-        progress: row.try_get("progress")?,
-        message: row.try_get("message")?,
-        last_result: opt_parse::<RunResult>(row.try_get("last_result")?)?,
-        last_run_at: opt_time(row.try_get("last_run_at")?),
-        next_run_at: opt_time(row.try_get("next_run_at")?),
-        created_by: row.try_get("created_by")?,
-        details: Map::new(),
-        secret_names: Vec::new(),
-        current_run_id: row.try_get("current_run_id")?,
-        created_at: time(row.try_get("created_at")?),
-        updated_at: time(row.try_get("updated_at")?),
-        steps: Vec::new(),
-    })
-}
-
-fn step_from_row(row: &SqliteRow) -> Result<Step> {
-    Ok(Step {
-        id: row.try_get("id")?,
-        task_id: row.try_get("task_id")?,
-        sort_order: row.try_get("sort_order")?,
-        controller: row.try_get("controller")?,
-        settings: parse_json(row.try_get("settings")?)?,
-        max_execution_time: row.try_get("max_execution_time")?,
-        max_memory: row.try_get("max_memory")?,
-        interrupt_on_step_fault: row.try_get("interrupt_on_step_fault")?,
-        status: parse::<StepStatus>(row.try_get("status")?)?,
-    })
-}
-
-pub(super) const RUN_COLUMNS: &str =
-    "id, task_id, attempt, status, trigger, node, message, started_at, finished_at";
-
-pub(super) fn run_from_row(row: &SqliteRow) -> Result<Run> {
-    Ok(Run {
-        id: row.try_get("id")?,
-        task_id: row.try_get("task_id")?,
-        attempt: row.try_get("attempt")?,
-        status: parse::<RunStatus>(row.try_get("status")?)?,
-        trigger: parse::<RunTrigger>(row.try_get("trigger")?)?,
-        node: row.try_get("node")?,
-        message: row.try_get("message")?,
-        started_at: time(row.try_get("started_at")?),
-        finished_at: opt_time(row.try_get("finished_at")?),
-        steps: Vec::new(),
-    })
-}
-
-fn step_run_from_row(row: &SqliteRow) -> Result<StepRun> {
-    Ok(StepRun {
-        id: row.try_get("id")?,
-        run_id: row.try_get("run_id")?,
-        step_id: row.try_get("step_id")?,
-        sort_order: row.try_get("sort_order")?,
-        controller: row.try_get("controller")?,
-        status: parse::<StepRunStatus>(row.try_get("status")?)?,
-        module_hash: row.try_get("module_hash")?,
-        outcome: opt_json(row.try_get("outcome")?)?,
-        result: opt_json(row.try_get("result")?)?,
-        error: row.try_get("error")?,
-        progress: row.try_get("progress")?,
-        message: row.try_get("message")?,
-        fuel_used: row.try_get("fuel_used")?,
-        peak_memory: row.try_get("peak_memory")?,
-        started_at: opt_time(row.try_get("started_at")?),
-        finished_at: opt_time(row.try_get("finished_at")?),
-    })
 }
 
 /// Fill in the steps, details and secret names of these tasks (3 queries).
@@ -162,12 +43,10 @@ pub(super) async fn load_children(
     let ids = json_ids(tasks.iter().map(|t| t.id));
     let index: HashMap<i64, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
 
-    let rows = sqlx::query(
-        "SELECT id, task_id, sort_order, controller, settings, max_execution_time, max_memory, \
-                interrupt_on_step_fault, status \
-         FROM steps WHERE task_id IN (SELECT value FROM json_each(?1)) \
-         ORDER BY task_id, sort_order, id",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {STEP_COLUMNS} FROM steps WHERE task_id IN (SELECT value FROM json_each(?1)) \
+         ORDER BY task_id, sort_order, id"
+    ))
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await
@@ -252,12 +131,10 @@ pub(super) async fn load_step_runs(conn: &mut SqliteConnection, runs: &mut [Run]
         return Ok(());
     }
     let index: HashMap<i64, usize> = runs.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
-    let rows = sqlx::query(
-        "SELECT id, run_id, step_id, sort_order, controller, status, module_hash, outcome, result, \
-                error, progress, message, fuel_used, peak_memory, started_at, finished_at \
-         FROM step_runs WHERE run_id IN (SELECT value FROM json_each(?1)) \
-         ORDER BY run_id, sort_order, step_id",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {STEP_RUN_COLUMNS} FROM step_runs \
+         WHERE run_id IN (SELECT value FROM json_each(?1)) ORDER BY run_id, sort_order, step_id"
+    ))
     .bind(json_ids(runs.iter().map(|r| r.id)))
     .fetch_all(&mut *conn)
     .await

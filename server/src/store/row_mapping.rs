@@ -1,0 +1,251 @@
+//! One mapping from stored rows to the model, shared by both drivers: the
+//! tables have the same columns with the same meaning on SQLite and
+//! PostgreSQL (times as integer milliseconds, enums as their text, JSON as
+//! text), so what a row means is written once, here. Each driver only says
+//! how it reads one column, through [`Columns`], which every sqlx row type
+//! implements; a column added to a table is mapped in one place.
+
+use super::{
+    EventRecord, Module, Node, Priority, Role, Run, RunResult, RunStatus, RunTrigger, Step,
+    StepRun, StepRunStatus, StepStatus, Task, TaskStatus, Token,
+};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use std::str::FromStr;
+
+/// Milliseconds since the epoch, the stored form of every time.
+pub(super) fn ms(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+pub(super) fn opt_ms(time: Option<DateTime<Utc>>) -> Option<i64> {
+    time.map(ms)
+}
+
+pub(super) fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+pub(super) fn opt_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.map(time)
+}
+
+/// A stored enum text back into its enum.
+pub(super) fn parse<E: FromStr<Err = String>>(text: &str) -> Result<E> {
+    text.parse().map_err(anyhow::Error::msg)
+}
+
+fn opt_parse<E: FromStr<Err = String>>(text: Option<String>) -> Result<Option<E>> {
+    text.as_deref().map(parse).transpose()
+}
+
+pub(super) fn parse_json(text: &str) -> Result<Value> {
+    serde_json::from_str(text).context("stored JSON is malformed")
+}
+
+fn opt_json(text: Option<String>) -> Result<Option<Value>> {
+    text.as_deref().map(parse_json).transpose()
+}
+
+/// Reading one named column of a row, in the few stored types there are.
+pub(super) trait Columns {
+    fn int(&self, column: &str) -> Result<i64>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
+    fn float(&self, column: &str) -> Result<f64>;
+    fn flag(&self, column: &str) -> Result<bool>;
+    fn text(&self, column: &str) -> Result<String>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>>;
+}
+
+impl<R> Columns for R
+where
+    R: sqlx::Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(column)?)
+    }
+    fn float(&self, column: &str) -> Result<f64> {
+        Ok(self.try_get(column)?)
+    }
+    fn flag(&self, column: &str) -> Result<bool> {
+        Ok(self.try_get(column)?)
+    }
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+/// The columns [`task_from_row`] reads, for SELECT and RETURNING alike.
+macro_rules! task_columns {
+    () => {
+        "id, name, code, status, priority, start_at, run_interval, max_execution_time, \
+         max_attempts, attempts, progress, message, last_result, last_run_at, next_run_at, \
+         created_by, current_run_id, created_at, updated_at"
+    };
+}
+pub(super) use task_columns;
+
+/// A task row without its children (steps, details, secret names), which
+/// each driver loads in batches.
+pub(super) fn task_from_row(row: &impl Columns) -> Result<Task> {
+    Ok(Task {
+        id: row.int("id")?,
+        name: row.text("name")?,
+        code: row.opt_text("code")?,
+        status: parse::<TaskStatus>(&row.text("status")?)?,
+        priority: Priority::from_rank(row.int("priority")?),
+        start_at: opt_time(row.opt_int("start_at")?),
+        run_interval: row.int("run_interval")?,
+        max_execution_time: row.int("max_execution_time")?,
+        max_attempts: row.int("max_attempts")?,
+        attempts: row.int("attempts")?,
+        progress: row.float("progress")?,
+        message: row.opt_text("message")?,
+        last_result: opt_parse::<RunResult>(row.opt_text("last_result")?)?,
+        last_run_at: opt_time(row.opt_int("last_run_at")?),
+        next_run_at: opt_time(row.opt_int("next_run_at")?),
+        created_by: row.opt_text("created_by")?,
+        details: Map::new(),
+        secret_names: Vec::new(),
+        current_run_id: row.opt_int("current_run_id")?,
+        created_at: time(row.int("created_at")?),
+        updated_at: time(row.int("updated_at")?),
+        steps: Vec::new(),
+    })
+}
+
+/// The columns [`step_from_row`] reads.
+pub(super) const STEP_COLUMNS: &str = "id, task_id, sort_order, controller, settings, \
+     max_execution_time, max_memory, interrupt_on_step_fault, status";
+
+pub(super) fn step_from_row(row: &impl Columns) -> Result<Step> {
+    Ok(Step {
+        id: row.int("id")?,
+        task_id: row.int("task_id")?,
+        sort_order: row.int("sort_order")?,
+        controller: row.text("controller")?,
+        settings: parse_json(&row.text("settings")?)?,
+        max_execution_time: row.int("max_execution_time")?,
+        max_memory: row.opt_int("max_memory")?,
+        interrupt_on_step_fault: row.flag("interrupt_on_step_fault")?,
+        status: parse::<StepStatus>(&row.text("status")?)?,
+    })
+}
+
+/// The columns [`run_from_row`] reads.
+pub(super) const RUN_COLUMNS: &str =
+    "id, task_id, attempt, status, trigger, node, message, started_at, finished_at, rescued";
+
+/// A run row without its step runs.
+pub(super) fn run_from_row(row: &impl Columns) -> Result<Run> {
+    Ok(Run {
+        id: row.int("id")?,
+        task_id: row.int("task_id")?,
+        attempt: row.int("attempt")?,
+        status: parse::<RunStatus>(&row.text("status")?)?,
+        trigger: parse::<RunTrigger>(&row.text("trigger")?)?,
+        node: row.text("node")?,
+        message: row.opt_text("message")?,
+        rescued: row.flag("rescued")?,
+        started_at: time(row.int("started_at")?),
+        finished_at: opt_time(row.opt_int("finished_at")?),
+        steps: Vec::new(),
+    })
+}
+
+/// The columns [`step_run_from_row`] reads.
+pub(super) const STEP_RUN_COLUMNS: &str = "id, run_id, step_id, sort_order, controller, status, \
+     module_hash, outcome, result, error, progress, message, fuel_used, peak_memory, started_at, \
+     finished_at";
+
+pub(super) fn step_run_from_row(row: &impl Columns) -> Result<StepRun> {
+    Ok(StepRun {
+        id: row.int("id")?,
+        run_id: row.int("run_id")?,
+        step_id: row.int("step_id")?,
+        sort_order: row.int("sort_order")?,
+        controller: row.text("controller")?,
+        status: parse::<StepRunStatus>(&row.text("status")?)?,
+        module_hash: row.opt_text("module_hash")?,
+        outcome: opt_json(row.opt_text("outcome")?)?,
+        result: opt_json(row.opt_text("result")?)?,
+        error: row.opt_text("error")?,
+        progress: row.float("progress")?,
+        message: row.opt_text("message")?,
+        fuel_used: row.opt_int("fuel_used")?,
+        peak_memory: row.opt_int("peak_memory")?,
+        started_at: opt_time(row.opt_int("started_at")?),
+        finished_at: opt_time(row.opt_int("finished_at")?),
+    })
+}
+
+pub(super) fn event_from_row(row: &impl Columns) -> Result<EventRecord> {
+    Ok(EventRecord {
+        task_id: row.int("task_id")?,
+        run_id: row.opt_int("run_id")?,
+        step_id: row.opt_int("step_id")?,
+        kind: row.text("kind")?,
+        level: row.opt_text("level")?,
+        message: row.text("message")?,
+        data: opt_json(row.opt_text("data")?)?,
+        created_at: time(row.int("created_at")?),
+    })
+}
+
+/// The columns [`token_from_row`] reads.
+pub(super) const TOKEN_COLUMNS: &str = "id, name, role, created_at, last_used_at";
+
+pub(super) fn token_from_row(row: &impl Columns) -> Result<Token> {
+    Ok(Token {
+        id: row.int("id")?,
+        name: row.text("name")?,
+        role: parse::<Role>(&row.text("role")?)?,
+        created_at: time(row.int("created_at")?),
+        last_used_at: opt_time(row.opt_int("last_used_at")?),
+    })
+}
+
+/// A module's path and its blob's facts: `modules AS m` joined with
+/// `module_blobs AS b`.
+pub(super) const MODULE_SELECT: &str = "SELECT m.path, m.hash, b.size, b.language, m.active, \
+     m.created_at, m.updated_at FROM modules AS m JOIN module_blobs AS b ON b.hash = m.hash";
+
+pub(super) fn module_from_row(row: &impl Columns) -> Result<Module> {
+    Ok(Module {
+        path: row.text("path")?,
+        hash: row.text("hash")?,
+        size: row.int("size")?,
+        language: row.opt_text("language")?,
+        active: row.flag("active")?,
+        created_at: time(row.int("created_at")?),
+        updated_at: time(row.int("updated_at")?),
+    })
+}
+
+/// The columns [`node_from_row`] reads.
+pub(super) const NODE_COLUMNS: &str =
+    "id, address, version, state, started_at, last_heartbeat_at, running_runs";
+
+pub(super) fn node_from_row(row: &impl Columns) -> Result<Node> {
+    Ok(Node {
+        id: row.text("id")?,
+        address: row.opt_text("address")?,
+        version: row.text("version")?,
+        state: parse(&row.text("state")?)?,
+        started_at: time(row.int("started_at")?),
+        last_heartbeat_at: time(row.int("last_heartbeat_at")?),
+        running_runs: row.int("running_runs")?,
+    })
+}
