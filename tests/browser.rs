@@ -1443,3 +1443,64 @@ async fn every_page_fits_a_phone() {
     b.close().await;
     server.post_empty(&format!("/tasks/{running}/cancel")).await;
 }
+
+#[tokio::test]
+async fn the_focus_page_follows_a_task_and_redirects_when_its_run_ends() {
+    let Some((_turn, server, mut b)) = start(
+        "the_focus_page_follows_a_task_and_redirects_when_its_run_ends",
+        "focus",
+        Screen::Desktop,
+    )
+    .await
+    else {
+        return;
+    };
+    run(&mut b, async |b: &mut Browser| {
+        // A host application holds a viewer token; the page is not signed in to the dashboard.
+        let (status, viewer) = server
+            .post("/tokens", json!({"name": "shop-focus", "role": "viewer"}))
+            .await;
+        assert!(status.is_success(), "{viewer}");
+        let token = viewer["token"].as_str().unwrap().to_string();
+        let id = create_task(
+            &server,
+            json!({"name": "Import the catalogue", "max_attempts": 1,
+                   "steps": [{"controller": "demo/count", "max_execution_time": 600,
+                              "settings": {"to": 1_000_000_000u64, "report_every": 10_000, "sleep_ms_per_report": 100}}]}),
+        )
+        .await;
+
+        b.goto(&format!("/focus/{id}?redirect=%2Fhealthz%3Ffrom%3Dfocus#token={token}")).await;
+        b.wait_text("#focus-status", Duration::from_secs(120), "running", |t| t == "running").await;
+        b.wait_text("#focus-name", WAIT, "the task's name", |t| t == "Import the catalogue").await;
+        b.wait_js(
+            "the bar to move",
+            WAIT,
+            "return Number(document.querySelector('#focus-progress [data-progress]').dataset.progress) > 0;",
+            vec![],
+        )
+        .await;
+        b.wait_text("#focus-message", WAIT, "the step's message", |t| t.starts_with("counted")).await;
+        b.wait_text("#focus-step", WAIT, "the current step", |t| t == "demo/count").await;
+        assert_eq!(
+            b.js("return location.hash", vec![]).await,
+            json!(""),
+            "the token leaves the address bar"
+        );
+        b.shot("running").await;
+
+        // The run ends (here by a cancel): the page sends the browser on.
+        let (status, _) = server.post_empty(&format!("/tasks/{id}/cancel")).await;
+        assert!(status.is_success());
+        b.wait_js(
+            "the redirect",
+            WAIT,
+            "return location.pathname === '/healthz' && location.search === '?from=focus';",
+            vec![],
+        )
+        .await;
+        b.assert_no_console_errors(&[]).await;
+    })
+    .await;
+    b.close().await;
+}

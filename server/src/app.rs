@@ -40,6 +40,8 @@ pub struct Settings {
     pub compile_memory_bytes: u64,
     /// Compile uploads in this process instead of a bounded child (library use only).
     pub compile_in_process: bool,
+    /// Origins that may frame the focus page and that it may redirect to.
+    pub embed_origins: Vec<String>,
 }
 
 /// A server ready to run.
@@ -153,6 +155,7 @@ impl App {
             engine.clone(),
             ApiConfig {
                 max_module_bytes: settings.max_module_bytes,
+                embed_origins: settings.embed_origins.clone(),
                 ..ApiConfig::default()
             },
         );

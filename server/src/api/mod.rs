@@ -3,15 +3,18 @@
 
 mod alerts;
 mod auth;
+mod cache;
 mod error;
 mod events;
 mod extract;
+mod focus;
 mod health;
 mod modules;
 mod nodes;
 mod openapi;
 mod stats;
 mod task_actions;
+mod task_codes;
 mod task_history;
 mod tasks;
 mod timestamp;
@@ -22,6 +25,7 @@ mod web;
 
 pub use auth::{TOKEN_PREFIX, generate_token, hash_token};
 pub use error::{ApiError, ErrorBody};
+pub use focus::parse_embed_origin;
 pub use openapi::openapi_json;
 
 use crate::engine::Engine;
@@ -46,6 +50,9 @@ pub struct ApiConfig {
     pub max_json_bytes: usize,
     /// Module compilations at the same time (default 1: compiling is heavy).
     pub concurrent_compiles: usize,
+    /// Origins (`https://shop.example`) that may frame the focus page and
+    /// that it may redirect to; see `focus.rs`.
+    pub embed_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +61,7 @@ impl Default for ApiConfig {
             max_module_bytes: 32 << 20,
             max_json_bytes: 4 << 20,
             concurrent_compiles: 1,
+            embed_origins: Vec::new(),
         }
     }
 }
@@ -163,6 +171,7 @@ pub fn router(state: AppState) -> Router {
         .merge(modules::router(state.config().max_module_bytes))
         .merge(stats::router())
         .merge(nodes::router())
+        .merge(cache::router())
         .merge(alerts::router())
         .merge(events::router())
         .merge(tokens::router())
@@ -171,6 +180,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(health::router())
+        .merge(focus::router())
         // Last: the dashboard's static files, and a JSON 404 for anything else.
         .merge(web::router())
         .layer(middleware::from_fn(log_errors))

@@ -23,6 +23,7 @@ const KEYS: &[&str] = &[
     "retention_days",
     "compile_timeout",
     "compile_memory",
+    "embed_origin",
 ];
 
 /// The process arguments, with the config file's settings added as flags
