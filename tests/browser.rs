@@ -1499,6 +1499,52 @@ async fn the_focus_page_follows_a_task_and_redirects_when_its_run_ends() {
             vec![],
         )
         .await;
+        // On /healthz, a JSON document, the browser asks for /favicon.ico itself.
+        b.assert_no_console_errors(&[("/favicon.ico".into(), 404)]).await;
+    })
+    .await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn the_stats_page_shows_and_clears_the_compiled_code_cache() {
+    let Some((_turn, server, mut b)) = start(
+        "the_stats_page_shows_and_clears_the_compiled_code_cache",
+        "cache",
+        Screen::Desktop,
+    )
+    .await
+    else {
+        return;
+    };
+    run(&mut b, async |b: &mut Browser| {
+        let (status, stats) = server.get("/cache").await;
+        assert!(status.is_success(), "{stats}");
+        let entries = stats["entries"].as_u64().unwrap();
+        assert!(entries >= 1, "the example modules are compiled: {stats}");
+        b.sign_in().await;
+        b.click("a[data-nav=stats]").await;
+        wait_stats_loaded(b).await;
+        b.wait_text(
+            "#cache-entries .stat-value",
+            WAIT,
+            "the compiled modules",
+            |t| t == entries.to_string(),
+        )
+        .await;
+        b.shot("cache").await;
+
+        b.click("#cache-clear").await;
+        b.wait_text("#cache-entries .stat-value", WAIT, "an empty cache", |t| {
+            t == "0"
+        })
+        .await;
+        b.wait_text("#toasts .toast", WAIT, "the toast", |t| {
+            t.starts_with("Cache cleared")
+        })
+        .await;
+        let (_, stats) = server.get("/cache").await;
+        assert_eq!(stats["entries"], 0, "{stats}");
         b.assert_no_console_errors(&[]).await;
     })
     .await;
