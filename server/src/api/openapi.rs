@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
         stats::stats, stats::performance, nodes::nodes, cache::cache_stats, cache::clear_cache, alerts::alerts, events::upgrade, health::healthz, health::metrics,
         focus::focus_page,
     ),
-    components(schemas(crate::events::Event, events::ClientMessage)),
+    components(schemas(crate::events::Event, events::ClientMessage, focus::RedirectTarget)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;
