@@ -1562,3 +1562,110 @@ async fn the_logs_page_lists_every_tasks_lines_filters_and_follows() {
     .await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn the_focus_page_follows_a_task_and_redirects_when_its_run_ends() {
+    let Some((_turn, server, mut b)) = start(
+        "the_focus_page_follows_a_task_and_redirects_when_its_run_ends",
+        "focus",
+        Screen::Desktop,
+    )
+    .await
+    else {
+        return;
+    };
+    run(&mut b, async |b: &mut Browser| {
+        // A host application holds a viewer token; the page is not signed in to the dashboard.
+        let (status, viewer) = server
+            .post("/tokens", json!({"name": "shop-focus", "role": "viewer"}))
+            .await;
+        assert!(status.is_success(), "{viewer}");
+        let token = viewer["token"].as_str().unwrap().to_string();
+        let id = create_task(
+            &server,
+            json!({"name": "Import the catalogue", "max_attempts": 1,
+                   "steps": [{"controller": "demo/count", "max_execution_time": 600,
+                              "settings": {"to": 1_000_000_000u64, "report_every": 10_000, "sleep_ms_per_report": 100}}]}),
+        )
+        .await;
+
+        b.goto(&format!("/focus/{id}?redirect=%2Fhealthz%3Ffrom%3Dfocus#token={token}")).await;
+        b.wait_text("#focus-status", Duration::from_secs(120), "running", |t| t == "running").await;
+        b.wait_text("#focus-name", WAIT, "the task's name", |t| t == "Import the catalogue").await;
+        b.wait_js(
+            "the bar to move",
+            WAIT,
+            "return Number(document.querySelector('#focus-progress [data-progress]').dataset.progress) > 0;",
+            vec![],
+        )
+        .await;
+        b.wait_text("#focus-message", WAIT, "the step's message", |t| t.starts_with("counted")).await;
+        b.wait_text("#focus-step", WAIT, "the current step", |t| t == "demo/count").await;
+        assert_eq!(
+            b.js("return location.hash", vec![]).await,
+            json!(""),
+            "the token leaves the address bar"
+        );
+        b.shot("running").await;
+
+        // The run ends (here by a cancel): the page sends the browser on.
+        let (status, _) = server.post_empty(&format!("/tasks/{id}/cancel")).await;
+        assert!(status.is_success());
+        b.wait_js(
+            "the redirect",
+            WAIT,
+            "return location.pathname === '/healthz' && location.search === '?from=focus';",
+            vec![],
+        )
+        .await;
+        // On /healthz, a JSON document, the browser asks for /favicon.ico itself.
+        b.assert_no_console_errors(&[("/favicon.ico".into(), 404)]).await;
+    })
+    .await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn the_stats_page_shows_and_clears_the_compiled_code_cache() {
+    let Some((_turn, server, mut b)) = start(
+        "the_stats_page_shows_and_clears_the_compiled_code_cache",
+        "cache",
+        Screen::Desktop,
+    )
+    .await
+    else {
+        return;
+    };
+    run(&mut b, async |b: &mut Browser| {
+        let (status, stats) = server.get("/cache").await;
+        assert!(status.is_success(), "{stats}");
+        let entries = stats["entries"].as_u64().unwrap();
+        assert!(entries >= 1, "the example modules are compiled: {stats}");
+        b.sign_in().await;
+        b.click("a[data-nav=stats]").await;
+        wait_stats_loaded(b).await;
+        b.wait_text(
+            "#cache-entries .stat-value",
+            WAIT,
+            "the compiled modules",
+            |t| t == entries.to_string(),
+        )
+        .await;
+        b.shot("cache").await;
+
+        b.click("#cache-clear").await;
+        b.wait_text("#cache-entries .stat-value", WAIT, "an empty cache", |t| {
+            t == "0"
+        })
+        .await;
+        b.wait_text("#toasts .toast", WAIT, "the toast", |t| {
+            t.starts_with("Cache cleared")
+        })
+        .await;
+        let (_, stats) = server.get("/cache").await;
+        assert_eq!(stats["entries"], 0, "{stats}");
+        b.assert_no_console_errors(&[]).await;
+    })
+    .await;
+    b.close().await;
+}

@@ -667,3 +667,90 @@ async fn client_commands_find_the_server_from_its_config_file() {
     let page: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert!(page["tasks"].is_array(), "{page}");
 }
+
+#[tokio::test]
+async fn tasks_by_code_run_due_and_the_cache_from_the_cli() {
+    let server = TestServer::start().await;
+    let s = &server;
+    let (status, task) = s
+        .post(
+            "/tasks",
+            serde_json::json!({"name": "plugin feed", "code": "plugin.feed",
+                "start_at": "2999-01-01T00:00:00Z",
+                "steps": [{"controller": "demo/count", "settings": {"to": 1000}}]}),
+        )
+        .await;
+    assert!(status.is_success(), "{task}");
+    let id = task["id"].as_i64().unwrap();
+
+    let out = stepwise(
+        &["task", "show", "--code", "plugin.feed", "--json"],
+        Some(s),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["id"].as_i64(), Some(id));
+    let out = stepwise(&["task", "show", "7", "--code", "plugin.feed"], Some(s));
+    assert!(!out.status.success(), "an id and a code are one too many");
+
+    let out = stepwise_within(
+        &["task", "run", "--code", "plugin.feed", "--watch"],
+        s,
+        std::time::Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("completed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let (_, later) = s
+        .post(
+            "/tasks",
+            serde_json::json!({"name": "later", "start_at": "2999-01-01T00:00:00Z",
+                "steps": [{"controller": "demo/count", "settings": {"to": 10}}]}),
+        )
+        .await;
+    let out = stepwise(&["task", "run-due"], Some(s));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("1 scheduled task(s) due now"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.wait_for(
+        later["id"].as_i64().unwrap(),
+        &["completed"],
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+
+    let out = stepwise(&["task", "delete", "--code", "plugin.feed"], Some(s));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = stepwise(&["task", "show", "--code", "plugin.feed"], Some(s));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no task has the code"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = stepwise(&["cache", "stats", "--json"], Some(s));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(stats["entries"].as_u64().unwrap() >= 1, "{stats}");
+    let out = stepwise(&["cache", "clear"], Some(s));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cleared"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = stepwise(&["cache", "stats"], Some(s));
+    assert!(
+        text(&out.stdout).contains("entries  0"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -497,3 +497,69 @@ async fn an_oversized_checkpoint_never_reaches_the_host() {
         Some(size as usize)
     );
 }
+
+async fn run_noop(runtime: &Runtime, module: &stepwise::runtime::LoadedModule) {
+    let report = runtime
+        .run(
+            module,
+            request(json!({}), 10.0, 64 << 20, 1),
+            Arc::new(RecordingHost::default()),
+            CancellationToken::new(),
+        )
+        .await;
+    assert!(
+        matches!(report.outcome, StepOutcome::Completed { .. }),
+        "{:?}",
+        report.outcome
+    );
+}
+
+/// Clears of the compiled-code cache while steps load and run: a step that
+/// holds its module runs on, and one that starts during a clear waits and
+/// compiles again; none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearing_the_cache_while_steps_load_and_run_breaks_none() {
+    let runtime = Arc::new(runtime());
+    let bytes = module_bytes("fixture/noop");
+    let hash = stepwise::runtime::module_hash(&bytes);
+    let held = runtime.prepare(&bytes).await.expect("noop compiles");
+    let mut steps = Vec::new();
+    for _ in 0..3 {
+        let (runtime, bytes, hash) = (runtime.clone(), bytes.clone(), hash.clone());
+        steps.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                let fetch = || {
+                    let bytes = bytes.clone();
+                    async move { Some(bytes) }
+                };
+                let module = runtime
+                    .module(&hash, fetch)
+                    .await
+                    .expect("loads through clears");
+                run_noop(&runtime, &module).await;
+            }
+        }));
+    }
+    for _ in 0..4 {
+        runtime.clear_cache().await.expect("clear");
+        tokio::task::yield_now().await;
+    }
+    for step in steps {
+        step.await.expect("no step panicked");
+    }
+    run_noop(&runtime, &held).await;
+
+    let stats = runtime.cache_stats().expect("stats");
+    assert_eq!(
+        stats.hits + stats.misses,
+        10,
+        "one lookup per load: {stats:?}"
+    );
+    runtime.clear_cache().await.expect("clear");
+    let empty = runtime.cache_stats().expect("stats");
+    assert_eq!(
+        (empty.entries, empty.bytes, empty.loaded),
+        (0, 0, 0),
+        "{empty:?}"
+    );
+}

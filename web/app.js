@@ -32,7 +32,9 @@
 //                .btn-module-toggle, .btn-module-delete then .btn-module-delete-confirm
 //   Stats        #/stats  #stats-hours, #stats-counts [data-stat="running"], #stats-total,
 //                #stats-success-rate, #stats-avg-duration, #stats-runs, #alerts li[data-alert-kind],
-//                #throughput-chart (svg, g.tp-bar per hour), #stats-modules
+//                #throughput-chart (svg, g.tp-bar per hour), #stats-modules; cache (admin)
+//                #cache-stats [data-node] with #cache-entries, #cache-bytes, #cache-loaded,
+//                #cache-hits, #cache-misses, #cache-clear; #cache-admin-only for weaker roles
 //   Nodes        #/nodes  #nodes-table tr[data-node-id][data-state][data-alive] with .node-state,
 //                .node-address, .node-running, .node-heartbeat, .node-version
 //   Logs         #/logs  #logs-level (select: '' or a minimum level), #logs-task (task id input),

@@ -43,6 +43,8 @@ pub struct Settings {
     /// The log is JSON (`--log-format json`): the address and the first
     /// start's banner go through it too, so every line of stderr is JSON.
     pub json_log: bool,
+    /// Origins that may frame the focus page and that it may redirect to.
+    pub embed_origins: Vec<String>,
 }
 
 /// A server ready to run.
@@ -157,6 +159,7 @@ impl App {
             engine.clone(),
             ApiConfig {
                 max_module_bytes: settings.max_module_bytes,
+                embed_origins: settings.embed_origins.clone(),
                 ..ApiConfig::default()
             },
         );

@@ -62,6 +62,10 @@ fn main() -> ExitCode {
             Command::Stats { connection, hours } => stepwise::cli::stats(&connection, hours).await,
             Command::Alerts { connection } => stepwise::cli::alerts(&connection).await,
             Command::Nodes { connection } => stepwise::cli::nodes(&connection).await,
+            Command::Cache {
+                connection,
+                command,
+            } => stepwise::cli::cache(&connection, command).await,
             Command::InternalCompile { .. } => unreachable!("handled above"),
         }
     });

@@ -184,6 +184,7 @@ impl TestServer {
             && !path.starts_with("/api/")
             && path != "/healthz"
             && path != "/metrics"
+            && !path.starts_with("/focus/")
             && !path.starts_with("/#")
         {
             format!("{}/api/v1{path}", self.url)

@@ -232,7 +232,8 @@ export function createStore() {
 // ---------------------------------------------------------------- WebSocket
 
 /**
- * createLive(store, {getToken, onAuthProblem}) → {start, stop, setLogs, state}.
+ * createLive(store, {getToken, onAuthProblem, tasks}) → {start, stop, setLogs, state}.
+ * `tasks`: the ids to follow (the focus page follows one); all tasks by default.
  * Emits {kind: 'connection', state: 'connecting'|'live'|'reconnecting'|'offline', detail}.
  */
 export function createLive(store, options) {
@@ -259,7 +260,7 @@ export function createLive(store, options) {
   }
 
   function subscribeMessage() {
-    return JSON.stringify({ type: 'subscribe', tasks: 'all', logs: wantLogs });
+    return JSON.stringify({ type: 'subscribe', tasks: options.tasks || 'all', logs: wantLogs });
   }
 
   function connect(quiet = false) {

@@ -1,9 +1,11 @@
 // Stats page: #/stats?hours=24 — task counts by status, success rate, average
-// duration, alerts, per-module numbers and a small throughput chart (inline SVG).
+// duration, alerts, per-module numbers, a small throughput chart (inline SVG)
+// and, for admins, the compiled-code cache (cache.js).
 
 import { api, describeError, isAbort } from './api.js';
 import { h, svg, formatDuration, formatBytes, formatCount, throttle } from './dom.js';
 import { STATUSES } from './tasks.js';
+import { cachePanel } from './cache.js';
 
 const PERIODS = [[1, 'last hour'], [6, 'last 6 hours'], [24, 'last 24 hours'], [168, 'last 7 days'], [720, 'last 30 days']];
 
@@ -116,6 +118,7 @@ export function mount(main, ctx) {
   const alerts = h('ul', { id: 'alerts', class: 'alerts' });
   const alertsNote = h('div');
   const modulesTable = h('table', { id: 'stats-modules', class: 'table stats-modules' });
+  const cache = cachePanel(abort.signal);
 
   main.append(h('section', { class: 'view view-stats', 'aria-labelledby': 'stats-heading' },
     h('div', { class: 'view-head' },
@@ -128,7 +131,8 @@ export function mount(main, ctx) {
     h('section', { class: 'panel', 'aria-labelledby': 'perf-heading' },
       h('h2', { id: 'perf-heading' }, 'Runs, ', periodLabel), perfNote, perf,
       h('h3', null, 'Throughput'), chartBox,
-      h('h3', null, 'By module'), h('div', { class: 'table-wrap' }, modulesTable))));
+      h('h3', null, 'By module'), h('div', { class: 'table-wrap' }, modulesTable)),
+    cache.element));
 
   function card(id, value, label, attrs) {
     return h('div', { class: 'stat', id, ...(attrs || {}) },
@@ -224,6 +228,7 @@ export function mount(main, ctx) {
     loadCounts();
     loadPerformance();
     loadAlerts();
+    cache.load();
   }
 
   hoursSelect.addEventListener('change', () => {

@@ -3,9 +3,11 @@
 
 mod alerts;
 mod auth;
+mod cache;
 mod error;
 mod events;
 mod extract;
+mod focus;
 mod health;
 mod logs;
 mod metrics;
@@ -14,6 +16,7 @@ mod nodes;
 mod openapi;
 mod stats;
 mod task_actions;
+mod task_codes;
 mod task_history;
 mod tasks;
 mod timestamp;
@@ -24,6 +27,7 @@ mod web;
 
 pub use auth::{TOKEN_PREFIX, generate_token, hash_token};
 pub use error::{ApiError, ErrorBody};
+pub use focus::parse_embed_origin;
 pub use openapi::openapi_json;
 
 use crate::engine::Engine;
@@ -48,6 +52,9 @@ pub struct ApiConfig {
     pub max_json_bytes: usize,
     /// Module compilations at the same time (default 1: compiling is heavy).
     pub concurrent_compiles: usize,
+    /// Origins (`https://shop.example`) that may frame the focus page and
+    /// that it may redirect to; see `focus.rs`.
+    pub embed_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +63,7 @@ impl Default for ApiConfig {
             max_module_bytes: 32 << 20,
             max_json_bytes: 4 << 20,
             concurrent_compiles: 1,
+            embed_origins: Vec::new(),
         }
     }
 }
@@ -173,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .merge(modules::router(state.config().max_module_bytes))
         .merge(stats::router())
         .merge(nodes::router())
+        .merge(cache::router())
         .merge(alerts::router())
         .merge(events::router())
         .merge(tokens::router())
@@ -182,6 +191,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(health::router())
         .merge(metrics::router())
+        .merge(focus::router())
         // Last: the dashboard's static files, and a JSON 404 for anything else.
         .merge(web::router())
         .layer(middleware::from_fn(log_errors))

@@ -3,8 +3,8 @@
 
 use super::AppState;
 use super::{
-    alerts, events, health, logs, metrics, modules, nodes, stats, task_actions, task_history,
-    tasks, tokens,
+    alerts, cache, events, focus, health, logs, metrics, modules, nodes, stats, task_actions,
+    task_codes, task_history, tasks, tokens,
 };
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,14 +18,17 @@ use utoipa::{Modify, OpenApi};
         tasks::create_task, tasks::list_tasks, tasks::get_task, tasks::patch_task, tasks::delete_task,
         task_actions::progress, task_actions::run_now, task_actions::cancel, task_actions::retry,
         task_actions::run_step,
+        task_codes::get_by_code, task_codes::delete_by_code, task_codes::run_by_code,
+        task_codes::run_due,
         task_history::runs, logs::task_logs, logs::all_logs, task_history::artifacts, task_history::download,
         task_history::cleanup,
         modules::put_module, modules::list_modules, modules::get_module, modules::patch_module,
         modules::delete_module,
         tokens::create_token, tokens::list_tokens, tokens::revoke_token,
-        stats::stats, stats::performance, nodes::nodes, alerts::alerts, events::upgrade, health::healthz, metrics::metrics,
+        stats::stats, stats::performance, nodes::nodes, cache::cache_stats, cache::clear_cache, alerts::alerts, events::upgrade, health::healthz, metrics::metrics,
+        focus::focus_page,
     ),
-    components(schemas(crate::events::Event, events::ClientMessage)),
+    components(schemas(crate::events::Event, events::ClientMessage, focus::RedirectTarget)),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

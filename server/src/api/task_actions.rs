@@ -127,6 +127,29 @@ pub struct RunQuery {
     pub wait: Option<String>,
 }
 
+/// The answers of the actions that start a run (run, run by code, retry),
+/// as the OpenAPI document lists them.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation only: the handlers answer `(StatusCode, Json<Task>)`
+pub enum RunAnswers {
+    /// started (or still running after `wait`)
+    #[response(status = 202)]
+    Started(Task),
+    /// finished within `wait`
+    #[response(status = 200)]
+    Finished(Task),
+    #[response(status = 401)]
+    Unauthorized(super::ErrorBody),
+    #[response(status = 403)]
+    Forbidden(super::ErrorBody),
+    #[response(status = 404)]
+    NotFound(super::ErrorBody),
+    #[response(status = 409)]
+    Conflict(super::ErrorBody),
+    #[response(status = 422)]
+    Invalid(super::ErrorBody),
+}
+
 /// Answer an action that started a run: at once (202), or after `wait`.
 async fn answer_run(
     state: &AppState,
@@ -208,11 +231,7 @@ pub async fn progress(
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/run", tag = "tasks", params(("id" = i64, Path), RunQuery),
-    responses((status = 202, description = "started (or still running after `wait`)", body = Task),
-        (status = 200, description = "finished within `wait`", body = Task),
-        (status = 401, body = super::ErrorBody),
-        (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
-        (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
+    responses(RunAnswers),
     security(("bearer" = [])))]
 pub async fn run_now(
     State(state): State<AppState>,
@@ -221,21 +240,27 @@ pub async fn run_now(
     QueryArgs(query): QueryArgs<RunQuery>,
 ) -> Result<(StatusCode, Json<Task>)> {
     caller.require(Role::Operator)?;
+    start_run(&state, id, &query).await
+}
+
+/// Run a task now and answer as `POST /tasks/{id}/run` does (shared with
+/// the run by code).
+pub async fn start_run(
+    state: &AppState,
+    id: i64,
+    query: &RunQuery,
+) -> Result<(StatusCode, Json<Task>)> {
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
-    let wait = wait.map(|wait| Wait::begin(&state, wait));
+    let wait = wait.map(|wait| Wait::begin(state, wait));
     let since = state.bus().published();
     let task = state.store().run_task_now(id, None, Utc::now()).await?;
     state.engine().wake();
-    publish_stored(&state, &task, since);
-    answer_run(&state, task, wait).await
+    publish_stored(state, &task, since);
+    answer_run(state, task, wait).await
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/retry", tag = "tasks", params(("id" = i64, Path), RunQuery),
-    responses((status = 202, description = "started (or still running after `wait`)", body = Task),
-        (status = 200, description = "finished within `wait`", body = Task),
-        (status = 401, body = super::ErrorBody),
-        (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
-        (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)),
+    responses(RunAnswers),
     security(("bearer" = [])))]
 pub async fn retry(
     State(state): State<AppState>,

@@ -4,7 +4,7 @@ use super::auth::Caller;
 use super::error::{ApiError, Result};
 use super::extract::PathArgs;
 use super::extract::{JsonBody, QueryArgs};
-use super::{AppState, task_actions, task_history, timestamp, validate, waiting};
+use super::{AppState, task_actions, task_codes, task_history, timestamp, validate, waiting};
 use crate::events::Event;
 use crate::store::{
     NewStep, NewTask, Priority, Role, StepStatus, Task, TaskFilter, TaskPatch, TaskStatus,
@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         )
         .merge(task_actions::router())
         .merge(task_history::router())
+        .merge(task_codes::router())
 }
 
 /// A step in a create request.
@@ -507,10 +508,16 @@ pub async fn delete_task(
     PathArgs(id): PathArgs<i64>,
 ) -> Result<StatusCode> {
     caller.require(Role::Operator)?;
+    remove_task(&state, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete a task and tell live views (shared with the delete by code).
+pub async fn remove_task(state: &AppState, id: i64) -> Result<()> {
     state.store().delete_task(id).await?;
     state.bus().publish(Event::Deleted {
         task_id: id,
         seq: 0,
     });
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

@@ -1,14 +1,21 @@
-//! The dashboard: `web/` embedded in the binary, served at `/`.
+//! The dashboard: `web/` embedded in the binary, served at `/`. No page of it
+//! may be framed (clickjacking); the focus page (`focus.rs`) is the one that
+//! may, and sets its own policy.
 
 use super::AppState;
 use super::error::ApiError;
 use axum::Router;
 use axum::http::Uri;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_FRAME_OPTIONS};
 use axum::response::{IntoResponse, Response};
 use include_dir::{Dir, include_dir};
 
 static WEB: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../web");
+
+/// An embedded file of the dashboard.
+pub(super) fn page(path: &str) -> Option<&'static [u8]> {
+    WEB.get_file(path).map(|file| file.contents())
+}
 
 /// Static files for any path the other routes do not take; 404 otherwise.
 pub fn router() -> Router<AppState> {
@@ -28,6 +35,11 @@ async fn serve(uri: Uri) -> Response {
                 [
                     (CONTENT_TYPE, mime.essence_str().to_string()),
                     (CACHE_CONTROL, "no-cache".to_string()),
+                    (X_FRAME_OPTIONS, "DENY".to_string()),
+                    (
+                        CONTENT_SECURITY_POLICY,
+                        "frame-ancestors 'none'".to_string(),
+                    ),
                 ],
                 file.contents(),
             )

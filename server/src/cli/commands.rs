@@ -1,6 +1,7 @@
 //! Client commands: `task …`, `module …`, `token …`, each one API call.
 
 use super::client::{Body, Client, Connection, show};
+use super::task_ref::TaskRef;
 use super::watch;
 use anyhow::Context;
 use reqwest::Method;
@@ -25,19 +26,30 @@ pub enum TaskCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
-    /// Show a task with its steps.
-    Show { id: i64 },
+    /// Show a task with its steps (by id, or `--code`).
+    Show {
+        #[command(flatten)]
+        task: TaskRef,
+    },
     /// Run a task now, whatever its schedule (or only one of its steps).
     Run {
-        id: i64,
+        #[command(flatten)]
+        task: TaskRef,
         /// Run only this step (its id, as `task show` lists it), on its own.
         #[arg(long)]
         step: Option<i64>,
         #[arg(long)]
         watch: bool,
     },
-    /// Delete a task with its runs, logs and artifacts (not while it runs).
-    Delete { id: i64 },
+    /// Delete a task with its runs, logs and artifacts (not while it runs),
+    /// by id or `--code` (a plugin's uninstall).
+    Delete {
+        #[command(flatten)]
+        task: TaskRef,
+    },
+    /// Make every scheduled task due now (a "Run tasks" button); prints how
+    /// many are due.
+    RunDue,
     /// Switch a task on again: it runs at its schedule.
     Enable { id: i64 },
     /// Switch a task off: it keeps its definition and history but never runs
@@ -165,10 +177,8 @@ pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Resu
                 }
             });
         }
-        TaskCommand::Show { id } => {
-            let task = client
-                .call(Method::GET, &format!("/tasks/{id}"), None)
-                .await?;
+        TaskCommand::Show { task } => {
+            let task = client.call(Method::GET, &task.path(), None).await?;
             client.print(&task, |t| {
                 println!("task {} — {}", t["id"], show(&t["name"]));
                 for key in [
@@ -197,26 +207,40 @@ pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Resu
                 }
             });
         }
-        TaskCommand::Run { id, step, watch } => {
-            let floor = watch::latest_run(&client, id).await?.0;
-            let path = match step {
-                Some(step) => format!("/tasks/{id}/steps/{step}/run"),
-                None => format!("/tasks/{id}/run"),
+        TaskCommand::Run { task, step, watch } => {
+            let label = task.label();
+            // A step's path and following the run need the id.
+            let id = if step.is_some() || watch {
+                Some(task.id(&client).await?)
+            } else {
+                None
+            };
+            let floor = match id {
+                Some(id) if watch => watch::latest_run(&client, id).await?.0,
+                _ => 0,
+            };
+            let path = match (step, id) {
+                (Some(step), Some(id)) => format!("/tasks/{id}/steps/{step}/run"),
+                _ => format!("{}/run", task.path()),
             };
             client.call(Method::POST, &path, None).await?;
             match step {
-                Some(step) => eprintln!("step {step} of task {id} started"),
-                None => eprintln!("task {id} started"),
+                Some(step) => eprintln!("step {step} of {label} started"),
+                None => eprintln!("{label} started"),
             }
-            if watch {
+            if let (true, Some(id)) = (watch, id) {
                 return watch::watch(&client, id, floor).await;
             }
         }
-        TaskCommand::Delete { id } => {
-            client
-                .call(Method::DELETE, &format!("/tasks/{id}"), None)
-                .await?;
-            eprintln!("task {id} deleted");
+        TaskCommand::Delete { task } => {
+            client.call(Method::DELETE, &task.path(), None).await?;
+            eprintln!("{} deleted", task.label());
+        }
+        TaskCommand::RunDue => {
+            let result = client.call(Method::POST, "/tasks/run-due", None).await?;
+            client.print(&result, |r| {
+                eprintln!("{} scheduled task(s) due now", show(&r["due"]));
+            });
         }
         TaskCommand::Enable { id } => set_disabled(&client, id, false).await?,
         TaskCommand::Disable { id } => set_disabled(&client, id, true).await?,

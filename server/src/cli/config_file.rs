@@ -24,6 +24,7 @@ const KEYS: &[&str] = &[
     "compile_timeout",
     "compile_memory",
     "log_format",
+    "embed_origin",
 ];
 
 /// The process arguments, with the config file's settings added as flags

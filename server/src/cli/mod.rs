@@ -1,13 +1,16 @@
 //! The command line: `serve`, the local step runner, and the client commands.
 
+mod cache;
 mod calibrate;
 mod client;
 mod commands;
 mod config_file;
 mod operations;
 mod step_run;
+mod task_ref;
 mod watch;
 
+pub use cache::{CacheCommand, cache};
 pub use calibrate::CalibrateArgs;
 pub use client::Connection;
 pub use commands::{ModuleCommand, TaskCommand, TokenCommand, module, task, token};
@@ -71,6 +74,13 @@ pub enum Command {
     Nodes {
         #[command(flatten)]
         connection: Connection,
+    },
+    /// The compiled-code cache of the server: stats, or clear it (admin).
+    Cache {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// Create, list and revoke API tokens (admin).
     Token {
@@ -176,6 +186,13 @@ pub struct ServeArgs {
     /// The server's own log on stderr: `text` or `json` (one object a line).
     #[arg(long, env = "STEPWISE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// An origin (`https://shop.example`) whose pages may frame the focus
+    /// page (`/focus/{id}`) and which it may redirect to when the task ends.
+    /// Repeat it, or separate origins with commas. Without one the focus page
+    /// is framed only by this server, and redirects only to its own paths.
+    #[arg(long, env = "STEPWISE_EMBED_ORIGIN", value_delimiter = ',',
+          value_parser = crate::api::parse_embed_origin)]
+    pub embed_origin: Vec<String>,
 }
 
 impl ServeArgs {
@@ -201,6 +218,7 @@ impl ServeArgs {
             compile_memory_bytes: self.compile_memory,
             compile_in_process: false,
             json_log: self.log_format == LogFormat::Json,
+            embed_origins: self.embed_origin.clone(),
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The sandbox: the only part of Stepwise that touches wasmtime.
 //!
-//! It owns the `Engine`, the compiled-code cache, the `InstancePre`s, the
+//! It owns the `Engine`, the compiled-code cache (see [`cache`]), the `InstancePre`s, the
 //! memory limiter and the deadline. It knows nothing of tasks or databases:
 //! callers hand in settings, limits and a [`StepHost`], and get a typed
 //! [`StepReport`] back.
 
+mod cache;
 mod compile;
 mod engine;
 mod host;
@@ -16,6 +17,7 @@ mod panic;
 mod validate;
 mod wasi;
 
+pub use cache::{CacheCleared, CacheStats};
 pub use compile::{Compiler, child_main as compile_child_main};
 pub use engine::{EPOCH_TICK, MAX_WASM_STACK, PoolSizing};
 pub use host::{HostRefusal, LogLevel, NullHost, StepContext, StepHost};
@@ -24,6 +26,7 @@ pub use limits::{CapExceeded, DataCaps, MemoryCapExceeded, StepLimits};
 pub use outcome::{StepOutcome, StepReport};
 pub use validate::ModuleError;
 
+use cache::CacheCounters;
 use host::{StepPre, StepState};
 use limits::StepLimiter;
 use output::CapturedOutput;
@@ -117,6 +120,11 @@ pub struct Runtime {
     loaded: Mutex<HashMap<String, Arc<LoadedModule>>>,
     /// Told how long each compilation took (the engine's metrics listen).
     compile_observers: Mutex<Vec<CompileObserver>>,
+    counters: CacheCounters,
+    /// Held shared while a module is looked up, compiled and loaded, and
+    /// exclusively by a clear: a clear never deletes a file between its
+    /// compile and its load, and a lookup during a clear waits, then compiles.
+    clearing: tokio::sync::RwLock<()>,
 }
 
 /// Called with the duration of each module compilation.
@@ -143,6 +151,8 @@ impl Runtime {
             compat,
             loaded: Mutex::new(HashMap::new()),
             compile_observers: Mutex::new(Vec::new()),
+            counters: CacheCounters::default(),
+            clearing: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -161,21 +171,32 @@ impl Runtime {
     }
 
     fn cache_path(&self, hash: &str) -> PathBuf {
-        self.config
-            .cache_dir
-            .join(format!("{hash}-{}.cwasm", self.compat))
+        self.config.cache_dir.join(format!(
+            "{hash}-{}.{}",
+            self.compat,
+            cache::COMPILED_EXTENSION
+        ))
     }
 
     /// Validate and compile uploaded bytes (bounded), cache the result and
     /// return the loaded module. Refusals say exactly what is wrong.
     pub async fn prepare(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, ModuleError> {
         validate::check_bytes(bytes)?;
+        let _not_clearing = self.clearing.read().await;
+        self.prepare_checked(bytes).await
+    }
+
+    /// [`Runtime::prepare`] for bytes already checked, under the caller's
+    /// guard against a clear.
+    async fn prepare_checked(&self, bytes: &[u8]) -> Result<Arc<LoadedModule>, ModuleError> {
         let hash = module_hash(bytes);
         if let Some(module) = self.cached(&hash) {
+            self.counters.hit();
             return Ok(module);
         }
         let path = self.cache_path(&hash);
-        if !path.exists() {
+        let compiled = path.exists();
+        if !compiled {
             let started = Instant::now();
             compile::compile_to_file(&self.config.compiler, &self.engine, bytes, &path).await?;
             let took = started.elapsed();
@@ -183,7 +204,13 @@ impl Runtime {
                 observer(took);
             }
         }
-        self.load_file(hash, path).await
+        let module = self.load_file(hash, path).await?;
+        if compiled {
+            self.counters.hit();
+        } else {
+            self.counters.miss();
+        }
+        Ok(module)
     }
 
     /// The module with this hash: from memory, the disk cache, or compiled from
@@ -197,19 +224,58 @@ impl Runtime {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Option<Vec<u8>>>,
     {
+        let _not_clearing = self.clearing.read().await;
         if let Some(module) = self.cached(hash) {
+            self.counters.hit();
             return Ok(module);
         }
         let path = self.cache_path(hash);
         if path.exists()
             && let Ok(module) = self.load_file(hash.to_string(), path).await
         {
+            self.counters.hit();
             return Ok(module);
         }
         let bytes = fetch().await.ok_or_else(|| {
             ModuleError::CompileFailed(format!("no module with hash {hash} is stored"))
         })?;
-        self.prepare(&bytes).await
+        validate::check_bytes(&bytes)?;
+        self.prepare_checked(&bytes).await
+    }
+
+    /// The compiled-code cache now: files, bytes, modules in memory, hits, misses.
+    pub fn cache_stats(&self) -> std::io::Result<CacheStats> {
+        let (entries, bytes) = cache::on_disk(&self.config.cache_dir)?;
+        let (hits, misses) = self.counters.read();
+        Ok(CacheStats {
+            entries,
+            bytes,
+            loaded: self.loaded.lock().len() as u64,
+            hits,
+            misses,
+        })
+    }
+
+    /// Empty the compiled-code cache, on disk and in memory. Waits for the
+    /// lookups and compiles under way; steps already running keep their code,
+    /// and the next run of each module compiles it again (a miss).
+    pub async fn clear_cache(&self) -> std::io::Result<CacheCleared> {
+        let _clearing = self.clearing.write().await;
+        let loaded = {
+            let mut loaded = self.loaded.lock();
+            let count = loaded.len() as u64;
+            loaded.clear();
+            count
+        };
+        let dir = self.config.cache_dir.clone();
+        let (entries, bytes) = tokio::task::spawn_blocking(move || cache::remove_all(&dir))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(CacheCleared {
+            entries,
+            bytes,
+            loaded,
+        })
     }
 
     /// Call `observer` with the duration of every compilation from now on

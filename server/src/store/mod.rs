@@ -103,6 +103,12 @@ pub trait Store: Send + Sync + 'static {
         only_step: Option<i64>,
         now: DateTime<Utc>,
     ) -> StoreResult<Task>;
+    /// Make every scheduled task due now (OpenCart's "Run tasks" button,
+    /// AbanteCart's `task.php`): a task due later is brought forward to
+    /// `now`; one already due keeps its time, and so its place in the queue.
+    /// Disabled, running and finished tasks are left alone. Returns how many
+    /// scheduled tasks are due now (those brought forward and those already due).
+    async fn make_scheduled_due(&self, now: DateTime<Utc>) -> StoreResult<u64>;
     /// Retry (a user's "run again, continuing"): like `run_task_now` but the run
     /// resumes the task's last run — reusing the steps it completed and their
     /// checkpoints (`resume_from_run_id` = the last run, `pending_trigger` = 'retry').

@@ -44,6 +44,7 @@ macro_rules! conformance {
             secrets_and_ids::ids_are_never_reused_after_a_delete,
             actions::run_now_from_finished,
             actions::run_now_single_step,
+            actions::make_scheduled_due_brings_forward_only_scheduled_tasks,
             actions::retry_resumes_last_run,
             actions::cancel_scheduled_is_immediate,
             actions::cancel_running_sets_flag,

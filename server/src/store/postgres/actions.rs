@@ -1,6 +1,6 @@
 //! What users do to a task besides editing it: run it now (whole or one
-//! step), retry it (continuing its last run), cancel it. Each locks the task
-//! row first (`FOR UPDATE`): a claim on another node either took it before
+//! step), make every scheduled task due now, retry it (continuing its last
+//! run), cancel it. Each locks the task row first (`FOR UPDATE`): a claim on another node either took it before
 //! (the task is then running) or skips it until this commits.
 
 use super::PostgresStore;
@@ -67,6 +67,28 @@ async fn run_now_in(
     .await?;
     let task = reload(tx, id).await?;
     Ok(task)
+}
+
+/// One statement, no lock taken first: a row a claim on another node holds
+/// is waited for, then left alone if it is no longer scheduled (read
+/// committed checks the `WHERE` again). The count reads the snapshot before
+/// the update, so the tasks brought forward and those already due are apart.
+pub(super) async fn make_scheduled_due(
+    store: &PostgresStore,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let due: i64 = sqlx::query_scalar(
+        "WITH brought AS ( \
+             UPDATE tasks SET next_run_at = $1, updated_at = $1 \
+             WHERE status = 'scheduled' AND (next_run_at IS NULL OR next_run_at > $1) \
+             RETURNING id) \
+         SELECT (SELECT count(*) FROM brought) \
+              + (SELECT count(*) FROM tasks WHERE status = 'scheduled' AND next_run_at <= $1)",
+    )
+    .bind(ms(now))
+    .fetch_one(&store.pool)
+    .await?;
+    Ok(u64::try_from(due).unwrap_or(0))
 }
 
 pub(super) async fn retry(store: &PostgresStore, id: i64, now: DateTime<Utc>) -> StoreResult<Task> {

@@ -241,6 +241,10 @@ impl Store for PostgresStore {
         actions::run_now(self, id, only_step, now).await
     }
 
+    async fn make_scheduled_due(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        actions::make_scheduled_due(self, now).await
+    }
+
     async fn retry_task(&self, id: i64, now: DateTime<Utc>) -> StoreResult<Task> {
         actions::retry(self, id, now).await
     }

@@ -1,5 +1,6 @@
 //! What users do to a task besides editing it: run it now (whole or one
-//! step), retry it (continuing its last run), cancel it.
+//! step), make every scheduled task due now, retry it (continuing its last
+//! run), cancel it.
 
 use super::SqliteStore;
 use super::rows::ms;
@@ -55,6 +56,28 @@ pub(super) async fn run_now(
     let task = reload(&mut tx, id).await?;
     tx.commit().await?;
     Ok(task)
+}
+
+pub(super) async fn make_scheduled_due(
+    store: &SqliteStore,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let mut tx = store.writer.begin().await?;
+    sqlx::query(
+        "UPDATE tasks SET next_run_at = ?1, updated_at = ?1 \
+         WHERE status = 'scheduled' AND (next_run_at IS NULL OR next_run_at > ?1)",
+    )
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?;
+    let due: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks WHERE status = 'scheduled' AND next_run_at <= ?1",
+    )
+    .bind(ms(now))
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(u64::try_from(due).unwrap_or(0))
 }
 
 pub(super) async fn retry(store: &SqliteStore, id: i64, now: DateTime<Utc>) -> StoreResult<Task> {

@@ -351,3 +351,37 @@ pub(crate) async fn count_by_status_lists_every_status(store: &dyn Store) {
     assert_eq!(count(TaskStatus::Disabled), Some(1));
     assert_eq!(count(TaskStatus::Completed), Some(0));
 }
+
+pub(crate) async fn make_scheduled_due_brings_forward_only_scheduled_tasks(store: &dyn Store) {
+    let busy = create(store, new_task("busy"), 0).await;
+    assert_eq!(claim_one(store, 0).await.task.id, busy.id, "busy runs");
+    let due = create(store, new_task("due already"), 1).await;
+    let mut later = new_task("later");
+    later.start_at = Some(t(500));
+    let later = create(store, later, 1).await;
+    let mut off = new_task("off");
+    off.disabled = true;
+    let off = create(store, off, 1).await;
+
+    assert_eq!(store.make_scheduled_due(t(10)).await.expect("due"), 2);
+    assert_eq!(
+        get(store, due.id).await.next_run_at,
+        Some(t(1)),
+        "a due task keeps its place in the queue"
+    );
+    let brought = get(store, later.id).await;
+    assert_eq!(
+        (brought.next_run_at, brought.updated_at),
+        (Some(t(10)), t(10))
+    );
+    assert_eq!(get(store, off.id).await.status, TaskStatus::Disabled);
+    assert_eq!(get(store, busy.id).await.status, TaskStatus::Running);
+
+    let claimed: Vec<i64> = claim(store, 10, 10)
+        .await
+        .iter()
+        .map(|c| c.task.id)
+        .collect();
+    assert_eq!(claimed, [due.id, later.id], "oldest due first");
+    assert_eq!(store.make_scheduled_due(t(11)).await.expect("due"), 0);
+}
