@@ -611,7 +611,11 @@ async fn a_task_whose_runs_keep_dying_with_their_node_is_not_rescued_forever() {
             4 => (TaskStatus::Scheduled, 1),
             _ => (TaskStatus::Failed, 2),
         };
-        assert_eq!((task.status, task.attempts), expected, "after rescue {rescue}");
+        assert_eq!(
+            (task.status, task.attempts),
+            expected,
+            "after rescue {rescue}"
+        );
         if rescue >= 4 {
             let message = task.message.unwrap_or_default();
             assert!(message.contains("counts as an attempt"), "{message}");
@@ -621,7 +625,10 @@ async fn a_task_whose_runs_keep_dying_with_their_node_is_not_rescued_forever() {
     }
     let runs = h.store.list_runs(id, 10).await.unwrap();
     assert_eq!(runs.len(), 5);
-    assert!(runs.iter().all(|r| r.rescued && r.status == RunStatus::Interrupted));
+    assert!(
+        runs.iter()
+            .all(|r| r.rescued && r.status == RunStatus::Interrupted)
+    );
 }
 
 #[tokio::test]

@@ -4,9 +4,9 @@
 //! `QueryBuilder` writes for each.
 
 use super::EventRecord;
+use super::row_mapping::{Columns, event_from_row};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use super::row_mapping::{Columns, event_from_row};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 /// A log-line filter. Every `None` (or empty `levels`) matches all.

@@ -8,8 +8,8 @@
 mod create_batcher;
 mod log_query;
 mod model;
-mod row_mapping;
 mod postgres;
+mod row_mapping;
 mod run_writer;
 mod sqlite;
 #[cfg(test)]

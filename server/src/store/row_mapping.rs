@@ -184,8 +184,8 @@ pub(super) fn step_run_from_row(row: &impl Columns) -> Result<StepRun> {
         error: row.opt_text("error")?,
         progress: row.float("progress")?,
         message: row.opt_text("message")?,
-        fuel_used: row.opt_int("fuel_used")?,
-        peak_memory: row.opt_int("peak_memory")?,
+        fuel_used: row.int("fuel_used")?,
+        peak_memory: row.int("peak_memory")?,
         started_at: opt_time(row.opt_int("started_at")?),
         finished_at: opt_time(row.opt_int("finished_at")?),
     })

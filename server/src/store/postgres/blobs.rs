@@ -2,11 +2,10 @@
 //! grow by appends, are in [`super::artifacts`]).
 
 use super::PostgresStore;
-use super::rows::{MODULE_SELECT, module_from_row, ms, time};
+use super::rows::{MODULE_SELECT, module_from_row, ms};
 use crate::store::{Module, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::postgres::PgConnection;
 
 // ---- checkpoints ----------------------------------------------------------
 
@@ -45,7 +44,6 @@ pub(super) async fn load_checkpoint(
 }
 
 // ---- modules --------------------------------------------------------------
-
 
 async fn module_on(conn: &mut PgConnection, path: &str) -> StoreResult<Option<Module>> {
     let row = sqlx::query(&format!("{MODULE_SELECT} WHERE m.path = $1"))

@@ -7,8 +7,6 @@ use crate::store::{EventRecord, LogEntry, LogQuery, Role, StoreError, StoreResul
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::postgres::PgRow;
 
 // ---- events ---------------------------------------------------------------
 
@@ -97,7 +95,6 @@ pub(super) async fn list_logs(
 /// `last_used_at` is written at most this often per token, so authenticating
 /// a request is mostly a read.
 const LAST_USED_PRECISION: TimeDelta = TimeDelta::seconds(60);
-
 
 pub(super) async fn create_token(
     store: &PostgresStore,

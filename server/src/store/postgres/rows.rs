@@ -3,22 +3,16 @@
 //! names) with one query per child table, whatever the number of tasks
 //! (ids travel as one `BIGINT[]`, matched with `= ANY($1)`).
 
-use crate::store::{
-    Priority, Run, RunResult, RunStatus, RunTrigger, SealedSecret, Step, StepRun, StepRunStatus,
-    StepStatus, Task, TaskStatus,
-};
+use crate::store::{Run, SealedSecret, Task};
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::postgres::PgConnection;
 use std::collections::HashMap;
-use std::str::FromStr;
 
 pub(super) use crate::store::row_mapping::{
-    MODULE_SELECT, NODE_COLUMNS, TOKEN_COLUMNS, event_from_row, module_from_row, node_from_row, token_from_row,
-    Columns, RUN_COLUMNS, STEP_COLUMNS, STEP_RUN_COLUMNS, ms, opt_ms, parse, run_from_row,
-    step_from_row, step_run_from_row, task_columns, task_from_row, time,
+    MODULE_SELECT, NODE_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, STEP_RUN_COLUMNS, TOKEN_COLUMNS,
+    event_from_row, module_from_row, ms, node_from_row, opt_ms, parse, parse_json, run_from_row,
+    step_from_row, step_run_from_row, task_columns, task_from_row, time, token_from_row,
 };
 
 /// Fill in the steps, details and secret names of these tasks (3 queries).

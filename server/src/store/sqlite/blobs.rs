@@ -2,11 +2,9 @@
 //! grow by appends, are in [`super::artifacts`]).
 
 use super::SqliteStore;
-use super::rows::{MODULE_SELECT, module_from_row, ms, time};
+use super::rows::{MODULE_SELECT, module_from_row, ms};
 use crate::store::{Module, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 // ---- checkpoints ----------------------------------------------------------
 
@@ -45,7 +43,6 @@ pub(super) async fn load_checkpoint(
 }
 
 // ---- modules --------------------------------------------------------------
-
 
 async fn module_on(conn: &mut sqlx::SqliteConnection, path: &str) -> StoreResult<Option<Module>> {
     let row = sqlx::query(&format!("{MODULE_SELECT} WHERE m.path = ?1"))

@@ -7,8 +7,6 @@ use crate::store::{EventRecord, LogEntry, LogQuery, Role, StoreError, StoreResul
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 // ---- events ---------------------------------------------------------------
 
@@ -85,7 +83,6 @@ pub(super) async fn list_logs(store: &SqliteStore, query: &LogQuery) -> StoreRes
 /// `last_used_at` is written at most this often per token, so authenticating
 /// a request is a read, not a write through the single writer.
 const LAST_USED_PRECISION: TimeDelta = TimeDelta::seconds(60);
-
 
 pub(super) async fn create_token(
     store: &SqliteStore,
