@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::{
-    alerts, events, health, modules, nodes, stats, task_actions, task_history, tasks, tokens,
+    alerts, events, health, modules, nodes, stats, steps, task_actions, task_history, tasks, tokens,
 };
 use axum::routing::get;
 use axum::{Json, Router};
@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         tasks::create_task, tasks::list_tasks, tasks::get_task, tasks::patch_task, tasks::delete_task,
         task_actions::progress, task_actions::run_now, task_actions::cancel, task_actions::retry,
         task_actions::run_step,
+        steps::add_step, steps::change_step, steps::remove_step, steps::reorder_steps,
         task_history::runs, task_history::logs, task_history::artifacts, task_history::download,
         task_history::cleanup,
         modules::put_module, modules::list_modules, modules::get_module, modules::patch_module,

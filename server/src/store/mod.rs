@@ -90,6 +90,18 @@ pub trait Store: Send + Sync + 'static {
         patch: &TaskPatch,
         now: DateTime<Utc>,
     ) -> StoreResult<Task>;
+    /// Add, change, remove or reorder a task's steps (see [`StepEdit`]),
+    /// also while it runs: the running run keeps the steps it was claimed
+    /// with. Returns the task as it now is. `NotFound` for a task or step
+    /// that does not exist; `Conflict` when removing its last step or the
+    /// step a single-step run is about to run, or for a reorder that does not
+    /// list each of its steps once.
+    async fn edit_steps(
+        &self,
+        task_id: i64,
+        edit: &StepEdit,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task>;
     /// Delete a task and everything it owns. `Conflict` when it is running.
     async fn delete_task(&self, id: i64) -> StoreResult<()>;
     /// Make a task due now (run now): from any status but running.
@@ -188,6 +200,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- checkpoints and artifacts ----------------------------------------
 
+    /// Save a step's checkpoint. A step removed since its run was claimed
+    /// (see [`Store::edit_steps`]) keeps none: the save is dropped, not
+    /// refused, so the run that still executes it goes on undisturbed.
     async fn save_checkpoint(
         &self,
         task_id: i64,
@@ -297,6 +312,59 @@ pub trait Store: Send + Sync + 'static {
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<AlertFacts>;
+}
+
+/// The checks of [`Store::edit_steps`] both stores make in the edit's
+/// transaction, on the task's step ids and the step its pending
+/// single-step run is for (if any).
+fn check_step_edit(
+    task_id: i64,
+    edit: &StepEdit,
+    step_ids: &[i64],
+    pending_step: Option<i64>,
+) -> StoreResult<()> {
+    let of_task = |step_id: i64| {
+        if step_ids.contains(&step_id) {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!(
+                "step {step_id} of task {task_id}"
+            )))
+        }
+    };
+    match edit {
+        StepEdit::Add(_) => Ok(()),
+        StepEdit::Change { step_id, .. } => of_task(*step_id),
+        StepEdit::Remove { step_id } => {
+            of_task(*step_id)?;
+            if step_ids.len() == 1 {
+                return Err(StoreError::Conflict(format!(
+                    "step {step_id} is the only step of task {task_id}, and a task needs at \
+                     least one; add another step first, or delete the task"
+                )));
+            }
+            if pending_step == Some(*step_id) {
+                return Err(StoreError::Conflict(format!(
+                    "step {step_id} of task {task_id} is about to run on its own; remove it \
+                     once that run has started"
+                )));
+            }
+            Ok(())
+        }
+        StepEdit::Reorder(order) => {
+            let mut given = order.clone();
+            given.sort_unstable();
+            let mut have = step_ids.to_vec();
+            have.sort_unstable();
+            if given == have {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!(
+                    "the order must list each step of task {task_id} once: {have:?}"
+                )))
+            }
+        }
+    }
 }
 
 /// The newest artifact of this name for the task (or of the given run),

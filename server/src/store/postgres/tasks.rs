@@ -99,7 +99,11 @@ pub(super) fn initial_state(
     if new.disabled {
         (TaskStatus::Disabled, None)
     } else {
-        (TaskStatus::Scheduled, Some(new.start_at.unwrap_or(now)))
+        let due = crate::schedule::first_due(new.cron.as_deref(), &new.timezone, new.start_at, now);
+        (
+            TaskStatus::Scheduled,
+            Some(due.unwrap_or(new.start_at.unwrap_or(now))),
+        )
     }
 }
 
@@ -138,7 +142,8 @@ pub(super) async fn create_in(
                 "UPDATE tasks SET name = $2, priority = $3, start_at = $4, run_interval = $5, \
                         max_execution_time = $6, max_attempts = $7, status = $8, next_run_at = $9, \
                         attempts = 0, progress = 0, resume_from_run_id = NULL, pending_trigger = NULL, \
-                        pending_step_id = NULL, cancel_requested = FALSE, updated_at = $10 \
+                        pending_step_id = NULL, cancel_requested = FALSE, updated_at = $10, \
+                        cron = $11, timezone = $12 \
                  WHERE id = $1",
             )
             .bind(id)
@@ -151,6 +156,8 @@ pub(super) async fn create_in(
             .bind(initial.as_str())
             .bind(opt_ms(next_run_at))
             .bind(ms(now))
+            .bind(&new.cron)
+            .bind(&new.timezone)
             .execute(&mut *tx)
             .await?;
                 sqlx::query("DELETE FROM steps WHERE task_id = $1")
@@ -172,8 +179,9 @@ pub(super) async fn create_in(
             None => {
                 let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO tasks (name, code, status, priority, start_at, run_interval, \
-                        max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+                        max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at, \
+                        cron, timezone) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) \
                  ON CONFLICT (code) DO NOTHING RETURNING id",
             )
             .bind(&new.name)
@@ -187,6 +195,8 @@ pub(super) async fn create_in(
             .bind(opt_ms(next_run_at))
             .bind(&new.created_by)
             .bind(ms(now))
+            .bind(&new.cron)
+            .bind(&new.timezone)
             .fetch_optional(&mut *tx)
             .await?;
                 match id {
@@ -241,6 +251,8 @@ pub(super) fn built(
         priority: new.priority,
         start_at: new.start_at.map(|t| time(ms(t))),
         run_interval: new.run_interval,
+        cron: new.cron,
+        timezone: new.timezone,
         max_execution_time: new.max_execution_time,
         max_attempts: new.max_attempts,
         attempts: 0,
@@ -256,6 +268,7 @@ pub(super) fn built(
         created_at: at,
         updated_at: at,
         steps,
+        next_runs: Vec::new(),
     }
 }
 
@@ -393,15 +406,29 @@ async fn update_in(
     patch: &TaskPatch,
     now: DateTime<Utc>,
 ) -> StoreResult<Task> {
-    let row =
-        sqlx::query("SELECT status, start_at, next_run_at FROM tasks WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| not_found(id))?;
+    let row = sqlx::query(
+        "SELECT status, start_at, next_run_at, cron, timezone, \
+                pending_trigger IS NULL AND resume_from_run_id IS NULL AS on_schedule \
+         FROM tasks WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| not_found(id))?;
     let status: TaskStatus = parse(row.try_get("status")?)?;
     let start_at: Option<i64> = opt_ms(patch.start_at).or(row.try_get("start_at")?);
     let mut next_run_at: Option<i64> = row.try_get("next_run_at")?;
+    let cron: Option<String> = match &patch.cron {
+        Some(cron) => cron.clone(),
+        None => row.try_get("cron")?,
+    };
+    let timezone: String = match &patch.timezone {
+        Some(zone) => zone.clone(),
+        None => row.try_get("timezone")?,
+    };
+    let cron_due = |start_at: Option<i64>| {
+        crate::schedule::first_due(cron.as_deref(), &timezone, start_at.map(time), now).map(ms)
+    };
     let mut new_status = status;
     match patch.disabled {
         Some(true) if status == TaskStatus::Running => {
@@ -415,14 +442,23 @@ async fn update_in(
         }
         Some(false) if status == TaskStatus::Disabled => {
             new_status = TaskStatus::Scheduled;
-            next_run_at = Some(start_at.unwrap_or(0).max(ms(now)));
+            next_run_at = cron_due(start_at).or(Some(start_at.unwrap_or(0).max(ms(now))));
         }
-        _ => {
-            // A new start time moves a waiting task's next run.
-            if status == TaskStatus::Scheduled && patch.start_at.is_some() {
-                next_run_at = start_at;
+        _ if status == TaskStatus::Scheduled => {
+            // A new start time moves a waiting task's next run, and so does
+            // a new cron schedule or zone, unless a run now, a step run or
+            // a retry is what it waits for.
+            let on_schedule: bool = row.try_get("on_schedule")?;
+            let new_schedule = patch.cron.is_some() || patch.timezone.is_some();
+            if patch.start_at.is_some() || (new_schedule && on_schedule) {
+                next_run_at = cron_due(start_at).or(if patch.start_at.is_some() {
+                    start_at
+                } else {
+                    next_run_at
+                });
             }
         }
+        _ => {}
     }
     sqlx::query(
         "UPDATE tasks SET name = COALESCE($2, name), priority = COALESCE($3, priority), start_at = $4, \
@@ -431,7 +467,7 @@ async fn update_in(
                 max_attempts = COALESCE($7, max_attempts), status = $8, next_run_at = $9, \
                 pending_trigger = CASE WHEN $8 = 'disabled' THEN NULL ELSE pending_trigger END, \
                 pending_step_id = CASE WHEN $8 = 'disabled' THEN NULL ELSE pending_step_id END, \
-                updated_at = $10 \
+                updated_at = $10, cron = $11, timezone = $12 \
          WHERE id = $1",
     )
     .bind(id)
@@ -444,6 +480,8 @@ async fn update_in(
     .bind(new_status.as_str())
     .bind(next_run_at)
     .bind(ms(now))
+    .bind(&cron)
+    .bind(&timezone)
     .execute(&mut *tx)
     .await?;
     for (key, value) in patch.details.iter().flatten() {

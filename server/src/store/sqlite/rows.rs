@@ -63,7 +63,7 @@ macro_rules! task_columns {
     () => {
         "id, name, code, status, priority, start_at, run_interval, max_execution_time, \
          max_attempts, attempts, progress, message, last_result, last_run_at, next_run_at, \
-         created_by, current_run_id, created_at, updated_at"
+         created_by, current_run_id, created_at, updated_at, cron, timezone"
     };
 }
 pub(super) use task_columns;
@@ -78,6 +78,8 @@ pub(super) fn task_from_row(row: &SqliteRow) -> Result<Task> {
         priority: Priority::from_rank(row.try_get("priority")?),
         start_at: opt_time(row.try_get("start_at")?),
         run_interval: row.try_get("run_interval")?,
+        cron: row.try_get("cron")?,
+        timezone: row.try_get("timezone")?,
         max_execution_time: row.try_get("max_execution_time")?,
         max_attempts: row.try_get("max_attempts")?,
         attempts: row.try_get("attempts")?,
@@ -93,6 +95,7 @@ pub(super) fn task_from_row(row: &SqliteRow) -> Result<Task> {
         created_at: time(row.try_get("created_at")?),
         updated_at: time(row.try_get("updated_at")?),
         steps: Vec::new(),
+        next_runs: Vec::new(),
     })
 }
 

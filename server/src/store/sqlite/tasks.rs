@@ -92,7 +92,11 @@ pub(super) fn initial_state(
     if new.disabled {
         (TaskStatus::Disabled, None)
     } else {
-        (TaskStatus::Scheduled, Some(new.start_at.unwrap_or(now)))
+        let due = crate::schedule::first_due(new.cron.as_deref(), &new.timezone, new.start_at, now);
+        (
+            TaskStatus::Scheduled,
+            Some(due.unwrap_or(new.start_at.unwrap_or(now))),
+        )
     }
 }
 
@@ -126,7 +130,8 @@ pub(super) async fn create_in(
                 "UPDATE tasks SET name = ?2, priority = ?3, start_at = ?4, run_interval = ?5, \
                         max_execution_time = ?6, max_attempts = ?7, status = ?8, next_run_at = ?9, \
                         attempts = 0, progress = 0, resume_from_run_id = NULL, pending_trigger = NULL, \
-                        pending_step_id = NULL, cancel_requested = 0, updated_at = ?10 \
+                        pending_step_id = NULL, cancel_requested = 0, updated_at = ?10, \
+                        cron = ?11, timezone = ?12 \
                  WHERE id = ?1",
             )
             .bind(id)
@@ -139,6 +144,8 @@ pub(super) async fn create_in(
             .bind(initial.as_str())
             .bind(opt_ms(next_run_at))
             .bind(ms(now))
+            .bind(&new.cron)
+            .bind(&new.timezone)
             .execute(&mut *tx)
             .await?;
             let mut replaced = vec!["steps", "task_details"];
@@ -156,8 +163,9 @@ pub(super) async fn create_in(
         None => {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO tasks (name, code, status, priority, start_at, run_interval, \
-                        max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) RETURNING id",
+                        max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at, \
+                        cron, timezone) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13) RETURNING id",
             )
             .bind(&new.name)
             .bind(&new.code)
@@ -170,6 +178,8 @@ pub(super) async fn create_in(
             .bind(opt_ms(next_run_at))
             .bind(&new.created_by)
             .bind(ms(now))
+            .bind(&new.cron)
+            .bind(&new.timezone)
             .fetch_one(&mut *tx)
             .await?;
             (id, true)
@@ -221,6 +231,8 @@ pub(super) fn built(
         priority: new.priority,
         start_at: new.start_at.map(|t| time(ms(t))),
         run_interval: new.run_interval,
+        cron: new.cron,
+        timezone: new.timezone,
         max_execution_time: new.max_execution_time,
         max_attempts: new.max_attempts,
         attempts: 0,
@@ -236,6 +248,7 @@ pub(super) fn built(
         created_at: at,
         updated_at: at,
         steps,
+        next_runs: Vec::new(),
     }
 }
 
@@ -364,14 +377,29 @@ pub(super) async fn update(
     now: DateTime<Utc>,
 ) -> StoreResult<Task> {
     let mut tx = store.writer.begin().await?;
-    let row = sqlx::query("SELECT status, start_at, next_run_at FROM tasks WHERE id = ?1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let row = sqlx::query(
+        "SELECT status, start_at, next_run_at, cron, timezone, \
+                pending_trigger IS NULL AND resume_from_run_id IS NULL AS on_schedule \
+         FROM tasks WHERE id = ?1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| not_found(id))?;
     let status: TaskStatus = parse(row.try_get("status")?)?;
     let start_at: Option<i64> = opt_ms(patch.start_at).or(row.try_get("start_at")?);
     let mut next_run_at: Option<i64> = row.try_get("next_run_at")?;
+    let cron: Option<String> = match &patch.cron {
+        Some(cron) => cron.clone(),
+        None => row.try_get("cron")?,
+    };
+    let timezone: String = match &patch.timezone {
+        Some(zone) => zone.clone(),
+        None => row.try_get("timezone")?,
+    };
+    let cron_due = |start_at: Option<i64>| {
+        crate::schedule::first_due(cron.as_deref(), &timezone, start_at.map(time), now).map(ms)
+    };
     let mut new_status = status;
     match patch.disabled {
         Some(true) if status == TaskStatus::Running => {
@@ -385,14 +413,23 @@ pub(super) async fn update(
         }
         Some(false) if status == TaskStatus::Disabled => {
             new_status = TaskStatus::Scheduled;
-            next_run_at = Some(start_at.unwrap_or(0).max(ms(now)));
+            next_run_at = cron_due(start_at).or(Some(start_at.unwrap_or(0).max(ms(now))));
         }
-        _ => {
-            // A new start time moves a waiting task's next run.
-            if status == TaskStatus::Scheduled && patch.start_at.is_some() {
-                next_run_at = start_at;
+        _ if status == TaskStatus::Scheduled => {
+            // A new start time moves a waiting task's next run, and so does
+            // a new cron schedule or zone, unless a run now, a step run or
+            // a retry is what it waits for.
+            let on_schedule: bool = row.try_get("on_schedule")?;
+            let new_schedule = patch.cron.is_some() || patch.timezone.is_some();
+            if patch.start_at.is_some() || (new_schedule && on_schedule) {
+                next_run_at = cron_due(start_at).or(if patch.start_at.is_some() {
+                    start_at
+                } else {
+                    next_run_at
+                });
             }
         }
+        _ => {}
     }
     sqlx::query(
         "UPDATE tasks SET name = COALESCE(?2, name), priority = COALESCE(?3, priority), start_at = ?4, \
@@ -401,7 +438,7 @@ pub(super) async fn update(
                 max_attempts = COALESCE(?7, max_attempts), status = ?8, next_run_at = ?9, \
                 pending_trigger = CASE WHEN ?8 = 'disabled' THEN NULL ELSE pending_trigger END, \
                 pending_step_id = CASE WHEN ?8 = 'disabled' THEN NULL ELSE pending_step_id END, \
-                updated_at = ?10 \
+                updated_at = ?10, cron = ?11, timezone = ?12 \
          WHERE id = ?1",
     )
     .bind(id)
@@ -414,6 +451,8 @@ pub(super) async fn update(
     .bind(new_status.as_str())
     .bind(next_run_at)
     .bind(ms(now))
+    .bind(&cron)
+    .bind(&timezone)
     .execute(&mut *tx)
     .await?;
     for (key, value) in patch.details.iter().flatten() {
