@@ -6,6 +6,7 @@ mod commands;
 mod config_file;
 mod operations;
 mod step_run;
+mod steps;
 mod watch;
 
 pub use calibrate::CalibrateArgs;
@@ -14,6 +15,7 @@ pub use commands::{ModuleCommand, TaskCommand, TokenCommand, module, task, token
 pub use config_file::args_with_config;
 pub use operations::{alerts, nodes, stats};
 pub use step_run::StepRunArgs;
+pub use steps::TaskStepsCommand;
 
 use crate::app::Settings;
 use crate::store::Durability;
