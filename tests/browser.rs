@@ -637,6 +637,21 @@ async fn missing_routes(server: &TestServer, paths: &[&str]) -> Vec<(String, u16
     expected
 }
 
+/// Sign in and open the New task form with `demo/count` chosen for its step.
+async fn open_new_task_form(b: &Browser) {
+    b.sign_in().await;
+    b.goto("/#/new?module=demo/count").await;
+    b.wait_visible("#new-task-form").await;
+    b.wait_js(
+        "the module list",
+        WAIT,
+        "return document.getElementById('new-module').value === 'demo/count'
+            && !!document.querySelector(\"#new-module option[value='demo/count']\");",
+        vec![],
+    )
+    .await;
+}
+
 /// The stats page has answered (or given up) on all three of its requests.
 async fn wait_stats_loaded(b: &Browser) {
     b.wait_js(
@@ -1194,17 +1209,7 @@ async fn create_a_cron_task_from_the_form_and_see_its_next_runs() {
         return;
     };
     run(&mut b, async |b: &mut Browser| {
-        b.sign_in().await;
-        b.goto("/#/new?module=demo/count").await;
-        b.wait_visible("#new-task-form").await;
-        b.wait_js(
-            "the module list",
-            WAIT,
-            "return document.getElementById('new-module').value === 'demo/count'
-                && !!document.querySelector(\"#new-module option[value='demo/count']\");",
-            vec![],
-        )
-        .await;
+        open_new_task_form(b).await;
         b.type_into("#new-name", "Nightly export").await;
 
         // A zone the server does not know: its error under the zone field.
@@ -1273,17 +1278,7 @@ async fn settings_errors_show_next_to_the_field() {
         return;
     };
     run(&mut b, async |b: &mut Browser| {
-        b.sign_in().await;
-        b.goto("/#/new?module=demo/count").await;
-        b.wait_visible("#new-task-form").await;
-        b.wait_js(
-            "the module list",
-            WAIT,
-            "return document.getElementById('new-module').value === 'demo/count'
-                && !!document.querySelector(\"#new-module option[value='demo/count']\");",
-            vec![],
-        )
-        .await;
+        open_new_task_form(b).await;
         b.type_into("#new-name", "Bad settings").await;
         let settings_error = ".field-error[data-for='steps.0.settings']";
 

@@ -5,6 +5,7 @@
 
 use super::rows::{load_children, load_task, ms, opt_ms, parse, task_columns, task_from_row, time};
 use super::{PostgresStore, create_batch};
+use crate::store::ScheduleRow;
 use crate::store::{
     NewTask, SealedSecret, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter,
     TaskPatch, TaskStatus,
@@ -415,51 +416,15 @@ async fn update_in(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| not_found(id))?;
-    let status: TaskStatus = parse(row.try_get("status")?)?;
-    let start_at: Option<i64> = opt_ms(patch.start_at).or(row.try_get("start_at")?);
-    let mut next_run_at: Option<i64> = row.try_get("next_run_at")?;
-    let cron: Option<String> = match &patch.cron {
-        Some(cron) => cron.clone(),
-        None => row.try_get("cron")?,
+    let row = ScheduleRow {
+        status: parse(row.try_get("status")?)?,
+        start_at: row.try_get("start_at")?,
+        next_run_at: row.try_get("next_run_at")?,
+        cron: row.try_get("cron")?,
+        timezone: row.try_get("timezone")?,
+        on_schedule: row.try_get("on_schedule")?,
     };
-    let timezone: String = match &patch.timezone {
-        Some(zone) => zone.clone(),
-        None => row.try_get("timezone")?,
-    };
-    let cron_due = |start_at: Option<i64>| {
-        crate::schedule::first_due(cron.as_deref(), &timezone, start_at.map(time), now).map(ms)
-    };
-    let mut new_status = status;
-    match patch.disabled {
-        Some(true) if status == TaskStatus::Running => {
-            return Err(StoreError::Conflict(format!(
-                "task {id} is running; cancel it or wait until it finishes before disabling it"
-            )));
-        }
-        Some(true) => {
-            new_status = TaskStatus::Disabled;
-            next_run_at = None;
-        }
-        Some(false) if status == TaskStatus::Disabled => {
-            new_status = TaskStatus::Scheduled;
-            next_run_at = cron_due(start_at).or(Some(start_at.unwrap_or(0).max(ms(now))));
-        }
-        _ if status == TaskStatus::Scheduled => {
-            // A new start time moves a waiting task's next run, and so does
-            // a new cron schedule or zone, unless a run now, a step run or
-            // a retry is what it waits for.
-            let on_schedule: bool = row.try_get("on_schedule")?;
-            let new_schedule = patch.cron.is_some() || patch.timezone.is_some();
-            if patch.start_at.is_some() || (new_schedule && on_schedule) {
-                next_run_at = cron_due(start_at).or(if patch.start_at.is_some() {
-                    start_at
-                } else {
-                    next_run_at
-                });
-            }
-        }
-        _ => {}
-    }
+    let patched = super::super::patch_schedule(id, row, patch, now)?;
     sqlx::query(
         "UPDATE tasks SET name = COALESCE($2, name), priority = COALESCE($3, priority), start_at = $4, \
                 run_interval = COALESCE($5, run_interval), \
@@ -473,15 +438,15 @@ async fn update_in(
     .bind(id)
     .bind(&patch.name)
     .bind(patch.priority.map(|p| p.rank()))
-    .bind(start_at)
+    .bind(patched.start_at)
     .bind(patch.run_interval)
     .bind(patch.max_execution_time)
     .bind(patch.max_attempts)
-    .bind(new_status.as_str())
-    .bind(next_run_at)
+    .bind(patched.status.as_str())
+    .bind(patched.next_run_at)
     .bind(ms(now))
-    .bind(&cron)
-    .bind(&timezone)
+    .bind(&patched.cron)
+    .bind(&patched.timezone)
     .execute(&mut *tx)
     .await?;
     for (key, value) in patch.details.iter().flatten() {

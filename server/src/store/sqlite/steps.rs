@@ -7,8 +7,8 @@
 
 use super::SqliteStore;
 use super::rows::{json_text, ms};
-use super::tasks::reload;
-use crate::store::{NewStep, StepChanges, StepEdit, StoreError, StoreResult, Task};
+use super::tasks::{insert_step, reload};
+use crate::store::{StepChanges, StepEdit, StoreError, StoreResult, Task};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteConnection;
 
@@ -33,7 +33,9 @@ pub(super) async fn edit(
             .await?;
     super::super::check_step_edit(task_id, edit, &step_ids, pending_step)?;
     match edit {
-        StepEdit::Add(step) => add(&mut tx, task_id, step).await?,
+        StepEdit::Add(step) => {
+            insert_step(&mut tx, task_id, step).await?;
+        }
         StepEdit::Change { step_id, changes } => {
             change(&mut tx, *step_id, changes, now).await?;
             if changes.changes_the_work() {
@@ -68,25 +70,6 @@ pub(super) async fn edit(
     let task = reload(&mut tx, task_id).await?;
     tx.commit().await?;
     Ok(task)
-}
-
-async fn add(conn: &mut SqliteConnection, task_id: i64, step: &NewStep) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO steps (task_id, sort_order, controller, settings, max_execution_time, \
-                max_memory, interrupt_on_step_fault, status) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .bind(task_id)
-    .bind(step.sort_order)
-    .bind(&step.controller)
-    .bind(json_text(&step.settings))
-    .bind(step.max_execution_time)
-    .bind(step.max_memory)
-    .bind(step.interrupt_on_step_fault)
-    .bind(step.status.as_str())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 async fn change(

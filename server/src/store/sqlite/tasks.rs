@@ -3,8 +3,9 @@
 
 use super::rows::{json_text, load_task, ms, opt_ms, parse, task_columns, task_from_row, time};
 use super::{SqliteStore, create_batch};
+use crate::store::ScheduleRow;
 use crate::store::{
-    NewTask, SealedSecret, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter,
+    NewStep, NewTask, SealedSecret, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter,
     TaskPatch, TaskStatus,
 };
 use anyhow::Context;
@@ -262,22 +263,7 @@ async fn insert_children(
 ) -> StoreResult<Vec<i64>> {
     let mut step_ids = Vec::with_capacity(new.steps.len());
     for step in &new.steps {
-        let step_id: i64 = sqlx::query_scalar(
-            "INSERT INTO steps (task_id, sort_order, controller, settings, max_execution_time, \
-                    max_memory, interrupt_on_step_fault, status) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
-        )
-        .bind(id)
-        .bind(step.sort_order)
-        .bind(&step.controller)
-        .bind(json_text(&step.settings))
-        .bind(step.max_execution_time)
-        .bind(step.max_memory)
-        .bind(step.interrupt_on_step_fault)
-        .bind(step.status.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
-        step_ids.push(step_id);
+        step_ids.push(insert_step(conn, id, step).await?);
     }
     for (key, value) in &new.details {
         upsert_detail(conn, id, key, value).await?;
@@ -288,6 +274,29 @@ async fn insert_children(
         }
     }
     Ok(step_ids)
+}
+
+/// Insert one step of a task; returns its id.
+pub(super) async fn insert_step(
+    conn: &mut SqliteConnection,
+    task_id: i64,
+    step: &NewStep,
+) -> StoreResult<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO steps (task_id, sort_order, controller, settings, max_execution_time, \
+                max_memory, interrupt_on_step_fault, status) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+    )
+    .bind(task_id)
+    .bind(step.sort_order)
+    .bind(&step.controller)
+    .bind(json_text(&step.settings))
+    .bind(step.max_execution_time)
+    .bind(step.max_memory)
+    .bind(step.interrupt_on_step_fault)
+    .bind(step.status.as_str())
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// Add a secret, or replace the task's secret of that name.
@@ -386,51 +395,15 @@ pub(super) async fn update(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| not_found(id))?;
-    let status: TaskStatus = parse(row.try_get("status")?)?;
-    let start_at: Option<i64> = opt_ms(patch.start_at).or(row.try_get("start_at")?);
-    let mut next_run_at: Option<i64> = row.try_get("next_run_at")?;
-    let cron: Option<String> = match &patch.cron {
-        Some(cron) => cron.clone(),
-        None => row.try_get("cron")?,
+    let row = ScheduleRow {
+        status: parse(row.try_get("status")?)?,
+        start_at: row.try_get("start_at")?,
+        next_run_at: row.try_get("next_run_at")?,
+        cron: row.try_get("cron")?,
+        timezone: row.try_get("timezone")?,
+        on_schedule: row.try_get("on_schedule")?,
     };
-    let timezone: String = match &patch.timezone {
-        Some(zone) => zone.clone(),
-        None => row.try_get("timezone")?,
-    };
-    let cron_due = |start_at: Option<i64>| {
-        crate::schedule::first_due(cron.as_deref(), &timezone, start_at.map(time), now).map(ms)
-    };
-    let mut new_status = status;
-    match patch.disabled {
-        Some(true) if status == TaskStatus::Running => {
-            return Err(StoreError::Conflict(format!(
-                "task {id} is running; cancel it or wait until it finishes before disabling it"
-            )));
-        }
-        Some(true) => {
-            new_status = TaskStatus::Disabled;
-            next_run_at = None;
-        }
-        Some(false) if status == TaskStatus::Disabled => {
-            new_status = TaskStatus::Scheduled;
-            next_run_at = cron_due(start_at).or(Some(start_at.unwrap_or(0).max(ms(now))));
-        }
-        _ if status == TaskStatus::Scheduled => {
-            // A new start time moves a waiting task's next run, and so does
-            // a new cron schedule or zone, unless a run now, a step run or
-            // a retry is what it waits for.
-            let on_schedule: bool = row.try_get("on_schedule")?;
-            let new_schedule = patch.cron.is_some() || patch.timezone.is_some();
-            if patch.start_at.is_some() || (new_schedule && on_schedule) {
-                next_run_at = cron_due(start_at).or(if patch.start_at.is_some() {
-                    start_at
-                } else {
-                    next_run_at
-                });
-            }
-        }
-        _ => {}
-    }
+    let patched = super::super::patch_schedule(id, row, patch, now)?;
     sqlx::query(
         "UPDATE tasks SET name = COALESCE(?2, name), priority = COALESCE(?3, priority), start_at = ?4, \
                 run_interval = COALESCE(?5, run_interval), \
@@ -444,15 +417,15 @@ pub(super) async fn update(
     .bind(id)
     .bind(&patch.name)
     .bind(patch.priority.map(|p| p.rank()))
-    .bind(start_at)
+    .bind(patched.start_at)
     .bind(patch.run_interval)
     .bind(patch.max_execution_time)
     .bind(patch.max_attempts)
-    .bind(new_status.as_str())
-    .bind(next_run_at)
+    .bind(patched.status.as_str())
+    .bind(patched.next_run_at)
     .bind(ms(now))
-    .bind(&cron)
-    .bind(&timezone)
+    .bind(&patched.cron)
+    .bind(&patched.timezone)
     .execute(&mut *tx)
     .await?;
     for (key, value) in patch.details.iter().flatten() {
