@@ -82,12 +82,14 @@ pub fn json_size(field: &str, value: &serde_json::Value, max: usize) -> Result<(
 
 /// A task's schedule: a cron expression read in an IANA zone, never beside
 /// a non-zero `run_interval` (a task recurs one way). The error names the
-/// field at fault: `cron`, `timezone` or `run_interval`.
+/// field at fault: `cron`, `timezone`, or — when both are set and only the
+/// interval is new (`interval_is_new`, a PATCH of a cron task's interval) —
+/// `run_interval`.
 pub fn schedule(
     cron: Option<&str>,
     timezone: &str,
     run_interval: i64,
-    interval_given: bool,
+    interval_is_new: bool,
 ) -> Result<(), ApiError> {
     crate::schedule::zone(timezone).map_err(|e| ApiError::invalid(e.field(), e.to_string()))?;
     let Some(cron) = cron else {
@@ -99,7 +101,7 @@ pub fn schedule(
         let message = "a task recurs either on `cron` or on `run_interval`, not both; \
                        set run_interval to 0 to use cron, or cron to null to use run_interval";
         // The field the request set; the stored one is not the client's mistake.
-        let field = if interval_given {
+        let field = if interval_is_new {
             "run_interval"
         } else {
             "cron"
