@@ -592,6 +592,30 @@ async fn every_route_checks_its_role() {
             "operator",
         ),
         (
+            Method::PATCH,
+            format!("/tasks/{id}/steps/{step}"),
+            Some(json!({"settings": {}})),
+            "operator",
+        ),
+        (
+            Method::POST,
+            format!("/tasks/{id}/steps"),
+            Some(json!({"controller": "demo/count"})),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            format!("/tasks/{id}/steps/order"),
+            Some(json!({"steps": [step]})),
+            "operator",
+        ),
+        (
+            Method::DELETE,
+            format!("/tasks/{id}/steps/999999"),
+            None,
+            "operator",
+        ),
+        (
             Method::DELETE,
             "/tasks?finished_before=2000-01-01T00:00:00Z".into(),
             None,

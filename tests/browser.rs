@@ -637,6 +637,21 @@ async fn missing_routes(server: &TestServer, paths: &[&str]) -> Vec<(String, u16
     expected
 }
 
+/// Sign in and open the New task form with `demo/count` chosen for its step.
+async fn open_new_task_form(b: &Browser) {
+    b.sign_in().await;
+    b.goto("/#/new?module=demo/count").await;
+    b.wait_visible("#new-task-form").await;
+    b.wait_js(
+        "the module list",
+        WAIT,
+        "return document.getElementById('new-module').value === 'demo/count'
+            && !!document.querySelector(\"#new-module option[value='demo/count']\");",
+        vec![],
+    )
+    .await;
+}
+
 /// The stats page has answered (or given up) on all three of its requests.
 async fn wait_stats_loaded(b: &Browser) {
     b.wait_js(
@@ -1183,6 +1198,75 @@ async fn cancel_a_running_task() {
 }
 
 #[tokio::test]
+async fn create_a_cron_task_from_the_form_and_see_its_next_runs() {
+    let Some((_turn, _server, mut b)) = start(
+        "create_a_cron_task_from_the_form_and_see_its_next_runs",
+        "cron",
+        Screen::Desktop,
+    )
+    .await
+    else {
+        return;
+    };
+    run(&mut b, async |b: &mut Browser| {
+        open_new_task_form(b).await;
+        b.type_into("#new-name", "Nightly export").await;
+
+        // A zone the server does not know: its error under the zone field.
+        b.type_into("#new-cron", "0 3 * * *").await;
+        b.type_into("#new-timezone", "Europe/Atlantis").await;
+        b.click("#new-submit").await;
+        let text = b
+            .wait_text(".field-error[data-for='timezone']", WAIT, "the zone error", |t| {
+                t.contains("IANA")
+            })
+            .await;
+        assert!(text.contains("Europe/Atlantis"), "{text}");
+        assert!(b.hash().await.starts_with("#/new"), "the form stays");
+
+        b.type_into("#new-timezone", "Europe/Berlin").await;
+        b.shot("form").await;
+        b.click("#new-submit").await;
+        let hash = b
+            .wait_js(
+                "the task page",
+                WAIT,
+                "return /^#\\/tasks\\/\\d+$/.test(location.hash) && location.hash;",
+                vec![],
+            )
+            .await;
+        let id: i64 = hash.as_str().unwrap_or_default()["#/tasks/".len()..]
+            .parse()
+            .expect("task id");
+
+        // The task page names the schedule and lists the next five runs,
+        // as the API has them.
+        b.wait_visible("#next-runs li").await;
+        let schedule = b.text("#task-cron").await.unwrap_or_default();
+        assert!(schedule.contains("0 3 * * *"), "{schedule}");
+        assert!(schedule.contains("Europe/Berlin"), "{schedule}");
+        let shown: Vec<String> = serde_json::from_value(
+            b.js(
+                "return [...document.querySelectorAll('#next-runs time')].map((t) => t.getAttribute('datetime'));",
+                vec![],
+            )
+            .await,
+        )
+        .expect("times");
+        let (status, task) = server_get(b, &format!("/api/v1/tasks/{id}")).await;
+        assert_eq!(status, 200, "{task}");
+        assert_eq!(task["cron"], "0 3 * * *");
+        assert_eq!(task["timezone"], "Europe/Berlin");
+        let listed: Vec<String> = serde_json::from_value(task["next_runs"].clone()).expect("next_runs");
+        assert_eq!(listed.len(), 5, "{task}");
+        assert_eq!(shown, listed);
+        b.shot("next-runs").await;
+    })
+    .await;
+    b.close().await;
+}
+
+#[tokio::test]
 async fn settings_errors_show_next_to_the_field() {
     let Some((_turn, server, mut b)) = start(
         "settings_errors_show_next_to_the_field",
@@ -1194,17 +1278,7 @@ async fn settings_errors_show_next_to_the_field() {
         return;
     };
     run(&mut b, async |b: &mut Browser| {
-        b.sign_in().await;
-        b.goto("/#/new?module=demo/count").await;
-        b.wait_visible("#new-task-form").await;
-        b.wait_js(
-            "the module list",
-            WAIT,
-            "return document.getElementById('new-module').value === 'demo/count'
-                && !!document.querySelector(\"#new-module option[value='demo/count']\");",
-            vec![],
-        )
-        .await;
+        open_new_task_form(b).await;
         b.type_into("#new-name", "Bad settings").await;
         let settings_error = ".field-error[data-for='steps.0.settings']";
 

@@ -754,3 +754,107 @@ async fn tasks_by_code_run_due_and_the_cache_from_the_cli() {
         text(&out.stdout)
     );
 }
+
+#[tokio::test]
+async fn task_steps_commands_edit_a_task_and_show_prints_its_schedule() {
+    let s = TestServer::start().await;
+    let (_, task) = s
+        .post(
+            "/tasks",
+            serde_json::json!({"name": "edited", "cron": "0 3 * * *", "timezone": "Europe/Berlin",
+                   "steps": [{"controller": "demo/count"}]}),
+        )
+        .await;
+    let id = task["id"].as_i64().unwrap().to_string();
+    let first = task["steps"][0]["id"].as_i64().unwrap();
+
+    let out = stepwise(
+        &[
+            "task",
+            "steps",
+            "add",
+            &id,
+            r#"{"controller": "demo/count", "settings": {"to": 7}}"#,
+        ],
+        Some(&s),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("added to task"),
+        "{}",
+        text(&out.stderr)
+    );
+    let (_, got) = s.get(&format!("/tasks/{id}")).await;
+    let second = got["steps"][1]["id"].as_i64().unwrap();
+    assert_eq!(got["steps"][1]["settings"]["to"], 7);
+
+    let dir = tempfile::tempdir().unwrap();
+    let changes = dir.path().join("changes.json");
+    std::fs::write(
+        &changes,
+        r#"{"settings": {"to": 9}, "max_execution_time": 5}"#,
+    )
+    .unwrap();
+    let out = stepwise(
+        &[
+            "task",
+            "steps",
+            "change",
+            &id,
+            &second.to_string(),
+            changes.to_str().unwrap(),
+        ],
+        Some(&s),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = stepwise(
+        &[
+            "task",
+            "steps",
+            "order",
+            &id,
+            &second.to_string(),
+            &first.to_string(),
+        ],
+        Some(&s),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert!(
+        listed.find(&format!("step {second} ")) < listed.find(&format!("step {first} ")),
+        "{listed}"
+    );
+    let (_, got) = s.get(&format!("/tasks/{id}")).await;
+    assert_eq!(got["steps"][0]["id"], second);
+    assert_eq!(got["steps"][0]["settings"]["to"], 9);
+    assert_eq!(got["steps"][0]["max_execution_time"], 5);
+
+    let out = stepwise(
+        &["task", "steps", "remove", &id, &first.to_string()],
+        Some(&s),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = stepwise(
+        &["task", "steps", "remove", &id, &second.to_string()],
+        Some(&s),
+    );
+    assert_eq!(out.status.code(), Some(1), "the last step stays");
+    assert!(
+        text(&out.stderr).contains("at least one"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = stepwise(&["task", "steps", "add", &id, "{not json"], Some(&s));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not valid JSON"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = stepwise(&["task", "show", &id], Some(&s));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("0 3 * * *"), "{shown}");
+    assert!(shown.contains("Europe/Berlin"), "{shown}");
+    assert!(shown.contains("next_runs"), "{shown}");
+}

@@ -9,5 +9,6 @@ pub mod events;
 pub mod examples;
 pub mod fsutil;
 pub mod runtime;
+pub mod schedule;
 pub mod secrets;
 pub mod store;

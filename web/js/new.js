@@ -30,6 +30,25 @@ export function parseJsonField(text, fallback) {
   }
 }
 
+/** The browser's own IANA zone (the default zone of a cron schedule). */
+export function browserZone() {
+  try {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+  } catch {
+    return 'UTC';
+  }
+}
+
+/** IANA zone names the browser knows, for the zone field's suggestions. */
+function timeZones() {
+  try {
+    if (typeof Intl.supportedValuesOf === 'function') return ['UTC', ...Intl.supportedValuesOf('timeZone')];
+  } catch {
+    // An older browser: the user types the name.
+  }
+  return ['UTC'];
+}
+
 export function mount(main, ctx) {
   ctx.setTitle('New task');
   const abort = new AbortController();
@@ -47,6 +66,10 @@ export function mount(main, ctx) {
   const intervalUnit = h('select', { id: 'new-interval-unit', name: 'run_interval_unit', 'aria-label': 'Interval unit' },
     UNITS.map(([v, label]) => h('option', { value: v }, label)));
   intervalUnit.value = '60';
+  const cron = h('input', { id: 'new-cron', name: 'cron', type: 'text', autocomplete: 'off', spellcheck: 'false', placeholder: '0 3 * * *', dataset: { field: 'cron' }, 'aria-describedby': 'new-cron-hint' });
+  const timezone = h('input', { id: 'new-timezone', name: 'timezone', type: 'text', autocomplete: 'off', spellcheck: 'false', list: 'new-timezones', dataset: { field: 'timezone' }, 'aria-describedby': 'new-timezone-hint' });
+  timezone.value = browserZone();
+  const zones = h('datalist', { id: 'new-timezones' }, timeZones().map((z) => h('option', { value: z })));
   const maxTime = h('input', { id: 'new-max-time', name: 'max_execution_time', type: 'number', min: '0', step: '1', inputmode: 'numeric', placeholder: 'server default', dataset: { field: 'max_execution_time' }, 'aria-describedby': 'new-max-time-hint' });
   const maxAttempts = h('input', { id: 'new-max-attempts', name: 'max_attempts', type: 'number', min: '1', max: '100', step: '1', inputmode: 'numeric', placeholder: 'server default', dataset: { field: 'max_attempts' } });
   const disabled = h('input', { id: 'new-disabled', name: 'disabled', type: 'checkbox', dataset: { field: 'disabled' } });
@@ -75,7 +98,12 @@ export function mount(main, ctx) {
         h('div', { class: 'field' },
           h('label', { for: 'new-interval' }, 'Repeat every'),
           h('div', { class: 'input-group' }, interval, intervalUnit),
-          h('p', { class: 'hint', id: 'new-interval-hint' }, '0 runs once.'))),
+          h('p', { class: 'hint', id: 'new-interval-hint' }, '0 runs once (or on the cron schedule).'))),
+      h('div', { class: 'field-row' },
+        field('Or on a cron schedule', cron, ['new-cron-hint', 'Instead of repeating: minute hour day month weekday, e.g. 0 3 * * * for 03:00 every day (a sixth field first is seconds). Leave Repeat every at 0.']),
+        h('div', { class: 'field' },
+          h('label', { for: 'new-timezone' }, 'Time zone of the schedule'), timezone, zones,
+          h('p', { class: 'hint', id: 'new-timezone-hint' }, 'An IANA name such as Europe/Berlin or UTC.'))),
       h('div', { class: 'field field-check' }, disabled, h('label', { for: 'new-disabled' }, 'Create disabled (it will not run until enabled)'))),
     h('fieldset', null, h('legend', null, 'Limits'),
       h('div', { class: 'field-row' },
@@ -320,6 +348,11 @@ export function mount(main, ctx) {
     if (iv.error) errors.push(['run_interval', iv.error]);
     else if (!iv.empty && iv.value < 0) errors.push(['run_interval', 'Must be 0 or more.']);
     else body.run_interval = iv.empty ? 0 : iv.value * Number(intervalUnit.value);
+    if (cron.value.trim()) {
+      body.cron = cron.value.trim();
+      body.timezone = timezone.value.trim() || 'UTC';
+      if (body.run_interval > 0) errors.push(['cron', 'Use either Repeat every or a cron schedule: set Repeat every to 0.']);
+    }
     const mt = intValue(maxTime);
     if (mt.error) errors.push(['max_execution_time', mt.error]);
     else if (!mt.empty && mt.value < 0) errors.push(['max_execution_time', 'Must be 0 or more.']);

@@ -41,6 +41,18 @@ export function limitLabel(outcome) {
   }
 }
 
+/** A time on the wall clock of an IANA zone, e.g. "Thu, 3 Dec 2026, 03:00 CET". */
+export function inZone(value, zone) {
+  try {
+    return new Intl.DateTimeFormat(undefined, {
+      timeZone: zone || 'UTC', weekday: 'short', year: 'numeric', month: 'short', day: 'numeric',
+      hour: '2-digit', minute: '2-digit', second: undefined, timeZoneName: 'short',
+    }).format(new Date(value));
+  } catch {
+    return formatDateTime(value);
+  }
+}
+
 export function mount(main, ctx) {
   const { store, live } = ctx;
   const taskId = ctx.params.id;
@@ -211,7 +223,7 @@ export function mount(main, ctx) {
     setText(message, t.message || '');
     message.hidden = !t.message;
     renderButtons(t);
-    const key = JSON.stringify([t.priority, t.start_at, t.run_interval, t.next_run_at, t.attempts, t.max_attempts,
+    const key = JSON.stringify([t.priority, t.start_at, t.run_interval, t.cron, t.timezone, t.next_runs, t.next_run_at, t.attempts, t.max_attempts,
       t.max_execution_time, t.last_result, t.last_run_at, t.created_by, t.code, t.created_at, t.secret_names, t.details, t.status]);
     if (key !== lastTaskKey) {
       lastTaskKey = key;
@@ -241,9 +253,19 @@ export function mount(main, ctx) {
   function renderFacts(t) {
     const items = [];
     items.push(fact('Priority', t.priority || 'normal'));
-    items.push(fact('Schedule', t.run_interval > 0 ? formatInterval(t.run_interval) : 'once',
+    const schedule = t.cron
+      ? h('span', { id: 'task-cron' }, 'cron ', h('code', null, t.cron), ` (${t.timezone || 'UTC'})`)
+      : t.run_interval > 0 ? formatInterval(t.run_interval) : 'once';
+    items.push(fact('Schedule', schedule,
       t.start_at ? h('span', { class: 'muted' }, `, from ${formatDateTime(t.start_at)}`) : null));
     items.push(fact('Next run', t.status === 'disabled' ? 'disabled' : timeEl(t.next_run_at, { class: 'next-run' })));
+    // The server lists a cron task's next times: each on the schedule's own
+    // wall clock, and how far off it is.
+    if (t.cron && t.next_runs && t.next_runs.length) {
+      items.push(fact('Next runs', h('ol', { id: 'next-runs', class: 'next-runs' },
+        t.next_runs.map((at) => h('li', null, inZone(at, t.timezone), ' ',
+          h('span', { class: 'muted' }, '(', timeEl(at), ')'))))));
+    }
     // The time next to a result is when that run started; with no result yet
     // (the first run is on its way) it says so rather than look like one.
     const lastRunTime = !t.last_run_at ? null

@@ -210,10 +210,11 @@ export function mount(main, ctx) {
     updateStatusBadge(row.status, t.status);
     setText(row.message, t.message || '');
     row.bar.set(t.progress, t.eta_seconds, t.status === 'running');
-    const showNext = t.next_run_at && (t.status === 'scheduled' || t.status === 'running' || (t.run_interval > 0 && t.status !== 'disabled'));
+    const recurs = t.run_interval > 0 || Boolean(t.cron);
+    const showNext = t.next_run_at && (t.status === 'scheduled' || t.status === 'running' || (recurs && t.status !== 'disabled'));
     updateTimeEl(row.nextRun, showNext ? t.next_run_at : null);
     if (t.status === 'disabled') setText(row.nextRun, 'disabled');
-    setText(row.interval, t.run_interval > 0 ? formatInterval(t.run_interval) : '');
+    setText(row.interval, t.cron ? `cron ${t.cron}` : t.run_interval > 0 ? formatInterval(t.run_interval) : '');
     setText(row.lastResult, t.last_result || (t.last_run_at ? 'none yet' : 'never run'));
     setAttr(row.lastResult, 'data-result', t.last_result || 'none');
     updateTimeEl(row.lastRun, t.last_run_at || null);

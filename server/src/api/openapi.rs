@@ -3,8 +3,8 @@
 
 use super::AppState;
 use super::{
-    alerts, cache, events, focus, health, logs, metrics, modules, nodes, stats, task_actions,
-    task_codes, task_history, tasks, tokens,
+    alerts, cache, events, focus, health, logs, metrics, modules, nodes, stats, steps,
+    task_actions, task_codes, task_history, tasks, tokens,
 };
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         task_actions::run_step,
         task_codes::get_by_code, task_codes::delete_by_code, task_codes::run_by_code,
         task_codes::run_due,
+        steps::add_step, steps::change_step, steps::remove_step, steps::reorder_steps,
         task_history::runs, logs::task_logs, logs::all_logs, task_history::artifacts, task_history::download,
         task_history::cleanup,
         modules::put_module, modules::list_modules, modules::get_module, modules::patch_module,

@@ -4,11 +4,13 @@ use super::auth::Caller;
 use super::error::{ApiError, Result};
 use super::extract::PathArgs;
 use super::extract::{JsonBody, QueryArgs};
-use super::{AppState, task_actions, task_codes, task_history, timestamp, validate, waiting};
-use crate::events::Event;
-use crate::store::{
-    NewStep, NewTask, Priority, Role, StepStatus, Task, TaskFilter, TaskPatch, TaskStatus,
+use super::steps::{MAX_STEPS, StepRequest, present};
+use super::{
+    AppState, schedules, steps, task_actions, task_codes, task_history, timestamp, validate,
+    waiting,
 };
+use crate::events::Event;
+use crate::store::{NewTask, Priority, Role, StepStatus, Task, TaskFilter, TaskPatch, TaskStatus};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -37,41 +39,9 @@ pub fn router() -> Router<AppState> {
         .merge(task_actions::router())
         .merge(task_history::router())
         .merge(task_codes::router())
+        .merge(steps::router())
 }
 
-/// A step in a create request.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StepRequest {
-    /// Module path, e.g. `tool/backup/dumptables`.
-    pub controller: String,
-    /// JSON handed to the module's `run`.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub settings: serde_json::Value,
-    /// Seconds (1–604800, default 60).
-    #[serde(default = "default_step_time")]
-    pub max_execution_time: i64,
-    /// Bytes across all memories and tables (default 256 MiB).
-    pub max_memory: Option<i64>,
-    /// A failure of this step ends the run (default true).
-    #[serde(default = "yes")]
-    pub interrupt_on_step_fault: bool,
-    #[serde(default = "scheduled")]
-    pub status: StepStatus,
-    /// Order within the task (default: position in the list).
-    pub sort_order: Option<i64>,
-}
-
-fn default_step_time() -> i64 {
-    60
-}
-fn yes() -> bool {
-    true
-}
-fn scheduled() -> StepStatus {
-    StepStatus::Scheduled
-}
 fn normal() -> Priority {
     Priority::Normal
 }
@@ -95,9 +65,16 @@ pub struct TaskRequest {
     /// `YYYY-MM-DD HH:MM:SS` read as UTC.
     #[serde(default, deserialize_with = "timestamp::optional")]
     pub start_at: Option<DateTime<Utc>>,
-    /// Seconds between runs; 0 = run once.
+    /// Seconds between runs; 0 = run once (or on `cron`).
     #[serde(default)]
     pub run_interval: i64,
+    /// A cron expression to recur on instead of `run_interval` (five
+    /// fields, or six with seconds first, e.g. `0 3 * * *`): first due at
+    /// its first time from `start_at` (or now), then at its next time after
+    /// each run.
+    pub cron: Option<String>,
+    /// The IANA zone `cron` is read in, e.g. `Europe/Berlin` (default `UTC`).
+    pub timezone: Option<String>,
     /// Seconds for the whole task; 0 = no task-wide limit (steps keep theirs).
     #[serde(default = "one_hour")]
     pub max_execution_time: i64,
@@ -145,6 +122,10 @@ impl TaskRequest {
             "seconds",
         )?;
         validate::range("max_attempts", self.max_attempts, 1, 100, "attempts")?;
+        let timezone = self
+            .timezone
+            .unwrap_or_else(|| crate::schedule::DEFAULT_TIMEZONE.to_string());
+        validate::schedule(self.cron.as_deref(), &timezone, self.run_interval, false)?;
         validate::json_size(
             "details",
             &serde_json::Value::Object(self.details.clone()),
@@ -161,43 +142,16 @@ impl TaskRequest {
         if self.steps.is_empty() {
             return Err(ApiError::invalid("steps", "a task needs at least one step"));
         }
-        if self.steps.len() > 100 {
-            return Err(ApiError::invalid("steps", "at most 100 steps per task"));
+        if self.steps.len() > MAX_STEPS {
+            return Err(ApiError::invalid(
+                "steps",
+                format!("at most {MAX_STEPS} steps per task"),
+            ));
         }
-        let max_memory = state.runtime().max_memory_bytes() as i64;
         let mut steps = Vec::with_capacity(self.steps.len());
         for (i, step) in self.steps.into_iter().enumerate() {
             let field = |name: &str| format!("steps[{i}].{name}");
-            validate::module_path(&field("controller"), &step.controller)?;
-            if !state.module_registered(&step.controller).await? {
-                return Err(ApiError::invalid(
-                    field("controller"),
-                    format!(
-                        "module `{0}` is not registered; upload it with PUT /api/v1/modules/{0}",
-                        step.controller
-                    ),
-                ));
-            }
-            validate::json_size(&field("settings"), &step.settings, 1 << 20)?;
-            validate::range(
-                &field("max_execution_time"),
-                step.max_execution_time,
-                1,
-                7 * 86_400,
-                "seconds",
-            )?;
-            if let Some(memory) = step.max_memory {
-                validate::range(&field("max_memory"), memory, 1 << 20, max_memory, "bytes")?;
-            }
-            steps.push(NewStep {
-                sort_order: step.sort_order.unwrap_or(i as i64 + 1),
-                controller: step.controller,
-                settings: step.settings,
-                max_execution_time: step.max_execution_time,
-                max_memory: step.max_memory,
-                interrupt_on_step_fault: step.interrupt_on_step_fault,
-                status: step.status,
-            });
+            steps.push(step.validate(state, field, i as i64 + 1).await?);
         }
         let secrets = secrets
             .iter()
@@ -209,6 +163,8 @@ impl TaskRequest {
             priority: self.priority,
             start_at: self.start_at,
             run_interval: self.run_interval,
+            cron: self.cron,
+            timezone,
             max_execution_time: self.max_execution_time,
             max_attempts: self.max_attempts,
             created_by: Some(created_by.to_string()),
@@ -286,15 +242,17 @@ pub async fn create_task(
     let new_task = request.validate(&state, caller.name()).await?;
     let wait = wait.map(|wait| task_actions::Wait::begin(&state, wait));
     let since = state.bus().published();
-    let (task, created) = state.creator().create(new_task).await?;
+    let (mut task, created) = state.creator().create(new_task).await?;
     // Live views show the task at once (a replaced one as scheduled again,
     // not with its previous run's final state).
     task_actions::publish_stored(&state, &task, since);
     state.engine().wake();
     if let Some(wait) = wait {
-        let task = wait.until_settled(&state, task.id).await?;
+        let mut task = wait.until_settled(&state, task.id).await?;
+        schedules::fill_next_runs(std::slice::from_mut(&mut task), Utc::now());
         return Ok((task_actions::Wait::status_of(&task), Json(task)).into_response());
     }
+    schedules::fill_next_runs(std::slice::from_mut(&mut task), Utc::now());
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -359,6 +317,7 @@ pub async fn list_tasks(
     };
     let mut tasks = state.store().list_tasks(&filter).await?;
     waiting::explain(&state, &mut tasks).await?;
+    schedules::fill_next_runs(&mut tasks, Utc::now());
     let next_cursor = (tasks.len() as i64 == limit)
         .then(|| tasks.last().map(|t| t.id.to_string()))
         .flatten();
@@ -386,6 +345,7 @@ pub async fn get_task(
     caller.require(Role::Viewer)?;
     let mut task = load_task(&state, id).await?;
     waiting::explain(&state, std::slice::from_mut(&mut task)).await?;
+    schedules::fill_next_runs(std::slice::from_mut(&mut task), Utc::now());
     Ok(Json(task))
 }
 
@@ -407,6 +367,14 @@ pub struct TaskPatchRequest {
     #[serde(default, deserialize_with = "timestamp::optional")]
     pub start_at: Option<DateTime<Utc>>,
     pub run_interval: Option<i64>,
+    /// A cron expression to recur on; null removes it. A new expression
+    /// (or zone) moves a scheduled task's next run to the schedule's first
+    /// time from now (or `start_at`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub cron: Option<Option<String>>,
+    /// The IANA zone `cron` is read in.
+    pub timezone: Option<String>,
     pub max_execution_time: Option<i64>,
     pub max_attempts: Option<i64>,
     /// Merged into the details; a null value removes a key.
@@ -448,6 +416,13 @@ pub async fn patch_task(
         validate::range("max_attempts", v, 1, 100, "attempts")?;
     }
     let task = load_task(&state, id).await?;
+    if patch.cron.is_some() || patch.timezone.is_some() || patch.run_interval.is_some() {
+        let cron = patch.cron.clone().unwrap_or(task.cron.clone());
+        let timezone = patch.timezone.as_ref().unwrap_or(&task.timezone);
+        let run_interval = patch.run_interval.unwrap_or(task.run_interval);
+        let interval_is_new = patch.run_interval.is_some() && patch.cron.is_none();
+        validate::schedule(cron.as_deref(), timezone, run_interval, interval_is_new)?;
+    }
     for (i, step) in patch.steps.iter().enumerate() {
         if !task.steps.iter().any(|s| s.id == step.id) {
             return Err(ApiError::invalid(
@@ -479,6 +454,8 @@ pub async fn patch_task(
         priority: patch.priority,
         start_at: patch.start_at,
         run_interval: patch.run_interval,
+        cron: patch.cron,
+        timezone: patch.timezone,
         max_execution_time: patch.max_execution_time,
         max_attempts: patch.max_attempts,
         details: patch.details,
@@ -488,12 +465,13 @@ pub async fn patch_task(
         remove_secrets,
     };
     let since = state.bus().published();
-    let task = state
+    let mut task = state
         .store()
         .update_task(id, &store_patch, Utc::now())
         .await?;
     state.engine().wake();
     task_actions::publish_stored(&state, &task, since);
+    schedules::fill_next_runs(std::slice::from_mut(&mut task), Utc::now());
     Ok(Json(task))
 }
 

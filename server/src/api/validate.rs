@@ -80,9 +80,88 @@ pub fn json_size(field: &str, value: &serde_json::Value, max: usize) -> Result<(
     Ok(())
 }
 
+/// A task's schedule: a cron expression read in an IANA zone, never beside
+/// a non-zero `run_interval` (a task recurs one way). The error names the
+/// field at fault: `cron`, `timezone`, or — when both are set and only the
+/// interval is new (`interval_is_new`, a PATCH of a cron task's interval) —
+/// `run_interval`.
+pub fn schedule(
+    cron: Option<&str>,
+    timezone: &str,
+    run_interval: i64,
+    interval_is_new: bool,
+) -> Result<(), ApiError> {
+    crate::schedule::zone(timezone).map_err(|e| ApiError::invalid(e.field(), e.to_string()))?;
+    let Some(cron) = cron else {
+        return Ok(());
+    };
+    crate::schedule::CronSchedule::new(cron, timezone)
+        .map_err(|e| ApiError::invalid(e.field(), e.to_string()))?;
+    if run_interval != 0 {
+        let message = "a task recurs either on `cron` or on `run_interval`, not both; \
+                       set run_interval to 0 to use cron, or cron to null to use run_interval";
+        // The field the request set; the stored one is not the client's mistake.
+        let field = if interval_is_new {
+            "run_interval"
+        } else {
+            "cron"
+        };
+        return Err(ApiError::invalid(field, message));
+    }
+    Ok(())
+}
+
+/// A step's `max_execution_time`: 1 s to a week.
+pub fn step_time(field: &str, seconds: i64) -> Result<(), ApiError> {
+    range(field, seconds, 1, 7 * 86_400, "seconds")
+}
+
+/// A step's `max_memory`: 1 MiB to the server's cap.
+pub fn step_memory(field: &str, bytes: i64, max: i64) -> Result<(), ApiError> {
+    range(field, bytes, 1 << 20, max, "bytes")
+}
+
+/// A step's `settings`: at most 1 MiB of JSON.
+pub fn step_settings(field: &str, settings: &serde_json::Value) -> Result<(), ApiError> {
+    json_size(field, settings, 1 << 20)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn field_of(error: ApiError) -> Option<String> {
+        match error {
+            ApiError::Invalid { field, .. } => field,
+            other => panic!("not a field error: {other}"),
+        }
+    }
+
+    #[test]
+    fn schedules() {
+        assert!(schedule(None, "UTC", 60, true).is_ok());
+        assert!(schedule(Some("0 3 * * *"), "Europe/Berlin", 0, false).is_ok());
+        let bad = |cron, zone, interval, given| {
+            field_of(schedule(cron, zone, interval, given).unwrap_err())
+        };
+        assert_eq!(
+            bad(Some("0 3 * *"), "UTC", 0, false).as_deref(),
+            Some("cron")
+        );
+        assert_eq!(bad(None, "Berlin", 0, false).as_deref(), Some("timezone"));
+        assert_eq!(
+            bad(Some("0 3 * * *"), "Moon/Base", 0, false).as_deref(),
+            Some("timezone")
+        );
+        assert_eq!(
+            bad(Some("0 3 * * *"), "UTC", 60, false).as_deref(),
+            Some("cron")
+        );
+        assert_eq!(
+            bad(Some("0 3 * * *"), "UTC", 60, true).as_deref(),
+            Some("run_interval")
+        );
+    }
 
     #[test]
     fn module_paths() {

@@ -2,6 +2,7 @@
 
 use super::client::{Body, Client, Connection, show};
 use super::task_ref::TaskRef;
+use super::steps::{TaskStepsCommand, print_steps};
 use super::watch;
 use anyhow::Context;
 use reqwest::Method;
@@ -26,10 +27,17 @@ pub enum TaskCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
-    /// Show a task with its steps (by id, or `--code`).
+    /// Show a task with its steps (by id, or `--code`; on a cron schedule,
+    /// its next runs too).
     Show {
         #[command(flatten)]
         task: TaskRef,
+    },
+    /// Add, change, remove or reorder a task's steps without re-posting it
+    /// (a run in progress keeps the steps it started with).
+    Steps {
+        #[command(subcommand)]
+        command: TaskStepsCommand,
     },
     /// Run a task now, whatever its schedule (or only one of its steps).
     Run {
@@ -192,21 +200,25 @@ pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Resu
                     "last_run_at",
                     "next_run_at",
                     "run_interval",
+                    "cron",
+                    "timezone",
                     "code",
                 ] {
                     println!("  {key:<13} {}", show(&t[key]));
                 }
-                for s in t["steps"].as_array().into_iter().flatten() {
-                    println!(
-                        "  step {} #{} {} ({})",
-                        s["id"],
-                        s["sort_order"],
-                        show(&s["controller"]),
-                        show(&s["status"])
-                    );
+                let next_runs: Vec<String> = t["next_runs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(show)
+                    .collect();
+                if !next_runs.is_empty() {
+                    println!("  {:<13} {}", "next_runs", next_runs.join(", "));
                 }
+                print_steps(t);
             });
         }
+        TaskCommand::Steps { command } => super::steps::steps(&client, command).await?,
         TaskCommand::Run { task, step, watch } => {
             let label = task.label();
             // A step's path and following the run need the id.

@@ -8,6 +8,7 @@ mod config_file;
 mod operations;
 mod step_run;
 mod task_ref;
+mod steps;
 mod watch;
 
 pub use cache::{CacheCommand, cache};
@@ -17,6 +18,7 @@ pub use commands::{ModuleCommand, TaskCommand, TokenCommand, module, task, token
 pub use config_file::args_with_config;
 pub use operations::{alerts, nodes, stats};
 pub use step_run::StepRunArgs;
+pub use steps::TaskStepsCommand;
 
 use crate::app::Settings;
 use crate::store::Durability;

@@ -42,7 +42,7 @@ pub async fn current_run_floor(client: &Client, task_id: i64) -> anyhow::Result<
 pub async fn watch(client: &Client, task_id: i64, floor: i64) -> anyhow::Result<ExitCode> {
     let path = format!("/tasks/{task_id}");
     let task = client.call(reqwest::Method::GET, &path, None).await?;
-    let recurring = task["run_interval"].as_i64().unwrap_or(0) > 0;
+    let recurring = task["run_interval"].as_i64().unwrap_or(0) > 0 || task["cron"].is_string();
     let url = format!("{}/api/v1/events", client.base().replacen("http", "ws", 1));
     let mut request = url.as_str().into_client_request()?;
     request.headers_mut().insert(

@@ -1,6 +1,7 @@
 //! What becomes of a task when a run ends: retry with backoff, the next
 //! occurrence of a recurring task, or a final status.
 
+use crate::schedule;
 use crate::store::{RunEnd, RunResult, RunStatus, RunTrigger, Task, TaskStatus};
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -53,6 +54,17 @@ pub enum RunVerdict {
     Cancelled,
 }
 
+/// When a recurring task is due again after a run that ended at `now`: its
+/// cron schedule's next time after `now` (on its zone's wall clock, see
+/// [`crate::schedule`]), or `run_interval` seconds from `now`. `None` for a
+/// task that runs once, or whose schedule has no time left.
+pub fn next_occurrence(task: &Task, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if task.cron.is_some() {
+        return schedule::of(task.cron.as_deref(), &task.timezone)?.next_after(now);
+    }
+    (task.run_interval > 0).then(|| now + chrono::Duration::seconds(task.run_interval))
+}
+
 /// Decide the run's end and the task's next state.
 #[allow(clippy::too_many_arguments)] // each input is one independent fact of the run
 pub fn run_end(
@@ -65,7 +77,7 @@ pub fn run_end(
     now: DateTime<Utc>,
     retry: &RetryPolicy,
 ) -> RunEnd {
-    let recurring_next = || now + chrono::Duration::seconds(task.run_interval);
+    let recurring_next = next_occurrence(task, now);
     let (run_status, last_result) = match verdict {
         RunVerdict::Succeeded => (RunStatus::Completed, RunResult::Success),
         RunVerdict::Failed | RunVerdict::FailedPermanently => {
@@ -88,9 +100,9 @@ pub fn run_end(
     };
     match verdict {
         RunVerdict::Cancelled => end.task_status = TaskStatus::Cancelled,
-        RunVerdict::Succeeded if task.run_interval > 0 => {
+        RunVerdict::Succeeded if recurring_next.is_some() => {
             end.task_status = TaskStatus::Scheduled;
-            end.next_run_at = Some(recurring_next());
+            end.next_run_at = recurring_next;
             end.attempts = 0;
         }
         RunVerdict::Succeeded => end.task_status = TaskStatus::Completed,
@@ -105,10 +117,10 @@ pub fn run_end(
             end.resume_next = true;
         }
         RunVerdict::Failed | RunVerdict::FailedPermanently | RunVerdict::Interrupted
-            if task.run_interval > 0 =>
+            if recurring_next.is_some() =>
         {
             end.task_status = TaskStatus::Scheduled;
-            end.next_run_at = Some(recurring_next());
+            end.next_run_at = recurring_next;
             end.attempts = 0;
         }
         RunVerdict::Failed | RunVerdict::FailedPermanently | RunVerdict::Interrupted => {
@@ -179,6 +191,8 @@ mod tests {
             priority: crate::store::Priority::Normal,
             start_at: None,
             run_interval,
+            cron: None,
+            timezone: "UTC".into(),
             max_execution_time: 0,
             max_attempts,
             attempts: 1,
@@ -194,6 +208,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             steps: Vec::new(),
+            next_runs: Vec::new(),
         }
     }
 
@@ -233,6 +248,73 @@ mod tests {
         assert_eq!(ended.task_status, TaskStatus::Scheduled);
         assert!(!ended.resume_next);
         assert_eq!(ended.attempts, 0);
+    }
+
+    fn on_cron(cron: &str, timezone: &str) -> Task {
+        Task {
+            cron: Some(cron.into()),
+            timezone: timezone.into(),
+            ..task(1, 0)
+        }
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_cron_task_is_due_at_its_next_time_after_the_run() {
+        let nightly = on_cron("0 3 * * *", "Europe/Berlin");
+        for verdict in [
+            RunVerdict::Succeeded,
+            RunVerdict::Failed,
+            RunVerdict::FailedPermanently,
+        ] {
+            let ended = run_end(
+                &nightly,
+                1,
+                RunTrigger::Schedule,
+                verdict,
+                None,
+                100.0,
+                at("2026-03-28T02:00:05Z"),
+                &RetryPolicy::default(),
+            );
+            assert_eq!(ended.task_status, TaskStatus::Scheduled, "{verdict:?}");
+            // 03:00 in Berlin on the night the clocks go forward is 01:00 UTC.
+            assert_eq!(ended.next_run_at, Some(at("2026-03-29T01:00:00Z")));
+            assert_eq!(ended.attempts, 0);
+            assert!(!ended.resume_next);
+        }
+    }
+
+    #[test]
+    fn a_cron_task_retries_before_its_next_time() {
+        let ended = end(
+            &Task {
+                max_attempts: 3,
+                ..on_cron("0 3 * * *", "UTC")
+            },
+            RunVerdict::Failed,
+        );
+        assert!(ended.resume_next);
+        assert!(ended.next_run_at.unwrap() < Utc::now() + chrono::Duration::seconds(10));
+    }
+
+    #[test]
+    fn the_next_occurrence_is_the_schedule_or_the_interval() {
+        let now = at("2026-01-01T10:00:30Z");
+        assert_eq!(
+            next_occurrence(&on_cron("*/15 * * * *", "UTC"), now),
+            Some(at("2026-01-01T10:15:00Z"))
+        );
+        assert_eq!(
+            next_occurrence(&task(1, 60), now),
+            Some(at("2026-01-01T10:01:30Z"))
+        );
+        assert_eq!(next_occurrence(&task(1, 0), now), None);
     }
 
     #[test]

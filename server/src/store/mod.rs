@@ -22,6 +22,7 @@ pub use postgres::PostgresStore;
 pub use run_writer::{BatchedRunWriter, Claimant, RunWriter};
 pub use sqlite::{Durability, SqliteStore, WriterTime};
 
+use crate::schedule;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -91,6 +92,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: i64,
         patch: &TaskPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task>;
+    /// Add, change, remove or reorder a task's steps (see [`StepEdit`]),
+    /// also while it runs: the running run keeps the steps it was claimed
+    /// with. Returns the task as it now is. `NotFound` for a task or step
+    /// that does not exist; `Conflict` when removing its last step or the
+    /// step a single-step run is about to run, or for a reorder that does not
+    /// list each of its steps once.
+    async fn edit_steps(
+        &self,
+        task_id: i64,
+        edit: &StepEdit,
         now: DateTime<Utc>,
     ) -> StoreResult<Task>;
     /// Delete a task and everything it owns. `Conflict` when it is running.
@@ -197,6 +210,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- checkpoints and artifacts ----------------------------------------
 
+    /// Save a step's checkpoint. A step removed since its run was claimed
+    /// (see [`Store::edit_steps`]) keeps none: the save is dropped, not
+    /// refused, so the run that still executes it goes on undisturbed.
     async fn save_checkpoint(
         &self,
         task_id: i64,
@@ -309,6 +325,134 @@ pub trait Store: Send + Sync + 'static {
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<AlertFacts>;
+}
+
+/// The schedule of a task row as a patch finds it, read in the patch's
+/// transaction (times in stored milliseconds since the epoch).
+struct ScheduleRow {
+    status: TaskStatus,
+    start_at: Option<i64>,
+    next_run_at: Option<i64>,
+    cron: Option<String>,
+    timezone: String,
+    /// No run now, single-step run or retry is pending: the task waits for
+    /// its schedule.
+    on_schedule: bool,
+}
+
+/// The schedule a patch leaves a task with (both stores write it).
+struct PatchedSchedule {
+    status: TaskStatus,
+    start_at: Option<i64>,
+    next_run_at: Option<i64>,
+    cron: Option<String>,
+    timezone: String,
+}
+
+/// Apply a patch's schedule fields to a task row: `disabled`, `start_at`,
+/// `cron` and `timezone`. A new start time moves a waiting task's next run,
+/// and so does a new cron schedule or zone unless a run now, a step run or a
+/// retry is what it waits for; a task on cron is due at the schedule's first
+/// time from its start (or now). `Conflict` when disabling a running task.
+fn patch_schedule(
+    id: i64,
+    row: ScheduleRow,
+    patch: &TaskPatch,
+    now: DateTime<Utc>,
+) -> StoreResult<PatchedSchedule> {
+    let ms = |at: DateTime<Utc>| at.timestamp_millis();
+    let start_at = patch.start_at.map(ms).or(row.start_at);
+    let cron = patch.cron.clone().unwrap_or(row.cron);
+    let timezone = patch.timezone.clone().unwrap_or(row.timezone);
+    let cron_due = || {
+        let start_at = start_at.and_then(DateTime::from_timestamp_millis);
+        schedule::first_due(cron.as_deref(), &timezone, start_at, now).map(ms)
+    };
+    let (mut status, mut next_run_at) = (row.status, row.next_run_at);
+    match patch.disabled {
+        Some(true) if status == TaskStatus::Running => {
+            return Err(StoreError::Conflict(format!(
+                "task {id} is running; cancel it or wait until it finishes before disabling it"
+            )));
+        }
+        Some(true) => {
+            status = TaskStatus::Disabled;
+            next_run_at = None;
+        }
+        Some(false) if status == TaskStatus::Disabled => {
+            status = TaskStatus::Scheduled;
+            next_run_at = cron_due().or(Some(start_at.unwrap_or(0).max(ms(now))));
+        }
+        _ if status == TaskStatus::Scheduled => {
+            let new_schedule = patch.cron.is_some() || patch.timezone.is_some();
+            if patch.start_at.is_some() {
+                next_run_at = cron_due().or(start_at);
+            } else if new_schedule && row.on_schedule {
+                next_run_at = cron_due().or(next_run_at);
+            }
+        }
+        _ => {}
+    }
+    Ok(PatchedSchedule {
+        status,
+        start_at,
+        next_run_at,
+        cron,
+        timezone,
+    })
+}
+
+/// The checks of [`Store::edit_steps`] both stores make in the edit's
+/// transaction, on the task's step ids and the step its pending
+/// single-step run is for (if any).
+fn check_step_edit(
+    task_id: i64,
+    edit: &StepEdit,
+    step_ids: &[i64],
+    pending_step: Option<i64>,
+) -> StoreResult<()> {
+    let of_task = |step_id: i64| {
+        if step_ids.contains(&step_id) {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!(
+                "step {step_id} of task {task_id}"
+            )))
+        }
+    };
+    match edit {
+        StepEdit::Add(_) => Ok(()),
+        StepEdit::Change { step_id, .. } => of_task(*step_id),
+        StepEdit::Remove { step_id } => {
+            of_task(*step_id)?;
+            if step_ids.len() == 1 {
+                return Err(StoreError::Conflict(format!(
+                    "step {step_id} is the only step of task {task_id}, and a task needs at \
+                     least one; add another step first, or delete the task"
+                )));
+            }
+            if pending_step == Some(*step_id) {
+                return Err(StoreError::Conflict(format!(
+                    "step {step_id} of task {task_id} is about to run on its own; remove it \
+                     once that run has started"
+                )));
+            }
+            Ok(())
+        }
+        StepEdit::Reorder(order) => {
+            let mut given = order.clone();
+            given.sort_unstable();
+            let mut have = step_ids.to_vec();
+            have.sort_unstable();
+            if given == have {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!(
+                    "the order must list each step of task {task_id} once: {have:?}"
+                )))
+            }
+        }
+    }
 }
 
 /// The newest artifact of this name for the task (or of the given run),

@@ -232,6 +232,12 @@ pub struct NewTask {
     /// `None` = now.
     pub start_at: Option<DateTime<Utc>>,
     pub run_interval: i64,
+    /// A cron expression (see [`crate::schedule`]); with one, the task is
+    /// first due at its first time from `start_at` (or now) and, after each
+    /// run, at its next time. Exclusive with a non-zero `run_interval`.
+    pub cron: Option<String>,
+    /// The IANA zone `cron` is read in.
+    pub timezone: String,
     pub max_execution_time: i64,
     pub max_attempts: i64,
     pub created_by: Option<String>,
@@ -265,6 +271,8 @@ impl NewTask {
             priority: Priority::Normal,
             start_at: None,
             run_interval: 0,
+            cron: None,
+            timezone: crate::schedule::DEFAULT_TIMEZONE.to_string(),
             max_execution_time: 0,
             max_attempts: 1,
             created_by: None,
@@ -307,7 +315,12 @@ pub struct Task {
     pub status: TaskStatus,
     pub priority: Priority,
     pub start_at: Option<DateTime<Utc>>,
+    /// Seconds between the end of a run and the next; 0 = not on an interval.
     pub run_interval: i64,
+    /// A cron expression the task recurs on (instead of `run_interval`).
+    pub cron: Option<String>,
+    /// The IANA zone `cron` is read in (`UTC` unless set).
+    pub timezone: String,
     pub max_execution_time: i64,
     pub max_attempts: i64,
     pub attempts: i64,
@@ -325,6 +338,13 @@ pub struct Task {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub steps: Vec<Step>,
+    /// When the task will run next by itself, soonest first (at most five):
+    /// for a scheduled task its `next_run_at`, then, on a cron schedule, the
+    /// schedule's following times; for a running cron task the schedule's
+    /// times after now. Computed when the API reads the task, never stored
+    /// (the store leaves it empty).
+    #[serde(default)]
+    pub next_runs: Vec<DateTime<Utc>>,
 }
 
 /// A Stepwise server sharing the store, as it last reported itself (see
@@ -352,6 +372,10 @@ pub struct TaskPatch {
     pub priority: Option<Priority>,
     pub start_at: Option<DateTime<Utc>>,
     pub run_interval: Option<i64>,
+    /// `Some(None)` removes the cron schedule. A new cron or zone moves a
+    /// scheduled task's next run to the schedule's first time from now.
+    pub cron: Option<Option<String>>,
+    pub timezone: Option<String>,
     pub max_execution_time: Option<i64>,
     pub max_attempts: Option<i64>,
     /// Merged into the details; a JSON null removes a key.
@@ -365,6 +389,46 @@ pub struct TaskPatch {
     pub set_secrets: Vec<SealedSecret>,
     /// Names of secrets to remove (a name the task lacks is no error).
     pub remove_secrets: Vec<String>,
+}
+
+/// One change to a task's steps, made without re-posting the task
+/// ([`super::Store::edit_steps`]). A run keeps the steps it was claimed
+/// with: an edit while it runs changes the runs after it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepEdit {
+    /// Add a step at its `sort_order`.
+    Add(NewStep),
+    /// Change some fields of a step.
+    Change { step_id: i64, changes: StepChanges },
+    /// Remove a step (not the last one: a task has at least one).
+    Remove { step_id: i64 },
+    /// Number the task's steps 1, 2, … in this order; lists each step once.
+    Reorder(Vec<i64>),
+}
+
+/// Fields of a step to change; `None` = unchanged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepChanges {
+    pub sort_order: Option<i64>,
+    pub controller: Option<String>,
+    pub settings: Option<Value>,
+    pub max_execution_time: Option<i64>,
+    /// `Some(None)` removes the step's own cap (the server's default applies).
+    pub max_memory: Option<Option<i64>>,
+    pub interrupt_on_step_fault: Option<bool>,
+    pub status: Option<StepStatus>,
+}
+
+impl StepChanges {
+    /// Whether the step would do something else: another module, settings
+    /// or limits. Such a step is run again by a retry (not reused from the
+    /// run it continues) and loses its checkpoint.
+    pub fn changes_the_work(&self) -> bool {
+        self.controller.is_some()
+            || self.settings.is_some()
+            || self.max_execution_time.is_some()
+            || self.max_memory.is_some()
+    }
 }
 
 /// Filters for listing tasks, newest first, with a cursor.

@@ -92,7 +92,7 @@ macro_rules! task_columns {
     () => {
         "id, name, code, status, priority, start_at, run_interval, max_execution_time, \
          max_attempts, attempts, progress, message, last_result, last_run_at, next_run_at, \
-         created_by, current_run_id, created_at, updated_at"
+         created_by, current_run_id, created_at, updated_at, cron, timezone"
     };
 }
 pub(super) use task_columns;
@@ -108,6 +108,8 @@ pub(super) fn task_from_row(row: &impl Columns) -> Result<Task> {
         priority: Priority::from_rank(row.int("priority")?),
         start_at: opt_time(row.opt_int("start_at")?),
         run_interval: row.int("run_interval")?,
+        cron: row.opt_text("cron")?,
+        timezone: row.text("timezone")?,
         max_execution_time: row.int("max_execution_time")?,
         max_attempts: row.int("max_attempts")?,
         attempts: row.int("attempts")?,
@@ -123,6 +125,7 @@ pub(super) fn task_from_row(row: &impl Columns) -> Result<Task> {
         created_at: time(row.int("created_at")?),
         updated_at: time(row.int("updated_at")?),
         steps: Vec::new(),
+        next_runs: Vec::new(),
     })
 }
 

@@ -79,6 +79,12 @@ macro_rules! conformance {
             stats::alert_facts_backlog_running_and_failing_modules,
             stats::rescued_runs_are_counted_apart,
             runs::a_retry_that_succeeds_clears_the_last_error,
+            schedules_and_steps::cron_schedule_round_trips,
+            schedules_and_steps::patching_the_schedule_moves_the_next_run,
+            schedules_and_steps::steps_are_added_changed_reordered_and_removed,
+            schedules_and_steps::a_claimed_run_keeps_the_steps_it_started_with,
+            schedules_and_steps::a_retry_runs_a_changed_step_again,
+            schedules_and_steps::a_step_about_to_run_alone_is_not_removed,
         );
     };
 }
@@ -91,6 +97,7 @@ mod claims;
 mod postgres;
 mod records;
 mod runs;
+mod schedules_and_steps;
 mod secrets_and_ids;
 mod sqlite;
 mod stats;
@@ -242,6 +249,8 @@ pub(crate) fn new_task(name: &str) -> NewTask {
         priority: Priority::Normal,
         start_at: None,
         run_interval: 0,
+        cron: None,
+        timezone: "UTC".to_string(),
         max_execution_time: 600,
         max_attempts: 3,
         created_by: Some("tester".to_string()),

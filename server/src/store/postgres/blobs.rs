@@ -17,7 +17,8 @@ pub(super) async fn save_checkpoint(
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO checkpoints (task_id, step_id, data, updated_at) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO checkpoints (task_id, step_id, data, updated_at) \
+         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM steps WHERE id = $2) \
          ON CONFLICT (task_id, step_id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
     )
     .bind(task_id)

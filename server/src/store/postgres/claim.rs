@@ -76,8 +76,16 @@ const CARRY_ARTIFACT_CHUNKS: &str = "INSERT INTO artifact_chunks (artifact_id, d
      JOIN artifact_chunks AS chunk ON chunk.artifact_id = resumed.id \
      ORDER BY chunk.id";
 
-const REUSABLE: &str = "SELECT run_id, step_id, result, outcome, module_hash, progress, message \
-     FROM step_runs WHERE run_id = ANY($1) AND status IN ('completed', 'reused')";
+/// The step runs of the resumed runs that the resuming runs reuse: those
+/// that completed (or were reused), of steps not changed since their run
+/// started (a changed step runs again: its result was made by the step as
+/// it was; see migration 0008).
+const REUSABLE: &str = "SELECT sr.run_id, sr.step_id, sr.result, sr.outcome, sr.module_hash, \
+            sr.progress, sr.message \
+     FROM step_runs AS sr JOIN runs AS r ON r.id = sr.run_id \
+     WHERE sr.run_id = ANY($1) AND sr.status IN ('completed', 'reused') \
+       AND NOT EXISTS (SELECT 1 FROM steps AS s \
+                       WHERE s.id = sr.step_id AND s.edited_at >= r.started_at)";
 
 const INSERT_STEP_RUNS: &str = "INSERT INTO step_runs (run_id, step_id, sort_order, controller, status, \
             result, outcome, module_hash, progress, message) \

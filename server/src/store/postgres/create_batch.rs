@@ -133,11 +133,14 @@ pub(super) async fn insert_new(
     let attempts: Vec<i64> = tasks.iter().map(|t| t.max_attempts).collect();
     let next_run_ats: Vec<Option<i64>> = states.iter().map(|(_, at)| opt_ms(*at)).collect();
     let created_by: Vec<Option<&str>> = tasks.iter().map(|t| t.created_by.as_deref()).collect();
+    let crons: Vec<Option<&str>> = tasks.iter().map(|t| t.cron.as_deref()).collect();
+    let zones: Vec<&str> = tasks.iter().map(|t| t.timezone.as_str()).collect();
     sqlx::query(
         "INSERT INTO tasks (id, name, status, priority, start_at, run_interval, max_execution_time, \
-                max_attempts, next_run_at, created_by, created_at, updated_at) \
-         SELECT u.*, $11, $11 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
-                $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[]) AS u",
+                max_attempts, next_run_at, created_by, cron, timezone, created_at, updated_at) \
+         SELECT u.*, $13, $13 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
+                $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], \
+                $11::text[], $12::text[]) AS u",
     )
     .bind(&ids)
     .bind(&names)
@@ -149,6 +152,8 @@ pub(super) async fn insert_new(
     .bind(&attempts)
     .bind(&next_run_ats)
     .bind(&created_by)
+    .bind(&crons)
+    .bind(&zones)
     .bind(ms(now))
     .execute(&mut *conn)
     .await

@@ -5,6 +5,7 @@
 
 use super::rows::{load_children, load_task, ms, opt_ms, parse, task_columns, task_from_row, time};
 use super::{PostgresStore, create_batch};
+use crate::store::ScheduleRow;
 use crate::store::{
     NewTask, SealedSecret, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter,
     TaskPatch, TaskStatus,
@@ -99,7 +100,11 @@ pub(super) fn initial_state(
     if new.disabled {
         (TaskStatus::Disabled, None)
     } else {
-        (TaskStatus::Scheduled, Some(new.start_at.unwrap_or(now)))
+        let due = crate::schedule::first_due(new.cron.as_deref(), &new.timezone, new.start_at, now);
+        (
+            TaskStatus::Scheduled,
+            Some(due.unwrap_or(new.start_at.unwrap_or(now))),
+        )
     }
 }
 
@@ -138,7 +143,8 @@ pub(super) async fn create_in(
                 "UPDATE tasks SET name = $2, priority = $3, start_at = $4, run_interval = $5, \
                         max_execution_time = $6, max_attempts = $7, status = $8, next_run_at = $9, \
                         attempts = 0, progress = 0, resume_from_run_id = NULL, pending_trigger = NULL, \
-                        pending_step_id = NULL, cancel_requested = FALSE, updated_at = $10 \
+                        pending_step_id = NULL, cancel_requested = FALSE, updated_at = $10, \
+                        cron = $11, timezone = $12 \
                  WHERE id = $1",
             )
             .bind(id)
@@ -151,6 +157,8 @@ pub(super) async fn create_in(
             .bind(initial.as_str())
             .bind(opt_ms(next_run_at))
             .bind(ms(now))
+            .bind(&new.cron)
+            .bind(&new.timezone)
             .execute(&mut *tx)
             .await?;
                 sqlx::query("DELETE FROM steps WHERE task_id = $1")
@@ -172,8 +180,9 @@ pub(super) async fn create_in(
             None => {
                 let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO tasks (name, code, status, priority, start_at, run_interval, \
-                        max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+                        max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at, \
+                        cron, timezone) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) \
                  ON CONFLICT (code) DO NOTHING RETURNING id",
             )
             .bind(&new.name)
@@ -187,6 +196,8 @@ pub(super) async fn create_in(
             .bind(opt_ms(next_run_at))
             .bind(&new.created_by)
             .bind(ms(now))
+            .bind(&new.cron)
+            .bind(&new.timezone)
             .fetch_optional(&mut *tx)
             .await?;
                 match id {
@@ -241,6 +252,8 @@ pub(super) fn built(
         priority: new.priority,
         start_at: new.start_at.map(|t| time(ms(t))),
         run_interval: new.run_interval,
+        cron: new.cron,
+        timezone: new.timezone,
         max_execution_time: new.max_execution_time,
         max_attempts: new.max_attempts,
         attempts: 0,
@@ -256,6 +269,7 @@ pub(super) fn built(
         created_at: at,
         updated_at: at,
         steps,
+        next_runs: Vec::new(),
     }
 }
 
@@ -393,37 +407,24 @@ async fn update_in(
     patch: &TaskPatch,
     now: DateTime<Utc>,
 ) -> StoreResult<Task> {
-    let row =
-        sqlx::query("SELECT status, start_at, next_run_at FROM tasks WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| not_found(id))?;
-    let status: TaskStatus = parse(row.try_get("status")?)?;
-    let start_at: Option<i64> = opt_ms(patch.start_at).or(row.try_get("start_at")?);
-    let mut next_run_at: Option<i64> = row.try_get("next_run_at")?;
-    let mut new_status = status;
-    match patch.disabled {
-        Some(true) if status == TaskStatus::Running => {
-            return Err(StoreError::Conflict(format!(
-                "task {id} is running; cancel it or wait until it finishes before disabling it"
-            )));
-        }
-        Some(true) => {
-            new_status = TaskStatus::Disabled;
-            next_run_at = None;
-        }
-        Some(false) if status == TaskStatus::Disabled => {
-            new_status = TaskStatus::Scheduled;
-            next_run_at = Some(start_at.unwrap_or(0).max(ms(now)));
-        }
-        _ => {
-            // A new start time moves a waiting task's next run.
-            if status == TaskStatus::Scheduled && patch.start_at.is_some() {
-                next_run_at = start_at;
-            }
-        }
-    }
+    let row = sqlx::query(
+        "SELECT status, start_at, next_run_at, cron, timezone, \
+                pending_trigger IS NULL AND resume_from_run_id IS NULL AS on_schedule \
+         FROM tasks WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| not_found(id))?;
+    let row = ScheduleRow {
+        status: parse(row.try_get("status")?)?,
+        start_at: row.try_get("start_at")?,
+        next_run_at: row.try_get("next_run_at")?,
+        cron: row.try_get("cron")?,
+        timezone: row.try_get("timezone")?,
+        on_schedule: row.try_get("on_schedule")?,
+    };
+    let patched = super::super::patch_schedule(id, row, patch, now)?;
     sqlx::query(
         "UPDATE tasks SET name = COALESCE($2, name), priority = COALESCE($3, priority), start_at = $4, \
                 run_interval = COALESCE($5, run_interval), \
@@ -431,19 +432,21 @@ async fn update_in(
                 max_attempts = COALESCE($7, max_attempts), status = $8, next_run_at = $9, \
                 pending_trigger = CASE WHEN $8 = 'disabled' THEN NULL ELSE pending_trigger END, \
                 pending_step_id = CASE WHEN $8 = 'disabled' THEN NULL ELSE pending_step_id END, \
-                updated_at = $10 \
+                updated_at = $10, cron = $11, timezone = $12 \
          WHERE id = $1",
     )
     .bind(id)
     .bind(&patch.name)
     .bind(patch.priority.map(|p| p.rank()))
-    .bind(start_at)
+    .bind(patched.start_at)
     .bind(patch.run_interval)
     .bind(patch.max_execution_time)
     .bind(patch.max_attempts)
-    .bind(new_status.as_str())
-    .bind(next_run_at)
+    .bind(patched.status.as_str())
+    .bind(patched.next_run_at)
     .bind(ms(now))
+    .bind(&patched.cron)
+    .bind(&patched.timezone)
     .execute(&mut *tx)
     .await?;
     for (key, value) in patch.details.iter().flatten() {

@@ -107,10 +107,17 @@ const CARRY_ARTIFACT_CHUNKS: Sql = (
          JOIN artifact_chunks AS chunk ON chunk.artifact_id = resumed.id \
          WHERE resumed.run_id = ?1 ORDER BY chunk.id",
 );
+/// The step runs of the resumed run that the resuming run reuses: those
+/// that completed (or were reused), of steps not changed since that run
+/// started (a changed step runs again: its result was made by the step as
+/// it was; see migration 0008).
 const REUSABLE: Sql = (
     5,
-    "SELECT step_id, result, outcome, module_hash, progress, message FROM step_runs \
-         WHERE run_id = ?1 AND status IN ('completed', 'reused')",
+    "SELECT sr.step_id, sr.result, sr.outcome, sr.module_hash, sr.progress, sr.message \
+         FROM step_runs AS sr JOIN runs AS r ON r.id = sr.run_id \
+         WHERE sr.run_id = ?1 AND sr.status IN ('completed', 'reused') \
+           AND NOT EXISTS (SELECT 1 FROM steps AS s \
+                           WHERE s.id = sr.step_id AND s.edited_at >= r.started_at)",
 );
 const INSERT_STEP_RUN: Sql = (
     6,

@@ -151,6 +151,8 @@ pub(super) fn task_from_row(row: &Row) -> anyhow::Result<Task> {
         priority: Priority::from_rank(row.get(4)?),
         start_at: opt_time(row.get(5)?),
         run_interval: row.get(6)?,
+        cron: row.get(19)?,
+        timezone: row.get(20)?,
         max_execution_time: row.get(7)?,
         max_attempts: row.get(8)?,
         attempts: row.get(9)?,
@@ -166,6 +168,7 @@ pub(super) fn task_from_row(row: &Row) -> anyhow::Result<Task> {
         created_at: time(row.get(17)?),
         updated_at: time(row.get(18)?),
         steps: Vec::new(),
+        next_runs: Vec::new(),
     })
 }
 

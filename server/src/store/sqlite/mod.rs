@@ -22,6 +22,7 @@ mod records;
 mod rows;
 mod runs;
 mod stats;
+mod steps;
 mod tasks;
 mod turn;
 mod writer_time;
@@ -295,6 +296,15 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Task> {
         tasks::update(self, id, patch, now).await
+    }
+
+    async fn edit_steps(
+        &self,
+        task_id: i64,
+        edit: &StepEdit,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Task> {
+        steps::edit(self, task_id, edit, now).await
     }
 
     async fn delete_task(&self, id: i64) -> StoreResult<()> {

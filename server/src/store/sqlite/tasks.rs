@@ -3,8 +3,9 @@
 
 use super::rows::{json_text, load_task, ms, opt_ms, parse, task_columns, task_from_row, time};
 use super::{SqliteStore, create_batch};
+use crate::store::ScheduleRow;
 use crate::store::{
-    NewTask, SealedSecret, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter,
+    NewStep, NewTask, SealedSecret, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter,
     TaskPatch, TaskStatus,
 };
 use anyhow::Context;
@@ -92,7 +93,11 @@ pub(super) fn initial_state(
     if new.disabled {
         (TaskStatus::Disabled, None)
     } else {
-        (TaskStatus::Scheduled, Some(new.start_at.unwrap_or(now)))
+        let due = crate::schedule::first_due(new.cron.as_deref(), &new.timezone, new.start_at, now);
+        (
+            TaskStatus::Scheduled,
+            Some(due.unwrap_or(new.start_at.unwrap_or(now))),
+        )
     }
 }
 
@@ -126,7 +131,8 @@ pub(super) async fn create_in(
                 "UPDATE tasks SET name = ?2, priority = ?3, start_at = ?4, run_interval = ?5, \
                         max_execution_time = ?6, max_attempts = ?7, status = ?8, next_run_at = ?9, \
                         attempts = 0, progress = 0, resume_from_run_id = NULL, pending_trigger = NULL, \
-                        pending_step_id = NULL, cancel_requested = 0, updated_at = ?10 \
+                        pending_step_id = NULL, cancel_requested = 0, updated_at = ?10, \
+                        cron = ?11, timezone = ?12 \
                  WHERE id = ?1",
             )
             .bind(id)
@@ -139,6 +145,8 @@ pub(super) async fn create_in(
             .bind(initial.as_str())
             .bind(opt_ms(next_run_at))
             .bind(ms(now))
+            .bind(&new.cron)
+            .bind(&new.timezone)
             .execute(&mut *tx)
             .await?;
             let mut replaced = vec!["steps", "task_details"];
@@ -156,8 +164,9 @@ pub(super) async fn create_in(
         None => {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO tasks (name, code, status, priority, start_at, run_interval, \
-                        max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) RETURNING id",
+                        max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at, \
+                        cron, timezone) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13) RETURNING id",
             )
             .bind(&new.name)
             .bind(&new.code)
@@ -170,6 +179,8 @@ pub(super) async fn create_in(
             .bind(opt_ms(next_run_at))
             .bind(&new.created_by)
             .bind(ms(now))
+            .bind(&new.cron)
+            .bind(&new.timezone)
             .fetch_one(&mut *tx)
             .await?;
             (id, true)
@@ -221,6 +232,8 @@ pub(super) fn built(
         priority: new.priority,
         start_at: new.start_at.map(|t| time(ms(t))),
         run_interval: new.run_interval,
+        cron: new.cron,
+        timezone: new.timezone,
         max_execution_time: new.max_execution_time,
         max_attempts: new.max_attempts,
         attempts: 0,
@@ -236,6 +249,7 @@ pub(super) fn built(
         created_at: at,
         updated_at: at,
         steps,
+        next_runs: Vec::new(),
     }
 }
 
@@ -249,22 +263,7 @@ async fn insert_children(
 ) -> StoreResult<Vec<i64>> {
     let mut step_ids = Vec::with_capacity(new.steps.len());
     for step in &new.steps {
-        let step_id: i64 = sqlx::query_scalar(
-            "INSERT INTO steps (task_id, sort_order, controller, settings, max_execution_time, \
-                    max_memory, interrupt_on_step_fault, status) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
-        )
-        .bind(id)
-        .bind(step.sort_order)
-        .bind(&step.controller)
-        .bind(json_text(&step.settings))
-        .bind(step.max_execution_time)
-        .bind(step.max_memory)
-        .bind(step.interrupt_on_step_fault)
-        .bind(step.status.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
-        step_ids.push(step_id);
+        step_ids.push(insert_step(conn, id, step).await?);
     }
     for (key, value) in &new.details {
         upsert_detail(conn, id, key, value).await?;
@@ -275,6 +274,29 @@ async fn insert_children(
         }
     }
     Ok(step_ids)
+}
+
+/// Insert one step of a task; returns its id.
+pub(super) async fn insert_step(
+    conn: &mut SqliteConnection,
+    task_id: i64,
+    step: &NewStep,
+) -> StoreResult<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO steps (task_id, sort_order, controller, settings, max_execution_time, \
+                max_memory, interrupt_on_step_fault, status) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+    )
+    .bind(task_id)
+    .bind(step.sort_order)
+    .bind(&step.controller)
+    .bind(json_text(&step.settings))
+    .bind(step.max_execution_time)
+    .bind(step.max_memory)
+    .bind(step.interrupt_on_step_fault)
+    .bind(step.status.as_str())
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// Add a secret, or replace the task's secret of that name.
@@ -364,36 +386,24 @@ pub(super) async fn update(
     now: DateTime<Utc>,
 ) -> StoreResult<Task> {
     let mut tx = store.writer.begin().await?;
-    let row = sqlx::query("SELECT status, start_at, next_run_at FROM tasks WHERE id = ?1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let status: TaskStatus = parse(row.try_get("status")?)?;
-    let start_at: Option<i64> = opt_ms(patch.start_at).or(row.try_get("start_at")?);
-    let mut next_run_at: Option<i64> = row.try_get("next_run_at")?;
-    let mut new_status = status;
-    match patch.disabled {
-        Some(true) if status == TaskStatus::Running => {
-            return Err(StoreError::Conflict(format!(
-                "task {id} is running; cancel it or wait until it finishes before disabling it"
-            )));
-        }
-        Some(true) => {
-            new_status = TaskStatus::Disabled;
-            next_run_at = None;
-        }
-        Some(false) if status == TaskStatus::Disabled => {
-            new_status = TaskStatus::Scheduled;
-            next_run_at = Some(start_at.unwrap_or(0).max(ms(now)));
-        }
-        _ => {
-            // A new start time moves a waiting task's next run.
-            if status == TaskStatus::Scheduled && patch.start_at.is_some() {
-                next_run_at = start_at;
-            }
-        }
-    }
+    let row = sqlx::query(
+        "SELECT status, start_at, next_run_at, cron, timezone, \
+                pending_trigger IS NULL AND resume_from_run_id IS NULL AS on_schedule \
+         FROM tasks WHERE id = ?1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| not_found(id))?;
+    let row = ScheduleRow {
+        status: parse(row.try_get("status")?)?,
+        start_at: row.try_get("start_at")?,
+        next_run_at: row.try_get("next_run_at")?,
+        cron: row.try_get("cron")?,
+        timezone: row.try_get("timezone")?,
+        on_schedule: row.try_get("on_schedule")?,
+    };
+    let patched = super::super::patch_schedule(id, row, patch, now)?;
     sqlx::query(
         "UPDATE tasks SET name = COALESCE(?2, name), priority = COALESCE(?3, priority), start_at = ?4, \
                 run_interval = COALESCE(?5, run_interval), \
@@ -401,19 +411,21 @@ pub(super) async fn update(
                 max_attempts = COALESCE(?7, max_attempts), status = ?8, next_run_at = ?9, \
                 pending_trigger = CASE WHEN ?8 = 'disabled' THEN NULL ELSE pending_trigger END, \
                 pending_step_id = CASE WHEN ?8 = 'disabled' THEN NULL ELSE pending_step_id END, \
-                updated_at = ?10 \
+                updated_at = ?10, cron = ?11, timezone = ?12 \
          WHERE id = ?1",
     )
     .bind(id)
     .bind(&patch.name)
     .bind(patch.priority.map(|p| p.rank()))
-    .bind(start_at)
+    .bind(patched.start_at)
     .bind(patch.run_interval)
     .bind(patch.max_execution_time)
     .bind(patch.max_attempts)
-    .bind(new_status.as_str())
-    .bind(next_run_at)
+    .bind(patched.status.as_str())
+    .bind(patched.next_run_at)
     .bind(ms(now))
+    .bind(&patched.cron)
+    .bind(&patched.timezone)
     .execute(&mut *tx)
     .await?;
     for (key, value) in patch.details.iter().flatten() {
