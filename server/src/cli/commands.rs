@@ -1,8 +1,8 @@
 //! Client commands: `task …`, `module …`, `token …`, each one API call.
 
 use super::client::{Body, Client, Connection, show};
-use super::task_ref::TaskRef;
 use super::steps::{TaskStepsCommand, print_steps};
+use super::task_ref::TaskRef;
 use super::watch;
 use anyhow::Context;
 use reqwest::Method;

@@ -7,8 +7,8 @@ mod commands;
 mod config_file;
 mod operations;
 mod step_run;
-mod task_ref;
 mod steps;
+mod task_ref;
 mod watch;
 
 pub use cache::{CacheCommand, cache};
