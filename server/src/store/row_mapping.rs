@@ -6,8 +6,9 @@
 //! implements; a column added to a table is mapped in one place.
 
 use super::{
-    EventRecord, Module, Node, Priority, Role, Run, RunResult, RunStatus, RunTrigger, Step,
-    StepRun, StepRunStatus, StepStatus, Task, TaskStatus, Token,
+    EventRecord, HourThroughput, Module, ModulePerformance, Node, PerformanceStats, Priority, Role,
+    Run, RunResult, RunStatus, RunTrigger, Step, StepRun, StepRunStatus, StepStatus, Task,
+    TaskStatus, Token,
 };
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -53,6 +54,7 @@ pub(super) trait Columns {
     fn int(&self, column: &str) -> Result<i64>;
     fn opt_int(&self, column: &str) -> Result<Option<i64>>;
     fn float(&self, column: &str) -> Result<f64>;
+    fn opt_float(&self, column: &str) -> Result<Option<f64>>;
     fn flag(&self, column: &str) -> Result<bool>;
     fn text(&self, column: &str) -> Result<String>;
     fn opt_text(&self, column: &str) -> Result<Option<String>>;
@@ -74,6 +76,9 @@ where
         Ok(self.try_get(column)?)
     }
     fn float(&self, column: &str) -> Result<f64> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_float(&self, column: &str) -> Result<Option<f64>> {
         Ok(self.try_get(column)?)
     }
     fn flag(&self, column: &str) -> Result<bool> {
@@ -250,5 +255,49 @@ pub(super) fn node_from_row(row: &impl Columns) -> Result<Node> {
         started_at: time(row.int("started_at")?),
         last_heartbeat_at: time(row.int("last_heartbeat_at")?),
         running_runs: row.int("running_runs")?,
+    })
+}
+
+/// The performance statistics from the rows of their three aggregates (each
+/// driver's `stats.rs` writes those in its dialect): the run totals (`runs`,
+/// `completed`, `failed`, `rescued`, `average_duration`), one row per module
+/// and one per hour.
+pub(super) fn performance_from_rows(
+    totals: &impl Columns,
+    modules: &[impl Columns],
+    hours: &[impl Columns],
+) -> Result<PerformanceStats> {
+    let modules = modules
+        .iter()
+        .map(|row| {
+            Ok(ModulePerformance {
+                module: row.text("module")?,
+                runs: row.int("runs")?,
+                completed: row.int("completed")?,
+                failed: row.int("failed")?,
+                average_duration_seconds: row.opt_float("average_duration")?,
+                average_fuel: row.opt_float("average_fuel")?,
+                average_peak_memory: row.opt_float("average_peak_memory")?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let throughput = hours
+        .iter()
+        .map(|row| {
+            Ok(HourThroughput {
+                hour: time(row.int("hour")?),
+                completed: row.int("completed")?,
+                failed: row.int("failed")?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(PerformanceStats {
+        runs: totals.int("runs")?,
+        completed: totals.int("completed")?,
+        failed: totals.int("failed")?,
+        rescued: totals.int("rescued")?,
+        average_duration_seconds: totals.opt_float("average_duration")?,
+        modules,
+        throughput,
     })
 }

@@ -10,11 +10,8 @@
 //! index. Running and due tasks come from the `tasks` status indexes.
 
 use super::SqliteStore;
-use super::rows::{ms, time};
-use crate::store::{
-    AlertFacts, DueTask, FailingModule, HourThroughput, ModulePerformance, PerformanceStats,
-    RunningRun, StoreResult,
-};
+use super::rows::{ms, performance_from_rows, time};
+use crate::store::{AlertFacts, DueTask, FailingModule, PerformanceStats, RunningRun, StoreResult};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -108,39 +105,7 @@ pub(super) async fn performance(
         .context("totalling runs per hour")?;
     tx.rollback().await?;
 
-    let modules = modules
-        .iter()
-        .map(|row| {
-            Ok(ModulePerformance {
-                module: row.try_get("module")?,
-                runs: row.try_get("runs")?,
-                completed: row.try_get("completed")?,
-                failed: row.try_get("failed")?,
-                average_duration_seconds: row.try_get("average_duration")?,
-                average_fuel: row.try_get("average_fuel")?,
-                average_peak_memory: row.try_get("average_peak_memory")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
-    let throughput = hours
-        .iter()
-        .map(|row| {
-            Ok(HourThroughput {
-                hour: time(row.try_get("hour")?),
-                completed: row.try_get("completed")?,
-                failed: row.try_get("failed")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
-    Ok(PerformanceStats {
-        runs: totals.try_get("runs")?,
-        completed: totals.try_get("completed")?,
-        failed: totals.try_get("failed")?,
-        rescued: totals.try_get("rescued")?,
-        average_duration_seconds: totals.try_get("average_duration")?,
-        modules,
-        throughput,
-    })
+    Ok(performance_from_rows(&totals, &modules, &hours)?)
 }
 
 /// Outcomes of the runs that ended in `[?1, ?2]` (rescued ones are neither).
