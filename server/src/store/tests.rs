@@ -59,6 +59,7 @@ macro_rules! conformance {
             runs::recurring_task_returns_to_scheduled,
             runs::finish_step_never_twice,
             runs::batched_writes_match_single_writes,
+            runs::batched_progress_keeps_the_last_value_and_message,
             runs::the_run_writer_keeps_order_and_claims,
             runs::resume_reuses_completed_steps,
             runs::rescued_run_is_retried_with_reuse,

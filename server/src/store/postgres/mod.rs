@@ -15,6 +15,9 @@ mod actions;
 mod artifacts;
 mod blobs;
 mod claim;
+mod counts;
+#[cfg(test)]
+pub(crate) use counts::COMPACT_ABOVE;
 mod create_batch;
 mod nodes;
 mod notify;
@@ -276,7 +279,7 @@ impl Store for PostgresStore {
     }
 
     async fn count_by_status(&self) -> StoreResult<StatusCounts> {
-        tasks::count_by_status(self).await
+        counts::count_by_status(self).await
     }
 
     async fn claim_due(

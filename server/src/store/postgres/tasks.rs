@@ -7,8 +7,7 @@ use super::rows::{load_children, load_task, ms, opt_ms, parse, task_columns, tas
 use super::{PostgresStore, create_batch};
 use crate::store::ScheduleRow;
 use crate::store::{
-    NewTask, SealedSecret, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter,
-    TaskPatch, TaskStatus,
+    NewTask, SealedSecret, Step, StoreError, StoreResult, Task, TaskFilter, TaskPatch, TaskStatus,
 };
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -540,21 +539,4 @@ pub(super) async fn delete_finished(
             return Ok(deleted);
         }
     }
-}
-
-pub(super) async fn count_by_status(store: &PostgresStore) -> StoreResult<StatusCounts> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM tasks GROUP BY status")
-            .fetch_all(&store.pool)
-            .await?;
-    Ok(TaskStatus::ALL
-        .iter()
-        .map(|status| {
-            let count = rows
-                .iter()
-                .find(|(s, _)| s == status.as_str())
-                .map_or(0, |(_, n)| *n);
-            (*status, count)
-        })
-        .collect())
 }

@@ -344,3 +344,72 @@ async fn two_nodes_creating_one_code_make_one_task() {
         .expect("list");
     assert_eq!(listed.len(), 10);
 }
+
+/// Counts come from the delta rows every task statement appends (migration
+/// 0011): they agree with the tasks table through creates, status changes
+/// and deletes, and after compactions, two of which race.
+#[tokio::test]
+async fn task_counts_follow_every_change_and_survive_compaction() {
+    let Some(schema) = fresh_schema().await else {
+        return;
+    };
+    let store = schema.open().await;
+    let other_node = schema.open().await;
+    let mut ids = Vec::new();
+    for n in 0..(crate::store::postgres::COMPACT_ABOVE + 40) {
+        ids.push(
+            create(&store, new_task(&format!("counted {n}")), 0)
+                .await
+                .id,
+        );
+    }
+    let mut conn = PgConnection::connect_with(&schema.options())
+        .await
+        .expect("connect");
+    let deltas = || "SELECT count(*) FROM task_count_deltas";
+    let before: i64 = sqlx::query_scalar(deltas())
+        .fetch_one(&mut conn)
+        .await
+        .expect("count delta rows");
+    assert!(
+        before > crate::store::postgres::COMPACT_ABOVE,
+        "one delta row per create: {before}"
+    );
+    sqlx::query("UPDATE tasks SET status = 'disabled' WHERE id = ANY($1)")
+        .bind(&ids[..10])
+        .execute(&mut conn)
+        .await
+        .expect("disable ten");
+    sqlx::query("DELETE FROM tasks WHERE id = ANY($1)")
+        .bind(&ids[10..15])
+        .execute(&mut conn)
+        .await
+        .expect("delete five");
+    let (one, two) = tokio::join!(store.count_by_status(), other_node.count_by_status());
+    let truth: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM tasks GROUP BY status ORDER BY status")
+            .fetch_all(&mut conn)
+            .await
+            .expect("count the tasks");
+    for counts in [
+        one.expect("counts"),
+        two.expect("counts"),
+        store.count_by_status().await.expect("counts"),
+    ] {
+        for (status, n) in &counts {
+            let real = truth
+                .iter()
+                .find(|(s, _)| s == status.as_str())
+                .map_or(0, |(_, n)| *n);
+            assert_eq!(*n, real, "{status}: counted {n}, the table has {real}");
+        }
+    }
+    let after: i64 = sqlx::query_scalar(deltas())
+        .fetch_one(&mut conn)
+        .await
+        .expect("count delta rows");
+    assert!(
+        after <= TaskStatus::ALL.len() as i64,
+        "compacted to a row per status: {after}"
+    );
+}

@@ -549,6 +549,54 @@ pub(crate) async fn batched_writes_match_single_writes(store: &dyn Store) {
     assert_eq!(get(store, rescued.task.id).await.status, TaskStatus::Failed);
 }
 
+/// Progress in a batch ends where applying it op by op would: each step
+/// run and its task keep the last value, and the last message given (a
+/// progress without a message keeps the one before).
+pub(crate) async fn batched_progress_keeps_the_last_value_and_message(store: &dyn Store) {
+    create(
+        store,
+        with_steps(new_task("progressing"), &["m/a", "m/b"]),
+        0,
+    )
+    .await;
+    let claimed = claim(store, 1, 10).await;
+    let run = &claimed[0];
+    let progress = |step: usize, step_progress: f64, task_progress: f64, message: Option<&str>| {
+        WriteOp::SaveProgress {
+            run_id: run.run_id,
+            step_run_id: run.steps[step].step_run_id,
+            step_progress,
+            task_progress,
+            message: message.map(str::to_string),
+        }
+    };
+    let ops = vec![
+        WriteOp::StartStep {
+            step_run_id: run.steps[0].step_run_id,
+            module_hash: Some("h".into()),
+            at: t(2),
+        },
+        progress(0, 10.0, 5.0, Some("first")),
+        progress(0, 40.0, 20.0, Some("second")),
+        progress(0, 60.0, 30.0, None),
+    ];
+    let applied = store.apply_writes(&ops).await.expect("batch");
+    assert_eq!(applied, [true, true, true, true]);
+    let task = get(store, run.task.id).await;
+    assert_eq!(
+        (task.progress, task.message.as_deref()),
+        (30.0, Some("second"))
+    );
+    let runs = store.list_runs(run.task.id, 1).await.expect("runs");
+    let step = &runs[0].steps[0];
+    assert_eq!(step.status, StepRunStatus::Running);
+    assert_eq!(
+        (step.progress, step.message.as_deref()),
+        (60.0, Some("second"))
+    );
+    assert_eq!(runs[0].steps[1].progress, 0.0, "the other step has none");
+}
+
 /// The engine's lane: writes are applied in the order queued (a run's end
 /// after its steps'), a committed write answers whether it applied, and a
 /// claim takes what is due.
