@@ -5,7 +5,8 @@
 //!    `FOR UPDATE SKIP LOCKED`: a task another node is claiming (or a user
 //!    is changing) right now is passed over, so two nodes claiming at once
 //!    never take the same task and never wait for each other;
-//! 2. their runs are inserted, then the tasks marked running on them;
+//! 2. their runs are inserted and the tasks marked running on them, in one
+//!    statement;
 //! 3. their steps, details and sealed secrets are read, and for the runs
 //!    that resume another, the step runs they reuse; artifacts are carried
 //!    into resuming runs and checkpoints of fresh runs cleared;
@@ -25,40 +26,43 @@ use sqlx::Row;
 use sqlx::postgres::PgConnection;
 use std::collections::HashMap;
 
-/// The due tasks of one priority in claim order, locked (see the module
-/// docs). Read once per priority, highest first, until the claim is full:
-/// each is one range of the `tasks_due` index (`priority = $3`, due by
-/// `$1`), so a claim reads about `limit` entries. One `ORDER BY priority
-/// DESC, …` over all priorities would instead walk past every not-yet-due
-/// task of a higher priority (a million high-priority tasks due tomorrow
-/// would make every claim read a million entries), as SQLite's claim says.
+/// The due tasks in claim order, locked (see the module docs): for each
+/// priority in `$3` (highest first), one range of the `tasks_due` index
+/// (`priority = rank`, due by `$1`), until `$2` are taken. One `ORDER BY
+/// priority DESC, …` over all priorities would instead walk past every
+/// not-yet-due task of a higher priority (a million high-priority tasks due
+/// tomorrow would make every claim read a million entries), as SQLite's claim
+/// says. The lateral join reads the priorities in the array's order and
+/// stops pulling (and locking) rows once `$2` are taken: one round trip for
+/// what was one query per priority.
 const DUE_SQL: &str = concat!(
-    "SELECT ",
+    "SELECT t.* FROM unnest($3::bigint[]) AS p(rank) CROSS JOIN LATERAL (SELECT ",
     task_columns!(),
     ", resume_from_run_id, pending_trigger, pending_step_id FROM tasks AS t \
-     WHERE status = 'scheduled' AND priority = $3 AND next_run_at <= $1 \
+     WHERE status = 'scheduled' AND priority = p.rank AND next_run_at <= $1 \
        AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
                        WHERE s.task_id = t.id AND s.status = 'scheduled' AND NOT m.active) \
      ORDER BY next_run_at, id LIMIT $2 \
-     FOR UPDATE OF t SKIP LOCKED"
+     FOR UPDATE OF t SKIP LOCKED) AS t LIMIT $2"
 );
 
-/// The claimed tasks' runs, one row per task.
-const INSERT_RUNS: &str = "INSERT INTO runs (task_id, attempt, status, trigger, node, started_at) \
-     SELECT task_id, attempt, 'running', trigger, $4, $5 \
-     FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(task_id, attempt, trigger) \
-     RETURNING id, task_id";
-
-/// Marks the claimed tasks running on their new runs. The message starts
-/// empty even for a run that resumes: what the task shows is this run's
-/// own (a retry that succeeds does not keep the error of the run it retried).
-const MARK_RUNNING: &str = "UPDATE tasks AS t SET status = 'running', attempts = t.attempts + 1, \
-        lease_owner = $3, lease_expires_at = $4, last_run_at = $5, updated_at = $5, \
-        cancel_requested = FALSE, current_run_id = u.run_id, pending_trigger = NULL, \
+/// The claimed tasks' runs, one row per task, and the tasks marked running
+/// on them, in one statement. The message starts empty even for a run that
+/// resumes: what the task shows is this run's own (a retry that succeeds
+/// does not keep the error of the run it retried).
+const START_RUNS: &str = "WITH started AS ( \
+        INSERT INTO runs (task_id, attempt, status, trigger, node, started_at) \
+        SELECT task_id, attempt, 'running', trigger, $4, $5 \
+        FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(task_id, attempt, trigger) \
+        RETURNING id, task_id) \
+     UPDATE tasks AS t SET status = 'running', attempts = t.attempts + 1, \
+        lease_owner = $4, lease_expires_at = $6, last_run_at = $5, updated_at = $5, \
+        cancel_requested = FALSE, current_run_id = started.id, pending_trigger = NULL, \
         pending_step_id = NULL, \
         progress = CASE WHEN t.resume_from_run_id IS NULL THEN 0 ELSE t.progress END, \
         message = NULL \
-     FROM unnest($1::bigint[], $2::bigint[]) AS u(task_id, run_id) WHERE t.id = u.task_id";
+     FROM started WHERE t.id = started.task_id \
+     RETURNING started.id, started.task_id";
 
 /// Artifacts of resumed runs, copied into the runs resuming them.
 const CARRY_ARTIFACTS: &str = "INSERT INTO artifacts (task_id, run_id, step_id, name, size, created_at, updated_at) \
@@ -173,22 +177,13 @@ async fn claim_in(
 ) -> Result<Vec<ClaimedRun>> {
     let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
     ranks.sort_unstable_by(|a, b| b.cmp(a));
-    let mut rows = Vec::new();
-    for rank in ranks {
-        let wanted = limit - rows.len() as i64;
-        if wanted <= 0 {
-            break;
-        }
-        rows.extend(
-            sqlx::query(DUE_SQL)
-                .bind(ms(now))
-                .bind(wanted)
-                .bind(rank)
-                .fetch_all(&mut *tx)
-                .await
-                .context("picking due tasks")?,
-        );
-    }
+    let rows = sqlx::query(DUE_SQL)
+        .bind(ms(now))
+        .bind(limit)
+        .bind(&ranks)
+        .fetch_all(&mut *tx)
+        .await
+        .context("picking due tasks")?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -205,29 +200,21 @@ async fn claim_in(
     let task_ids: Vec<i64> = due.iter().map(|(t, _)| t.id).collect();
     let attempts: Vec<i64> = due.iter().map(|(t, _)| t.attempts + 1).collect();
     let triggers: Vec<&str> = due.iter().map(|(_, s)| s.trigger().as_str()).collect();
-    let run_rows: Vec<(i64, i64)> = sqlx::query_as(INSERT_RUNS)
+    let run_rows: Vec<(i64, i64)> = sqlx::query_as(START_RUNS)
         .bind(&task_ids)
         .bind(&attempts)
         .bind(&triggers)
         .bind(node)
         .bind(ms(now))
+        .bind(ms(lease_until))
         .fetch_all(&mut *tx)
         .await
-        .context("inserting runs")?;
+        .context("starting runs")?;
     let run_of: HashMap<i64, i64> = run_rows
         .into_iter()
         .map(|(run, task)| (task, run))
         .collect();
     let run_ids: Vec<i64> = task_ids.iter().map(|id| run_of[id]).collect();
-    sqlx::query(MARK_RUNNING)
-        .bind(&task_ids)
-        .bind(&run_ids)
-        .bind(node)
-        .bind(ms(lease_until))
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await
-        .context("marking tasks running")?;
 
     let at = time(ms(now));
     let mut shapes = Vec::with_capacity(due.len());
