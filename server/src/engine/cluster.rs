@@ -14,9 +14,12 @@
 use super::Inner;
 use crate::events::Event;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
 
 /// The largest payload sent: PostgreSQL refuses 8,000 bytes and more.
 const MAX_PAYLOAD: usize = 7_500;
@@ -78,9 +81,31 @@ pub(super) async fn send_module(inner: &Inner, hash: &str) {
     send(inner, &message).await;
 }
 
+/// Least time between two sends of events. An idle node sends an event at
+/// once (the last send was long ago); a busy one gathers what comes during
+/// the pace into one message. Without it a busy node sent a message per
+/// handful of events, each a transaction on the database that wakes every
+/// node's listener: a few thousand a second, for what a few hundred full
+/// messages carry.
+const PACE: Duration = Duration::from_millis(2);
+
 async fn send_own_events(inner: Arc<Inner>, mut own_events: mpsc::UnboundedReceiver<Event>) {
     let mut round = Vec::with_capacity(ROUND);
+    let mut last_send = Instant::now() - PACE;
     while own_events.recv_many(&mut round, ROUND).await > 0 {
+        let pace_ends = last_send + PACE;
+        while round.len() < ROUND {
+            let room = ROUND - round.len();
+            tokio::select! {
+                gathered = own_events.recv_many(&mut round, room) => {
+                    if gathered == 0 {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(pace_ends) => break,
+            }
+        }
+        last_send = Instant::now();
         let events = coalesce(std::mem::take(&mut round));
         for events in split(events) {
             let message = Message {
@@ -189,6 +214,7 @@ async fn send(inner: &Inner, message: &Message) {
 }
 
 async fn receive(inner: Arc<Inner>, mut messages: broadcast::Receiver<Arc<str>>) {
+    let own_prefix = own_prefix(&inner.config.node_id);
     loop {
         let payload = match messages.recv().await {
             Ok(payload) => payload,
@@ -198,6 +224,12 @@ async fn receive(inner: Arc<Inner>, mut messages: broadcast::Receiver<Arc<str>>)
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
+        // Every node hears its own messages too: they begin with its name
+        // (`from` is the first field written), so they are passed over
+        // without being read.
+        if payload.starts_with(&own_prefix) {
+            continue;
+        }
         let message: Message = match serde_json::from_str(&payload) {
             Ok(message) => message,
             Err(error) => {
@@ -220,6 +252,11 @@ async fn receive(inner: Arc<Inner>, mut messages: broadcast::Receiver<Arc<str>>)
             tokio::spawn(compile_ahead(inner.clone(), hash));
         }
     }
+}
+
+/// How this node's messages begin (see [`Message`]: `from` comes first).
+fn own_prefix(node_id: &str) -> String {
+    format!("{{\"from\":{}", Value::from(node_id))
 }
 
 /// Compile a module another node registered into this node's cache, off
@@ -292,6 +329,23 @@ mod tests {
             .collect();
         assert_eq!(progress, [(2, 5.0), (1, 20.0)]);
         assert_eq!(kept.len(), 4, "both log lines stay");
+    }
+
+    #[test]
+    fn a_nodes_own_messages_are_known_by_their_beginning() {
+        let message = |from: &str| {
+            serde_json::to_string(&Message {
+                from: from.into(),
+                events: vec![task_state(1, 10.0)],
+                cancel: vec![2],
+                modules: Vec::new(),
+            })
+            .expect("json")
+        };
+        let prefix = own_prefix("node \"a\"");
+        assert!(message("node \"a\"").starts_with(&prefix));
+        assert!(!message("node \"a\"-2").starts_with(&prefix));
+        assert!(!message("node b").starts_with(&prefix));
     }
 
     #[test]
