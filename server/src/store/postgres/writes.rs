@@ -24,7 +24,7 @@ pub(super) async fn apply_writes(store: &PostgresStore, ops: &[WriteOp]) -> Stor
     let payload = Value::from(encode(ops)).to_string();
     let mut attempt = 1;
     loop {
-        match apply_once(store, &payload, ops.len()).await {
+        match apply_once(store, ops, &payload, ops.len()).await {
             Err(error) if attempt < ATTEMPTS && super::retryable(&error) => {
                 tracing::warn!(
                     "applying {} executor writes: {error:#}; trying again",
@@ -40,7 +40,12 @@ pub(super) async fn apply_writes(store: &PostgresStore, ops: &[WriteOp]) -> Stor
 /// Tries of a batch that lost a deadlock (see [`super::retryable`]).
 const ATTEMPTS: u32 = 3;
 
-async fn apply_once(store: &PostgresStore, payload: &str, count: usize) -> StoreResult<Vec<bool>> {
+async fn apply_once(
+    store: &PostgresStore,
+    ops: &[WriteOp],
+    payload: &str,
+    count: usize,
+) -> StoreResult<Vec<bool>> {
     let mut tx = store.pool.begin().await?;
     let applied: Result<Vec<bool>, _> =
         sqlx::query_scalar("SELECT stepwise_apply_writes($1::jsonb)")
@@ -60,7 +65,56 @@ async fn apply_once(store: &PostgresStore, payload: &str, count: usize) -> Store
             )))
         }
     });
+    let applied = match applied {
+        Ok(applied) => queue_hooks(&mut *tx, ops, &applied).await.map(|()| applied),
+        Err(error) => Err(error),
+    };
     super::settle(tx, applied).await
+}
+
+/// The completion hooks of the run ends that applied (migration 0010): one
+/// delivery each, due at once, for a task with a hook URL — in the run
+/// ends' transaction, so a crash never loses one. A statement of its own
+/// after `stepwise_apply_writes` rather than a branch inside it, set-based
+/// (one round trip for all the batch's run ends), and only when a run ended.
+async fn queue_hooks(
+    tx: &mut sqlx::PgConnection,
+    ops: &[WriteOp],
+    applied: &[bool],
+) -> StoreResult<()> {
+    let (mut tasks, mut runs, mut ats) = (Vec::new(), Vec::new(), Vec::new());
+    for (op, applied) in ops.iter().zip(applied) {
+        if let (
+            WriteOp::FinishRun {
+                task_id,
+                run_id,
+                end,
+            },
+            true,
+        ) = (op, applied)
+        {
+            tasks.push(*task_id);
+            runs.push(*run_id);
+            ats.push(ms(end.finished_at));
+        }
+    }
+    if runs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO hook_deliveries (task_id, run_id, url, status, next_attempt_at, created_at) \
+         SELECT t.id, e.run, t.hook_url, 'pending', e.at, e.at \
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS e (task, run, at) \
+         JOIN tasks AS t ON t.id = e.task WHERE t.hook_url IS NOT NULL \
+         ON CONFLICT (run_id) DO NOTHING",
+    )
+    .bind(&tasks)
+    .bind(&runs)
+    .bind(&ats)
+    .execute(&mut *tx)
+    .await
+    .context("queueing the runs' completion hooks")?;
+    Ok(())
 }
 
 /// The ops as `stepwise_apply_writes` takes them. A step that starts and
