@@ -66,7 +66,7 @@ async fn apply_once(
         }
     });
     let applied = match applied {
-        Ok(applied) => queue_hooks(&mut *tx, ops, &applied).await.map(|()| applied),
+        Ok(applied) => queue_hooks(&mut tx, ops, &applied).await.map(|()| applied),
         Err(error) => Err(error),
     };
     super::settle(tx, applied).await
