@@ -589,7 +589,8 @@ export function mount(main, ctx) {
       });
     }
     return h('details', { class: 'hook-delivery', dataset: { hookStatus: d.status, deliveryId: d.id } },
-      h('summary', null, 'Hook ', h('span', { class: 'badge' }, d.status), ` · ${tries} · `, ...state),
+      h('summary', null, 'Hook ',
+        h('span', { class: 'badge', dataset: { status: d.status === 'delivered' ? 'completed' : d.status } }, d.status), ` · ${tries} · `, ...state),
       h('div', { class: 'muted' }, h('code', null, d.url)),
       log.length ? h('ol', { class: 'hook-attempts' }, log) : null,
       again);
