@@ -3,8 +3,9 @@
 //! here is a real HTTP server in the test that checks the signature. A
 //! failing receiver is tried again with growing waits (shortened with
 //! `--hook-retry-base-ms`), a dead one is given up on, a delivery left
-//! pending survives a crash, and hosts that are not allowed are refused at
-//! create. Every try shows in the run's history.
+//! pending survives a crash, hosts that are not allowed are refused at
+//! create, and two nodes sharing a PostgreSQL database send each hook
+//! once. Every try shows in the run's history.
 
 mod common;
 
@@ -401,4 +402,70 @@ async fn hooks_call_only_allowed_hosts() {
         .post("/tasks", task("https://evil.example/steal"))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{task}");
+}
+
+/// Two nodes on one PostgreSQL database, both sending hooks: each run end's
+/// hook is POSTed once, and either node's signature checks with the key
+/// either node shows. Needs PostgreSQL (skips with a reason without it;
+/// under CI it must run).
+#[tokio::test]
+async fn nodes_sharing_a_database_send_each_hook_once() {
+    use common::database::{fresh_postgres_database, postgres_reachable};
+    if let Err(why) = postgres_reachable() {
+        common::skip::skip_or_fail("nodes_sharing_a_database_send_each_hook_once", &why);
+        return;
+    }
+    const SHARED_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const TASKS: usize = 30;
+    let receiver = Receiver::start(&[200]).await;
+    let url = fresh_postgres_database();
+    // Short waits: both nodes poll for due deliveries ten times a second.
+    let args = ["--database", url.as_str(), "--hook-retry-base-ms", "100"];
+    let env = [("STEPWISE_SECRET_KEY", SHARED_KEY)];
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = TestServer::spawn_with_env(first_dir.path(), &args, &env).await;
+    std::fs::write(second_dir.path().join("admin-token"), &first.token).unwrap();
+    let second = TestServer::spawn_with_env(second_dir.path(), &args, &env).await;
+
+    let mut ids = Vec::new();
+    for i in 0..TASKS {
+        let node = if i % 2 == 0 { &first } else { &second };
+        let (status, task) = node
+            .post(
+                "/tasks",
+                json!({"name": format!("hooked {i}"), "hook_url": receiver.url,
+                       "steps": [{"controller": "demo/count", "settings": {"to": 5}}]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{task}");
+        ids.push(task["id"].as_i64().unwrap());
+    }
+    receiver.wait_for(TASKS, Duration::from_secs(60)).await;
+    // Time for a second POST of any of them, were one to come.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = receiver.got();
+    let mut deliveries: Vec<&str> = got
+        .iter()
+        .map(|r| header(r, "x-stepwise-delivery"))
+        .collect();
+    deliveries.sort_unstable();
+    deliveries.dedup();
+    assert_eq!(got.len(), TASKS, "each hook once: {deliveries:?}");
+    assert_eq!(deliveries.len(), TASKS);
+
+    let (_, key) = first.get("/hooks/signing-key").await;
+    let (_, other_key) = second.get("/hooks/signing-key").await;
+    assert_eq!(key, other_key, "every node signs alike");
+    let key = hex::decode(key["key"].as_str().unwrap()).unwrap();
+    for post in &got {
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).unwrap();
+        mac.update(&post.body);
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(header(post, "x-stepwise-signature"), expected);
+    }
+    for id in ids {
+        let deliveries = settled_deliveries(&first, id, Duration::from_secs(10)).await;
+        assert_eq!(deliveries[0]["status"], "delivered");
+        assert_eq!(deliveries[0]["attempts"], 1, "{deliveries:?}");
+    }
 }
