@@ -53,9 +53,11 @@ impl Default for HookSettings {
 }
 
 impl HookSettings {
-    /// Whether `url` may be a hook: an absolute http(s) URL without
+    /// Whether `url` may be a hook: an absolute http URL without
     /// credentials whose host is loopback, allow-listed, or any host when
-    /// the admin opened hooks. The error says what to do.
+    /// the admin opened hooks. https is refused with a reason: this build
+    /// has no TLS, and a hook that can never be delivered is better
+    /// refused when it is set. The error says what to do.
     pub fn check_url(&self, url: &str) -> Result<Url, String> {
         if url.len() > 2000 {
             return Err("must be at most 2000 characters".to_string());
@@ -64,10 +66,7 @@ impl HookSettings {
             format!("`{url}` is not an absolute URL ({e}); use e.g. http://127.0.0.1:8080/done")
         })?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!(
-                "`{url}` must use http or https, not `{}`",
-                parsed.scheme()
-            ));
+            return Err(format!("`{url}` must use http, not `{}`", parsed.scheme()));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(
@@ -78,14 +77,21 @@ impl HookSettings {
         let Some(host) = parsed.host() else {
             return Err(format!("`{url}` names no host"));
         };
-        if self.allow_any_host || is_loopback(&host) || self.listed(&host) {
-            return Ok(parsed);
+        if !(self.allow_any_host || is_loopback(&host) || self.listed(&host)) {
+            return Err(format!(
+                "host `{host}` is not allowed: hooks may call loopback hosts (127.0.0.1, ::1, \
+                 localhost) and the hosts an admin allows with --hook-allow-hosts \
+                 (STEPWISE_HOOK_ALLOW_HOSTS); ask an admin to add it"
+            ));
         }
-        Err(format!(
-            "host `{host}` is not allowed: hooks may call loopback hosts (127.0.0.1, ::1, \
-             localhost) and the hosts an admin allows with --hook-allow-hosts \
-             (STEPWISE_HOOK_ALLOW_HOSTS); ask an admin to add it"
-        ))
+        if parsed.scheme() == "https" {
+            // reqwest is built without TLS (no TLS stack in the dependency tree).
+            return Err(format!(
+                "`{url}` uses https, which this server cannot send (it is built without TLS): \
+                 use http, or let a TLS proxy on loopback forward to the receiver"
+            ));
+        }
+        Ok(parsed)
     }
 
     fn listed(&self, host: &Host<&str>) -> bool {
@@ -159,7 +165,7 @@ mod tests {
             "http://127.0.0.1:9/x",
             "http://127.8.9.1/",
             "http://[::1]:80/",
-            "https://localhost/done",
+            "http://localhost/done",
             "http://api.localhost/",
         ] {
             assert!(strict.check_url(ok).is_ok(), "{ok}");
@@ -171,11 +177,12 @@ mod tests {
             "http://user:pw@127.0.0.1/",
             "/relative",
             "http://localhost.example.com/",
+            "https://localhost/done",
         ] {
             assert!(strict.check_url(refused).is_err(), "{refused}");
         }
         let listed = settings(&["Shop.Example", "10.0.0.1"], false);
-        assert!(listed.check_url("https://shop.example/hook").is_ok());
+        assert!(listed.check_url("http://shop.example/hook").is_ok());
         assert!(listed.check_url("http://10.0.0.1:81/").is_ok());
         assert!(listed.check_url("http://other.example/").is_err());
         assert!(

@@ -89,8 +89,8 @@ pub struct TaskRequest {
     #[serde(default)]
     pub disabled: bool,
     /// A URL that gets a signed JSON POST each time a run of the task ends
-    /// (AbanteCart's complete-task-url): http(s), on a loopback host or a
-    /// host the admin allows (`--hook-allow-hosts`).
+    /// (AbanteCart's complete-task-url): http, on a loopback host or a host
+    /// the admin allows (`--hook-allow-hosts`).
     pub hook_url: Option<String>,
     pub steps: Vec<StepRequest>,
 }
