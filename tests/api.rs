@@ -772,6 +772,7 @@ async fn cleanup_stats_health_metrics_openapi_and_the_dashboard() {
         let concrete = path
             .replace("{id}", "1")
             .replace("{step_id}", "1")
+            .replace("{delivery_id}", "1")
             .replace("{path}", "demo/count")
             .replace("{name}", "x.txt");
         for method in item.as_object().unwrap().keys() {

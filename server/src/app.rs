@@ -45,6 +45,8 @@ pub struct Settings {
     pub json_log: bool,
     /// Origins that may frame the focus page and that it may redirect to.
     pub embed_origins: Vec<String>,
+    /// Completion hooks: allowed hosts, retry waits, timeout.
+    pub hooks: crate::hooks::HookSettings,
 }
 
 /// A server ready to run.
@@ -138,6 +140,7 @@ impl App {
         config.rescue_interval = settings.lease / 6;
         config.address = listener.local_addr().ok().map(|a| a.to_string());
         config.retention = settings.retention;
+        config.hooks = settings.hooks.clone();
         let engine_runtime = EngineRuntime::new()?;
         // The engine's background writers start on its runtime.
         let engine = {

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod events;
 pub mod examples;
 pub mod fsutil;
+pub mod hooks;
 pub mod runtime;
 pub mod schedule;
 pub mod secrets;

@@ -17,6 +17,11 @@ pub const KEY_ENV: &str = "STEPWISE_SECRET_KEY";
 /// Encrypts and decrypts secret values. Debug output never shows the key.
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// The completion hooks' signing key, derived from the secret key: every
+    /// node sharing a database has the same secret key (or could not open
+    /// the tasks' secrets), so every node signs alike, and nothing more has
+    /// to be kept or shared.
+    hook_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -27,9 +32,20 @@ impl std::fmt::Debug for SecretBox {
 
 impl SecretBox {
     pub fn from_key(key: &[u8; 32]) -> Self {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+        mac.update(b"stepwise completion hooks v1");
         SecretBox {
             cipher: XChaCha20Poly1305::new(key.into()),
+            hook_key: mac.finalize().into_bytes().into(),
         }
+    }
+
+    /// The key completion hooks are signed with (HMAC-SHA256), which a
+    /// receiver needs to check them; an admin reads it at
+    /// `GET /api/v1/hooks/signing-key`. Changing the secret key changes it.
+    pub fn hook_key(&self) -> &[u8; 32] {
+        &self.hook_key
     }
 
     /// The key from the environment, else from `<data_dir>/secret.key` (created if absent).
@@ -46,9 +62,7 @@ impl SecretBox {
         }
         let key = XChaCha20Poly1305::generate_key(&mut OsRng);
         crate::fsutil::write_private(&path, hex::encode(key).as_bytes())?;
-        Ok(SecretBox {
-            cipher: XChaCha20Poly1305::new(&key),
-        })
+        Ok(Self::from_key(&key.into()))
     }
 
     fn from_hex(text: &str) -> anyhow::Result<Self> {

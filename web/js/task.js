@@ -559,9 +559,41 @@ export function mount(main, ctx) {
         h('td', { 'data-label': 'Started' }, timeEl(r.started_at)),
         h('td', { 'data-label': 'Duration', class: 'run-duration', dataset: { running: r.finished_at ? null : '1' } },
           seconds === null ? '—' : formatDuration(seconds)),
-        h('td', { 'data-label': 'Message', class: 'run-message' }, r.message || ''),
+        h('td', { 'data-label': 'Message', class: 'run-message' }, r.message || '',
+          ...(r.hook_deliveries || []).map(hookDelivery)),
         h('td', { 'data-label': 'View' }, view));
     }));
+  }
+
+  /** A run's completion hook: where it stands, each try, and a button to send it again. */
+  function hookDelivery(d) {
+    const tries = d.attempts === 1 ? '1 try' : `${d.attempts} tries`;
+    const state = d.status === 'pending' && d.next_attempt_at
+      ? ['next try ', timeEl(d.next_attempt_at)]
+      : d.finished_at ? [timeEl(d.finished_at)] : [];
+    const log = (d.attempt_log || []).map((a) => h('li', null,
+      `#${a.attempt} `, timeEl(a.started_at), ` · ${a.status_code ?? 'no answer'} · ${a.duration_ms} ms`,
+      a.error ? h('span', { class: 'muted' }, ` · ${a.error}`) : null));
+    let again = null;
+    if (d.status !== 'pending') {
+      again = h('button', { type: 'button', class: 'button button-small btn-hook-retry' }, 'Send again');
+      again.addEventListener('click', async () => {
+        again.disabled = true;
+        try {
+          await api('POST', `/tasks/${taskId}/hook-deliveries/${d.id}/retry`);
+          toast(`Hook of run #${d.run_id} will be sent again`);
+        } catch (err) {
+          if (!isAbort(err)) toast(`Send again: ${describeError(err)}`, 'error');
+        }
+        refreshRunData();
+      });
+    }
+    return h('details', { class: 'hook-delivery', dataset: { hookStatus: d.status, deliveryId: d.id } },
+      h('summary', null, 'Hook ',
+        h('span', { class: 'badge', dataset: { status: d.status === 'delivered' ? 'completed' : d.status } }, d.status), ` · ${tries} · `, ...state),
+      h('div', { class: 'muted' }, h('code', null, d.url)),
+      log.length ? h('ol', { class: 'hook-attempts' }, log) : null,
+      again);
   }
 
   // ---------------------------------------------------------------- artifacts

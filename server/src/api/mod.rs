@@ -9,6 +9,7 @@ mod events;
 mod extract;
 mod focus;
 mod health;
+mod hooks;
 mod logs;
 mod metrics;
 mod modules;
@@ -187,6 +188,7 @@ pub fn router(state: AppState) -> Router {
         .merge(alerts::router())
         .merge(events::router())
         .merge(tokens::router())
+        .merge(hooks::router())
         .merge(openapi::router())
         .layer(DefaultBodyLimit::max(max_json));
     Router::new()

@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::{
-    alerts, cache, events, focus, health, logs, metrics, modules, nodes, stats, steps,
+    alerts, cache, events, focus, health, hooks, logs, metrics, modules, nodes, stats, steps,
     task_actions, task_codes, task_history, tasks, tokens,
 };
 use axum::routing::get;
@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         modules::put_module, modules::list_modules, modules::get_module, modules::patch_module,
         modules::delete_module,
         tokens::create_token, tokens::list_tokens, tokens::revoke_token,
+        hooks::retry_delivery, hooks::signing_key,
         stats::stats, stats::performance, nodes::nodes, cache::cache_stats, cache::clear_cache, alerts::alerts, events::upgrade, health::healthz, metrics::metrics,
         focus::focus_page,
     ),

@@ -76,6 +76,7 @@ mod tests {
             details: Default::default(),
             secret_names: Vec::new(),
             current_run_id: None,
+            hook_url: None,
             created_at: now,
             updated_at: now,
             steps: Vec::new(),

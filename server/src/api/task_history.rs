@@ -51,9 +51,14 @@ pub async fn runs(
     let limit = query.limit.unwrap_or(20);
     validate::range("limit", limit, 1, 1000, "runs")?;
     load_task(&state, id).await?;
-    Ok(Json(RunList {
-        runs: state.store().list_runs(id, limit).await?,
-    }))
+    let mut runs = state.store().list_runs(id, limit).await?;
+    let run_ids: Vec<i64> = runs.iter().map(|run| run.id).collect();
+    for delivery in state.store().list_hook_deliveries(id, &run_ids).await? {
+        if let Some(run) = runs.iter_mut().find(|run| run.id == delivery.run_id) {
+            run.hook_deliveries.push(delivery);
+        }
+    }
+    Ok(Json(RunList { runs }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

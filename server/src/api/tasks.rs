@@ -88,6 +88,10 @@ pub struct TaskRequest {
     pub secrets: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub disabled: bool,
+    /// A URL that gets a signed JSON POST each time a run of the task ends
+    /// (AbanteCart's complete-task-url): http, on a loopback host or a host
+    /// the admin allows (`--hook-allow-hosts`).
+    pub hook_url: Option<String>,
     pub steps: Vec<StepRequest>,
 }
 
@@ -122,6 +126,9 @@ impl TaskRequest {
             "seconds",
         )?;
         validate::range("max_attempts", self.max_attempts, 1, 100, "attempts")?;
+        if let Some(url) = &self.hook_url {
+            check_hook_url(state, url)?;
+        }
         let timezone = self
             .timezone
             .unwrap_or_else(|| crate::schedule::DEFAULT_TIMEZONE.to_string());
@@ -172,9 +179,21 @@ impl TaskRequest {
             secrets,
             keep_secrets,
             disabled: self.disabled,
+            hook_url: self.hook_url,
             steps,
         })
     }
+}
+
+/// A completion hook's URL, checked against the server's hook settings.
+fn check_hook_url(state: &AppState, url: &str) -> Result<()> {
+    state
+        .engine()
+        .config()
+        .hooks
+        .check_url(url)
+        .map(drop)
+        .map_err(|message| ApiError::invalid("hook_url", message))
 }
 
 /// Secrets a task may hold.
@@ -385,6 +404,10 @@ pub struct TaskPatchRequest {
     pub secrets: Option<BTreeMap<String, Option<String>>>,
     /// true: disable; false: enable (scheduled again).
     pub disabled: Option<bool>,
+    /// The completion hook's URL (see `POST /tasks`); null removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub hook_url: Option<Option<String>>,
     #[serde(default)]
     pub steps: Vec<StepPatch>,
 }
@@ -414,6 +437,9 @@ pub async fn patch_task(
     }
     if let Some(v) = patch.max_attempts {
         validate::range("max_attempts", v, 1, 100, "attempts")?;
+    }
+    if let Some(Some(url)) = &patch.hook_url {
+        check_hook_url(&state, url)?;
     }
     let task = load_task(&state, id).await?;
     if patch.cron.is_some() || patch.timezone.is_some() || patch.run_interval.is_some() {
@@ -463,6 +489,7 @@ pub async fn patch_task(
         step_status: patch.steps.iter().map(|s| (s.id, s.status)).collect(),
         set_secrets,
         remove_secrets,
+        hook_url: patch.hook_url,
     };
     let since = state.bus().published();
     let mut task = state

@@ -25,6 +25,10 @@ const KEYS: &[&str] = &[
     "compile_memory",
     "log_format",
     "embed_origin",
+    "hook_allow_hosts",
+    "hook_allow_any_host",
+    "hook_retry_base_ms",
+    "hook_timeout_seconds",
 ];
 
 /// The process arguments, with the config file's settings added as flags

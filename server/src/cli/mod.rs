@@ -195,6 +195,23 @@ pub struct ServeArgs {
     #[arg(long, env = "STEPWISE_EMBED_ORIGIN", value_delimiter = ',',
           value_parser = crate::api::parse_embed_origin)]
     pub embed_origin: Vec<String>,
+    /// Hosts besides loopback that a task's completion hook (`hook_url`)
+    /// may call, e.g. `shop.example,10.0.0.5`. Repeat it, or separate hosts
+    /// with commas. Loopback (127.0.0.0/8, ::1, localhost) is always allowed.
+    #[arg(long, env = "STEPWISE_HOOK_ALLOW_HOSTS", value_delimiter = ',')]
+    pub hook_allow_hosts: Vec<String>,
+    /// Let completion hooks call any host. Operators can then make the
+    /// server POST to any address it reaches, internal ones included.
+    #[arg(long, env = "STEPWISE_HOOK_ALLOW_ANY_HOST")]
+    pub hook_allow_any_host: bool,
+    /// Milliseconds before the first retry of a failed completion hook; the
+    /// next waits are 6, 30 and 180 times it (10 s, 1 min, 5 min, 30 min by
+    /// default), then the delivery is failed.
+    #[arg(long, env = "STEPWISE_HOOK_RETRY_BASE_MS", default_value_t = 10_000)]
+    pub hook_retry_base_ms: u64,
+    /// Seconds a completion hook's receiver has to answer.
+    #[arg(long, env = "STEPWISE_HOOK_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub hook_timeout_seconds: u64,
 }
 
 impl ServeArgs {
@@ -221,6 +238,17 @@ impl ServeArgs {
             compile_in_process: false,
             json_log: self.log_format == LogFormat::Json,
             embed_origins: self.embed_origin.clone(),
+            hooks: crate::hooks::HookSettings {
+                allow_hosts: self
+                    .hook_allow_hosts
+                    .iter()
+                    .map(|host| host.trim().to_string())
+                    .filter(|host| !host.is_empty())
+                    .collect(),
+                allow_any_host: self.hook_allow_any_host,
+                retry_base: Duration::from_millis(self.hook_retry_base_ms.max(1)),
+                timeout: Duration::from_secs(self.hook_timeout_seconds.clamp(1, 300)),
+            },
         }
     }
 }

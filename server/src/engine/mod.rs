@@ -5,6 +5,7 @@
 mod cluster;
 mod event_writer;
 mod executor;
+mod hooks;
 mod masking;
 mod metrics;
 mod node_report;
@@ -68,6 +69,8 @@ pub struct EngineConfig {
     pub claim_batch: i64,
     /// Where this node's API listens, for the nodes view (default none).
     pub address: Option<String>,
+    /// Completion hooks: allowed hosts, retry waits (see [`crate::hooks`]).
+    pub hooks: crate::hooks::HookSettings,
 }
 
 impl EngineConfig {
@@ -86,6 +89,7 @@ impl EngineConfig {
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             claim_batch: 64,
             address: None,
+            hooks: crate::hooks::HookSettings::default(),
         }
     }
 }
@@ -295,7 +299,8 @@ impl Engine {
         self.inner.store.prune(before).await
     }
 
-    /// Start the scheduler, heartbeat, rescuer and retention loops.
+    /// Start the scheduler, heartbeat, rescuer, retention and completion
+    /// hook loops.
     pub fn start(&self) -> EngineHandle {
         scheduler::start(self.inner.clone())
     }

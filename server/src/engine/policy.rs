@@ -205,6 +205,7 @@ mod tests {
             details: Default::default(),
             secret_names: Vec::new(),
             current_run_id: Some(1),
+            hook_url: None,
             created_at: now,
             updated_at: now,
             steps: Vec::new(),

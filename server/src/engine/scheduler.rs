@@ -1,9 +1,10 @@
 //! The node's background loops: claim due tasks up to the worker limit,
 //! renew leases (and notice cancels requested elsewhere), rescue expired runs,
-//! prune old history. Each is a thin loop around a callable service.
+//! prune old history, send completion hooks. Each is a thin loop around a
+//! callable service.
 
 use super::stopping::{self, Drained};
-use super::{Inner, executor, node_report, rescuer, retention};
+use super::{Inner, executor, hooks, node_report, rescuer, retention};
 use crate::store::NodeState;
 use chrono::Utc;
 use std::sync::Arc;
@@ -90,6 +91,7 @@ pub(super) fn start(inner: Arc<Inner>) -> EngineHandle {
             }
         }
     }));
+    loops.spawn(hooks::delivery_loop(inner.clone(), stop.clone()));
     EngineHandle {
         inner,
         stop_claims,

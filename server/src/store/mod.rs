@@ -192,6 +192,49 @@ pub trait Store: Send + Sync + 'static {
     /// Durations in seconds of the last `limit` completed runs (for the ETA).
     async fn recent_run_durations(&self, task_id: i64, limit: i64) -> StoreResult<Vec<f64>>;
 
+    // ---- completion hooks --------------------------------------------------
+
+    /// Claim up to `limit` pending hook deliveries due at `now` for `node`,
+    /// oldest due first: each counts a try and is held until `lease_until`
+    /// (a node that dies while sending leaves it to be claimed again then).
+    /// On PostgreSQL two nodes never claim the same delivery (SKIP LOCKED).
+    /// The delivery row itself is written by the run end, in its transaction
+    /// (see [`Store::apply_writes`]).
+    async fn claim_hooks(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<DueHook>>;
+    /// Record a try of a claimed delivery and what follows it. The try is
+    /// always kept (it happened); the delivery moves on only if it is still
+    /// on that try (`attempt`, not re-claimed after its claim expired, not
+    /// retried by a user meanwhile). Returns whether it moved on.
+    async fn record_hook_attempt(
+        &self,
+        delivery_id: i64,
+        attempt: &HookAttempt,
+        next: HookNext,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// The deliveries of these runs of a task, with their tries, by run id
+    /// then delivery id.
+    async fn list_hook_deliveries(
+        &self,
+        task_id: i64,
+        run_ids: &[i64],
+    ) -> StoreResult<Vec<HookDelivery>>;
+    /// Make a delivered or failed delivery of this task due now, with a full
+    /// retry budget again. `NotFound` for a delivery that is not the task's,
+    /// `Conflict` while it is pending.
+    async fn retry_hook_delivery(
+        &self,
+        task_id: i64,
+        delivery_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HookDelivery>;
+
     // ---- nodes -------------------------------------------------------------
 
     /// Record how a node is (insert or replace the row of `node.id`); each
@@ -400,6 +443,14 @@ fn patch_schedule(
         cron,
         timezone,
     })
+}
+
+/// A retry of a hook delivery still on its way (both stores refuse it alike).
+fn hook_still_pending(delivery_id: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "hook delivery {delivery_id} is still pending: it is tried again by itself; \
+         retry it once it is delivered or failed"
+    ))
 }
 
 /// The checks of [`Store::edit_steps`] both stores make in the edit's

@@ -250,6 +250,9 @@ pub struct NewTask {
     pub keep_secrets: bool,
     /// Create it `disabled` instead of `scheduled`.
     pub disabled: bool,
+    /// The URL that gets a signed POST when a run of the task ends
+    /// (AbanteCart's complete-task-url); the API checks its host.
+    pub hook_url: Option<String>,
     pub steps: Vec<NewStep>,
 }
 
@@ -280,6 +283,7 @@ impl NewTask {
             secrets: Vec::new(),
             keep_secrets: false,
             disabled: false,
+            hook_url: None,
             steps,
         }
     }
@@ -335,6 +339,9 @@ pub struct Task {
     /// Names only: values are never read back out of the store except by the executor.
     pub secret_names: Vec<String>,
     pub current_run_id: Option<i64>,
+    /// The URL that gets a signed POST when a run ends (null: none).
+    #[serde(default)]
+    pub hook_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub steps: Vec<Step>,
@@ -389,6 +396,9 @@ pub struct TaskPatch {
     pub set_secrets: Vec<SealedSecret>,
     /// Names of secrets to remove (a name the task lacks is no error).
     pub remove_secrets: Vec<String>,
+    /// `Some(None)` removes the completion hook. Runs that already ended
+    /// keep their deliveries (to the URL of their time).
+    pub hook_url: Option<Option<String>>,
 }
 
 /// One change to a task's steps, made without re-posting the task
@@ -531,6 +541,11 @@ pub struct Run {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub steps: Vec<StepRun>,
+    /// The completion hook sent when the run ended (a task with a
+    /// `hook_url`), with its tries. Filled when the API lists runs (the
+    /// store leaves it empty).
+    #[serde(default)]
+    pub hook_deliveries: Vec<HookDelivery>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -553,6 +568,82 @@ pub struct StepRun {
     pub peak_memory: i64,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+text_enum! {
+    /// Where the completion-hook delivery of one run end is.
+    HookStatus {
+        /// Waiting for its next try (or being tried by a node now).
+        Pending = "pending",
+        /// The receiver answered 2xx.
+        Delivered = "delivered",
+        /// Every try failed; a user may retry it.
+        Failed = "failed",
+    }
+}
+
+/// The completion-hook delivery of one run end (a task with a `hook_url`),
+/// with its tries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct HookDelivery {
+    pub id: i64,
+    pub task_id: i64,
+    pub run_id: i64,
+    /// Where it is sent: the task's URL when the run ended.
+    pub url: String,
+    pub status: HookStatus,
+    /// Tries so far.
+    pub attempts: i64,
+    /// When a pending delivery is tried next (null once final).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered or given up.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Each try, oldest first.
+    pub attempt_log: Vec<HookAttempt>,
+}
+
+/// One try of a [`HookDelivery`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct HookAttempt {
+    /// 1 for the first try of the delivery, counting on across user retries.
+    pub attempt: i64,
+    /// The node that sent it.
+    pub node: String,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+    /// The receiver's HTTP status; null when none came (refused, timed out).
+    pub status_code: Option<i64>,
+    /// Why it failed; null when it was delivered.
+    pub error: Option<String>,
+}
+
+/// A delivery claimed by a node, with what its POST says
+/// ([`super::Store::claim_hooks`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueHook {
+    pub delivery_id: i64,
+    /// The number of this try (the delivery's `attempts` after the claim).
+    pub attempt: i64,
+    /// Tries since the delivery was created or a user last retried it: the
+    /// retry budget counts these.
+    pub round_attempt: i64,
+    pub url: String,
+    pub task_id: i64,
+    pub task_name: String,
+    pub task_code: Option<String>,
+    /// The run that ended (without its step runs).
+    pub run: Run,
+}
+
+/// What a try leaves a delivery with ([`super::Store::record_hook_attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HookNext {
+    Delivered,
+    /// Try again at this time.
+    RetryAt(DateTime<Utc>),
+    /// No try is left: `failed`.
+    GiveUp,
 }
 
 /// A registered module (the bytes live in a content-addressed blob).

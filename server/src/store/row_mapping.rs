@@ -6,9 +6,9 @@
 //! implements; a column added to a table is mapped in one place.
 
 use super::{
-    EventRecord, HourThroughput, Module, ModulePerformance, Node, PerformanceStats, Priority, Role,
-    Run, RunResult, RunStatus, RunTrigger, Step, StepRun, StepRunStatus, StepStatus, Task,
-    TaskStatus, Token,
+    DueHook, EventRecord, HookAttempt, HookDelivery, HookStatus, HourThroughput, Module,
+    ModulePerformance, Node, PerformanceStats, Priority, Role, Run, RunResult, RunStatus,
+    RunTrigger, Step, StepRun, StepRunStatus, StepStatus, Task, TaskStatus, Token,
 };
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -97,7 +97,7 @@ macro_rules! task_columns {
     () => {
         "id, name, code, status, priority, start_at, run_interval, max_execution_time, \
          max_attempts, attempts, progress, message, last_result, last_run_at, next_run_at, \
-         created_by, current_run_id, created_at, updated_at, cron, timezone"
+         created_by, current_run_id, created_at, updated_at, cron, timezone, hook_url"
     };
 }
 pub(super) use task_columns;
@@ -127,6 +127,7 @@ pub(super) fn task_from_row(row: &impl Columns) -> Result<Task> {
         details: Map::new(),
         secret_names: Vec::new(),
         current_run_id: row.opt_int("current_run_id")?,
+        hook_url: row.opt_text("hook_url")?,
         created_at: time(row.int("created_at")?),
         updated_at: time(row.int("updated_at")?),
         steps: Vec::new(),
@@ -170,6 +171,7 @@ pub(super) fn run_from_row(row: &impl Columns) -> Result<Run> {
         started_at: time(row.int("started_at")?),
         finished_at: opt_time(row.opt_int("finished_at")?),
         steps: Vec::new(),
+        hook_deliveries: Vec::new(),
     })
 }
 
@@ -300,4 +302,85 @@ pub(super) fn performance_from_rows(
         modules,
         throughput,
     })
+}
+
+/// The columns [`hook_delivery_from_row`] reads.
+pub(super) const HOOK_DELIVERY_COLUMNS: &str =
+    "id, task_id, run_id, url, status, attempts, next_attempt_at, created_at, finished_at";
+
+/// A delivery row without its tries. A pending delivery's `next_attempt_at`
+/// is shown; a final one has none.
+pub(super) fn hook_delivery_from_row(row: &impl Columns) -> Result<HookDelivery> {
+    let status = parse::<HookStatus>(&row.text("status")?)?;
+    Ok(HookDelivery {
+        id: row.int("id")?,
+        task_id: row.int("task_id")?,
+        run_id: row.int("run_id")?,
+        url: row.text("url")?,
+        status,
+        attempts: row.int("attempts")?,
+        next_attempt_at: opt_time(row.opt_int("next_attempt_at")?)
+            .filter(|_| status == HookStatus::Pending),
+        created_at: time(row.int("created_at")?),
+        finished_at: opt_time(row.opt_int("finished_at")?),
+        attempt_log: Vec::new(),
+    })
+}
+
+/// The columns [`hook_attempt_from_row`] reads.
+pub(super) const HOOK_ATTEMPT_COLUMNS: &str =
+    "delivery_id, attempt, node, started_at, duration_ms, status_code, error";
+
+/// A try, with the id of its delivery.
+pub(super) fn hook_attempt_from_row(row: &impl Columns) -> Result<(i64, HookAttempt)> {
+    Ok((
+        row.int("delivery_id")?,
+        HookAttempt {
+            attempt: row.int("attempt")?,
+            node: row.text("node")?,
+            started_at: time(row.int("started_at")?),
+            duration_ms: row.int("duration_ms")?,
+            status_code: row.opt_int("status_code")?,
+            error: row.opt_text("error")?,
+        },
+    ))
+}
+
+/// What a claimed delivery's POST needs: the delivery, its task, its run.
+/// `{ids}` is where the driver puts its list of delivery ids.
+pub(super) const DUE_HOOK_SELECT: &str = "SELECT r.id, r.task_id, r.attempt, r.status, r.trigger, \
+     r.node, r.message, r.started_at, r.finished_at, r.rescued, d.id AS delivery_id, \
+     d.attempts AS delivery_attempt, d.attempts - d.retry_from AS round_attempt, d.url, \
+     t.name AS task_name, t.code AS task_code \
+     FROM hook_deliveries AS d JOIN runs AS r ON r.id = d.run_id JOIN tasks AS t ON t.id = d.task_id \
+     WHERE d.id IN ({ids}) ORDER BY d.next_attempt_at, d.id";
+
+pub(super) fn due_hook_from_row(row: &impl Columns) -> Result<DueHook> {
+    Ok(DueHook {
+        delivery_id: row.int("delivery_id")?,
+        attempt: row.int("delivery_attempt")?,
+        round_attempt: row.int("round_attempt")?,
+        url: row.text("url")?,
+        task_id: row.int("task_id")?,
+        task_name: row.text("task_name")?,
+        task_code: row.opt_text("task_code")?,
+        run: run_from_row(row)?,
+    })
+}
+
+/// Put each try under its delivery (both in id order).
+pub(super) fn attach_hook_attempts(
+    deliveries: &mut [HookDelivery],
+    attempts: Vec<(i64, HookAttempt)>,
+) {
+    let index: std::collections::HashMap<i64, usize> = deliveries
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.id, i))
+        .collect();
+    for (delivery_id, attempt) in attempts {
+        if let Some(&i) = index.get(&delivery_id) {
+            deliveries[i].attempt_log.push(attempt);
+        }
+    }
 }

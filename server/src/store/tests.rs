@@ -86,6 +86,11 @@ macro_rules! conformance {
             schedules_and_steps::a_claimed_run_keeps_the_steps_it_started_with,
             schedules_and_steps::a_retry_runs_a_changed_step_again,
             schedules_and_steps::a_step_about_to_run_alone_is_not_removed,
+            hooks::hook_url_is_kept_patched_and_replaced,
+            hooks::a_run_end_queues_one_delivery,
+            hooks::deliveries_are_claimed_tried_and_delivered,
+            hooks::a_failed_delivery_is_retried_by_hand,
+            hooks::concurrent_hook_claims_never_overlap,
         );
     };
 }
@@ -95,6 +100,7 @@ mod actions;
 mod artifacts;
 mod blobs;
 mod claims;
+mod hooks;
 mod postgres;
 mod records;
 mod runs;
@@ -259,6 +265,7 @@ pub(crate) fn new_task(name: &str) -> NewTask {
         secrets: Vec::new(),
         keep_secrets: false,
         disabled: false,
+        hook_url: None,
         steps: vec![new_step("test/noop", 1)],
     }
 }

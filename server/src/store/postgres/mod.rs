@@ -19,6 +19,7 @@ mod counts;
 #[cfg(test)]
 pub(crate) use counts::COMPACT_ABOVE;
 mod create_batch;
+mod hooks;
 mod nodes;
 mod notify;
 mod records;
@@ -332,6 +333,43 @@ impl Store for PostgresStore {
 
     async fn recent_run_durations(&self, task_id: i64, limit: i64) -> StoreResult<Vec<f64>> {
         runs::recent_run_durations(self, task_id, limit).await
+    }
+
+    async fn claim_hooks(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<DueHook>> {
+        hooks::claim(self, node, now, lease_until, limit).await
+    }
+
+    async fn record_hook_attempt(
+        &self,
+        delivery_id: i64,
+        attempt: &HookAttempt,
+        next: HookNext,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        hooks::record_attempt(self, delivery_id, attempt, next, now).await
+    }
+
+    async fn list_hook_deliveries(
+        &self,
+        task_id: i64,
+        run_ids: &[i64],
+    ) -> StoreResult<Vec<HookDelivery>> {
+        hooks::list(self, task_id, run_ids).await
+    }
+
+    async fn retry_hook_delivery(
+        &self,
+        task_id: i64,
+        delivery_id: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HookDelivery> {
+        hooks::retry(self, task_id, delivery_id, now).await
     }
 
     async fn beat_node(&self, node: &Node) -> StoreResult<()> {

@@ -93,8 +93,11 @@ const END_STEPS: &str = "UPDATE step_runs AS sr SET status = u.status, outcome =
      RETURNING sr.id";
 
 /// Run ends: the task leaves the run (only if it is still on it), then the
-/// run ends and its unfinished step runs with it. One statement: the run
-/// and step-run updates read what the task update returned.
+/// run ends and its unfinished step runs with it, and a task with a
+/// completion hook gets its delivery (migration 0010), in the run end's
+/// transaction so that a crash never loses one. One statement: the other
+/// writes read what the task update returned (and `tasks` as it was before
+/// it, which the hook URL does not change).
 const END_RUNS: &str = "WITH u AS ( \
         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
                              $6::bigint[], $7::bigint[], $8::float8[], $9::text[], $10::bigint[], \
@@ -109,7 +112,7 @@ const END_RUNS: &str = "WITH u AS ( \
                lease_expires_at = NULL, cancel_requested = FALSE, pending_trigger = NULL, \
                pending_step_id = NULL \
         FROM u WHERE t.id = u.task AND t.current_run_id = u.run AND t.status = 'running' \
-        RETURNING u.run, u.run_status, u.message, u.at, u.rescued), \
+        RETURNING u.task, u.run, u.run_status, u.message, u.at, u.rescued), \
      runs_ended AS ( \
         UPDATE runs AS r SET status = e.run_status, message = e.message, finished_at = e.at, \
                rescued = e.rescued \
@@ -120,7 +123,12 @@ const END_RUNS: &str = "WITH u AS ( \
                error = CASE sr.status WHEN 'running' THEN 'interrupted: the run ended' \
                                       ELSE sr.error END, \
                finished_at = CASE sr.status WHEN 'running' THEN e.at ELSE sr.finished_at END \
-        FROM ended AS e WHERE sr.run_id = e.run AND sr.status IN ('pending', 'running')) \
+        FROM ended AS e WHERE sr.run_id = e.run AND sr.status IN ('pending', 'running')), \
+     hooks_queued AS ( \
+        INSERT INTO hook_deliveries (task_id, run_id, url, status, next_attempt_at, created_at) \
+        SELECT t.id, e.run, t.hook_url, 'pending', e.at, e.at \
+        FROM ended AS e JOIN tasks AS t ON t.id = e.task WHERE t.hook_url IS NOT NULL \
+        ON CONFLICT (run_id) DO NOTHING) \
      SELECT run FROM ended";
 
 /// One batch, sorted into its sets (see the module docs).

@@ -165,6 +165,7 @@ pub(super) fn task_from_row(row: &Row) -> anyhow::Result<Task> {
         details: Map::new(),
         secret_names: Vec::new(),
         current_run_id: row.get(16)?,
+        hook_url: row.get(21)?,
         created_at: time(row.get(17)?),
         updated_at: time(row.get(18)?),
         steps: Vec::new(),

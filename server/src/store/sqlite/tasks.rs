@@ -132,7 +132,7 @@ pub(super) async fn create_in(
                         max_execution_time = ?6, max_attempts = ?7, status = ?8, next_run_at = ?9, \
                         attempts = 0, progress = 0, resume_from_run_id = NULL, pending_trigger = NULL, \
                         pending_step_id = NULL, cancel_requested = 0, updated_at = ?10, \
-                        cron = ?11, timezone = ?12 \
+                        cron = ?11, timezone = ?12, hook_url = ?13 \
                  WHERE id = ?1",
             )
             .bind(id)
@@ -147,6 +147,7 @@ pub(super) async fn create_in(
             .bind(ms(now))
             .bind(&new.cron)
             .bind(&new.timezone)
+            .bind(&new.hook_url)
             .execute(&mut *tx)
             .await?;
             let mut replaced = vec!["steps", "task_details"];
@@ -165,8 +166,8 @@ pub(super) async fn create_in(
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO tasks (name, code, status, priority, start_at, run_interval, \
                         max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at, \
-                        cron, timezone) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13) RETURNING id",
+                        cron, timezone, hook_url) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14) RETURNING id",
             )
             .bind(&new.name)
             .bind(&new.code)
@@ -181,6 +182,7 @@ pub(super) async fn create_in(
             .bind(ms(now))
             .bind(&new.cron)
             .bind(&new.timezone)
+            .bind(&new.hook_url)
             .fetch_one(&mut *tx)
             .await?;
             (id, true)
@@ -243,6 +245,7 @@ pub(super) fn built(
         last_run_at: None,
         next_run_at: next_run_at.map(|t| time(ms(t))),
         created_by: new.created_by,
+        hook_url: new.hook_url,
         details: new.details,
         secret_names,
         current_run_id: None,
@@ -411,7 +414,8 @@ pub(super) async fn update(
                 max_attempts = COALESCE(?7, max_attempts), status = ?8, next_run_at = ?9, \
                 pending_trigger = CASE WHEN ?8 = 'disabled' THEN NULL ELSE pending_trigger END, \
                 pending_step_id = CASE WHEN ?8 = 'disabled' THEN NULL ELSE pending_step_id END, \
-                updated_at = ?10, cron = ?11, timezone = ?12 \
+                updated_at = ?10, cron = ?11, timezone = ?12, \
+                hook_url = CASE WHEN ?13 THEN ?14 ELSE hook_url END \
          WHERE id = ?1",
     )
     .bind(id)
@@ -426,6 +430,8 @@ pub(super) async fn update(
     .bind(ms(now))
     .bind(&patched.cron)
     .bind(&patched.timezone)
+    .bind(patch.hook_url.is_some())
+    .bind(patch.hook_url.clone().flatten())
     .execute(&mut *tx)
     .await?;
     for (key, value) in patch.details.iter().flatten() {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 /// The statements of a batch of writes (see [`AtHand`]).
-type Hot<'c> = AtHand<'c, 7>;
+type Hot<'c> = AtHand<'c, 8>;
 
 const START_STEP: Sql = (
     0,
@@ -59,6 +59,16 @@ const SAVE_TASK_PROGRESS: Sql = (
     "UPDATE tasks SET progress = ?2, message = COALESCE(?3, message) \
          WHERE id = (SELECT task_id FROM runs WHERE id = ?1) AND current_run_id = ?1 \
            AND status = 'running'",
+);
+
+/// The completion hook of a run end (migration 0010): one delivery, due at
+/// once, when the task has a hook URL; written with the run end so that a
+/// crash never loses it.
+const QUEUE_HOOK: Sql = (
+    7,
+    "INSERT INTO hook_deliveries (task_id, run_id, url, status, next_attempt_at, created_at) \
+         SELECT id, ?2, hook_url, 'pending', ?3, ?3 FROM tasks WHERE id = ?1 AND hook_url IS NOT NULL \
+         ON CONFLICT (run_id) DO NOTHING",
 );
 
 /// Apply `ops` in order in the writer's open transaction (see
@@ -159,7 +169,7 @@ fn end_step(
 
 /// The guarded task update decides: a run ends only while its task is still
 /// running on it (not rescued meanwhile). Then the run, and its step runs
-/// left pending (skipped) or running (interrupted).
+/// left pending (skipped) or running (interrupted), and its completion hook.
 fn end_run(hot: &mut Hot, task_id: i64, run_id: i64, end: &RunEnd) -> Result<bool> {
     let finished_at = ms(end.finished_at);
     let changed = hot
@@ -192,6 +202,9 @@ fn end_run(hot: &mut Hot, task_id: i64, run_id: i64, end: &RunEnd) -> Result<boo
     hot.get(CLOSE_STEP_RUNS)?
         .execute(params![run_id, finished_at])
         .context("closing the run's step runs")?;
+    hot.get(QUEUE_HOOK)?
+        .execute(params![task_id, run_id, finished_at])
+        .context("queueing the run's completion hook")?;
     Ok(true)
 }
 
