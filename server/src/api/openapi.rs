@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::{
-    alerts, cache, events, focus, health, logs, metrics, modules, nodes, stats, steps,
+    alerts, cache, events, focus, health, logs, metrics, module_scan, modules, nodes, stats, steps,
     task_actions, task_codes, task_history, tasks, tokens,
 };
 use axum::routing::get;
@@ -24,7 +24,7 @@ use utoipa::{Modify, OpenApi};
         task_history::runs, logs::task_logs, logs::all_logs, task_history::artifacts, task_history::download,
         task_history::cleanup,
         modules::put_module, modules::list_modules, modules::get_module, modules::patch_module,
-        modules::delete_module,
+        modules::delete_module, modules::missing_modules, module_scan::rescan,
         tokens::create_token, tokens::list_tokens, tokens::revoke_token,
         stats::stats, stats::performance, nodes::nodes, cache::cache_stats, cache::clear_cache, alerts::alerts, events::upgrade, health::healthz, metrics::metrics,
         focus::focus_page,
