@@ -1379,6 +1379,148 @@ async fn settings_errors_show_next_to_the_field() {
 }
 
 #[tokio::test]
+async fn a_modules_settings_schema_becomes_the_settings_form() {
+    let Some((_turn, _server, mut b)) = start(
+        "a_modules_settings_schema_becomes_the_settings_form",
+        "schema-form",
+        Screen::Desktop,
+    )
+    .await
+    else {
+        return;
+    };
+    run(&mut b, async |b: &mut Browser| {
+        b.sign_in().await;
+        b.goto("/#/new?module=tool/backup/dumptables").await;
+        b.wait_visible("#new-settings-dialect").await;
+        // The schema's fields instead of the JSON box: required marked,
+        // defaults filled in, the module's title shown.
+        assert_eq!(
+            b.js(
+                "return document.getElementById('new-settings').closest('[hidden]') !== null",
+                vec![]
+            )
+            .await,
+            true,
+            "the raw JSON box is folded away"
+        );
+        let required = b
+            .text("label[for='new-settings-tables']")
+            .await
+            .unwrap_or_default();
+        assert!(required.ends_with('*'), "{required}");
+        let file_label = b
+            .text("label[for='new-settings-file']")
+            .await
+            .unwrap_or_default();
+        assert!(!file_label.contains('*'), "{file_label}");
+        assert_eq!(
+            b.js(
+                "return [document.getElementById('new-settings-file').value,
+                         document.getElementById('new-settings-rows_per_insert').value,
+                         document.getElementById('new-settings-dialect').value]",
+                vec![]
+            )
+            .await,
+            json!(["backup.sql", "100", "\"mysql\""])
+        );
+        let about = b.text(".step-module-about").await.unwrap_or_default();
+        assert!(about.starts_with("Dump tables"), "{about}");
+
+        b.type_into("#new-name", "Nightly dump").await;
+        b.type_into(
+            "#new-settings-tables",
+            r#"[{"name": "customers", "columns": ["id", "email"], "rows": [[1, "ann@example.com"]]}]"#,
+        )
+        .await;
+        b.js(
+            "const d = document.getElementById('new-settings-dialect');
+             d.value = JSON.stringify('standard');
+             d.dispatchEvent(new Event('change', {bubbles: true}));",
+            vec![],
+        )
+        .await;
+        b.type_into("#new-settings-rows_per_insert", "50").await;
+        // The form cannot check the schema's pattern: the server does, and
+        // its error shows beside the field it names.
+        b.type_into("#new-settings-file", "no good!").await;
+        b.shot("form").await;
+        b.click("#new-submit").await;
+        let file_error = ".field-error[data-for='steps.0.settings.file']";
+        let text = b
+            .wait_text(file_error, WAIT, "the server's field error", |t| !t.is_empty())
+            .await;
+        assert!(text.contains("no good!"), "{text}");
+        assert_eq!(
+            b.attr("#new-settings-file", "aria-invalid").await.as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            b.js("return document.activeElement.id", vec![]).await,
+            "new-settings-file",
+            "focus goes to the field"
+        );
+        b.shot("field-error").await;
+
+        // "Edit as JSON" shows what the form holds, and back.
+        b.click(".step-raw-toggle").await;
+        let raw = b
+            .js("return document.getElementById('new-settings').value", vec![])
+            .await;
+        let raw: Value = serde_json::from_str(raw.as_str().unwrap_or_default()).expect("JSON");
+        assert_eq!(raw["dialect"], "standard", "{raw}");
+        assert_eq!(raw["rows_per_insert"], 50, "{raw}");
+        b.click(".step-raw-toggle").await;
+        b.wait_visible("#new-settings-file").await;
+
+        b.type_into("#new-settings-file", "dump.sql").await;
+        b.click("#new-submit").await;
+        b.wait_js(
+            "the task page",
+            WAIT,
+            "return /^#\\/tasks\\/\\d+$/.test(location.hash);",
+            vec![],
+        )
+        .await;
+        b.wait_text("#task-status", Duration::from_secs(120), "completed", |t| {
+            t == "completed"
+        })
+        .await;
+        let (_, tasks) = server_get(b, "/api/v1/tasks").await;
+        let task = &tasks["tasks"][0];
+        let (_, task) = server_get(b, &format!("/api/v1/tasks/{}", task["id"])).await;
+        assert_eq!(
+            task["steps"][0]["settings"],
+            json!({
+                "tables": [{"name": "customers", "columns": ["id", "email"], "rows": [[1, "ann@example.com"]]}],
+                "file": "dump.sql",
+                "dialect": "standard",
+                "rows_per_insert": 50
+            }),
+            "{task}"
+        );
+
+        // The Modules view shows the title and the run.
+        b.goto("/#/modules").await;
+        let row = "#modules-table tr[data-module-path='tool/backup/dumptables']";
+        let title = b
+            .wait_text(&format!("{row} .module-title"), WAIT, "the title", |t| !t.is_empty())
+            .await;
+        assert!(title.starts_with("Dump tables"), "{title}");
+        let stats = b
+            .wait_text(&format!("{row} .module-stats"), WAIT, "the stats", |t| !t.is_empty())
+            .await;
+        assert!(stats.starts_with("1 run · 100% ok"), "{stats}");
+        b.shot("modules").await;
+
+        b.assert_no_console_errors(&[("/api/v1/tasks".into(), 422)])
+            .await;
+    })
+    .await;
+    b.close().await;
+}
+
+#[tokio::test]
 async fn every_page_fits_a_phone() {
     let Some((_turn, server, mut b)) =
         start("every_page_fits_a_phone", "phone", Screen::Phone).await

@@ -68,7 +68,7 @@ async fn harness_with(configure: impl FnOnce(&mut EngineConfig)) -> Harness {
         let bytes = module_bytes(path);
         let module = runtime.prepare(&bytes).await.unwrap();
         store
-            .put_module(path, module.hash(), &bytes, Some("Rust"), Utc::now())
+            .put_module(path, module.hash(), &bytes, Some("Rust"), None, Utc::now())
             .await
             .unwrap();
     }

@@ -78,7 +78,7 @@ async fn steps_are_added_changed_reordered_and_removed() {
     let (status, changed) = s
         .patch(
             &format!("{steps}/{c}"),
-            json!({"settings": {"tables": ["orders"]}, "max_execution_time": 90,
+            json!({"settings": {"tables": [{"name": "orders", "columns": ["id"]}]}, "max_execution_time": 90,
                    "max_memory": null, "status": "disabled"}),
         )
         .await;
@@ -90,7 +90,11 @@ async fn steps_are_added_changed_reordered_and_removed() {
         .find(|s| s["id"] == c)
         .unwrap()
         .clone();
-    assert_eq!(step["settings"], json!({"tables": ["orders"]}));
+    assert_eq!(
+        step["settings"],
+        json!({"tables": [{"name": "orders", "columns": ["id"]}]}),
+        "settings match the module's schema (a table is an object)"
+    );
     assert_eq!(step["max_execution_time"], 90);
     assert_eq!(step["max_memory"], Value::Null);
     assert_eq!(step["status"], "disabled");

@@ -140,4 +140,59 @@ pub mod __bindings {
 pub mod __private {
     pub use crate::step::run;
     pub use wit_bindgen;
+
+    /// The bytes of `text` as an array, in a constant (a custom section's
+    /// static must be an array, and `str::as_bytes` gives a slice).
+    pub const fn bytes<const N: usize>(text: &str) -> [u8; N] {
+        let from = text.as_bytes();
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = from[i];
+            i += 1;
+        }
+        out
+    }
+}
+
+/// Describe the module to the server: a title, a description, a version and
+/// the JSON Schema of its settings, as JSON text. The server reads it when
+/// the module is uploaded (refusing metadata that is not such JSON, or a
+/// schema that is not valid), shows it in the dashboard, renders the New
+/// task form from the schema, and checks each step's settings against the
+/// schema when a task is created or a step edited, naming the field at
+/// fault.
+///
+/// ```no_run
+/// stepwise_guest::metadata!(r#"{
+///     "title": "Export orders",
+///     "description": "Writes the given orders as a CSV artifact.",
+///     "version": "1.0.0",
+///     "settings_schema": {
+///         "type": "object",
+///         "required": ["orders"],
+///         "properties": {
+///             "orders": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+///             "file": {"type": "string", "default": "orders.csv"}
+///         },
+///         "additionalProperties": false
+///     }
+/// }"#);
+/// ```
+///
+/// Any constant `&str` will do, e.g. `include_str!("../metadata.json")`.
+/// The keys are `title`, `description`, `version` and `settings_schema`,
+/// all optional. It is written to the `stepwise:metadata` custom section of
+/// the WebAssembly module, so it costs nothing at run time.
+#[macro_export]
+macro_rules! metadata {
+    ($json:expr $(,)?) => {
+        const _: () = {
+            const JSON: &str = $json;
+            #[allow(unsafe_code)] // a custom section is a static with a link section
+            #[used]
+            #[cfg_attr(target_family = "wasm", unsafe(link_section = "stepwise:metadata"))]
+            static METADATA: [u8; JSON.len()] = $crate::__private::bytes(JSON);
+        };
+    };
 }

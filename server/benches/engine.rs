@@ -57,6 +57,7 @@ async fn setup(durability: Durability) -> (Engine, Arc<dyn Store>, tempfile::Tem
             loaded.hash(),
             &bytes,
             Some("Rust"),
+            None,
             Utc::now(),
         )
         .await

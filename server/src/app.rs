@@ -163,15 +163,17 @@ impl App {
             ApiConfig {
                 max_module_bytes: settings.max_module_bytes,
                 embed_origins: settings.embed_origins.clone(),
+                register_examples: settings.register_examples,
+                modules_dir: settings.modules_dir.clone(),
                 ..ApiConfig::default()
             },
         );
-        if settings.register_examples {
-            register_examples(&state).await?;
-        }
-        if let Some(dir) = &settings.modules_dir {
-            discover_modules(&state, dir).await?;
-        }
+        api::scan_modules(
+            &state,
+            settings.register_examples,
+            settings.modules_dir.as_deref(),
+        )
+        .await?;
         let app = App {
             listener,
             state,
@@ -308,49 +310,6 @@ fn node_id(data_dir: &Path) -> anyhow::Result<String> {
     let id = format!("{}-{}", host.trim(), &crate::api::generate_token()[3..11]);
     std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
     Ok(id)
-}
-
-/// The example modules built into the binary, registered when missing (a
-/// user's own upload under the same path is never replaced).
-async fn register_examples(state: &AppState) -> anyhow::Result<()> {
-    for (path, bytes) in crate::examples::EXAMPLE_MODULES {
-        if state.store().get_module(path).await?.is_none() {
-            api::register_module(state, path, bytes)
-                .await
-                .map_err(|e| anyhow::anyhow!("registering example module `{path}`: {e}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// Register every `*.wasm` under `dir`, named by its relative path
-/// (`dir/tool/backup/dumptables.wasm` → `tool/backup/dumptables`).
-async fn discover_modules(state: &AppState, dir: &Path) -> anyhow::Result<()> {
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        let entries = std::fs::read_dir(&folder)
-            .with_context(|| format!("reading --modules-dir {}", folder.display()))?;
-        for entry in entries {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "wasm") {
-                continue;
-            }
-            let relative = path.strip_prefix(dir).unwrap_or(&path).with_extension("");
-            let module_path = relative.to_string_lossy().replace('\\', "/");
-            let bytes = std::fs::read(&path)?;
-            match api::register_module(state, &module_path, &bytes).await {
-                Ok((module, _)) => {
-                    tracing::info!("registered {} from {}", module.path, path.display())
-                }
-                Err(e) => tracing::warn!("skipped {}: {e}", path.display()),
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Ctrl-C and SIGTERM, as one stream of stop requests.

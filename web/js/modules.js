@@ -1,5 +1,7 @@
 // Modules page: #/modules — upload (file picker or drag-and-drop), list,
-// enable/disable, delete, usage (how many tasks use each module).
+// enable/disable, delete, usage (how many tasks use each module), each
+// module's title and step-run statistics (last 30 days), a rescan of the
+// server's --modules-dir, and the tasks whose module is missing.
 
 import { api, describeError, isAbort, ApiError, uploadModule, modulePath } from './api.js';
 import { h, timeEl, formatBytes, toast, updateTimeEl } from './dom.js';
@@ -68,12 +70,24 @@ export function mount(main, ctx) {
       h('th', { scope: 'col' }, 'Status'),
       h('th', { scope: 'col' }, 'Language'),
       h('th', { scope: 'col' }, 'Used by'),
+      h('th', { scope: 'col' }, 'Runs (30 days)'),
       h('th', { scope: 'col' }, 'Size'),
       h('th', { scope: 'col' }, 'Hash'),
       h('th', { scope: 'col' }, 'Updated'),
       h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
     tbody);
   const listNote = h('div', { id: 'modules-note' }, h('p', { class: 'notice notice-muted' }, 'Loading modules…'));
+  const rescanButton = h('button', { type: 'button', id: 'modules-rescan', class: 'button' }, 'Rescan modules directory');
+  const rescanMessage = h('div', { id: 'modules-rescan-message', class: 'form-message', role: 'status' });
+  const missingBody = h('tbody');
+  const missingPanel = h('section', { class: 'panel', id: 'modules-missing', 'aria-labelledby': 'missing-heading' },
+    h('h2', { id: 'missing-heading' }, 'Tasks with a missing module'),
+    h('p', { class: 'hint' }, 'These tasks name a module that is not registered (never uploaded, or deleted): their steps cannot run until it is uploaded again.'),
+    h('div', { class: 'table-wrap' }, h('table', { id: 'modules-missing-table', class: 'table' },
+      h('thead', null, h('tr', null,
+        h('th', { scope: 'col' }, 'Module'), h('th', { scope: 'col' }, 'Task'), h('th', { scope: 'col' }, 'Status'))),
+      missingBody)));
+  missingPanel.hidden = true;
 
   main.append(h('section', { class: 'view view-modules', 'aria-labelledby': 'modules-heading' },
     h('h1', { id: 'modules-heading' }, 'Modules'),
@@ -83,7 +97,9 @@ export function mount(main, ctx) {
       form),
     h('section', { class: 'panel', 'aria-labelledby': 'registered-heading' },
       h('h2', { id: 'registered-heading' }, 'Registered modules'),
-      listNote, h('div', { class: 'table-wrap' }, table))));
+      h('div', { class: 'form-actions' }, rescanButton), rescanMessage,
+      listNote, h('div', { class: 'table-wrap' }, table)),
+    missingPanel));
   table.hidden = true;
 
   // ---------------------------------------------------------------- field errors
@@ -234,6 +250,18 @@ export function mount(main, ctx) {
     return `${n} task${n === 1 ? '' : 's'}`;
   }
 
+  /** "12 runs · 92% ok · 1.4 s avg · last <time>", or "No runs". */
+  function statsCell(stats) {
+    if (!stats || !stats.runs) return 'No runs';
+    const parts = [`${stats.runs} run${stats.runs === 1 ? '' : 's'}`];
+    if (typeof stats.success_rate === 'number') parts.push(`${Math.round(stats.success_rate * 100)}% ok`);
+    if (typeof stats.average_duration_seconds === 'number') {
+      const secs = stats.average_duration_seconds;
+      parts.push(`${secs < 10 ? secs.toFixed(1) : Math.round(secs)} s avg`);
+    }
+    return h('span', null, parts.join(' · '), stats.last_run_at ? [' · last ', timeEl(stats.last_run_at)] : null);
+  }
+
   function makeRow(m) {
     const path = m.path;
     const active = m.active !== false;
@@ -245,11 +273,15 @@ export function mount(main, ctx) {
       h('button', { type: 'button', class: 'button button-small btn-module-delete-keep' }, 'Keep'));
     confirm.hidden = true;
     const usageLink = h('a', { class: 'module-usage', href: `#/tasks?module=${encodeURIComponent(path)}` }, usageText(path));
+    const meta = m.metadata || {};
     const tr = h('tr', { dataset: { modulePath: path, active: String(active) } },
-      h('td', { 'data-label': 'Path' }, h('code', { class: 'module-path' }, path)),
+      h('td', { 'data-label': 'Path' }, h('code', { class: 'module-path' }, path),
+        meta.title ? h('div', { class: 'module-title', title: meta.description || '' },
+          meta.version ? `${meta.title} ${meta.version}` : meta.title) : null),
       h('td', { 'data-label': 'Status' }, h('span', { class: 'module-active badge', dataset: { status: active ? 'active' : 'inactive' } }, active ? 'active' : 'inactive')),
       h('td', { 'data-label': 'Language', class: 'module-language' }, m.language || '—'),
       h('td', { 'data-label': 'Used by' }, usageLink),
+      h('td', { 'data-label': 'Runs (30 days)', class: 'module-stats' }, statsCell(m.stats)),
       h('td', { 'data-label': 'Size' }, formatBytes(m.size)),
       h('td', { 'data-label': 'Hash' }, h('code', { class: 'module-hash', title: m.hash || '' }, m.hash ? `${String(m.hash).slice(0, 12)}…` : '—')),
       h('td', { 'data-label': 'Updated' }, timeEl(m.updated_at || m.created_at)),
@@ -287,6 +319,7 @@ export function mount(main, ctx) {
         modules = modules.filter((x) => x.path !== path);
         usage.delete(path);
         renderList();
+        loadMissing();
         toast(`${path} deleted.`);
         const next = tbody.querySelector('button');
         (next || pathInput).focus();
@@ -358,7 +391,43 @@ export function mount(main, ctx) {
     }
   }
 
+  async function loadMissing() {
+    try {
+      const data = await api('GET', '/modules/missing', { signal: abort.signal });
+      const tasks = (data && data.tasks) || [];
+      missingBody.replaceChildren(...tasks.map((t) => h('tr', { dataset: { module: t.module, taskId: String(t.task_id) } },
+        h('td', { 'data-label': 'Module' }, h('code', null, t.module)),
+        h('td', { 'data-label': 'Task' }, h('a', { href: `#/tasks/${t.task_id}` }, `${t.task_name} (#${t.task_id})`)),
+        h('td', { 'data-label': 'Status' }, t.task_status))));
+      missingPanel.hidden = !tasks.length;
+    } catch (err) {
+      if (!isAbort(err)) missingPanel.hidden = true;
+    }
+  }
+
+  rescanButton.addEventListener('click', async () => {
+    rescanButton.disabled = true;
+    rescanButton.textContent = 'Rescanning…';
+    rescanMessage.replaceChildren();
+    try {
+      const r = await api('POST', '/modules/rescan', { signal: abort.signal });
+      const count = (k) => ((r && r[k]) || []).length;
+      const failed = (r && r.failed) || [];
+      rescanMessage.replaceChildren(h('p', { class: `notice ${failed.length ? 'notice-error' : 'notice-ok'}` },
+        `Rescanned: ${count('added')} added, ${count('updated')} updated, ${count('unchanged')} unchanged, ${failed.length} failed.`),
+      failed.length ? h('ul', null, failed.map((f) => h('li', null, `${f.module}: ${f.error}`))) : null);
+      loadModules();
+      loadMissing();
+    } catch (err) {
+      if (!isAbort(err)) rescanMessage.replaceChildren(h('p', { class: 'notice notice-error', role: 'alert' }, `Rescan failed: ${describeError(err)}`));
+    } finally {
+      rescanButton.disabled = false;
+      rescanButton.textContent = 'Rescan modules directory';
+    }
+  });
+
   loadModules();
+  loadMissing();
 
   let ticks = 0;
   return {

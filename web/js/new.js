@@ -1,9 +1,12 @@
 // Create-task form: #/new (optionally #/new?module=tool/x preselects a module).
 // Client-side checks first (JSON syntax, required fields), then the API's
 // validation: error.field is mapped to the input and shown in a .field-error.
+// A step whose module declares a settings schema gets a form built from it
+// (schema_form.js), with "Edit as JSON" to fall back to the raw settings.
 
 import { api, describeError, isAbort, ApiError } from './api.js';
 import { h, toast, debounce } from './dom.js';
+import { canRender, schemaForm } from './schema_form.js';
 
 const UNITS = [['1', 'seconds'], ['60', 'minutes'], ['3600', 'hours'], ['86400', 'days']];
 
@@ -148,9 +151,16 @@ export function mount(main, ctx) {
       memory: h('label', null, 'Memory cap (MiB)'),
       interrupt: h('label', null, 'Stop the run if this step fails'),
     };
+    const about = h('p', { class: 'hint step-module-about' });
+    about.hidden = true;
+    const schemaBox = h('div', { class: 'step-schema' });
+    schemaBox.hidden = true;
+    const rawField = h('div', { class: 'field step-raw' }, labels.settings, settings);
+    const rawToggle = h('button', { type: 'button', class: 'button button-small step-raw-toggle' }, 'Edit as JSON');
+    rawToggle.hidden = true;
     const box = h('fieldset', { class: 'new-step' }, legend,
       h('div', { class: 'field' }, labels.select, select),
-      h('div', { class: 'field' }, labels.settings, settings),
+      about, schemaBox, rawField, rawToggle,
       h('div', { class: 'field-row' },
         h('div', { class: 'field' }, labels.time, time),
         h('div', { class: 'field' }, labels.memory, memory)),
@@ -160,8 +170,64 @@ export function mount(main, ctx) {
     // when the text changed since the last check or submit: an error the
     // server gave for this text stays until the text changes.
     const check = debounce(() => checkJsonIfChanged(settings), 400);
-    const step = { box, select, settings, check, time, memory, interrupt, legend, labels, up, down, remove };
+    const step = { box, select, settings, check, time, memory, interrupt, legend, labels, up, down, remove, schema: null, raw: false };
     moduleOptions(select, preset || '');
+
+    /** Show the form or the raw JSON box. */
+    function showForm(form) {
+      step.raw = !form;
+      schemaBox.hidden = !form;
+      rawField.hidden = form;
+      rawToggle.textContent = form ? 'Edit as JSON' : 'Edit as form';
+    }
+    /** The chosen module's description and, when it has a schema we can render, its form. */
+    step.applyModule = () => {
+      const m = modules.find((x) => x.path === select.value);
+      const meta = (m && m.metadata) || {};
+      const text = [meta.title, meta.description].filter(Boolean).join(' — ');
+      about.textContent = meta.version ? `${text} (version ${meta.version})` : text;
+      about.hidden = !text;
+      const schema = meta.settings_schema;
+      if (!canRender(schema)) {
+        step.schema = null;
+        schemaBox.replaceChildren();
+        schemaBox.hidden = true;
+        rawField.hidden = false;
+        rawToggle.hidden = true;
+        step.raw = false;
+        renumber();
+        return;
+      }
+      step.schema = schemaForm(schema);
+      const current = parseJsonField(settings.value, {});
+      if (!current.error && step.schema.covers(current.value)) step.schema.fill(current.value);
+      schemaBox.replaceChildren(step.schema.el);
+      rawToggle.hidden = false;
+      showForm(true);
+      renumber();
+    };
+    select.addEventListener('change', () => step.applyModule());
+    rawToggle.addEventListener('click', () => {
+      clearFieldError(settings);
+      if (!step.raw) {
+        const r = step.schema.read();
+        settings.value = JSON.stringify(r.value || {}, null, 2);
+        showForm(false);
+        settings.focus();
+        return;
+      }
+      const parsed = parseJsonField(settings.value, {});
+      if (parsed.error) {
+        showFieldError(settings.dataset.field, parsed.error);
+        return;
+      }
+      if (!step.schema.covers(parsed.value)) {
+        showFieldError(settings.dataset.field, 'These settings have keys the form has no field for; keep editing them as JSON.');
+        return;
+      }
+      step.schema.fill(parsed.value);
+      showForm(true);
+    });
     settings.addEventListener('input', check);
     settings.addEventListener('blur', () => { check.cancel(); checkJsonIfChanged(settings); });
     remove.addEventListener('click', () => {
@@ -203,6 +269,7 @@ export function mount(main, ctx) {
         s[key].dataset.field = `steps.${i}.${fields[key]}`;
         s.labels[key].setAttribute('for', ids[key]);
       }
+      if (s.schema) s.schema.name(ids.settings, `steps.${i}.settings`);
       s.box.dataset.stepIndex = String(i);
       s.legend.textContent = steps.length > 1 ? `Step ${i + 1}` : 'Step';
       s.remove.hidden = steps.length === 1;
@@ -231,7 +298,10 @@ export function mount(main, ctx) {
     try {
       const data = await api('GET', '/modules', { signal: abort.signal });
       modules = ((data && data.modules) || []).slice().sort((a, b) => String(a.path).localeCompare(String(b.path)));
-      for (const s of steps) moduleOptions(s.select);
+      for (const s of steps) {
+        moduleOptions(s.select);
+        s.applyModule();
+      }
       if (!modules.length) {
         modulesNote.replaceChildren('No modules are registered yet. ', h('a', { href: '#/modules' }, 'Upload one'), ' first.');
       } else {
@@ -282,7 +352,9 @@ export function mount(main, ctx) {
 
   let errorCounter = 0;
   function showFieldError(fieldName, message) {
-    const input = findField(fieldName);
+    let input = findField(fieldName);
+    // The raw settings box while the step shows its form: say it above the form.
+    if (input && input.closest('[hidden]')) input = null;
     errorCounter += 1;
     const id = `err-${errorCounter}`;
     const el = h('p', { class: 'field-error', id, dataset: { for: input ? input.dataset.field : normaliseField(fieldName) } }, message);
@@ -379,9 +451,15 @@ export function mount(main, ctx) {
     body.steps = steps.map((st, i) => {
       const step = { sort_order: i + 1, controller: st.select.value, interrupt_on_step_fault: st.interrupt.checked, status: 'scheduled' };
       if (!st.select.value) errors.push([`steps.${i}.controller`, 'Choose a module.']);
-      const parsed = parseJsonField(st.settings.value, {});
-      if (parsed.error) errors.push([`steps.${i}.settings`, parsed.error]);
-      else step.settings = parsed.value;
+      if (st.schema && !st.raw) {
+        const r = st.schema.read();
+        if (r.errors) errors.push(...r.errors);
+        else step.settings = r.value;
+      } else {
+        const parsed = parseJsonField(st.settings.value, {});
+        if (parsed.error) errors.push([`steps.${i}.settings`, parsed.error]);
+        else step.settings = parsed.value;
+      }
       const t = intValue(st.time);
       if (t.error) errors.push([`steps.${i}.max_execution_time`, t.error]);
       else if (!t.empty && t.value < 1) errors.push([`steps.${i}.max_execution_time`, 'At least 1 second.']);

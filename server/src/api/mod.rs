@@ -12,6 +12,8 @@ mod health;
 mod hooks;
 mod logs;
 mod metrics;
+mod module_metadata;
+mod module_scan;
 mod modules;
 mod nodes;
 mod openapi;
@@ -58,6 +60,10 @@ pub struct ApiConfig {
     /// Origins (`https://shop.example`) that may frame the focus page and
     /// that it may redirect to; see `focus.rs`.
     pub embed_origins: Vec<String>,
+    /// Whether the built-in examples are registered (at start and rescan).
+    pub register_examples: bool,
+    /// `--modules-dir`, read at start and by `POST /modules/rescan`.
+    pub modules_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -67,6 +73,8 @@ impl Default for ApiConfig {
             max_json_bytes: 4 << 20,
             concurrent_compiles: 1,
             embed_origins: Vec::new(),
+            register_examples: false,
+            modules_dir: None,
         }
     }
 }
@@ -78,13 +86,21 @@ const MODULE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Shared {
     engine: Engine,
-    known_modules: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
+    known_modules: parking_lot::Mutex<std::collections::HashMap<String, KnownModule>>,
     creator: Arc<crate::store::CreateBatcher>,
     config: ApiConfig,
     tokens: TokenCache,
     compiles: Semaphore,
     started: Instant,
     websocket_clients: metrics::WebSocketClients,
+}
+
+/// A registered module as task validation needs it, cached briefly.
+#[derive(Clone)]
+struct KnownModule {
+    at: Instant,
+    /// Its settings schema, compiled; `None` when it declares none.
+    schema: Option<Arc<module_metadata::SettingsSchema>>,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -141,19 +157,43 @@ impl AppState {
 
     /// Whether a module is registered at `path` (cached briefly).
     pub async fn module_registered(&self, path: &str) -> Result<bool, ApiError> {
-        if let Some(at) = self.shared.known_modules.lock().get(path)
-            && at.elapsed() < MODULE_CACHE_TTL
+        Ok(self.known_module(path).await?.is_some())
+    }
+
+    /// The module registered at `path` with its compiled settings schema, or
+    /// `None` (cached briefly, like [`AppState::module_registered`]).
+    async fn known_module(&self, path: &str) -> Result<Option<KnownModule>, ApiError> {
+        if let Some(known) = self.shared.known_modules.lock().get(path)
+            && known.at.elapsed() < MODULE_CACHE_TTL
         {
-            return Ok(true);
+            return Ok(Some(known.clone()));
         }
-        let registered = self.store().get_module(path).await?.is_some();
-        if registered {
-            self.shared
-                .known_modules
-                .lock()
-                .insert(path.to_string(), Instant::now());
-        }
-        Ok(registered)
+        let Some(module) = self.store().get_module(path).await? else {
+            return Ok(None);
+        };
+        let schema = module
+            .metadata
+            .and_then(|m| m.settings_schema)
+            .and_then(
+                |schema| match module_metadata::SettingsSchema::compile(&schema) {
+                    Ok(schema) => Some(Arc::new(schema)),
+                    // Checked at upload; a schema this build cannot compile is
+                    // not the task author's fault, so their settings pass.
+                    Err(e) => {
+                        tracing::warn!("module `{path}`: its settings schema is not used: {e}");
+                        None
+                    }
+                },
+            );
+        let known = KnownModule {
+            at: Instant::now(),
+            schema,
+        };
+        self.shared
+            .known_modules
+            .lock()
+            .insert(path.to_string(), known.clone());
+        Ok(Some(known))
     }
 
     /// Forget cached registrations (after a module upload or delete).
@@ -221,12 +261,4 @@ async fn log_errors(request: Request, next: Next) -> Response {
     response
 }
 
-/// Validate, compile and register a module (start-up discovery and examples).
-pub async fn register_module(
-    state: &AppState,
-    path: &str,
-    bytes: &[u8],
-) -> Result<(crate::store::Module, bool), ApiError> {
-    validate::module_path("path", path)?;
-    modules::register(state, path, bytes).await
-}
+pub use module_scan::{ScanReport, scan_modules};

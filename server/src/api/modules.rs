@@ -1,30 +1,50 @@
 //! Module upload and management. An upload is validated and compiled (in a
 //! bounded child process, one at a time) before it is accepted; a re-upload is
 //! a new version, and runs keep the version they started with.
+//!
+//! Listing and reading a module show what it says of itself (its metadata)
+//! and how its step runs went over the last [`STATS_DAYS`] days; tasks whose
+//! steps name a module that is not registered are listed apart.
 
 use super::auth::Caller;
 use super::error::{ApiError, Result};
 use super::extract::JsonBody;
-use super::extract::PathArgs;
-use super::{AppState, validate};
-use crate::store::{Module, Role, TaskFilter, TaskStatus};
+use super::extract::{PathArgs, QueryArgs};
+use super::{AppState, module_metadata, module_scan, validate};
+use crate::store::{
+    MissingModuleTask, Module, ModuleMetadata, ModulePerformance, Role, TaskFilter, TaskStatus,
+};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+/// Days of step runs the per-module statistics cover.
+pub const STATS_DAYS: i64 = 30;
+
+/// Module paths the API's own routes take (`/modules/rescan`,
+/// `/modules/missing`); no module may be registered under them.
+const RESERVED_PATHS: [&str; 2] = ["rescan", "missing"];
+
+/// Tasks listed by `GET /modules/missing` at most.
+const MISSING_LIMIT: i64 = 1000;
+
 pub fn router(max_module_bytes: usize) -> Router<AppState> {
-    Router::new().route("/modules", get(list_modules)).route(
-        "/modules/{*path}",
-        get(get_module)
-            .put(put_module)
-            .patch(patch_module)
-            .delete(delete_module)
-            .layer(DefaultBodyLimit::max(max_module_bytes)),
-    )
+    Router::new()
+        .route("/modules", get(list_modules))
+        .route("/modules/rescan", post(module_scan::rescan))
+        .route("/modules/missing", get(missing_modules))
+        .route(
+            "/modules/{*path}",
+            get(get_module)
+                .put(put_module)
+                .patch(patch_module)
+                .delete(delete_module)
+                .layer(DefaultBodyLimit::max(max_module_bytes)),
+        )
 }
 
 /// The module path in the URL, e.g. `tool/backup/dumptables` (for the
@@ -50,11 +70,72 @@ pub struct ModuleInfo {
     pub module: Module,
     /// Tasks with a step on this module (counted up to 1000).
     pub tasks: i64,
+    pub stats: ModuleStats,
+}
+
+/// A module in the list, with its statistics.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModuleSummary {
+    #[serde(flatten)]
+    pub module: Module,
+    pub stats: ModuleStats,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModuleList {
-    pub modules: Vec<Module>,
+    pub modules: Vec<ModuleSummary>,
+}
+
+/// How a module's step runs went, within the runs started in the last
+/// `days` days (sTask's worker statistics). A step run is a success when it
+/// completed and a failure when it failed or a limit stopped it; one stopped
+/// because its run was cancelled is judged neither way.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct ModuleStats {
+    /// The window, in days.
+    pub days: i64,
+    /// When its latest step run started; null when none did in the window.
+    pub last_run_at: Option<chrono::DateTime<Utc>>,
+    /// Step runs that executed or are executing.
+    pub runs: i64,
+    pub completed: i64,
+    pub failed: i64,
+    /// completed / (completed + failed); null when none was judged.
+    pub success_rate: Option<f64>,
+    /// Mean seconds of the judged step runs; null when none was judged.
+    pub average_duration_seconds: Option<f64>,
+}
+
+impl ModuleStats {
+    fn of(days: i64, performance: Option<&ModulePerformance>) -> Self {
+        let Some(p) = performance else {
+            return ModuleStats {
+                days,
+                ..ModuleStats::default()
+            };
+        };
+        let judged = p.completed + p.failed;
+        ModuleStats {
+            days,
+            last_run_at: p.last_run_at,
+            runs: p.runs,
+            completed: p.completed,
+            failed: p.failed,
+            success_rate: (judged > 0).then(|| p.completed as f64 / judged as f64),
+            average_duration_seconds: p.average_duration_seconds,
+        }
+    }
+}
+
+/// Every module's step-run statistics over the last [`STATS_DAYS`] days.
+async fn module_stats(state: &AppState) -> Result<Vec<ModulePerformance>> {
+    let now = Utc::now();
+    let since = now - chrono::Duration::days(STATS_DAYS);
+    Ok(state.store().performance(since, now).await?.modules)
+}
+
+fn stats_of(all: &[ModulePerformance], path: &str) -> ModuleStats {
+    ModuleStats::of(STATS_DAYS, all.iter().find(|p| p.module == path))
 }
 
 async fn usage(state: &AppState, path: &str, status: Option<TaskStatus>) -> Result<i64> {
@@ -71,7 +152,18 @@ fn check_path(path: &str) -> Result<()> {
     validate::module_path("path", path)
 }
 
-#[utoipa::path(put, path = "/api/v1/modules/{path}", tag = "modules", params(ModulePathParam),
+/// Query of `PUT /modules/{path}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    /// The module's metadata as JSON text (`{"title", "description",
+    /// "version", "settings_schema"}`), for components that carry no
+    /// `stepwise:metadata` section (e.g. built with componentize-py or
+    /// componentize-js); it replaces the section's when both are given.
+    pub metadata: Option<String>,
+}
+
+#[utoipa::path(put, path = "/api/v1/modules/{path}", tag = "modules", params(ModulePathParam, UploadQuery),
     request_body(content = ComponentBytes, content_type = "application/octet-stream", description = "the component (.wasm); `application/wasm` is accepted too"),
     responses((status = 201, description = "registered", body = Module),
         (status = 200, description = "new version of an existing module", body = Module),
@@ -82,10 +174,19 @@ pub async fn put_module(
     State(state): State<AppState>,
     caller: Caller,
     PathArgs(path): PathArgs<String>,
+    QueryArgs(query): QueryArgs<UploadQuery>,
     body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Module>)> {
     caller.require(Role::Admin)?;
     check_path(&path)?;
+    if RESERVED_PATHS.contains(&path.as_str()) {
+        return Err(ApiError::invalid(
+            "path",
+            format!(
+                "`{path}` is taken by the API's own route /api/v1/modules/{path}; choose another path"
+            ),
+        ));
+    }
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(format!(
@@ -96,7 +197,8 @@ pub async fn put_module(
             ApiError::BadRequest(e.body_text())
         }
     })?;
-    let (module, created) = register(&state, &path, &bytes).await?;
+    let metadata = module_metadata::read(&bytes, query.metadata.as_deref().map(str::as_bytes))?;
+    let (module, created) = register(&state, &path, &bytes, metadata).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -105,8 +207,14 @@ pub async fn put_module(
     Ok((status, Json(module)))
 }
 
-/// Validate, compile and store a module (also used for start-up discovery).
-pub async fn register(state: &AppState, path: &str, bytes: &[u8]) -> Result<(Module, bool)> {
+/// Validate, compile and store a module with its (checked) metadata; also
+/// used for the examples and `--modules-dir`.
+pub async fn register(
+    state: &AppState,
+    path: &str,
+    bytes: &[u8],
+    metadata: Option<ModuleMetadata>,
+) -> Result<(Module, bool)> {
     let _permit = state
         .compiles()
         .acquire()
@@ -127,6 +235,7 @@ pub async fn register(state: &AppState, path: &str, bytes: &[u8]) -> Result<(Mod
             loaded.hash(),
             bytes,
             crate::runtime::language_of(bytes).as_deref(),
+            metadata.as_ref(),
             Utc::now(),
         )
         .await?;
@@ -143,8 +252,39 @@ pub async fn list_modules(
     caller: Caller,
 ) -> Result<Json<ModuleList>> {
     caller.require(Role::Viewer)?;
-    Ok(Json(ModuleList {
-        modules: state.store().list_modules().await?,
+    let stats = module_stats(&state).await?;
+    let modules = state
+        .store()
+        .list_modules()
+        .await?
+        .into_iter()
+        .map(|module| ModuleSummary {
+            stats: stats_of(&stats, &module.path),
+            module,
+        })
+        .collect();
+    Ok(Json(ModuleList { modules }))
+}
+
+/// Tasks whose steps name a module that is not registered.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MissingModules {
+    /// One entry per task and missing module, by module path then task id
+    /// (at most 1000).
+    pub tasks: Vec<MissingModuleTask>,
+}
+
+#[utoipa::path(get, path = "/api/v1/modules/missing", tag = "modules",
+    responses((status = 200, description = "tasks that cannot run until a module is uploaded", body = MissingModules),
+        (status = 401, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn missing_modules(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<MissingModules>> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(MissingModules {
+        tasks: state.store().missing_module_tasks(MISSING_LIMIT).await?,
     }))
 }
 
@@ -169,7 +309,12 @@ pub async fn get_module(
     caller.require(Role::Viewer)?;
     let module = load(&state, &path).await?;
     let tasks = usage(&state, &path, None).await?;
-    Ok(Json(ModuleInfo { module, tasks }))
+    let stats = stats_of(&module_stats(&state).await?, &path);
+    Ok(Json(ModuleInfo {
+        module,
+        tasks,
+        stats,
+    }))
 }
 
 /// Body of `PATCH /modules/{path}`.

@@ -3,8 +3,8 @@
 
 use super::AppState;
 use super::{
-    alerts, cache, events, focus, health, hooks, logs, metrics, modules, nodes, stats, steps,
-    task_actions, task_codes, task_history, tasks, tokens,
+    alerts, cache, events, focus, health, hooks, logs, metrics, module_scan, modules, nodes, stats,
+    steps, task_actions, task_codes, task_history, tasks, tokens,
 };
 use axum::routing::get;
 use axum::{Json, Router};
@@ -24,7 +24,7 @@ use utoipa::{Modify, OpenApi};
         task_history::runs, logs::task_logs, logs::all_logs, task_history::artifacts, task_history::download,
         task_history::cleanup,
         modules::put_module, modules::list_modules, modules::get_module, modules::patch_module,
-        modules::delete_module,
+        modules::delete_module, modules::missing_modules, module_scan::rescan,
         tokens::create_token, tokens::list_tokens, tokens::revoke_token,
         hooks::retry_delivery, hooks::signing_key,
         stats::stats, stats::performance, nodes::nodes, cache::cache_stats, cache::clear_cache, alerts::alerts, events::upgrade, health::healthz, metrics::metrics,

@@ -10,6 +10,7 @@
 use super::auth::Caller;
 use super::error::{ApiError, Result};
 use super::extract::{JsonBody, PathArgs};
+use super::module_metadata::SettingsSchema;
 use super::tasks::load_task;
 use super::{AppState, schedules, task_actions, validate};
 use crate::store::{NewStep, Role, StepChanges, StepEdit, StepStatus, Task, TaskStatus};
@@ -19,6 +20,7 @@ use axum::routing::{patch, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// Steps a task may have.
 pub const MAX_STEPS: usize = 100;
@@ -78,8 +80,11 @@ impl StepRequest {
         field: impl Fn(&str) -> String,
         sort_order: i64,
     ) -> Result<NewStep> {
-        controller(state, &field("controller"), &self.controller).await?;
+        let schema = controller(state, &field("controller"), &self.controller).await?;
         validate::step_settings(&field("settings"), &self.settings)?;
+        if let Some(schema) = schema {
+            schema.check(&field("settings"), &self.settings)?;
+        }
         validate::step_time(&field("max_execution_time"), self.max_execution_time)?;
         if let Some(memory) = self.max_memory {
             validate::step_memory(&field("max_memory"), memory, max_memory(state))?;
@@ -96,16 +101,21 @@ impl StepRequest {
     }
 }
 
-/// A step's module: a valid path that is registered.
-async fn controller(state: &AppState, field: &str, path: &str) -> Result<()> {
+/// A step's module: a valid path that is registered. Its settings schema,
+/// when it declares one, is what the step's settings must match.
+async fn controller(
+    state: &AppState,
+    field: &str,
+    path: &str,
+) -> Result<Option<Arc<SettingsSchema>>> {
     validate::module_path(field, path)?;
-    if !state.module_registered(path).await? {
-        return Err(ApiError::invalid(
+    match state.known_module(path).await? {
+        Some(known) => Ok(known.schema),
+        None => Err(ApiError::invalid(
             field,
             format!("module `{path}` is not registered; upload it with PUT /api/v1/modules/{path}"),
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// The largest memory cap a step may ask for: the runtime's.
@@ -222,12 +232,30 @@ pub async fn change_step(
     JsonBody(request): JsonBody<StepChangeRequest>,
 ) -> Result<Json<Task>> {
     caller.require(Role::Operator)?;
-    task_with_step(&state, id, step_id).await?;
-    if let Some(path) = &request.controller {
-        controller(&state, "controller", path).await?;
-    }
+    let task = task_with_step(&state, id, step_id).await?;
+    let schema = match &request.controller {
+        Some(path) => controller(&state, "controller", path).await?,
+        None => None,
+    };
     if let Some(settings) = &request.settings {
         validate::step_settings("settings", settings)?;
+    }
+    // The step as it will be must match its module's schema: new settings,
+    // or the kept settings under a new module.
+    if request.controller.is_some() || request.settings.is_some() {
+        let step = task.steps.iter().find(|s| s.id == step_id);
+        let schema = match (&request.controller, step) {
+            (Some(_), _) => schema,
+            (None, Some(step)) => state
+                .known_module(&step.controller)
+                .await?
+                .and_then(|known| known.schema),
+            (None, None) => None,
+        };
+        let settings = request.settings.as_ref().or(step.map(|s| &s.settings));
+        if let (Some(schema), Some(settings)) = (schema, settings) {
+            schema.check("settings", settings)?;
+        }
     }
     if let Some(seconds) = request.max_execution_time {
         validate::step_time("max_execution_time", seconds)?;

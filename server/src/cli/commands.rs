@@ -107,8 +107,18 @@ pub enum ModuleCommand {
     Upload {
         path: String,
         file: PathBuf,
+        /// A JSON file with the module's metadata (title, description,
+        /// version, settings_schema), for components that carry no
+        /// `stepwise:metadata` section.
+        #[arg(long)]
+        metadata: Option<PathBuf>,
     },
     List,
+    /// Register the server's --modules-dir and examples again, without a
+    /// restart, and say what was added, updated, unchanged or failed.
+    Rescan,
+    /// List tasks whose steps name a module that is not registered.
+    Missing,
     Show {
         path: String,
     },
@@ -366,16 +376,65 @@ pub async fn module(connection: &Connection, command: ModuleCommand) -> anyhow::
         );
     };
     let value = match command {
-        ModuleCommand::Upload { path, file } => {
+        ModuleCommand::Upload {
+            path,
+            file,
+            metadata,
+        } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut url = format!("/modules/{path}");
+            if let Some(metadata) = metadata {
+                let text = std::fs::read_to_string(&metadata)
+                    .with_context(|| format!("reading {}", metadata.display()))?;
+                let query: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("metadata", &text)
+                    .finish();
+                url = format!("{url}?{query}");
+            }
             client
-                .call(
-                    Method::PUT,
-                    &format!("/modules/{path}"),
-                    Some(Body::Bytes(bytes)),
-                )
+                .call(Method::PUT, &url, Some(Body::Bytes(bytes)))
                 .await?
+        }
+        ModuleCommand::Rescan => {
+            let report = client.call(Method::POST, "/modules/rescan", None).await?;
+            client.print(&report, |r| {
+                for key in ["added", "updated", "unchanged"] {
+                    for module in r[key].as_array().into_iter().flatten() {
+                        println!("{key:<10} {}", show(module));
+                    }
+                }
+                for failure in r["failed"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<10} {} ({}): {}",
+                        "failed",
+                        show(&failure["module"]),
+                        show(&failure["file"]),
+                        show(&failure["error"])
+                    );
+                }
+            });
+            let failed = report["failed"].as_array().is_some_and(|f| !f.is_empty());
+            return Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        ModuleCommand::Missing => {
+            let missing = client.call(Method::GET, "/modules/missing", None).await?;
+            client.print(&missing, |m| {
+                for task in m["tasks"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<40} task {:>6}  {:<10} {}",
+                        show(&task["module"]),
+                        show(&task["task_id"]),
+                        show(&task["task_status"]),
+                        show(&task["task_name"])
+                    );
+                }
+            });
+            return Ok(ExitCode::SUCCESS);
         }
         ModuleCommand::List => {
             let list = client.call(Method::GET, "/modules", None).await?;

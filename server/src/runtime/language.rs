@@ -116,7 +116,7 @@ fn custom(section: &[u8], depth: usize, found: &mut Producers) {
 }
 
 /// An unsigned LEB128 at `at`: the value and where the next byte is.
-fn leb(bytes: &[u8], mut at: usize) -> Option<(u64, usize)> {
+pub(super) fn leb(bytes: &[u8], mut at: usize) -> Option<(u64, usize)> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *bytes.get(at)?;
@@ -130,7 +130,7 @@ fn leb(bytes: &[u8], mut at: usize) -> Option<(u64, usize)> {
 }
 
 /// A length-prefixed UTF-8 string at `at`, and where the next byte is.
-fn string(bytes: &[u8], at: usize) -> Option<(String, usize)> {
+pub(super) fn string(bytes: &[u8], at: usize) -> Option<(String, usize)> {
     let (length, start) = leb(bytes, at)?;
     let end = start.checked_add(usize::try_from(length).ok()?)?;
     let text = std::str::from_utf8(bytes.get(start..end)?).ok()?;

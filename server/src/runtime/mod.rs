@@ -11,6 +11,7 @@ mod engine;
 mod host;
 mod language;
 mod limits;
+mod metadata;
 mod outcome;
 mod output;
 mod panic;
@@ -23,6 +24,7 @@ pub use engine::{EPOCH_TICK, MAX_WASM_STACK, PoolSizing};
 pub use host::{HostRefusal, LogLevel, NullHost, StepContext, StepHost};
 pub use language::language_of;
 pub use limits::{CapExceeded, DataCaps, MemoryCapExceeded, StepLimits};
+pub use metadata::{METADATA_SECTION, metadata_section};
 pub use outcome::{StepOutcome, StepReport};
 pub use validate::ModuleError;
 

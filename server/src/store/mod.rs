@@ -319,6 +319,7 @@ pub trait Store: Send + Sync + 'static {
         hash: &str,
         bytes: &[u8],
         language: Option<&str>,
+        metadata: Option<&ModuleMetadata>,
         now: DateTime<Utc>,
     ) -> StoreResult<(Module, bool)>;
     async fn get_module(&self, path: &str) -> StoreResult<Option<Module>>;
@@ -331,6 +332,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Module>;
     async fn delete_module(&self, path: &str) -> StoreResult<()>;
     async fn module_bytes(&self, hash: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Tasks with a step on a module that is not registered, by module path
+    /// then task id, at most `limit` (task, module) pairs.
+    async fn missing_module_tasks(&self, limit: i64) -> StoreResult<Vec<MissingModuleTask>>;
 
     // ---- secrets and tokens ------------------------------------------------
 

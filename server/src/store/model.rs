@@ -658,6 +658,38 @@ pub struct Module {
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What the module says of itself (its `stepwise:metadata` section, or
+    /// the metadata given beside it at upload); null when it says nothing.
+    pub metadata: Option<ModuleMetadata>,
+}
+
+/// A task with a step whose module is not registered (never was, or was
+/// deleted): it cannot run until the module is uploaded again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct MissingModuleTask {
+    /// The module path the step names.
+    pub module: String,
+    pub task_id: i64,
+    pub task_name: String,
+    pub task_status: TaskStatus,
+}
+
+/// A module's title, description, version and the JSON Schema its step
+/// settings must match (checked by the API at upload; stored as given).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// A JSON Schema (draft 2020-12 unless `$schema` says otherwise) that a
+    /// step's `settings` must match at task create and step edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub settings_schema: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -798,6 +830,8 @@ pub struct ModulePerformance {
     pub average_fuel: Option<f64>,
     /// Bytes.
     pub average_peak_memory: Option<f64>,
+    /// When the latest of these step runs started.
+    pub last_run_at: Option<DateTime<Utc>>,
 }
 
 /// Judged runs that ended within one UTC hour.

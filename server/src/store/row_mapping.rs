@@ -6,9 +6,10 @@
 //! implements; a column added to a table is mapped in one place.
 
 use super::{
-    DueHook, EventRecord, HookAttempt, HookDelivery, HookStatus, HourThroughput, Module,
-    ModulePerformance, Node, PerformanceStats, Priority, Role, Run, RunResult, RunStatus,
-    RunTrigger, Step, StepRun, StepRunStatus, StepStatus, Task, TaskStatus, Token,
+    DueHook, EventRecord, HookAttempt, HookDelivery, HookStatus, HourThroughput, MissingModuleTask,
+    Module, ModuleMetadata, ModulePerformance, Node, PerformanceStats, Priority, Role, Run,
+    RunResult, RunStatus, RunTrigger, Step, StepRun, StepRunStatus, StepStatus, Task, TaskStatus,
+    Token,
 };
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -230,7 +231,7 @@ pub(super) fn token_from_row(row: &impl Columns) -> Result<Token> {
 /// A module's path and its blob's facts: `modules AS m` joined with
 /// `module_blobs AS b`.
 pub(super) const MODULE_SELECT: &str = "SELECT m.path, m.hash, b.size, b.language, m.active, \
-     m.created_at, m.updated_at FROM modules AS m JOIN module_blobs AS b ON b.hash = m.hash";
+     m.created_at, m.updated_at, m.metadata FROM modules AS m JOIN module_blobs AS b ON b.hash = m.hash";
 
 pub(super) fn module_from_row(row: &impl Columns) -> Result<Module> {
     Ok(Module {
@@ -241,6 +242,31 @@ pub(super) fn module_from_row(row: &impl Columns) -> Result<Module> {
         active: row.flag("active")?,
         created_at: time(row.int("created_at")?),
         updated_at: time(row.int("updated_at")?),
+        metadata: row
+            .opt_text("metadata")?
+            .map(|text| serde_json::from_str(&text).context("stored module metadata is malformed"))
+            .transpose()?,
+    })
+}
+
+/// A module's metadata as stored (JSON text).
+pub(super) fn metadata_text(metadata: Option<&ModuleMetadata>) -> Result<Option<String>> {
+    metadata
+        .map(|m| serde_json::to_string(m).context("writing module metadata"))
+        .transpose()
+}
+
+/// The columns [`missing_module_task_from_row`] reads, for a `steps AS s`
+/// joined with `tasks AS t`.
+pub(super) const MISSING_MODULE_COLUMNS: &str =
+    "s.controller AS module, t.id AS task_id, t.name AS task_name, t.status AS task_status";
+
+pub(super) fn missing_module_task_from_row(row: &impl Columns) -> Result<MissingModuleTask> {
+    Ok(MissingModuleTask {
+        module: row.text("module")?,
+        task_id: row.int("task_id")?,
+        task_name: row.text("task_name")?,
+        task_status: parse(&row.text("task_status")?)?,
     })
 }
 
@@ -280,6 +306,7 @@ pub(super) fn performance_from_rows(
                 average_duration_seconds: row.opt_float("average_duration")?,
                 average_fuel: row.opt_float("average_fuel")?,
                 average_peak_memory: row.opt_float("average_peak_memory")?,
+                last_run_at: opt_time(row.opt_int("last_run")?),
             })
         })
         .collect::<Result<_>>()?;

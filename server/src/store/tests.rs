@@ -72,6 +72,8 @@ macro_rules! conformance {
             artifacts::artifact_cap_is_checked_before_writing,
             artifacts::artifacts_are_carried_into_a_resuming_run,
             blobs::modules_register_and_activate,
+            blobs::module_metadata_round_trips,
+            blobs::tasks_on_missing_modules_are_listed,
             records::events_batch_and_tail,
             records::logs_filter_and_page,
             records::tokens_find_and_revoke,

@@ -2,8 +2,11 @@
 //! grow by appends, are in [`super::artifacts`]).
 
 use super::PostgresStore;
-use super::rows::{MODULE_SELECT, module_from_row, ms};
-use crate::store::{Module, StoreError, StoreResult};
+use super::rows::{
+    MISSING_MODULE_COLUMNS, MODULE_SELECT, metadata_text, missing_module_task_from_row,
+    module_from_row, ms,
+};
+use crate::store::{MissingModuleTask, Module, ModuleMetadata, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
 
@@ -67,10 +70,12 @@ pub(super) async fn put_module(
     hash: &str,
     bytes: &[u8],
     language: Option<&str>,
+    metadata: Option<&ModuleMetadata>,
     now: DateTime<Utc>,
 ) -> StoreResult<(Module, bool)> {
+    let metadata = metadata_text(metadata)?;
     let mut tx = store.pool.begin().await?;
-    let result = put_module_in(&mut tx, path, hash, bytes, language, now).await;
+    let result = put_module_in(&mut tx, path, hash, bytes, language, metadata, now).await;
     super::settle(tx, result).await
 }
 
@@ -80,6 +85,7 @@ async fn put_module_in(
     hash: &str,
     bytes: &[u8],
     language: Option<&str>,
+    metadata: Option<String>,
     now: DateTime<Utc>,
 ) -> StoreResult<(Module, bool)> {
     sqlx::query(
@@ -95,13 +101,16 @@ async fn put_module_in(
     .execute(&mut *tx)
     .await?;
     let created: bool = sqlx::query_scalar(
-        "INSERT INTO modules (path, hash, active, created_at, updated_at) VALUES ($1, $2, TRUE, $3, $3) \
-         ON CONFLICT (path) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at \
+        "INSERT INTO modules (path, hash, active, created_at, updated_at, metadata) \
+         VALUES ($1, $2, TRUE, $3, $3, $4) \
+         ON CONFLICT (path) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at, \
+             metadata = excluded.metadata \
          RETURNING (xmax = 0)",
     )
     .bind(path)
     .bind(hash)
     .bind(ms(now))
+    .bind(metadata)
     .fetch_one(&mut *tx)
     .await?;
     let module = module_on(tx, path)
@@ -178,4 +187,24 @@ pub(super) async fn module_bytes(
             .fetch_optional(&store.pool)
             .await?,
     )
+}
+
+/// Tasks with a step on an unregistered module. The `steps_controller` index
+/// gives each controller's steps; the anti-join probes `modules` by key.
+pub(super) async fn missing_module_tasks(
+    store: &PostgresStore,
+    limit: i64,
+) -> StoreResult<Vec<MissingModuleTask>> {
+    let rows = sqlx::query(&format!(
+        "SELECT DISTINCT {MISSING_MODULE_COLUMNS} FROM steps AS s JOIN tasks AS t ON t.id = s.task_id \
+         WHERE NOT EXISTS (SELECT 1 FROM modules AS m WHERE m.path = s.controller) \
+         ORDER BY module, task_id LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(missing_module_task_from_row)
+        .collect::<Result<_, _>>()?)
 }

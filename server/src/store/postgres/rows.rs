@@ -10,10 +10,11 @@ use sqlx::postgres::PgConnection;
 use std::collections::HashMap;
 
 pub(super) use crate::store::row_mapping::{
-    MODULE_SELECT, NODE_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, STEP_RUN_COLUMNS, TOKEN_COLUMNS,
-    event_from_row, module_from_row, ms, node_from_row, opt_ms, parse, parse_json,
-    performance_from_rows, run_from_row, step_from_row, step_run_from_row, task_columns,
-    task_from_row, time, token_from_row,
+    MISSING_MODULE_COLUMNS, MODULE_SELECT, NODE_COLUMNS, RUN_COLUMNS, STEP_COLUMNS,
+    STEP_RUN_COLUMNS, TOKEN_COLUMNS, event_from_row, metadata_text, missing_module_task_from_row,
+    module_from_row, ms, node_from_row, opt_ms, parse, parse_json, performance_from_rows,
+    run_from_row, step_from_row, step_run_from_row, task_columns, task_from_row, time,
+    token_from_row,
 };
 
 /// Fill in the steps, details and secret names of these tasks (3 queries).

@@ -49,8 +49,9 @@ const MODULE_TOTALS: &str = "\
            count(*) FILTER (WHERE judged AND status <> 'completed') AS failed, \
            avg(duration) FILTER (WHERE judged) AS average_duration, \
            avg(fuel_used::float8) FILTER (WHERE judged) AS average_fuel, \
-           avg(peak_memory::float8) FILTER (WHERE judged) AS average_peak_memory \
-    FROM (SELECT s.controller AS module, s.status, s.fuel_used, s.peak_memory, \
+           avg(peak_memory::float8) FILTER (WHERE judged) AS average_peak_memory, \
+           max(started_at) AS last_run \
+    FROM (SELECT s.controller AS module, s.status, s.fuel_used, s.peak_memory, s.started_at, \
                  (s.finished_at - s.started_at)::float8 / 1000 AS duration, \
                  s.status IN ('completed', 'failed') \
                    OR (s.status = 'interrupted' AND r.status <> 'cancelled' AND NOT r.rescued) \

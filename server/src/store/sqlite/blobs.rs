@@ -2,8 +2,11 @@
 //! grow by appends, are in [`super::artifacts`]).
 
 use super::SqliteStore;
-use super::rows::{MODULE_SELECT, module_from_row, ms};
-use crate::store::{Module, StoreError, StoreResult};
+use super::rows::{
+    MISSING_MODULE_COLUMNS, MODULE_SELECT, metadata_text, missing_module_task_from_row,
+    module_from_row, ms,
+};
+use crate::store::{MissingModuleTask, Module, ModuleMetadata, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 
 // ---- checkpoints ----------------------------------------------------------
@@ -64,8 +67,10 @@ pub(super) async fn put_module(
     hash: &str,
     bytes: &[u8],
     language: Option<&str>,
+    metadata: Option<&ModuleMetadata>,
     now: DateTime<Utc>,
 ) -> StoreResult<(Module, bool)> {
+    let metadata = metadata_text(metadata)?;
     let mut tx = store.writer.begin().await?;
     sqlx::query(
         "INSERT INTO module_blobs (hash, bytes, size, created_at, language) VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -81,12 +86,15 @@ pub(super) async fn put_module(
     .await?;
     let created = module_on(&mut tx, path).await?.is_none();
     sqlx::query(
-        "INSERT INTO modules (path, hash, active, created_at, updated_at) VALUES (?1, ?2, 1, ?3, ?3) \
-         ON CONFLICT (path) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at",
+        "INSERT INTO modules (path, hash, active, created_at, updated_at, metadata) \
+         VALUES (?1, ?2, 1, ?3, ?3, ?4) \
+         ON CONFLICT (path) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at, \
+             metadata = excluded.metadata",
     )
     .bind(path)
     .bind(hash)
     .bind(ms(now))
+    .bind(metadata)
     .execute(&mut *tx)
     .await?;
     let module = module_on(&mut tx, path)
@@ -152,4 +160,24 @@ pub(super) async fn module_bytes(store: &SqliteStore, hash: &str) -> StoreResult
             .fetch_optional(&store.reader)
             .await?,
     )
+}
+
+/// Tasks with a step on an unregistered module. The `steps_controller` index
+/// gives each controller's steps; the anti-join probes `modules` by key.
+pub(super) async fn missing_module_tasks(
+    store: &SqliteStore,
+    limit: i64,
+) -> StoreResult<Vec<MissingModuleTask>> {
+    let rows = sqlx::query(&format!(
+        "SELECT DISTINCT {MISSING_MODULE_COLUMNS} FROM steps AS s JOIN tasks AS t ON t.id = s.task_id \
+         WHERE NOT EXISTS (SELECT 1 FROM modules AS m WHERE m.path = s.controller) \
+         ORDER BY module, task_id LIMIT ?1"
+    ))
+    .bind(limit)
+    .fetch_all(&store.reader)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(missing_module_task_from_row)
+        .collect::<Result<_, _>>()?)
 }

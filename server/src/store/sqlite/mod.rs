@@ -530,9 +530,10 @@ impl Store for SqliteStore {
         hash: &str,
         bytes: &[u8],
         language: Option<&str>,
+        metadata: Option<&ModuleMetadata>,
         now: DateTime<Utc>,
     ) -> StoreResult<(Module, bool)> {
-        blobs::put_module(self, path, hash, bytes, language, now).await
+        blobs::put_module(self, path, hash, bytes, language, metadata, now).await
     }
 
     async fn get_module(&self, path: &str) -> StoreResult<Option<Module>> {
@@ -558,6 +559,10 @@ impl Store for SqliteStore {
 
     async fn module_bytes(&self, hash: &str) -> StoreResult<Option<Vec<u8>>> {
         blobs::module_bytes(self, hash).await
+    }
+
+    async fn missing_module_tasks(&self, limit: i64) -> StoreResult<Vec<MissingModuleTask>> {
+        blobs::missing_module_tasks(self, limit).await
     }
 
     async fn create_token(

@@ -56,8 +56,9 @@ const MODULE_TOTALS: &str = "\
            sum(judged AND status <> 'completed') AS failed, \
            avg(CASE WHEN judged THEN duration END) AS average_duration, \
            avg(CASE WHEN judged THEN fuel_used END) AS average_fuel, \
-           avg(CASE WHEN judged THEN peak_memory END) AS average_peak_memory \
-    FROM (SELECT s.controller AS module, s.status, s.fuel_used, s.peak_memory, \
+           avg(CASE WHEN judged THEN peak_memory END) AS average_peak_memory, \
+           max(started_at) AS last_run \
+    FROM (SELECT s.controller AS module, s.status, s.fuel_used, s.peak_memory, s.started_at, \
                  (s.finished_at - s.started_at) / 1000.0 AS duration, \
                  s.status IN ('completed', 'failed') \
                    OR (s.status = 'interrupted' AND r.status <> 'cancelled' AND NOT r.rescued) \

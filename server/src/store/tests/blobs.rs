@@ -203,7 +203,14 @@ pub(crate) async fn artifacts_newest_run_first(store: &dyn Store) {
 
 pub(crate) async fn modules_register_and_activate(store: &dyn Store) {
     let (module, created) = store
-        .put_module("tool/backup", "hash-1", b"v1 bytes", Some("Python"), t(1))
+        .put_module(
+            "tool/backup",
+            "hash-1",
+            b"v1 bytes",
+            Some("Python"),
+            None,
+            t(1),
+        )
         .await
         .expect("put");
     assert!(created);
@@ -216,13 +223,21 @@ pub(crate) async fn modules_register_and_activate(store: &dyn Store) {
             language: Some("Python".into()),
             active: true,
             created_at: t(1),
-            updated_at: t(1)
+            updated_at: t(1),
+            metadata: None,
         }
     );
     // The same bytes under another path are the same program: the language
     // is the blob's, kept when an upload does not say it.
     let (same, _) = store
-        .put_module("tool/copy-of-backup", "hash-1", b"v1 bytes", None, t(1))
+        .put_module(
+            "tool/copy-of-backup",
+            "hash-1",
+            b"v1 bytes",
+            None,
+            None,
+            t(1),
+        )
         .await
         .expect("put");
     assert_eq!(same.language.as_deref(), Some("Python"));
@@ -231,7 +246,7 @@ pub(crate) async fn modules_register_and_activate(store: &dyn Store) {
         .await
         .expect("delete");
     store
-        .put_module("a/first", "hash-a", b"a", None, t(1))
+        .put_module("a/first", "hash-a", b"a", None, None, t(1))
         .await
         .expect("put");
     let off = store
@@ -242,7 +257,7 @@ pub(crate) async fn modules_register_and_activate(store: &dyn Store) {
     assert_eq!(off.updated_at, t(2));
 
     let (module, created) = store
-        .put_module("tool/backup", "hash-2", b"v2", None, t(3))
+        .put_module("tool/backup", "hash-2", b"v2", None, None, t(3))
         .await
         .expect("re-register");
     assert!(!created);
@@ -276,7 +291,7 @@ pub(crate) async fn modules_register_and_activate(store: &dyn Store) {
 
     // Two paths may share one blob.
     store
-        .put_module("tool/copy", "hash-2", b"v2", None, t(4))
+        .put_module("tool/copy", "hash-2", b"v2", None, None, t(4))
         .await
         .expect("same bytes, other path");
     let paths: Vec<String> = store
@@ -306,4 +321,72 @@ pub(crate) async fn modules_register_and_activate(store: &dyn Store) {
         store.set_module_active("tool/none", true, t(5)).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+pub(crate) async fn module_metadata_round_trips(store: &dyn Store) {
+    let metadata = ModuleMetadata {
+        title: Some("Backup".into()),
+        description: None,
+        version: Some("1.2.0".into()),
+        settings_schema: Some(json!({"type": "object", "required": ["target"]})),
+    };
+    let (module, _) = store
+        .put_module("tool/backup", "hash-1", b"v1", None, Some(&metadata), t(1))
+        .await
+        .expect("put");
+    assert_eq!(module.metadata.as_ref(), Some(&metadata));
+    let listed = store.list_modules().await.expect("list");
+    assert_eq!(listed[0].metadata.as_ref(), Some(&metadata));
+    // A new version says what it says: no metadata replaces the old.
+    let (module, created) = store
+        .put_module("tool/backup", "hash-2", b"v2", None, None, t(2))
+        .await
+        .expect("re-register");
+    assert!(!created);
+    assert_eq!(module.metadata, None);
+    assert_eq!(
+        store.get_module("tool/backup").await.expect("get"),
+        Some(module)
+    );
+}
+
+pub(crate) async fn tasks_on_missing_modules_are_listed(store: &dyn Store) {
+    store
+        .put_module("m/here", "hash-here", b"here", None, None, t(1))
+        .await
+        .expect("put");
+    let a = create(store, with_steps(new_task("a"), &["m/here", "m/gone"]), 2).await;
+    let b = create(store, with_steps(new_task("b"), &["m/gone", "m/gone"]), 3).await;
+    let c = create(store, with_steps(new_task("c"), &["m/here"]), 4).await;
+    let pairs = |missing: Vec<MissingModuleTask>| -> Vec<(String, i64, String)> {
+        missing
+            .into_iter()
+            .map(|m| {
+                assert_eq!(m.task_status, TaskStatus::Scheduled);
+                (m.module, m.task_id, m.task_name)
+            })
+            .collect()
+    };
+    let missing = store.missing_module_tasks(100).await.expect("missing");
+    assert_eq!(
+        pairs(missing),
+        [
+            ("m/gone".to_string(), a.id, "a".to_string()),
+            ("m/gone".to_string(), b.id, "b".to_string()),
+        ],
+        "one row per task and module, however many steps"
+    );
+
+    store.delete_module("m/here").await.expect("delete");
+    let missing = pairs(store.missing_module_tasks(100).await.expect("missing"));
+    assert_eq!(missing.len(), 4);
+    assert_eq!(
+        missing[2..],
+        [
+            ("m/here".to_string(), a.id, "a".to_string()),
+            ("m/here".to_string(), c.id, "c".to_string()),
+        ]
+    );
+    let first = store.missing_module_tasks(1).await.expect("limited");
+    assert_eq!(first.len(), 1, "the limit holds");
 }

@@ -164,11 +164,11 @@ pub(crate) async fn claim_marks_running_and_plans_steps(store: &dyn Store) {
 
 pub(crate) async fn claim_waits_for_inactive_modules(store: &dyn Store) {
     store
-        .put_module("m/on", "h-on", b"on", None, t(0))
+        .put_module("m/on", "h-on", b"on", None, None, t(0))
         .await
         .expect("module");
     store
-        .put_module("m/off", "h-off", b"off", None, t(0))
+        .put_module("m/off", "h-off", b"off", None, None, t(0))
         .await
         .expect("module");
     store

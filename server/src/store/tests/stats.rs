@@ -108,6 +108,7 @@ pub(crate) async fn performance_totals_modules_and_hours(store: &dyn Store) {
     assert_eq!(bad.average_duration_seconds, Some(24.0));
     assert_eq!(bad.average_fuel, Some(4_000.0));
     assert_eq!(bad.average_peak_memory, Some(65_536.0));
+    assert_eq!(bad.last_run_at, Some(t(4_000)), "its latest start");
     let ok = &stats.modules[1];
     assert_eq!(
         (ok.runs, ok.completed, ok.failed),
@@ -116,6 +117,11 @@ pub(crate) async fn performance_totals_modules_and_hours(store: &dyn Store) {
     );
     assert_eq!(ok.average_duration_seconds, Some(6.0));
     assert_eq!(ok.average_fuel, Some(1_000.0));
+    assert_eq!(
+        ok.last_run_at,
+        Some(t(6_000)),
+        "a running step run is the latest run"
+    );
 
     // t(0) is 400 s past an hour: runs ending at t(210) and t(320) share
     // the hour starting at t(-400); t(4030) is in the next one.
@@ -185,7 +191,7 @@ pub(crate) async fn alert_facts_backlog_running_and_failing_modules(store: &dyn 
     // The backlog: three claimable due tasks; not the ones waiting for an
     // inactive module, due later, or disabled.
     store
-        .put_module("m/off", "h-off", b"off", None, t(0))
+        .put_module("m/off", "h-off", b"off", None, None, t(0))
         .await
         .expect("put module");
     store

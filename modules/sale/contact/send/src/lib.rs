@@ -176,6 +176,9 @@ fn fingerprint(key: &str) -> String {
 }
 
 export_step!(send);
+// Title, description and the settings' JSON Schema, for the dashboard's form
+// and the server's checks at task create (see metadata.json).
+stepwise_guest::metadata!(include_str!("../metadata.json"));
 
 #[cfg(test)]
 mod tests {

@@ -142,3 +142,6 @@ fn dump(settings: Settings) -> Result<Output, StepError> {
 }
 
 export_step!(dump);
+// Title, description and the settings' JSON Schema, for the dashboard's form
+// and the server's checks at task create (see metadata.json).
+stepwise_guest::metadata!(include_str!("../metadata.json"));
