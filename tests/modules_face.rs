@@ -42,18 +42,8 @@ async fn put_with_metadata(
     bytes: Vec<u8>,
     metadata: &str,
 ) -> (StatusCode, Value) {
-    let response = s
-        .http
-        .put(format!("{}/api/v1/modules/{path}", s.url))
-        .query(&[("metadata", metadata)])
-        .bearer_auth(&s.token)
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
+    s.put_module_with(path, bytes, &[("metadata", metadata)])
         .await
-        .expect("upload");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -233,9 +233,20 @@ impl TestServer {
     }
 
     pub async fn put_module(&self, path: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+        self.put_module_with(path, bytes, &[]).await
+    }
+
+    /// [`Self::put_module`] with query parameters (e.g. `metadata`).
+    pub async fn put_module_with(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+        query: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let response = self
             .http
             .put(format!("{}/api/v1/modules/{path}", self.url))
+            .query(query)
             .bearer_auth(&self.token)
             .header("content-type", "application/wasm")
             .body(bytes)
