@@ -9,6 +9,7 @@ use super::engine;
 use super::validate::{self, ModuleError};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -75,9 +76,20 @@ fn compile_and_write(engine: &Engine, bytes: &[u8], output: &Path) -> Result<(),
     write_atomically(output, &serialized).map_err(|e| ModuleError::CompileFailed(e.to_string()))
 }
 
+/// A name beside `output` that no other compile uses, in this process or
+/// another: two steps may compile the same module at once (each writes its
+/// own input and temporary file, and the renames put the same code in
+/// place), so a file named after the module alone would be removed or
+/// overwritten under the other compile.
+fn scratch_name(output: &Path, what: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    output.with_extension(format!("{what}-{}-{n}", std::process::id()))
+}
+
 /// Write to a temporary name and rename, so a reader never sees half a file.
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = scratch_name(path, "tmp");
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
 }
@@ -90,7 +102,7 @@ async fn compile_in_child(
     output: &Path,
 ) -> Result<(), ModuleError> {
     let failed = |e: std::io::Error| ModuleError::CompileFailed(e.to_string());
-    let input = output.with_extension("input.wasm");
+    let input = scratch_name(output, "input");
     tokio::fs::write(&input, bytes).await.map_err(failed)?;
     let child = tokio::process::Command::new(program)
         .arg("internal-compile")
