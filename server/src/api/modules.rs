@@ -70,7 +70,7 @@ pub struct ModuleInfo {
     pub module: Module,
     /// Tasks with a step on this module (counted up to 1000).
     pub tasks: i64,
-    pub stats: ModuleStats,
+    pub stats: ModuleRunStats,
 }
 
 /// A module in the list, with its statistics.
@@ -78,7 +78,7 @@ pub struct ModuleInfo {
 pub struct ModuleSummary {
     #[serde(flatten)]
     pub module: Module,
-    pub stats: ModuleStats,
+    pub stats: ModuleRunStats,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -91,7 +91,7 @@ pub struct ModuleList {
 /// completed and a failure when it failed or a limit stopped it; one stopped
 /// because its run was cancelled is judged neither way.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct ModuleStats {
+pub struct ModuleRunStats {
     /// The window, in days.
     pub days: i64,
     /// When its latest step run started; null when none did in the window.
@@ -106,16 +106,16 @@ pub struct ModuleStats {
     pub average_duration_seconds: Option<f64>,
 }
 
-impl ModuleStats {
+impl ModuleRunStats {
     fn of(days: i64, performance: Option<&ModulePerformance>) -> Self {
         let Some(p) = performance else {
-            return ModuleStats {
+            return ModuleRunStats {
                 days,
-                ..ModuleStats::default()
+                ..ModuleRunStats::default()
             };
         };
         let judged = p.completed + p.failed;
-        ModuleStats {
+        ModuleRunStats {
             days,
             last_run_at: p.last_run_at,
             runs: p.runs,
@@ -134,8 +134,8 @@ async fn module_stats(state: &AppState) -> Result<Vec<ModulePerformance>> {
     Ok(state.store().performance(since, now).await?.modules)
 }
 
-fn stats_of(all: &[ModulePerformance], path: &str) -> ModuleStats {
-    ModuleStats::of(STATS_DAYS, all.iter().find(|p| p.module == path))
+fn stats_of(all: &[ModulePerformance], path: &str) -> ModuleRunStats {
+    ModuleRunStats::of(STATS_DAYS, all.iter().find(|p| p.module == path))
 }
 
 async fn usage(state: &AppState, path: &str, status: Option<TaskStatus>) -> Result<i64> {

@@ -557,9 +557,9 @@ pub struct StepRun {
     pub controller: String,
     pub status: StepRunStatus,
     pub module_hash: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>, nullable)]
     pub outcome: Option<Value>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub result: Option<Value>,
     pub error: Option<String>,
     pub progress: f64,
@@ -721,7 +721,7 @@ pub struct EventRecord {
     /// Log level for `log` events.
     pub level: Option<String>,
     pub message: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>, nullable)]
     pub data: Option<Value>,
     pub created_at: DateTime<Utc>,
 }
