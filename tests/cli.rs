@@ -208,6 +208,26 @@ async fn client_commands_drive_a_server() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = stepwise(&["module", "list"], Some(s));
     assert!(text(&out.stdout).contains("my/noop"));
+    let out = stepwise(
+        &["module", "limit", "my/noop", "--max-running", "2"],
+        Some(s),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("limits: 2 running at once, any starts a minute; now 0 running"),
+        "{shown}"
+    );
+    let (_, module) = server.get("/modules/my/noop").await;
+    assert_eq!(module["limits"]["max_running"], 2, "{module}");
+    let out = stepwise(
+        &["module", "limit", "my/noop", "--max-running", "0"],
+        Some(s),
+    );
+    assert!(!out.status.success(), "a limit of 0 is refused");
+    let out = stepwise(&["module", "limit", "my/noop"], Some(s));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("limits:"), "lifted");
 
     let out = stepwise(
         &["token", "create", "--role", "viewer", "--name", "dash"],

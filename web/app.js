@@ -29,7 +29,10 @@
 //   Modules      #/modules  #module-form, #module-file (file input), #module-path, #module-upload,
 //                drop zone #module-drop, #module-upload-progress, #module-message;
 //                #modules-table tr[data-module-path="a/b"] with .module-active, .module-language, .module-usage,
-//                .btn-module-toggle, .btn-module-delete then .btn-module-delete-confirm
+//                .btn-module-toggle, .btn-module-delete then .btn-module-delete-confirm;
+//                limits: details.module-limits (summary .btn-limits-edit with .limits-text),
+//                form .limits-form with .input-max-running, .input-max-starts-per-minute,
+//                .btn-limits-save, .limits-error
 //   Stats        #/stats  #stats-hours, #stats-counts [data-stat="running"], #stats-total,
 //                #stats-success-rate, #stats-avg-duration, #stats-runs, #alerts li[data-alert-kind],
 //                #throughput-chart (svg, g.tp-bar per hour), #stats-modules; cache (admin)

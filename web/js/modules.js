@@ -71,6 +71,7 @@ export function mount(main, ctx) {
       h('th', { scope: 'col' }, 'Language'),
       h('th', { scope: 'col' }, 'Used by'),
       h('th', { scope: 'col' }, 'Runs (30 days)'),
+      h('th', { scope: 'col' }, 'Limits'),
       h('th', { scope: 'col' }, 'Size'),
       h('th', { scope: 'col' }, 'Hash'),
       h('th', { scope: 'col' }, 'Updated'),
@@ -262,6 +263,53 @@ export function mount(main, ctx) {
     return h('span', null, parts.join(' · '), stats.last_run_at ? [' · last ', timeEl(stats.last_run_at)] : null);
   }
 
+  /** "≤ 2 at once · ≤ 30/min · 1 running", or "None". */
+  function limitsText(m) {
+    const limits = m.limits || {};
+    const parts = [];
+    if (limits.max_running != null) parts.push(`≤ ${limits.max_running} at once`);
+    if (limits.max_starts_per_minute != null) parts.push(`≤ ${limits.max_starts_per_minute}/min`);
+    if (!parts.length) return 'None';
+    if (m.usage) parts.push(`${m.usage.running} running`);
+    return parts.join(' · ');
+  }
+
+  /** The limits cell: what they are, and a small form to change them. */
+  function limitsCell(m) {
+    const path = m.path;
+    const limits = m.limits || {};
+    const field = (name, label) => h('label', { class: 'limit-field' }, label,
+      h('input', { type: 'number', min: '1', step: '1', name, class: `input-${name.replaceAll('_', '-')}`,
+        value: limits[name] == null ? '' : String(limits[name]), placeholder: 'any' }));
+    const error = h('p', { class: 'field-error limits-error', role: 'alert' });
+    error.hidden = true;
+    const form = h('form', { class: 'limits-form' },
+      field('max_running', 'At once'),
+      field('max_starts_per_minute', 'Starts a minute'),
+      h('button', { type: 'submit', class: 'button button-small btn-limits-save' }, 'Save'),
+      error);
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const body = {};
+      for (const name of ['max_running', 'max_starts_per_minute']) {
+        const text = form.elements[name].value.trim();
+        body[name] = text === '' ? null : Number(text);
+      }
+      try {
+        const updated = await api('PATCH', `/modules/${modulePath(path)}`, { body: { limits: body }, signal: abort.signal });
+        replaceModule({ ...updated, usage: m.usage }, 'btn-limits-edit');
+        toast(`${path}: limits saved.`);
+      } catch (err) {
+        if (isAbort(err)) return;
+        error.textContent = describeError(err);
+        error.hidden = false;
+      }
+    });
+    return h('details', { class: 'module-limits' },
+      h('summary', { class: 'btn-limits-edit', 'aria-label': `Limits of ${path}` }, h('span', { class: 'limits-text' }, limitsText(m))),
+      form);
+  }
+
   function makeRow(m) {
     const path = m.path;
     const active = m.active !== false;
@@ -282,6 +330,7 @@ export function mount(main, ctx) {
       h('td', { 'data-label': 'Language', class: 'module-language' }, m.language || '—'),
       h('td', { 'data-label': 'Used by' }, usageLink),
       h('td', { 'data-label': 'Runs (30 days)', class: 'module-stats' }, statsCell(m.stats)),
+      h('td', { 'data-label': 'Limits' }, limitsCell(m)),
       h('td', { 'data-label': 'Size' }, formatBytes(m.size)),
       h('td', { 'data-label': 'Hash' }, h('code', { class: 'module-hash', title: m.hash || '' }, m.hash ? `${String(m.hash).slice(0, 12)}…` : '—')),
       h('td', { 'data-label': 'Updated' }, timeEl(m.updated_at || m.created_at)),

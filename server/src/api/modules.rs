@@ -12,7 +12,7 @@ use super::extract::JsonBody;
 use super::extract::{PathArgs, QueryArgs};
 use super::{AppState, module_metadata, module_scan, validate};
 use crate::store::{
-    MissingModuleTask, Module, ModuleMetadata, ModulePerformance, Role, TaskFilter, TaskStatus,
+    MissingModuleTask, Module, ModuleLimits, ModuleMetadata, ModulePerformance, Role, TaskFilter, TaskStatus,
 };
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// Days of step runs the per-module statistics cover.
 pub const STATS_DAYS: i64 = 30;
@@ -71,6 +72,8 @@ pub struct ModuleInfo {
     /// Tasks with a step on this module (counted up to 1000).
     pub tasks: i64,
     pub stats: ModuleRunStats,
+    /// What it uses of its limits now; null when it has none.
+    pub usage: Option<LimitCounts>,
 }
 
 /// A module in the list, with its statistics.
@@ -79,6 +82,34 @@ pub struct ModuleSummary {
     #[serde(flatten)]
     pub module: Module,
     pub stats: ModuleRunStats,
+    /// What it uses of its limits now; null when it has none.
+    pub usage: Option<LimitCounts>,
+}
+
+/// What a limited module uses of its limits now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LimitCounts {
+    /// Runs holding one of its slots that are running.
+    pub running: i64,
+    /// Runs that took one of its slots in the last 60 seconds.
+    pub starts_last_minute: i64,
+}
+
+/// Each limited module's counts, by path.
+async fn limit_counts(state: &AppState) -> Result<HashMap<String, LimitCounts>> {
+    Ok(state
+        .store()
+        .module_usage(Utc::now())
+        .await?
+        .into_iter()
+        .map(|u| {
+            let counts = LimitCounts {
+                running: u.running,
+                starts_last_minute: u.starts_last_minute,
+            };
+            (u.path, counts)
+        })
+        .collect())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -253,6 +284,7 @@ pub async fn list_modules(
 ) -> Result<Json<ModuleList>> {
     caller.require(Role::Viewer)?;
     let stats = module_stats(&state).await?;
+    let mut counts = limit_counts(&state).await?;
     let modules = state
         .store()
         .list_modules()
@@ -260,6 +292,7 @@ pub async fn list_modules(
         .into_iter()
         .map(|module| ModuleSummary {
             stats: stats_of(&stats, &module.path),
+            usage: counts.remove(&module.path),
             module,
         })
         .collect();
@@ -310,19 +343,24 @@ pub async fn get_module(
     let module = load(&state, &path).await?;
     let tasks = usage(&state, &path, None).await?;
     let stats = stats_of(&module_stats(&state).await?, &path);
+    let usage = limit_counts(&state).await?.remove(&path);
     Ok(Json(ModuleInfo {
         module,
         tasks,
         stats,
+        usage,
     }))
 }
 
-/// Body of `PATCH /modules/{path}`.
+/// Body of `PATCH /modules/{path}`; what is omitted stays as it is.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModulePatch {
     /// false: tasks using it are not claimed until it is active again.
-    pub active: bool,
+    pub active: Option<bool>,
+    /// Replaces both limits: a field omitted or null is no limit, so
+    /// `{"limits": {}}` removes them.
+    pub limits: Option<ModuleLimits>,
 }
 
 #[utoipa::path(patch, path = "/api/v1/modules/{path}", tag = "modules", params(ModulePathParam),
@@ -339,11 +377,28 @@ pub async fn patch_module(
     JsonBody(patch): JsonBody<ModulePatch>,
 ) -> Result<Json<Module>> {
     caller.require(Role::Admin)?;
-    load(&state, &path).await?;
-    let module = state
-        .store()
-        .set_module_active(&path, patch.active, Utc::now())
-        .await?;
+    if let Some(limits) = &patch.limits {
+        if let Some(max) = limits.max_running {
+            validate::limit("limits.max_running", max)?;
+        }
+        if let Some(max) = limits.max_starts_per_minute {
+            validate::limit("limits.max_starts_per_minute", max)?;
+        }
+    }
+    let mut module = load(&state, &path).await?;
+    if let Some(active) = patch.active {
+        module = state
+            .store()
+            .set_module_active(&path, active, Utc::now())
+            .await?;
+    }
+    if let Some(limits) = patch.limits {
+        module = state
+            .store()
+            .set_module_limits(&path, limits, Utc::now())
+            .await?;
+    }
+    // A module activated or given room may let waiting tasks run.
     state.engine().wake();
     Ok(Json(module))
 }

@@ -77,6 +77,7 @@ mod tests {
             secret_names: Vec::new(),
             current_run_id: None,
             hook_url: None,
+            max_starts_per_minute: None,
             created_at: now,
             updated_at: now,
             steps: Vec::new(),

@@ -92,6 +92,11 @@ pub struct TaskRequest {
     /// (AbanteCart's complete-task-url): http, on a loopback host or a host
     /// the admin allows (`--hook-allow-hosts`).
     pub hook_url: Option<String>,
+    /// At most this many runs of the task start in any minute (a sliding
+    /// window of 60 seconds); omitted or null: no limit. A due task it holds
+    /// back waits, and its `message` says so.
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_starts_per_minute: Option<i64>,
     pub steps: Vec<StepRequest>,
 }
 
@@ -126,6 +131,9 @@ impl TaskRequest {
             "seconds",
         )?;
         validate::range("max_attempts", self.max_attempts, 1, 100, "attempts")?;
+        if let Some(max) = self.max_starts_per_minute {
+            validate::limit("max_starts_per_minute", max)?;
+        }
         if let Some(url) = &self.hook_url {
             check_hook_url(state, url)?;
         }
@@ -180,6 +188,7 @@ impl TaskRequest {
             keep_secrets,
             disabled: self.disabled,
             hook_url: self.hook_url,
+            max_starts_per_minute: self.max_starts_per_minute,
             steps,
         })
     }
@@ -408,6 +417,10 @@ pub struct TaskPatchRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, nullable)]
     pub hook_url: Option<Option<String>>,
+    /// Runs of the task that may start in any minute; null removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 1000000)]
+    pub max_starts_per_minute: Option<Option<i64>>,
     #[serde(default)]
     pub steps: Vec<StepPatch>,
 }
@@ -440,6 +453,9 @@ pub async fn patch_task(
     }
     if let Some(Some(url)) = &patch.hook_url {
         check_hook_url(&state, url)?;
+    }
+    if let Some(Some(max)) = patch.max_starts_per_minute {
+        validate::limit("max_starts_per_minute", max)?;
     }
     let task = load_task(&state, id).await?;
     if patch.cron.is_some() || patch.timezone.is_some() || patch.run_interval.is_some() {
@@ -490,6 +506,7 @@ pub async fn patch_task(
         set_secrets,
         remove_secrets,
         hook_url: patch.hook_url,
+        max_starts_per_minute: patch.max_starts_per_minute,
     };
     let since = state.bus().published();
     let mut task = state

@@ -37,6 +37,15 @@ pub fn range(field: &str, value: i64, min: i64, max: i64, unit: &str) -> Result<
     }
 }
 
+/// A concurrency or rate limit: at least one (a module that may run nothing
+/// is deactivated instead, with PATCH `{"active": false}`).
+pub fn limit(field: &str, value: i64) -> Result<(), ApiError> {
+    range(field, value, 1, MAX_LIMIT, "runs")
+}
+
+/// The largest concurrency or rate limit accepted.
+pub const MAX_LIMIT: i64 = 1_000_000;
+
 /// Text of bounded length that is not blank.
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.trim().is_empty() {

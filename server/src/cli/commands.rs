@@ -128,6 +128,16 @@ pub enum ModuleCommand {
     Disable {
         path: String,
     },
+    /// Set how many runs using the module may run at once and start a
+    /// minute, across every node; a limit not given is removed, so
+    /// `stepwise module limit <path>` alone lifts both.
+    Limit {
+        path: String,
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        max_running: Option<i64>,
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        max_starts_per_minute: Option<i64>,
+    },
     Delete {
         path: String,
     },
@@ -362,6 +372,7 @@ pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Resu
 
 pub async fn module(connection: &Connection, command: ModuleCommand) -> anyhow::Result<ExitCode> {
     let client = Client::new(connection)?;
+    let limit = |v: &Value| if v.is_null() { "any".to_string() } else { show(v) };
     let print_module = |m: &Value| {
         println!(
             "{:<40} {:<8} {:>9} bytes  {}",
@@ -374,6 +385,17 @@ pub async fn module(connection: &Connection, command: ModuleCommand) -> anyhow::
             show(&m["size"]),
             &show(&m["hash"])[..12.min(show(&m["hash"]).len())]
         );
+        let limits = &m["limits"];
+        if !limits["max_running"].is_null() || !limits["max_starts_per_minute"].is_null() {
+            println!(
+                "{:<40} limits: {} running at once, {} starts a minute; now {} running, {} started",
+                "",
+                limit(&limits["max_running"]),
+                limit(&limits["max_starts_per_minute"]),
+                show(&m["usage"]["running"]),
+                show(&m["usage"]["starts_last_minute"]),
+            );
+        }
     };
     let value = match command {
         ModuleCommand::Upload {
@@ -468,6 +490,27 @@ pub async fn module(connection: &Connection, command: ModuleCommand) -> anyhow::
                     &format!("/modules/{path}"),
                     Some(Body::Json(json!({"active": false}))),
                 )
+                .await?
+        }
+        ModuleCommand::Limit {
+            path,
+            max_running,
+            max_starts_per_minute,
+        } => {
+            let limits = json!({
+                "max_running": max_running,
+                "max_starts_per_minute": max_starts_per_minute,
+            });
+            client
+                .call(
+                    Method::PATCH,
+                    &format!("/modules/{path}"),
+                    Some(Body::Json(json!({ "limits": limits }))),
+                )
+                .await?;
+            // Read back with the module's usage.
+            client
+                .call(Method::GET, &format!("/modules/{path}"), None)
                 .await?
         }
         ModuleCommand::Delete { path } => {

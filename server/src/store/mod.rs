@@ -6,6 +6,7 @@
 //! drive time.
 
 mod create_batcher;
+mod limits;
 mod log_query;
 mod model;
 mod postgres;
@@ -16,6 +17,7 @@ mod sqlite;
 mod tests;
 
 pub use create_batcher::CreateBatcher;
+pub use limits::LIMIT_WINDOW_MS;
 pub use log_query::{LogEntry, LogQuery};
 pub use model::*;
 pub use postgres::PostgresStore;
@@ -330,6 +332,17 @@ pub trait Store: Send + Sync + 'static {
         active: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<Module>;
+    /// Replace a module's concurrency and rate limits.
+    async fn set_module_limits(
+        &self,
+        path: &str,
+        limits: ModuleLimits,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Module>;
+    /// Every limited module and what it uses of its limits at `now`.
+    async fn module_usage(&self, now: DateTime<Utc>) -> StoreResult<Vec<ModuleUsage>>;
+    /// Runs of a task started after `since` (its own rate limit's count).
+    async fn task_starts_since(&self, task_id: i64, since: DateTime<Utc>) -> StoreResult<i64>;
     async fn delete_module(&self, path: &str) -> StoreResult<()>;
     async fn module_bytes(&self, hash: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Tasks with a step on a module that is not registered, by module path

@@ -253,6 +253,8 @@ pub struct NewTask {
     /// The URL that gets a signed POST when a run of the task ends
     /// (AbanteCart's complete-task-url); the API checks its host.
     pub hook_url: Option<String>,
+    /// At most this many of its runs start in any minute (None: no limit).
+    pub max_starts_per_minute: Option<i64>,
     pub steps: Vec<NewStep>,
 }
 
@@ -284,6 +286,7 @@ impl NewTask {
             keep_secrets: false,
             disabled: false,
             hook_url: None,
+            max_starts_per_minute: None,
             steps,
         }
     }
@@ -342,6 +345,11 @@ pub struct Task {
     /// The URL that gets a signed POST when a run ends (null: none).
     #[serde(default)]
     pub hook_url: Option<String>,
+    /// At most this many of its runs start in any minute (a sliding window
+    /// of 60 seconds); null: no limit. A due task it holds back waits, and
+    /// its `message` says so.
+    #[serde(default)]
+    pub max_starts_per_minute: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub steps: Vec<Step>,
@@ -399,6 +407,8 @@ pub struct TaskPatch {
     /// `Some(None)` removes the completion hook. Runs that already ended
     /// keep their deliveries (to the URL of their time).
     pub hook_url: Option<Option<String>>,
+    /// `Some(None)` removes the task's rate limit.
+    pub max_starts_per_minute: Option<Option<i64>>,
 }
 
 /// One change to a task's steps, made without re-posting the task
@@ -661,6 +671,82 @@ pub struct Module {
     /// What the module says of itself (its `stepwise:metadata` section, or
     /// the metadata given beside it at upload); null when it says nothing.
     pub metadata: Option<ModuleMetadata>,
+    /// How many runs using it may run at once and start a minute.
+    #[serde(default)]
+    pub limits: ModuleLimits,
+}
+
+/// A module's concurrency and rate limits; null is "no limit". A run holds
+/// a slot of every limited module among its enabled steps from its start to
+/// its end (a bulk mail task holds its mail module's slot while it runs),
+/// and counts as a start of each of them when it starts. A due task that a
+/// full module holds back waits, and its `message` says which limit.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleLimits {
+    /// Runs using the module that may run at once, across every node.
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_running: Option<i64>,
+    /// Runs using the module that may start in any minute (a sliding
+    /// window of 60 seconds).
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_starts_per_minute: Option<i64>,
+}
+
+impl ModuleLimits {
+    pub fn is_none(&self) -> bool {
+        self.max_running.is_none() && self.max_starts_per_minute.is_none()
+    }
+}
+
+/// A limited module and what it uses of its limits now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ModuleUsage {
+    pub path: String,
+    pub limits: ModuleLimits,
+    /// Runs holding one of its slots that are running.
+    pub running: i64,
+    /// Runs that took one of its slots in the last 60 seconds.
+    pub starts_last_minute: i64,
+}
+
+impl ModuleUsage {
+    /// How many more runs may start on it now.
+    pub fn room(&self) -> i64 {
+        let running = self.limits.max_running.map(|max| max - self.running);
+        let starts = self
+            .limits
+            .max_starts_per_minute
+            .map(|max| max - self.starts_last_minute);
+        running
+            .into_iter()
+            .chain(starts)
+            .min()
+            .unwrap_or(i64::MAX)
+            .max(0)
+    }
+
+    /// Why no run of it may start now, when none may.
+    pub fn holds_back(&self) -> Option<String> {
+        let path = &self.path;
+        if let Some(max) = self.limits.max_running
+            && self.running >= max
+        {
+            return Some(format!(
+                "waiting: module `{path}` has {} runs running, its max_running is {max}",
+                self.running
+            ));
+        }
+        if let Some(max) = self.limits.max_starts_per_minute
+            && self.starts_last_minute >= max
+        {
+            return Some(format!(
+                "waiting: module `{path}` started {} runs in the last minute, its max_starts_per_minute is {max}",
+                self.starts_last_minute
+            ));
+        }
+        None
+    }
 }
 
 /// A task with a step whose module is not registered (never was, or was

@@ -7,7 +7,7 @@
 
 use super::{
     DueHook, EventRecord, HookAttempt, HookDelivery, HookStatus, HourThroughput, MissingModuleTask,
-    Module, ModuleMetadata, ModulePerformance, Node, PerformanceStats, Priority, Role, Run,
+    Module, ModuleLimits, ModuleMetadata, ModulePerformance, ModuleUsage, Node, PerformanceStats, Priority, Role, Run,
     RunResult, RunStatus, RunTrigger, Step, StepRun, StepRunStatus, StepStatus, Task, TaskStatus,
     Token,
 };
@@ -98,7 +98,8 @@ macro_rules! task_columns {
     () => {
         "id, name, code, status, priority, start_at, run_interval, max_execution_time, \
          max_attempts, attempts, progress, message, last_result, last_run_at, next_run_at, \
-         created_by, current_run_id, created_at, updated_at, cron, timezone, hook_url"
+         created_by, current_run_id, created_at, updated_at, cron, timezone, hook_url, \
+         max_starts_per_minute"
     };
 }
 pub(super) use task_columns;
@@ -129,6 +130,7 @@ pub(super) fn task_from_row(row: &impl Columns) -> Result<Task> {
         secret_names: Vec::new(),
         current_run_id: row.opt_int("current_run_id")?,
         hook_url: row.opt_text("hook_url")?,
+        max_starts_per_minute: row.opt_int("max_starts_per_minute")?,
         created_at: time(row.int("created_at")?),
         updated_at: time(row.int("updated_at")?),
         steps: Vec::new(),
@@ -231,7 +233,8 @@ pub(super) fn token_from_row(row: &impl Columns) -> Result<Token> {
 /// A module's path and its blob's facts: `modules AS m` joined with
 /// `module_blobs AS b`.
 pub(super) const MODULE_SELECT: &str = "SELECT m.path, m.hash, b.size, b.language, m.active, \
-     m.created_at, m.updated_at, m.metadata FROM modules AS m JOIN module_blobs AS b ON b.hash = m.hash";
+     m.created_at, m.updated_at, m.metadata, m.max_running, m.max_starts_per_minute \
+     FROM modules AS m JOIN module_blobs AS b ON b.hash = m.hash";
 
 pub(super) fn module_from_row(row: &impl Columns) -> Result<Module> {
     Ok(Module {
@@ -246,6 +249,23 @@ pub(super) fn module_from_row(row: &impl Columns) -> Result<Module> {
             .opt_text("metadata")?
             .map(|text| serde_json::from_str(&text).context("stored module metadata is malformed"))
             .transpose()?,
+        limits: ModuleLimits {
+            max_running: row.opt_int("max_running")?,
+            max_starts_per_minute: row.opt_int("max_starts_per_minute")?,
+        },
+    })
+}
+
+/// A limited module's row of [`super::limits::usage_sql`].
+pub(super) fn module_usage_from_row(row: &impl Columns) -> Result<ModuleUsage> {
+    Ok(ModuleUsage {
+        path: row.text("path")?,
+        limits: ModuleLimits {
+            max_running: row.opt_int("max_running")?,
+            max_starts_per_minute: row.opt_int("max_starts_per_minute")?,
+        },
+        running: row.int("running")?,
+        starts_last_minute: row.int("starts")?,
     })
 }
 

@@ -55,6 +55,10 @@ macro_rules! conformance {
             claims::claim_waits_for_inactive_modules,
             claims::concurrent_claims_never_overlap,
             claims::leases_heartbeat_and_expiry,
+            limits::module_max_running_caps_a_claim_and_frees_on_run_end,
+            limits::module_rate_counts_the_starts_of_the_last_minute,
+            limits::task_rate_holds_back_its_own_runs,
+            limits::concurrent_claims_never_exceed_a_modules_room,
             runs::finish_run_applies_once,
             runs::recurring_task_returns_to_scheduled,
             runs::finish_step_never_twice,
@@ -103,6 +107,7 @@ mod artifacts;
 mod blobs;
 mod claims;
 mod hooks;
+mod limits;
 mod postgres;
 mod records;
 mod runs;
@@ -268,6 +273,7 @@ pub(crate) fn new_task(name: &str) -> NewTask {
         keep_secrets: false,
         disabled: false,
         hook_url: None,
+        max_starts_per_minute: None,
         steps: vec![new_step("test/noop", 1)],
     }
 }

@@ -49,7 +49,7 @@ pub(super) async fn load_checkpoint(
 
 // ---- modules --------------------------------------------------------------
 
-async fn module_on(conn: &mut PgConnection, path: &str) -> StoreResult<Option<Module>> {
+pub(super) async fn module_on(conn: &mut PgConnection, path: &str) -> StoreResult<Option<Module>> {
     let row = sqlx::query(&format!("{MODULE_SELECT} WHERE m.path = $1"))
         .bind(path)
         .fetch_optional(&mut *conn)
@@ -57,7 +57,7 @@ async fn module_on(conn: &mut PgConnection, path: &str) -> StoreResult<Option<Mo
     Ok(row.as_ref().map(module_from_row).transpose()?)
 }
 
-fn module_not_found(path: &str) -> StoreError {
+pub(super) fn module_not_found(path: &str) -> StoreError {
     StoreError::NotFound(format!("module `{path}`"))
 }
 

@@ -15,6 +15,7 @@
 //!    so the executor reads nothing per run.
 
 use super::PostgresStore;
+use super::limits::{admit_due, take_slots};
 use super::rows::{load_children, ms, task_columns, task_from_row, time};
 use crate::store::{
     ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, Step, StepRunStatus, StepStatus,
@@ -24,7 +25,9 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
+use crate::store::limits;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 /// The due tasks in claim order, locked (see the module docs): for each
 /// priority in `$3` (highest first), one range of the `tasks_due` index
@@ -34,17 +37,27 @@ use std::collections::HashMap;
 /// tomorrow would make every claim read a million entries), as SQLite's claim
 /// says. The lateral join reads the priorities in the array's order and
 /// stops pulling (and locking) rows once `$2` are taken: one round trip for
-/// what was one query per priority.
-const DUE_SQL: &str = concat!(
-    "SELECT t.* FROM unnest($3::bigint[]) AS p(rank) CROSS JOIN LATERAL (SELECT ",
-    task_columns!(),
-    ", resume_from_run_id, pending_trigger, pending_step_id FROM tasks AS t \
-     WHERE status = 'scheduled' AND priority = p.rank AND next_run_at <= $1 \
-       AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
-                       WHERE s.task_id = t.id AND s.status = 'scheduled' AND NOT m.active) \
-     ORDER BY next_run_at, id LIMIT $2 \
-     FOR UPDATE OF t SKIP LOCKED) AS t LIMIT $2"
-);
+/// what was one query per priority. Tasks that a concurrency or rate limit
+/// holds back are passed over (see [`crate::store::limits`]).
+static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH blocked AS ({blocked}) \
+         SELECT t.* FROM unnest($3::bigint[]) AS p(rank) CROSS JOIN LATERAL (SELECT {columns}, \
+            resume_from_run_id, pending_trigger, pending_step_id, {uses_limited} AS uses_limited \
+         FROM tasks AS t \
+         WHERE status = 'scheduled' AND priority = p.rank AND next_run_at <= $1 \
+           AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
+                           WHERE s.task_id = t.id AND s.status = 'scheduled' \
+                             AND (NOT m.active OR m.path IN (SELECT path FROM blocked))) \
+           AND {task_rate} \
+         ORDER BY next_run_at, id LIMIT $2 \
+         FOR UPDATE OF t SKIP LOCKED) AS t LIMIT $2",
+        blocked = limits::blocked_modules_sql("$1"),
+        columns = task_columns!(),
+        uses_limited = limits::USES_LIMITED_SQL,
+        task_rate = limits::task_rate_sql("$1"),
+    )
+});
 
 /// The claimed tasks' runs, one row per task, and the tasks marked running
 /// on them, in one statement. The message starts empty even for a run that
@@ -177,7 +190,7 @@ async fn claim_in(
 ) -> Result<Vec<ClaimedRun>> {
     let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
     ranks.sort_unstable_by(|a, b| b.cmp(a));
-    let rows = sqlx::query(DUE_SQL)
+    let rows = sqlx::query(&DUE_SQL)
         .bind(ms(now))
         .bind(limit)
         .bind(&ranks)
@@ -188,13 +201,26 @@ async fn claim_in(
         return Ok(Vec::new());
     }
     let mut due = Vec::with_capacity(rows.len());
+    let mut any_limited = false;
     for row in &rows {
         let shape = Shape {
             resume_from: row.try_get("resume_from_run_id")?,
             pending_trigger: row.try_get("pending_trigger")?,
             pending_step: row.try_get("pending_step_id")?,
         };
+        let uses_limited: bool = row.try_get("uses_limited")?;
         due.push((task_from_row(row)?, shape));
+        any_limited |= uses_limited;
+    }
+    // The modules' slots each admitted task takes, when any is limited.
+    let mut slots_of = HashMap::new();
+    if any_limited {
+        let order: Vec<i64> = due.iter().map(|(t, _)| t.id).collect();
+        slots_of = admit_due(tx, now, &order).await?;
+        due.retain(|(t, _)| slots_of.contains_key(&t.id));
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
     }
 
     let task_ids: Vec<i64> = due.iter().map(|(t, _)| t.id).collect();
@@ -215,6 +241,16 @@ async fn claim_in(
         .map(|(run, task)| (task, run))
         .collect();
     let run_ids: Vec<i64> = task_ids.iter().map(|id| run_of[id]).collect();
+    if any_limited {
+        let slots: Vec<(String, i64)> = slots_of
+            .into_iter()
+            .flat_map(|(task, modules)| {
+                let run = run_of[&task];
+                modules.into_iter().map(move |module| (module, run))
+            })
+            .collect();
+        take_slots(tx, now, &slots).await?;
+    }
 
     let at = time(ms(now));
     let mut shapes = Vec::with_capacity(due.len());

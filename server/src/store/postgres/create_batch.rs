@@ -136,12 +136,14 @@ pub(super) async fn insert_new(
     let crons: Vec<Option<&str>> = tasks.iter().map(|t| t.cron.as_deref()).collect();
     let zones: Vec<&str> = tasks.iter().map(|t| t.timezone.as_str()).collect();
     let hooks: Vec<Option<&str>> = tasks.iter().map(|t| t.hook_url.as_deref()).collect();
+    let rates: Vec<Option<i64>> = tasks.iter().map(|t| t.max_starts_per_minute).collect();
     sqlx::query(
         "INSERT INTO tasks (id, name, status, priority, start_at, run_interval, max_execution_time, \
-                max_attempts, next_run_at, created_by, cron, timezone, hook_url, created_at, updated_at) \
+                max_attempts, next_run_at, created_by, cron, timezone, hook_url, max_starts_per_minute, \
+                created_at, updated_at) \
          SELECT u.*, $13, $13 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
                 $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], \
-                $11::text[], $12::text[], $14::text[]) AS u",
+                $11::text[], $12::text[], $14::text[], $15::bigint[]) AS u",
     )
     .bind(&ids)
     .bind(&names)
@@ -157,6 +159,7 @@ pub(super) async fn insert_new(
     .bind(&zones)
     .bind(ms(now))
     .bind(&hooks)
+    .bind(&rates)
     .execute(&mut *conn)
     .await
     .context("inserting tasks")?;

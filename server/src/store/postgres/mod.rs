@@ -20,6 +20,7 @@ mod counts;
 pub(crate) use counts::COMPACT_ABOVE;
 mod create_batch;
 mod hooks;
+mod limits;
 mod nodes;
 mod notify;
 mod records;
@@ -483,6 +484,23 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Module> {
         blobs::set_module_active(self, path, active, now).await
+    }
+
+    async fn set_module_limits(
+        &self,
+        path: &str,
+        limits: ModuleLimits,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Module> {
+        limits::set_module_limits(self, path, limits, now).await
+    }
+
+    async fn module_usage(&self, now: DateTime<Utc>) -> StoreResult<Vec<ModuleUsage>> {
+        limits::module_usage(self, now).await
+    }
+
+    async fn task_starts_since(&self, task_id: i64, since: DateTime<Utc>) -> StoreResult<i64> {
+        limits::task_starts_since(self, task_id, since).await
     }
 
     async fn delete_module(&self, path: &str) -> StoreResult<()> {

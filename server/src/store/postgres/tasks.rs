@@ -143,7 +143,7 @@ pub(super) async fn create_in(
                         max_execution_time = $6, max_attempts = $7, status = $8, next_run_at = $9, \
                         attempts = 0, progress = 0, resume_from_run_id = NULL, pending_trigger = NULL, \
                         pending_step_id = NULL, cancel_requested = FALSE, updated_at = $10, \
-                        cron = $11, timezone = $12, hook_url = $13 \
+                        cron = $11, timezone = $12, hook_url = $13, max_starts_per_minute = $14 \
                  WHERE id = $1",
             )
             .bind(id)
@@ -159,6 +159,7 @@ pub(super) async fn create_in(
             .bind(&new.cron)
             .bind(&new.timezone)
             .bind(&new.hook_url)
+            .bind(new.max_starts_per_minute)
             .execute(&mut *tx)
             .await?;
                 sqlx::query("DELETE FROM steps WHERE task_id = $1")
@@ -181,8 +182,8 @@ pub(super) async fn create_in(
                 let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO tasks (name, code, status, priority, start_at, run_interval, \
                         max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at, \
-                        cron, timezone, hook_url) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14) \
+                        cron, timezone, hook_url, max_starts_per_minute) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
                  ON CONFLICT (code) DO NOTHING RETURNING id",
             )
             .bind(&new.name)
@@ -199,6 +200,7 @@ pub(super) async fn create_in(
             .bind(&new.cron)
             .bind(&new.timezone)
             .bind(&new.hook_url)
+            .bind(new.max_starts_per_minute)
             .fetch_optional(&mut *tx)
             .await?;
                 match id {
@@ -265,6 +267,7 @@ pub(super) fn built(
         next_run_at: next_run_at.map(|t| time(ms(t))),
         created_by: new.created_by,
         hook_url: new.hook_url,
+        max_starts_per_minute: new.max_starts_per_minute,
         details: new.details,
         secret_names,
         current_run_id: None,
@@ -435,7 +438,8 @@ async fn update_in(
                 pending_trigger = CASE WHEN $8 = 'disabled' THEN NULL ELSE pending_trigger END, \
                 pending_step_id = CASE WHEN $8 = 'disabled' THEN NULL ELSE pending_step_id END, \
                 updated_at = $10, cron = $11, timezone = $12, \
-                hook_url = CASE WHEN $13 THEN $14 ELSE hook_url END \
+                hook_url = CASE WHEN $13 THEN $14 ELSE hook_url END, \
+                max_starts_per_minute = CASE WHEN $15 THEN $16 ELSE max_starts_per_minute END \
          WHERE id = $1",
     )
     .bind(id)
@@ -452,6 +456,8 @@ async fn update_in(
     .bind(&patched.timezone)
     .bind(patch.hook_url.is_some())
     .bind(patch.hook_url.clone().flatten())
+    .bind(patch.max_starts_per_minute.is_some())
+    .bind(patch.max_starts_per_minute.flatten())
     .execute(&mut *tx)
     .await?;
     for (key, value) in patch.details.iter().flatten() {

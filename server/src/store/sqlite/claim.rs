@@ -17,6 +17,7 @@
 //! writes of that turn.
 
 use super::at_hand::{AtHand, Sql};
+use super::limits::{admit_due, take_slots};
 use super::direct::{TASK_COLUMNS, task_from_row};
 use super::rows::{json_ids, ms, parse, parse_json, task_columns, time};
 use super::turn::ClaimDue;
@@ -27,13 +28,16 @@ use crate::store::{
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::limits;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
 /// The due tasks, in claim order. They are picked by one index range scan per
 /// priority (highest first), each stopping after `limit` rows, then merged: a
 /// single `ORDER BY priority DESC, next_run_at` over all scheduled tasks would
-/// instead walk through every not-yet-due task of a higher priority.
+/// instead walk through every not-yet-due task of a higher priority. Tasks
+/// that a concurrency or rate limit holds back are passed over (see
+/// [`crate::store::limits`]).
 static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
     let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
     ranks.sort_unstable_by(|a, b| b.cmp(a));
@@ -44,18 +48,23 @@ static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
                 "SELECT * FROM (SELECT id, priority, next_run_at FROM tasks AS t \
                  WHERE status = 'scheduled' AND priority = {rank} AND next_run_at <= ?1 \
                    AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
-                                   WHERE s.task_id = t.id AND s.status = 'scheduled' AND m.active = 0) \
-                 ORDER BY next_run_at, id LIMIT ?2)"
+                                   WHERE s.task_id = t.id AND s.status = 'scheduled' \
+                                     AND (m.active = 0 OR m.path IN (SELECT path FROM blocked))) \
+                   AND {task_rate} \
+                 ORDER BY next_run_at, id LIMIT ?2)",
+                task_rate = limits::task_rate_sql("?1"),
             )
         })
         .collect();
     format!(
-        "WITH due AS ({}) \
-         SELECT {}, resume_from_run_id, pending_trigger, pending_step_id FROM tasks \
+        "WITH blocked AS ({}), due AS ({}) \
+         SELECT {}, resume_from_run_id, pending_trigger, pending_step_id, {} FROM tasks AS t \
          WHERE id IN (SELECT id FROM due ORDER BY priority DESC, next_run_at, id LIMIT ?2) \
          ORDER BY priority DESC, next_run_at, id",
+        limits::blocked_modules_sql("?1"),
         per_priority.join(" UNION ALL "),
-        task_columns!()
+        task_columns!(),
+        limits::USES_LIMITED_SQL,
     )
 });
 
@@ -184,6 +193,8 @@ struct Claimed {
 struct Due {
     task: Task,
     shape: Shape,
+    /// An enabled step of it names a limited module.
+    uses_limited: bool,
 }
 
 /// Claim in the writer's open transaction (see [`super::turn`]).
@@ -195,7 +206,16 @@ pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result
         limit,
     } = claim;
     let (now, lease_until) = (*now, *lease_until);
-    let due = pick_due(tx, now, *limit)?;
+    let mut due = pick_due(tx, now, *limit)?;
+    // The modules' slots each admitted task takes, when any is limited.
+    let limited = due.iter().any(|d| d.uses_limited);
+    let mut slots_of = HashMap::new();
+    if limited {
+        let order: Vec<i64> = due.iter().map(|d| d.task.id).collect();
+        slots_of = admit_due(tx, now, &order)?;
+        due.retain(|d| slots_of.contains_key(&d.task.id));
+    }
+    let mut slots = Vec::new();
     let mut claimed = Vec::with_capacity(due.len());
     {
         let mut insert_run = tx.prepare_cached(
@@ -203,7 +223,10 @@ pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result
              VALUES (?1, ?2, 'running', ?3, ?4, ?5)",
         )?;
         let mut mark_running = tx.prepare_cached(MARK_RUNNING_SQL)?;
-        for Due { mut task, shape } in due {
+        for Due {
+            mut task, shape, ..
+        } in due
+        {
             insert_run
                 .execute(params![
                     task.id,
@@ -214,6 +237,9 @@ pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result
                 ])
                 .context("inserting a run")?;
             let run_id = tx.last_insert_rowid();
+            if let Some(modules) = slots_of.remove(&task.id) {
+                slots.extend(modules.into_iter().map(|module| (module, run_id)));
+            }
             mark_running
                 .execute(params![task.id, run_id, node, ms(lease_until), ms(now)])
                 .context("marking a task running")?;
@@ -239,6 +265,9 @@ pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result
                 first_run,
             });
         }
+    }
+    if limited {
+        take_slots(tx, now, &slots)?;
     }
     let mut runs = Vec::with_capacity(claimed.len());
     let mut modules = HashMap::new();
@@ -299,6 +328,7 @@ fn pick_due(tx: &Transaction, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>
                 pending_trigger: row.get(TASK_COLUMNS + 1)?,
                 pending_step: row.get(TASK_COLUMNS + 2)?,
             },
+            uses_limited: row.get(TASK_COLUMNS + 3)?,
         });
     }
     Ok(due)

@@ -55,6 +55,7 @@ pub(super) async fn insert_new(
             new.cron,
             new.timezone,
             new.hook_url,
+            new.max_starts_per_minute,
         ]));
         let mut ids = Vec::with_capacity(new.steps.len());
         for step in &new.steps {
@@ -80,10 +81,11 @@ pub(super) async fn insert_new(
 
     sqlx::query(
         "INSERT INTO tasks (id, name, status, priority, start_at, run_interval, max_execution_time, \
-                max_attempts, next_run_at, created_by, cron, timezone, hook_url, created_at, updated_at) \
+                max_attempts, next_run_at, created_by, cron, timezone, hook_url, max_starts_per_minute, \
+                created_at, updated_at) \
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
                 value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
-                value ->> 12, ?2, ?2 FROM json_each(?1)",
+                value ->> 12, value ->> 13, ?2, ?2 FROM json_each(?1)",
     )
     .bind(Value::from(task_rows).to_string())
     .bind(ms(now))

@@ -166,6 +166,7 @@ pub(super) fn task_from_row(row: &Row) -> anyhow::Result<Task> {
         secret_names: Vec::new(),
         current_run_id: row.get(16)?,
         hook_url: row.get(21)?,
+        max_starts_per_minute: row.get(22)?,
         created_at: time(row.get(17)?),
         updated_at: time(row.get(18)?),
         steps: Vec::new(),

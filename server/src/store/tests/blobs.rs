@@ -225,6 +225,7 @@ pub(crate) async fn modules_register_and_activate(store: &dyn Store) {
             created_at: t(1),
             updated_at: t(1),
             metadata: None,
+            limits: ModuleLimits::default(),
         }
     );
     // The same bytes under another path are the same program: the language
