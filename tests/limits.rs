@@ -61,7 +61,12 @@ fn assert_no_overlap(spans: &[(i64, i64)]) {
 }
 
 /// Wait until `check` holds of the task, which is read every 20 ms.
-async fn wait_until(server: &TestServer, id: i64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+async fn wait_until(
+    server: &TestServer,
+    id: i64,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let started = Instant::now();
     loop {
         let (_, task) = server.get(&format!("/tasks/{id}")).await;
@@ -81,12 +86,17 @@ async fn tasks_on_a_module_limited_to_one_take_turns_and_say_why_they_wait() {
     let server = TestServer::start().await;
     server.upload(SLEEP).await;
     let module = set_limits(&server, SLEEP, json!({"max_running": 1})).await;
-    assert_eq!(module["limits"], json!({"max_running": 1, "max_starts_per_minute": null}));
+    assert_eq!(
+        module["limits"],
+        json!({"max_running": 1, "max_starts_per_minute": null})
+    );
     let ids = sleepers(&server, 3, 1).await;
 
     let waiting = wait_until(&server, ids[1], "said why it waits", |task| {
         task["status"] == "scheduled"
-            && task["message"].as_str().is_some_and(|m| m.contains("max_running"))
+            && task["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("max_running"))
     })
     .await;
     assert!(
@@ -132,10 +142,16 @@ async fn starts_per_minute_hold_runs_back_until_the_limit_is_lifted() {
     assert_eq!(held["status"], "scheduled", "{held}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, still) = server.get(&format!("/tasks/{}", ids[1])).await;
-    assert_eq!(still["status"], "scheduled", "the minute is not over: {still}");
+    assert_eq!(
+        still["status"], "scheduled",
+        "the minute is not over: {still}"
+    );
 
     let module = set_limits(&server, SLEEP, json!({})).await;
-    assert_eq!(module["limits"], json!({"max_running": null, "max_starts_per_minute": null}));
+    assert_eq!(
+        module["limits"],
+        json!({"max_running": null, "max_starts_per_minute": null})
+    );
     server
         .wait_for(ids[1], &["completed"], Duration::from_secs(30))
         .await;
@@ -151,7 +167,9 @@ async fn starts_per_minute_hold_runs_back_until_the_limit_is_lifted() {
     assert_eq!(status, StatusCode::CREATED, "{task}");
     let id = task["id"].as_i64().unwrap();
     assert_eq!(task["max_starts_per_minute"], 1);
-    server.wait_for(id, &["completed"], Duration::from_secs(30)).await;
+    server
+        .wait_for(id, &["completed"], Duration::from_secs(30))
+        .await;
     let (status, _) = server.post_empty(&format!("/tasks/{id}/run")).await;
     assert!(status.is_success(), "run now: {status}");
     let held = wait_until(&server, id, "said why it waits", |task| {
@@ -162,11 +180,16 @@ async fn starts_per_minute_hold_runs_back_until_the_limit_is_lifted() {
     .await;
     assert_eq!(held["status"], "scheduled", "{held}");
     let (status, patched) = server
-        .patch(&format!("/tasks/{id}"), json!({"max_starts_per_minute": null}))
+        .patch(
+            &format!("/tasks/{id}"),
+            json!({"max_starts_per_minute": null}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
     assert_eq!(patched["max_starts_per_minute"], Value::Null);
-    server.wait_for(id, &["completed"], Duration::from_secs(30)).await;
+    server
+        .wait_for(id, &["completed"], Duration::from_secs(30))
+        .await;
     assert_eq!(server.runs(id).await.len(), 2);
 }
 
@@ -195,7 +218,10 @@ async fn bad_limits_are_refused_with_the_field_named() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
-    assert!(error.to_string().contains("max_starts_per_minute"), "{error}");
+    assert!(
+        error.to_string().contains("max_starts_per_minute"),
+        "{error}"
+    );
     let (status, _) = server
         .patch("/modules/no/such", json!({"limits": {"max_running": 1}}))
         .await;
@@ -224,7 +250,9 @@ async fn two_nodes_never_run_more_than_the_module_allows() {
     let mut ids = sleepers(&first, 3, 1).await;
     ids.extend(sleepers(&second, 3, 1).await);
     for id in &ids {
-        first.wait_for(*id, &["completed"], Duration::from_secs(60)).await;
+        first
+            .wait_for(*id, &["completed"], Duration::from_secs(60))
+            .await;
     }
     assert_no_overlap(&run_spans(&first, &ids).await);
 }

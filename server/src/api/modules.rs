@@ -12,7 +12,8 @@ use super::extract::JsonBody;
 use super::extract::{PathArgs, QueryArgs};
 use super::{AppState, module_metadata, module_scan, validate};
 use crate::store::{
-    MissingModuleTask, Module, ModuleLimits, ModuleMetadata, ModulePerformance, Role, TaskFilter, TaskStatus,
+    MissingModuleTask, Module, ModuleLimits, ModuleMetadata, ModulePerformance, Role, TaskFilter,
+    TaskStatus,
 };
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};

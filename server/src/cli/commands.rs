@@ -372,7 +372,13 @@ pub async fn task(connection: &Connection, command: TaskCommand) -> anyhow::Resu
 
 pub async fn module(connection: &Connection, command: ModuleCommand) -> anyhow::Result<ExitCode> {
     let client = Client::new(connection)?;
-    let limit = |v: &Value| if v.is_null() { "any".to_string() } else { show(v) };
+    let limit = |v: &Value| {
+        if v.is_null() {
+            "any".to_string()
+        } else {
+            show(v)
+        }
+    };
     let print_module = |m: &Value| {
         println!(
             "{:<40} {:<8} {:>9} bytes  {}",

@@ -7,9 +7,9 @@
 
 use super::{
     DueHook, EventRecord, HookAttempt, HookDelivery, HookStatus, HourThroughput, MissingModuleTask,
-    Module, ModuleLimits, ModuleMetadata, ModulePerformance, ModuleUsage, Node, PerformanceStats, Priority, Role, Run,
-    RunResult, RunStatus, RunTrigger, Step, StepRun, StepRunStatus, StepStatus, Task, TaskStatus,
-    Token,
+    Module, ModuleLimits, ModuleMetadata, ModulePerformance, ModuleUsage, Node, PerformanceStats,
+    Priority, Role, Run, RunResult, RunStatus, RunTrigger, Step, StepRun, StepRunStatus,
+    StepStatus, Task, TaskStatus, Token,
 };
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};

@@ -17,6 +17,7 @@
 use super::PostgresStore;
 use super::limits::{admit_due, take_slots};
 use super::rows::{load_children, ms, task_columns, task_from_row, time};
+use crate::store::limits;
 use crate::store::{
     ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, Step, StepRunStatus, StepStatus,
     StoreError, StoreResult, Task, TaskStatus,
@@ -25,7 +26,6 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
-use crate::store::limits;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 

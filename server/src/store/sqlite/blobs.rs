@@ -48,7 +48,10 @@ pub(super) async fn load_checkpoint(
 
 // ---- modules --------------------------------------------------------------
 
-pub(super) async fn module_on(conn: &mut sqlx::SqliteConnection, path: &str) -> StoreResult<Option<Module>> {
+pub(super) async fn module_on(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+) -> StoreResult<Option<Module>> {
     let row = sqlx::query(&format!("{MODULE_SELECT} WHERE m.path = ?1"))
         .bind(path)
         .fetch_optional(&mut *conn)

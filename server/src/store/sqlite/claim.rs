@@ -17,10 +17,11 @@
 //! writes of that turn.
 
 use super::at_hand::{AtHand, Sql};
-use super::limits::{admit_due, take_slots};
 use super::direct::{TASK_COLUMNS, task_from_row};
+use super::limits::{admit_due, take_slots};
 use super::rows::{json_ids, ms, parse, parse_json, task_columns, time};
 use super::turn::ClaimDue;
+use crate::store::limits;
 use crate::store::{
     ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, SealedSecret, Step, StepRunStatus,
     StepStatus, Task, TaskStatus,
@@ -28,7 +29,6 @@ use crate::store::{
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
-use crate::store::limits;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 

@@ -105,7 +105,11 @@ pub(super) fn admit_due(
 
 /// Write the slots the started runs take (`(module, run_id)` pairs) and
 /// drop those that no longer count.
-pub(super) fn take_slots(tx: &Transaction, now: DateTime<Utc>, slots: &[(String, i64)]) -> Result<()> {
+pub(super) fn take_slots(
+    tx: &Transaction,
+    now: DateTime<Utc>,
+    slots: &[(String, i64)],
+) -> Result<()> {
     tx.prepare_cached(&prune_slots_sql("?1"))?
         .execute([ms(now)])
         .context("pruning module slots")?;

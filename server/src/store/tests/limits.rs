@@ -4,7 +4,14 @@ use super::*;
 
 async fn limited_module(store: &dyn Store, path: &str, limits: ModuleLimits) {
     store
-        .put_module(path, &format!("h-{path}"), path.as_bytes(), None, None, t(0))
+        .put_module(
+            path,
+            &format!("h-{path}"),
+            path.as_bytes(),
+            None,
+            None,
+            t(0),
+        )
         .await
         .expect("module");
     let module = store
@@ -64,7 +71,11 @@ pub(crate) async fn module_max_running_caps_a_claim_and_frees_on_run_end(store: 
         .set_module_limits("m/mail", ModuleLimits::default(), t(6))
         .await
         .expect("lift");
-    assert_eq!(ids(&claim(store, 7, 10).await), [mail[3]], "no limit, no wait");
+    assert_eq!(
+        ids(&claim(store, 7, 10).await),
+        [mail[3]],
+        "no limit, no wait"
+    );
     assert!(
         store.module_usage(t(7)).await.expect("usage").is_empty(),
         "a module without limits has no usage"
@@ -89,8 +100,17 @@ pub(crate) async fn module_rate_counts_the_starts_of_the_last_minute(store: &dyn
     );
     let usage = store.module_usage(t(30)).await.expect("usage");
     assert_eq!((usage[0].running, usage[0].starts_last_minute), (0, 2));
-    assert!(usage[0].holds_back().expect("held").contains("max_starts_per_minute"));
-    assert_eq!(ids(&claim(store, 62, 10).await), [tasks[2]], "a minute later");
+    assert!(
+        usage[0]
+            .holds_back()
+            .expect("held")
+            .contains("max_starts_per_minute")
+    );
+    assert_eq!(
+        ids(&claim(store, 62, 10).await),
+        [tasks[2]],
+        "a minute later"
+    );
 }
 
 pub(crate) async fn task_rate_holds_back_its_own_runs(store: &dyn Store) {
@@ -132,7 +152,10 @@ pub(crate) async fn task_rate_holds_back_its_own_runs(store: &dyn Store) {
         )
         .await
         .expect("patch");
-    assert_eq!(patched.max_starts_per_minute, None, "null removes the limit");
+    assert_eq!(
+        patched.max_starts_per_minute, None,
+        "null removes the limit"
+    );
 }
 
 pub(crate) async fn concurrent_claims_never_exceed_a_modules_room(store: &dyn Store) {
@@ -156,7 +179,10 @@ pub(crate) async fn concurrent_claims_never_exceed_a_modules_room(store: &dyn St
         }
     });
     let claimed: usize = futures::future::join_all(claimers).await.into_iter().sum();
-    assert_eq!(claimed, 3, "four nodes together start no more than the module's room");
+    assert_eq!(
+        claimed, 3,
+        "four nodes together start no more than the module's room"
+    );
     let usage = store.module_usage(t(1)).await.expect("usage");
     assert_eq!(usage[0].running, 3);
 }
