@@ -890,6 +890,35 @@ async fn upload_a_module_on_the_modules_page() {
         assert_eq!(status, 200, "{module}");
         assert_eq!(module["size"].as_u64(), Some(size));
 
+        // Its limits: none yet; set two at once, then lift the rate.
+        assert_eq!(
+            b.text(&format!("{row} .limits-text")).await.as_deref(),
+            Some("None")
+        );
+        b.click(&format!("{row} .btn-limits-edit")).await;
+        b.type_into(&format!("{row} .input-max-running"), "2").await;
+        b.type_into(&format!("{row} .input-max-starts-per-minute"), "30")
+            .await;
+        b.click(&format!("{row} .btn-limits-save")).await;
+        b.wait_text(&format!("{row} .limits-text"), WAIT, "the limits", |t| {
+            t.starts_with("≤ 2 at once · ≤ 30/min")
+        })
+        .await;
+        let (_, module) = server_get(b, "/api/v1/modules/fixture/loop").await;
+        assert_eq!(
+            module["limits"],
+            json!({"max_running": 2, "max_starts_per_minute": 30})
+        );
+        b.click(&format!("{row} .btn-limits-edit")).await;
+        b.type_into(&format!("{row} .input-max-starts-per-minute"), "")
+            .await;
+        b.click(&format!("{row} .btn-limits-save")).await;
+        b.wait_text(&format!("{row} .limits-text"), WAIT, "the limits", |t| {
+            t.starts_with("≤ 2 at once") && !t.contains("/min")
+        })
+        .await;
+        b.shot("limits").await;
+
         let expected = vec![("/api/v1/modules/fixture/foreign".to_string(), 422)];
         b.assert_no_console_errors(&expected).await;
     })

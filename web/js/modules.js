@@ -281,13 +281,10 @@ export function mount(main, ctx) {
     const field = (name, label) => h('label', { class: 'limit-field' }, label,
       h('input', { type: 'number', min: '1', step: '1', name, class: `input-${name.replaceAll('_', '-')}`,
         value: limits[name] == null ? '' : String(limits[name]), placeholder: 'any' }));
-    const error = h('p', { class: 'field-error limits-error', role: 'alert' });
-    error.hidden = true;
     const form = h('form', { class: 'limits-form' },
       field('max_running', 'At once'),
       field('max_starts_per_minute', 'Starts a minute'),
-      h('button', { type: 'submit', class: 'button button-small btn-limits-save' }, 'Save'),
-      error);
+      h('button', { type: 'submit', class: 'button button-small btn-limits-save' }, 'Save'));
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
       const body = {};
@@ -301,8 +298,10 @@ export function mount(main, ctx) {
         toast(`${path}: limits saved.`);
       } catch (err) {
         if (isAbort(err)) return;
+        // Created only when there is an error (as the other forms' are).
+        const error = form.querySelector('.limits-error')
+          || form.appendChild(h('p', { class: 'field-error limits-error', role: 'alert' }));
         error.textContent = describeError(err);
-        error.hidden = false;
       }
     });
     return h('details', { class: 'module-limits' },
