@@ -6,7 +6,9 @@ use super::rows::{
     MISSING_MODULE_COLUMNS, MODULE_SELECT, metadata_text, missing_module_task_from_row,
     module_from_row, ms,
 };
-use crate::store::{MissingModuleTask, Module, ModuleMetadata, StoreError, StoreResult};
+use crate::store::{
+    MissingModuleTask, Module, ModuleLimits, ModuleMetadata, StoreError, StoreResult,
+};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
 
@@ -49,7 +51,7 @@ pub(super) async fn load_checkpoint(
 
 // ---- modules --------------------------------------------------------------
 
-pub(super) async fn module_on(conn: &mut PgConnection, path: &str) -> StoreResult<Option<Module>> {
+async fn module_on(conn: &mut PgConnection, path: &str) -> StoreResult<Option<Module>> {
     let row = sqlx::query(&format!("{MODULE_SELECT} WHERE m.path = $1"))
         .bind(path)
         .fetch_optional(&mut *conn)
@@ -57,7 +59,7 @@ pub(super) async fn module_on(conn: &mut PgConnection, path: &str) -> StoreResul
     Ok(row.as_ref().map(module_from_row).transpose()?)
 }
 
-pub(super) fn module_not_found(path: &str) -> StoreError {
+fn module_not_found(path: &str) -> StoreError {
     StoreError::NotFound(format!("module `{path}`"))
 }
 
@@ -137,30 +139,42 @@ pub(super) async fn set_module_active(
     active: bool,
     now: DateTime<Utc>,
 ) -> StoreResult<Module> {
-    let mut tx = store.pool.begin().await?;
-    let result = set_module_active_in(&mut tx, path, active, now).await;
-    super::settle(tx, result).await
+    update_module(store, path, Some(active), None, now).await
 }
 
-async fn set_module_active_in(
-    tx: &mut PgConnection,
+/// Change a module's `active` flag and limits (each when given); returns
+/// the module as it is now.
+pub(super) async fn update_module(
+    store: &PostgresStore,
     path: &str,
-    active: bool,
+    active: Option<bool>,
+    limits: Option<ModuleLimits>,
     now: DateTime<Utc>,
 ) -> StoreResult<Module> {
-    let changed = sqlx::query("UPDATE modules SET active = $2, updated_at = $3 WHERE path = $1")
-        .bind(path)
-        .bind(active)
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let mut tx = store.pool.begin().await?;
+    let changed = sqlx::query(
+        "UPDATE modules SET active = COALESCE($2, active), \
+                max_running = CASE WHEN $3 THEN $4 ELSE max_running END, \
+                max_starts_per_minute = CASE WHEN $3 THEN $5 ELSE max_starts_per_minute END, \
+                updated_at = $6 \
+         WHERE path = $1",
+    )
+    .bind(path)
+    .bind(active)
+    .bind(limits.is_some())
+    .bind(limits.and_then(|l| l.max_running))
+    .bind(limits.and_then(|l| l.max_starts_per_minute))
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if changed == 0 {
         return Err(module_not_found(path));
     }
-    let module = module_on(tx, path)
+    let module = module_on(&mut tx, path)
         .await?
         .ok_or_else(|| module_not_found(path))?;
+    tx.commit().await?;
     Ok(module)
 }
 

@@ -3,7 +3,7 @@
 //! [`crate::store::limits`]).
 
 use super::PostgresStore;
-use super::blobs::{module_not_found, module_on};
+use super::blobs::update_module;
 use super::rows::ms;
 use crate::store::limits::{admit, prune_slots_sql, task_modules_sql, usage_sql};
 use crate::store::row_mapping::module_usage_from_row;
@@ -23,26 +23,7 @@ pub(super) async fn set_module_limits(
     limits: ModuleLimits,
     now: DateTime<Utc>,
 ) -> StoreResult<Module> {
-    let mut tx = store.pool.begin().await?;
-    let changed = sqlx::query(
-        "UPDATE modules SET max_running = $2, max_starts_per_minute = $3, updated_at = $4 \
-         WHERE path = $1",
-    )
-    .bind(path)
-    .bind(limits.max_running)
-    .bind(limits.max_starts_per_minute)
-    .bind(ms(now))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if changed == 0 {
-        return Err(module_not_found(path));
-    }
-    let module = module_on(&mut tx, path)
-        .await?
-        .ok_or_else(|| module_not_found(path))?;
-    tx.commit().await?;
-    Ok(module)
+    update_module(store, path, None, Some(limits), now).await
 }
 
 pub(super) async fn module_usage(

@@ -6,7 +6,9 @@ use super::rows::{
     MISSING_MODULE_COLUMNS, MODULE_SELECT, metadata_text, missing_module_task_from_row,
     module_from_row, ms,
 };
-use crate::store::{MissingModuleTask, Module, ModuleMetadata, StoreError, StoreResult};
+use crate::store::{
+    MissingModuleTask, Module, ModuleLimits, ModuleMetadata, StoreError, StoreResult,
+};
 use chrono::{DateTime, Utc};
 
 // ---- checkpoints ----------------------------------------------------------
@@ -48,10 +50,7 @@ pub(super) async fn load_checkpoint(
 
 // ---- modules --------------------------------------------------------------
 
-pub(super) async fn module_on(
-    conn: &mut sqlx::SqliteConnection,
-    path: &str,
-) -> StoreResult<Option<Module>> {
+async fn module_on(conn: &mut sqlx::SqliteConnection, path: &str) -> StoreResult<Option<Module>> {
     let row = sqlx::query(&format!("{MODULE_SELECT} WHERE m.path = ?1"))
         .bind(path)
         .fetch_optional(&mut *conn)
@@ -59,7 +58,7 @@ pub(super) async fn module_on(
     Ok(row.as_ref().map(module_from_row).transpose()?)
 }
 
-pub(super) fn module_not_found(path: &str) -> StoreError {
+fn module_not_found(path: &str) -> StoreError {
     StoreError::NotFound(format!("module `{path}`"))
 }
 
@@ -125,14 +124,35 @@ pub(super) async fn set_module_active(
     active: bool,
     now: DateTime<Utc>,
 ) -> StoreResult<Module> {
+    update_module(store, path, Some(active), None, now).await
+}
+
+/// Change a module's `active` flag and limits (each when given); returns
+/// the module as it is now.
+pub(super) async fn update_module(
+    store: &SqliteStore,
+    path: &str,
+    active: Option<bool>,
+    limits: Option<ModuleLimits>,
+    now: DateTime<Utc>,
+) -> StoreResult<Module> {
     let mut tx = store.writer.begin().await?;
-    let changed = sqlx::query("UPDATE modules SET active = ?2, updated_at = ?3 WHERE path = ?1")
-        .bind(path)
-        .bind(active)
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let changed = sqlx::query(
+        "UPDATE modules SET active = COALESCE(?2, active), \
+                max_running = CASE WHEN ?3 THEN ?4 ELSE max_running END, \
+                max_starts_per_minute = CASE WHEN ?3 THEN ?5 ELSE max_starts_per_minute END, \
+                updated_at = ?6 \
+         WHERE path = ?1",
+    )
+    .bind(path)
+    .bind(active)
+    .bind(limits.is_some())
+    .bind(limits.and_then(|l| l.max_running))
+    .bind(limits.and_then(|l| l.max_starts_per_minute))
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if changed == 0 {
         return Err(module_not_found(path));
     }
