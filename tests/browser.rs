@@ -1254,6 +1254,16 @@ async fn create_a_cron_task_from_the_form_and_see_its_next_runs() {
         assert!(b.hash().await.starts_with("#/new"), "the form stays");
 
         b.type_into("#new-timezone", "Europe/Berlin").await;
+        // Its own rate, and a completion hook on a host the server refuses.
+        b.type_into("#new-max-starts", "5").await;
+        b.click("details.advanced summary").await;
+        b.type_into("#new-hook-url", "http://example.com/done").await;
+        b.click("#new-submit").await;
+        b.wait_text(".field-error[data-for='hook_url']", WAIT, "the hook error", |t| {
+            t.contains("example.com")
+        })
+        .await;
+        b.type_into("#new-hook-url", "http://127.0.0.1:9/done").await;
         b.shot("form").await;
         b.click("#new-submit").await;
         let hash = b
@@ -1286,6 +1296,8 @@ async fn create_a_cron_task_from_the_form_and_see_its_next_runs() {
         assert_eq!(status, 200, "{task}");
         assert_eq!(task["cron"], "0 3 * * *");
         assert_eq!(task["timezone"], "Europe/Berlin");
+        assert_eq!(task["max_starts_per_minute"], 5);
+        assert_eq!(task["hook_url"], "http://127.0.0.1:9/done");
         let listed: Vec<String> = serde_json::from_value(task["next_runs"].clone()).expect("next_runs");
         assert_eq!(listed.len(), 5, "{task}");
         assert_eq!(shown, listed);

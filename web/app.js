@@ -20,7 +20,8 @@
 //                runs #runs tr[data-run-id]; live log #log li.log-line[data-level][data-step-id];
 //                artifacts #artifacts a[data-artifact="name"]
 //   New task     #/new  #new-task-form, #new-name, #new-code, #new-priority, #new-start-at,
-//                #new-interval + #new-interval-unit, #new-max-time, #new-max-attempts, #new-disabled,
+//                #new-interval + #new-interval-unit, #new-max-time, #new-max-attempts, #new-max-starts,
+//                #new-disabled, #new-hook-url (in details.advanced),
 //                #new-details, #new-secrets; first step #new-module (select), #new-settings
 //                (textarea), #new-step-time, #new-step-memory, #new-step-interrupt; more steps
 //                .new-step[data-step-index] with [data-field="steps.N.controller"] etc.;

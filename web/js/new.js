@@ -75,6 +75,8 @@ export function mount(main, ctx) {
   const zones = h('datalist', { id: 'new-timezones' }, timeZones().map((z) => h('option', { value: z })));
   const maxTime = h('input', { id: 'new-max-time', name: 'max_execution_time', type: 'number', min: '0', step: '1', inputmode: 'numeric', placeholder: 'server default', dataset: { field: 'max_execution_time' }, 'aria-describedby': 'new-max-time-hint' });
   const maxAttempts = h('input', { id: 'new-max-attempts', name: 'max_attempts', type: 'number', min: '1', max: '100', step: '1', inputmode: 'numeric', placeholder: 'server default', dataset: { field: 'max_attempts' } });
+  const maxStarts = h('input', { id: 'new-max-starts', name: 'max_starts_per_minute', type: 'number', min: '1', step: '1', inputmode: 'numeric', placeholder: 'any', dataset: { field: 'max_starts_per_minute' }, 'aria-describedby': 'new-max-starts-hint' });
+  const hookUrl = h('input', { id: 'new-hook-url', name: 'hook_url', type: 'url', autocomplete: 'off', spellcheck: 'false', placeholder: 'http://127.0.0.1:8080/stepwise/done', dataset: { field: 'hook_url' }, 'aria-describedby': 'new-hook-url-hint' });
   const disabled = h('input', { id: 'new-disabled', name: 'disabled', type: 'checkbox', dataset: { field: 'disabled' } });
   const details = h('textarea', { id: 'new-details', name: 'details', rows: '4', spellcheck: 'false', placeholder: '{"shop": "main"}', dataset: { field: 'details' } });
   const secrets = h('textarea', { id: 'new-secrets', name: 'secrets', rows: '3', spellcheck: 'false', placeholder: '{"mail_api_key": "…"}', dataset: { field: 'secrets' }, 'aria-describedby': 'new-secrets-hint' });
@@ -111,10 +113,12 @@ export function mount(main, ctx) {
     h('fieldset', null, h('legend', null, 'Limits'),
       h('div', { class: 'field-row' },
         field('Time limit for the whole task (seconds)', maxTime, ['new-max-time-hint', '0: no task limit; steps keep their own.']),
-        field('Attempts (1–100)', maxAttempts))),
-    h('details', { class: 'advanced' }, h('summary', null, 'Details and secrets'),
+        field('Attempts (1–100)', maxAttempts),
+        field('Runs a minute at most', maxStarts, ['new-max-starts-hint', 'Empty: no limit. A run due sooner waits its turn.']))),
+    h('details', { class: 'advanced' }, h('summary', null, 'Details, secrets and completion hook'),
       field('Details (JSON object, shown to steps)', details),
-      field('Secrets (JSON object of strings)', secrets, ['new-secrets-hint', 'Write-only: stored encrypted; only names are shown afterwards.'])),
+      field('Secrets (JSON object of strings)', secrets, ['new-secrets-hint', 'Write-only: stored encrypted; only names are shown afterwards.']),
+      field('Completion hook URL', hookUrl, ['new-hook-url-hint', 'Gets a signed JSON POST each time a run ends: http, on this machine or a host the admin allows.'])),
     h('div', { class: 'form-actions' }, submit, h('a', { href: '#/tasks', class: 'button button-quiet' }, 'Cancel')));
 
   main.append(h('section', { class: 'view view-new', 'aria-labelledby': 'new-heading' },
@@ -433,6 +437,11 @@ export function mount(main, ctx) {
     if (ma.error) errors.push(['max_attempts', ma.error]);
     else if (!ma.empty && (ma.value < 1 || ma.value > 100)) errors.push(['max_attempts', 'Between 1 and 100.']);
     else if (!ma.empty) body.max_attempts = ma.value;
+    const ms = intValue(maxStarts);
+    if (ms.error) errors.push(['max_starts_per_minute', ms.error]);
+    else if (!ms.empty && ms.value < 1) errors.push(['max_starts_per_minute', 'At least 1, or empty for no limit.']);
+    else if (!ms.empty) body.max_starts_per_minute = ms.value;
+    if (hookUrl.value.trim()) body.hook_url = hookUrl.value.trim();
     body.disabled = disabled.checked;
     const d = parseJsonField(details.value, undefined);
     if (d.error) errors.push(['details', d.error]);

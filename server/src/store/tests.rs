@@ -97,6 +97,7 @@ macro_rules! conformance {
             hooks::deliveries_are_claimed_tried_and_delivered,
             hooks::a_failed_delivery_is_retried_by_hand,
             hooks::concurrent_hook_claims_never_overlap,
+            hooks::prune_keeps_a_run_until_its_hook_is_delivered,
         );
     };
 }

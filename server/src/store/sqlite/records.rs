@@ -180,8 +180,9 @@ pub(super) async fn count_tokens(store: &SqliteStore) -> StoreResult<i64> {
 pub(super) const DELETE_BATCH: i64 = 500;
 
 /// Finished runs that ended before `before` (with their step runs and
-/// artifacts, by cascade), except each task's latest run and a run its task
-/// still points at; then events older than `before`. Returns runs + events
+/// artifacts, by cascade), except each task's latest run, a run its task
+/// still points at and a run whose completion hook is still to be delivered
+/// (its delivery would go with it); then events older than `before`. Returns runs + events
 /// removed.
 pub(super) async fn prune(store: &SqliteStore, before: DateTime<Utc>) -> StoreResult<u64> {
     let before = ms(before);
@@ -192,6 +193,8 @@ pub(super) async fn prune(store: &SqliteStore, before: DateTime<Utc>) -> StoreRe
                AND r.id < (SELECT max(latest.id) FROM runs AS latest WHERE latest.task_id = r.task_id) \
                AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.id = r.task_id \
                                AND (tasks.resume_from_run_id = r.id OR tasks.current_run_id = r.id)) \
+               AND NOT EXISTS (SELECT 1 FROM hook_deliveries AS d \
+                               WHERE d.run_id = r.id AND d.status = 'pending') \
              LIMIT ?2)",
         before,
         None,

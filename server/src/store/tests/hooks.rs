@@ -361,3 +361,34 @@ pub(crate) async fn concurrent_hook_claims_never_overlap(store: Arc<dyn Store>) 
     assert_eq!(seen.len(), count, "a delivery claimed twice");
     assert_eq!(count, 12, "all claimed");
 }
+
+pub(crate) async fn prune_keeps_a_run_until_its_hook_is_delivered(store: &dyn Store) {
+    let task = create(store, hooked("pruned"), 0).await;
+    let first = run_to_end(store, 1).await;
+    store
+        .run_task_now(task.id, None, t(3))
+        .await
+        .expect("run again");
+    run_to_end(store, 4).await;
+    // Both runs' deliveries are pending: the older run is past the age
+    // but stays, or its delivery would go with it.
+    store.prune(t(100)).await.expect("prune");
+    assert_eq!(deliveries(store, task.id, &[first.run_id]).await.len(), 1);
+    assert_eq!(store.list_runs(task.id, 10).await.expect("runs").len(), 2);
+
+    for due in claim_hooks(store, 10).await {
+        store
+            .record_hook_attempt(
+                due.delivery_id,
+                &attempt(1, 10, Some(200)),
+                HookNext::Delivered,
+                t(10),
+            )
+            .await
+            .expect("delivered");
+    }
+    store.prune(t(100)).await.expect("prune");
+    let runs = store.list_runs(task.id, 10).await.expect("runs");
+    assert_eq!(runs.len(), 1, "delivered, the old run goes: {runs:?}");
+    assert_ne!(runs[0].id, first.run_id);
+}
