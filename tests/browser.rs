@@ -1467,6 +1467,17 @@ async fn a_modules_settings_schema_becomes_the_settings_form() {
         );
         let about = b.text(".step-module-about").await.unwrap_or_default();
         assert!(about.starts_with("Dump tables"), "{about}");
+        // In the order the module's schema gives them, not by name.
+        assert_eq!(
+            b.js(
+                "return [...document.querySelectorAll('[id^=\"new-settings-\"]')]
+                    .map((e) => e.id.slice('new-settings-'.length))
+                    .filter((id) => ['tables', 'file', 'dialect', 'rows_per_insert'].includes(id))",
+                vec![]
+            )
+            .await,
+            json!(["tables", "file", "dialect", "rows_per_insert"])
+        );
 
         b.type_into("#new-name", "Nightly dump").await;
         b.type_into(

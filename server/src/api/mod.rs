@@ -175,7 +175,7 @@ impl AppState {
             .metadata
             .and_then(|m| m.settings_schema)
             .and_then(
-                |schema| match module_metadata::SettingsSchema::compile(&schema) {
+                |schema| match module_metadata::SettingsSchema::compile(&schema.value()) {
                     Ok(schema) => Some(Arc::new(schema)),
                     // Checked at upload; a schema this build cannot compile is
                     // not the task author's fault, so their settings pass.

@@ -74,7 +74,7 @@ fn check(metadata: &ModuleMetadata) -> Result<(), String> {
         }
     }
     if let Some(schema) = &metadata.settings_schema {
-        SettingsSchema::compile(schema)?;
+        SettingsSchema::compile(&schema.value())?;
     }
     Ok(())
 }

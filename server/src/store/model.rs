@@ -775,7 +775,34 @@ pub struct ModuleMetadata {
     /// step's `settings` must match at task create and step edit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub settings_schema: Option<Value>,
+    pub settings_schema: Option<JsonText>,
+}
+
+/// JSON kept as it was written, its keys in their order: a form rendered
+/// from a settings schema shows the fields in the order the module's author
+/// gave them, where a [`Value`] would sort them by name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonText(Box<serde_json::value::RawValue>);
+
+impl JsonText {
+    /// The JSON as a value (to check it, or to check against it).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.0.get()).expect("a RawValue holds valid JSON")
+    }
+
+    pub fn from_value(value: &Value) -> Self {
+        JsonText(
+            serde_json::value::RawValue::from_string(value.to_string())
+                .expect("a Value writes valid JSON"),
+        )
+    }
+}
+
+impl PartialEq for JsonText {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]

@@ -329,7 +329,13 @@ pub(crate) async fn module_metadata_round_trips(store: &dyn Store) {
         title: Some("Backup".into()),
         description: None,
         version: Some("1.2.0".into()),
-        settings_schema: Some(json!({"type": "object", "required": ["target"]})),
+        // Not in alphabetical order: the fields' order is the author's.
+        settings_schema: Some(
+            serde_json::from_str(
+                r#"{"type":"object","properties":{"target":{},"compress":{}},"required":["target"]}"#,
+            )
+            .expect("schema"),
+        ),
     };
     let (module, _) = store
         .put_module("tool/backup", "hash-1", b"v1", None, Some(&metadata), t(1))
@@ -338,6 +344,11 @@ pub(crate) async fn module_metadata_round_trips(store: &dyn Store) {
     assert_eq!(module.metadata.as_ref(), Some(&metadata));
     let listed = store.list_modules().await.expect("list");
     assert_eq!(listed[0].metadata.as_ref(), Some(&metadata));
+    let text = serde_json::to_string(&listed[0].metadata).expect("JSON");
+    assert!(
+        text.find("target") < text.find("compress"),
+        "the keys keep their order: {text}"
+    );
     // A new version says what it says: no metadata replaces the old.
     let (module, created) = store
         .put_module("tool/backup", "hash-2", b"v2", None, None, t(2))
