@@ -56,10 +56,14 @@ impl Wait {
     /// Wait until the task settles or the wait is over; returns the stored
     /// task. Settled: a final status; or scheduled once a run started since
     /// the wait began, unless a retry of that run is due before the wait
-    /// ends (then its result is what the caller waits for).
-    pub async fn until_settled(mut self, state: &AppState, task_id: i64) -> Result<Task> {
+    /// ends (then its result is what the caller waits for). `task` is the
+    /// task as the change left it: it is judged first, without reading it
+    /// again (the events of what happened since are waiting in the
+    /// subscription, which began before the change).
+    pub async fn until_settled(mut self, state: &AppState, task: Task) -> Result<Task> {
+        let task_id = task.id;
+        let mut task = task;
         loop {
-            let task = load_task(state, task_id).await?;
             if self.settled(&task) {
                 return Ok(task);
             }
@@ -80,6 +84,7 @@ impl Wait {
             if woke.is_err() {
                 return load_task(state, task_id).await;
             }
+            task = load_task(state, task_id).await?;
         }
     }
 
@@ -158,7 +163,7 @@ async fn answer_run(
 ) -> Result<(StatusCode, Json<Task>)> {
     match wait {
         Some(wait) => {
-            let task = wait.until_settled(state, task.id).await?;
+            let task = wait.until_settled(state, task).await?;
             Ok((Wait::status_of(&task), Json(task)))
         }
         None => Ok((StatusCode::ACCEPTED, Json(task))),

@@ -276,7 +276,7 @@ pub async fn create_task(
     task_actions::publish_stored(&state, &task, since);
     state.engine().wake();
     if let Some(wait) = wait {
-        let mut task = wait.until_settled(&state, task.id).await?;
+        let mut task = wait.until_settled(&state, task).await?;
         schedules::fill_next_runs(std::slice::from_mut(&mut task), Utc::now());
         return Ok((task_actions::Wait::status_of(&task), Json(task)).into_response());
     }

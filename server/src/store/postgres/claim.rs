@@ -16,7 +16,7 @@
 
 use super::PostgresStore;
 use super::limits::{admit_due, take_slots};
-use super::rows::{load_children, ms, task_columns, task_from_row, time};
+use super::rows::{KIN_COLUMNS, Kin, load_children, ms, task_columns, task_from_row, time};
 use crate::store::limits;
 use crate::store::{
     ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, Step, StepRunStatus, StepStatus,
@@ -43,7 +43,7 @@ static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH blocked AS ({blocked}) \
          SELECT t.* FROM unnest($3::bigint[]) AS p(rank) CROSS JOIN LATERAL (SELECT {columns}, \
-            resume_from_run_id, pending_trigger, pending_step_id, {uses_limited} AS uses_limited \
+            resume_from_run_id, pending_trigger, pending_step_id, {uses_limited} AS uses_limited, {kin} \
          FROM tasks AS t \
          WHERE status = 'scheduled' AND priority = p.rank AND next_run_at <= $1 \
            AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
@@ -55,6 +55,7 @@ static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
         blocked = limits::blocked_modules_sql("$1"),
         columns = task_columns!(),
         uses_limited = limits::USES_LIMITED_SQL,
+        kin = KIN_COLUMNS,
         task_rate = limits::task_rate_sql("$1"),
     )
 });
@@ -202,6 +203,7 @@ async fn claim_in(
     }
     let mut due = Vec::with_capacity(rows.len());
     let mut any_limited = false;
+    let mut kin = Kin::default();
     for row in &rows {
         let shape = Shape {
             resume_from: row.try_get("resume_from_run_id")?,
@@ -209,7 +211,9 @@ async fn claim_in(
             pending_step: row.try_get("pending_step_id")?,
         };
         let uses_limited: bool = row.try_get("uses_limited")?;
-        due.push((task_from_row(row)?, shape));
+        let task = task_from_row(row)?;
+        kin.note(task.id, row)?;
+        due.push((task, shape));
         any_limited |= uses_limited;
     }
     // The modules' slots each admitted task takes, when any is limited.
@@ -218,6 +222,7 @@ async fn claim_in(
         let order: Vec<i64> = due.iter().map(|(t, _)| t.id).collect();
         slots_of = admit_due(tx, now, &order).await?;
         due.retain(|(t, _)| slots_of.contains_key(&t.id));
+        kin.keep(|id| slots_of.contains_key(&id));
         if due.is_empty() {
             return Ok(Vec::new());
         }
@@ -270,7 +275,7 @@ async fn claim_in(
         tasks.push(task);
         shapes.push((shape, run_id, first_run));
     }
-    let mut sealed = load_children(tx, &mut tasks, true).await?;
+    let mut sealed = load_children(tx, &mut tasks, true, &kin).await?;
     let claimed: Vec<Claimed> = tasks
         .into_iter()
         .zip(shapes)

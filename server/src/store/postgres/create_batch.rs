@@ -35,6 +35,29 @@ pub(super) async fn reserve_ids(
     Ok(ids)
 }
 
+/// Fresh task and step ids in one round trip, each list ascending.
+async fn reserve_task_and_step_ids(
+    conn: &mut PgConnection,
+    tasks: usize,
+    steps: usize,
+) -> StoreResult<(Vec<i64>, Vec<i64>)> {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let (mut task_ids, mut step_ids): (Vec<i64>, Vec<i64>) = sqlx::query_as(
+        "SELECT ARRAY(SELECT nextval(pg_get_serial_sequence('tasks', 'id')) \
+                      FROM generate_series(1, $1::bigint)), \
+                ARRAY(SELECT nextval(pg_get_serial_sequence('steps', 'id')) \
+                      FROM generate_series(1, $2::bigint))",
+    )
+    .bind(count(tasks))
+    .bind(count(steps))
+    .fetch_one(&mut *conn)
+    .await
+    .context("reserving task and step ids")?;
+    task_ids.sort_unstable();
+    step_ids.sort_unstable();
+    Ok((task_ids, step_ids))
+}
+
 /// The steps of these tasks, `step_ids` handed out in order.
 pub(super) async fn insert_steps(
     conn: &mut PgConnection,
@@ -119,9 +142,8 @@ pub(super) async fn insert_new(
     if tasks.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = reserve_ids(conn, "tasks", tasks.len()).await?;
     let step_count = tasks.iter().map(|t| t.steps.len()).sum();
-    let all_step_ids = reserve_ids(conn, "steps", step_count).await?;
+    let (ids, all_step_ids) = reserve_task_and_step_ids(conn, tasks.len(), step_count).await?;
     let states: Vec<_> = tasks.iter().map(|new| initial_state(new, now)).collect();
 
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();

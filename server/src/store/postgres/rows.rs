@@ -17,12 +17,56 @@ pub(super) use crate::store::row_mapping::{
     token_from_row,
 };
 
-/// Fill in the steps, details and secret names of these tasks (3 queries).
-/// With `sealed`, also return each task's sealed secrets (for a claim).
+/// Columns of a task row `t` saying whether it has details and secrets:
+/// most tasks have neither, and a round trip that finds nothing costs what
+/// one that finds something does (see [`Kin`]).
+pub(super) const KIN_COLUMNS: &str = "EXISTS (SELECT 1 FROM task_details AS kd WHERE kd.task_id = t.id) AS has_details, \
+     EXISTS (SELECT 1 FROM task_secrets AS ks WHERE ks.task_id = t.id) AS has_secrets";
+
+/// Which tasks have details and which have secrets: the ones whose rows
+/// [`load_children`] reads.
+#[derive(Default)]
+pub(super) struct Kin {
+    details: Vec<i64>,
+    secrets: Vec<i64>,
+}
+
+impl Kin {
+    /// Every task may have both (for rows read without [`KIN_COLUMNS`]).
+    pub(super) fn unknown(tasks: &[Task]) -> Self {
+        let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+        Kin {
+            details: ids.clone(),
+            secrets: ids,
+        }
+    }
+
+    /// Forget the tasks `keep` says no to (a claim that does not start them).
+    pub(super) fn keep(&mut self, keep: impl Fn(i64) -> bool) {
+        self.details.retain(|id| keep(*id));
+        self.secrets.retain(|id| keep(*id));
+    }
+
+    /// Note one task's row, read with [`KIN_COLUMNS`].
+    pub(super) fn note(&mut self, task_id: i64, row: &sqlx::postgres::PgRow) -> Result<()> {
+        if row.try_get("has_details")? {
+            self.details.push(task_id);
+        }
+        if row.try_get("has_secrets")? {
+            self.secrets.push(task_id);
+        }
+        Ok(())
+    }
+}
+
+/// Fill in the steps, details and secret names of these tasks (a query
+/// each, the last two only for the tasks `kin` names). With `sealed`, also
+/// return each task's sealed secrets (for a claim).
 pub(super) async fn load_children(
     conn: &mut PgConnection,
     tasks: &mut [Task],
     sealed: bool,
+    kin: &Kin,
 ) -> Result<HashMap<i64, Vec<SealedSecret>>> {
     if tasks.is_empty() {
         return Ok(HashMap::new());
@@ -42,13 +86,17 @@ pub(super) async fn load_children(
         tasks[index[&step.task_id]].steps.push(step);
     }
 
-    let rows = sqlx::query(
-        "SELECT task_id, key, value FROM task_details WHERE task_id = ANY($1) ORDER BY task_id, key",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading task details")?;
+    let rows = if kin.details.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query(
+            "SELECT task_id, key, value FROM task_details WHERE task_id = ANY($1) ORDER BY task_id, key",
+        )
+        .bind(&kin.details)
+        .fetch_all(&mut *conn)
+        .await
+        .context("loading task details")?
+    };
     for row in &rows {
         let task_id: i64 = row.try_get("task_id")?;
         let value = parse_json(row.try_get("value")?)?;
@@ -63,11 +111,15 @@ pub(super) async fn load_children(
     } else {
         "SELECT task_id, name FROM task_secrets WHERE task_id = ANY($1) ORDER BY task_id, name"
     };
-    let rows = sqlx::query(sql)
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await
-        .context("loading secrets")?;
+    let rows = if kin.secrets.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query(sql)
+            .bind(&kin.secrets)
+            .fetch_all(&mut *conn)
+            .await
+            .context("loading secrets")?
+    };
     let mut secrets: HashMap<i64, Vec<SealedSecret>> = HashMap::new();
     for row in &rows {
         let task_id: i64 = row.try_get("task_id")?;
@@ -86,22 +138,23 @@ pub(super) async fn load_children(
 
 /// Full tasks by id (result ordered as `ids`, missing ids left out).
 pub(super) async fn load_tasks(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Task>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        task_columns!(),
-        " FROM tasks WHERE id = ANY($1)"
+    let rows = sqlx::query(&format!(
+        "SELECT {}, {KIN_COLUMNS} FROM tasks AS t WHERE id = ANY($1)",
+        task_columns!()
     ))
     .bind(ids)
     .fetch_all(&mut *conn)
     .await
     .context("loading tasks")?;
     let mut by_id: HashMap<i64, Task> = HashMap::with_capacity(rows.len());
+    let mut kin = Kin::default();
     for row in &rows {
         let task = task_from_row(row)?;
+        kin.note(task.id, row)?;
         by_id.insert(task.id, task);
     }
     let mut tasks: Vec<Task> = ids.iter().filter_map(|id| by_id.remove(id)).collect();
-    load_children(conn, &mut tasks, false).await?;
+    load_children(conn, &mut tasks, false, &kin).await?;
     Ok(tasks)
 }
 

@@ -3,7 +3,7 @@
 
 use super::PostgresStore;
 use super::rows::{
-    RUN_COLUMNS, load_children, load_step_runs, ms, run_from_row, task_columns, task_from_row,
+    Kin, RUN_COLUMNS, load_children, load_step_runs, ms, run_from_row, task_columns, task_from_row,
 };
 use crate::store::{Run, StoreError, StoreResult, Task};
 use chrono::{DateTime, Utc};
@@ -90,7 +90,8 @@ pub(super) async fn expired_runs(
         .iter()
         .map(task_from_row)
         .collect::<anyhow::Result<Vec<_>>>()?;
-    load_children(&mut conn, &mut tasks, false).await?;
+    let kin = Kin::unknown(&tasks);
+    load_children(&mut conn, &mut tasks, false, &kin).await?;
     Ok(tasks
         .into_iter()
         .filter_map(|task| task.current_run_id.map(|run_id| (task, run_id)))

@@ -3,7 +3,9 @@
 //! it with `FOR UPDATE`, so a claim or a run's end on another node cannot
 //! change it between the check and the write.
 
-use super::rows::{load_children, load_task, ms, opt_ms, parse, task_columns, task_from_row, time};
+use super::rows::{
+    Kin, load_children, load_task, ms, opt_ms, parse, task_columns, task_from_row, time,
+};
 use super::{PostgresStore, create_batch};
 use crate::store::ScheduleRow;
 use crate::store::{
@@ -391,7 +393,8 @@ pub(super) async fn list(store: &PostgresStore, filter: &TaskFilter) -> StoreRes
         .iter()
         .map(task_from_row)
         .collect::<anyhow::Result<Vec<_>>>()?;
-    load_children(&mut conn, &mut tasks, false).await?;
+    let kin = Kin::unknown(&tasks);
+    load_children(&mut conn, &mut tasks, false, &kin).await?;
     Ok(tasks)
 }
 
