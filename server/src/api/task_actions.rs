@@ -71,7 +71,14 @@ impl Wait {
             let woke = tokio::time::timeout_at(self.deadline, async {
                 loop {
                     match self.events.recv().await {
-                        Ok(Event::Task(t)) if t.task_id == task_id && t.status != "running" => {
+                        // Not the state already judged (the change's own
+                        // event says what `task` says).
+                        Ok(Event::Task(t))
+                            if t.task_id == task_id
+                                && t.status != "running"
+                                && (t.status != task.status.as_str()
+                                    || t.updated_at != task.updated_at) =>
+                        {
                             return;
                         }
                         Ok(_) => continue,
