@@ -38,10 +38,12 @@ use std::sync::LazyLock;
 /// says. The lateral join reads the priorities in the array's order and
 /// stops pulling (and locking) rows once `$2` are taken: one round trip for
 /// what was one query per priority. Tasks that a concurrency or rate limit
-/// holds back are passed over (see [`crate::store::limits`]).
+/// holds back are passed over (see [`crate::store::limits`]); the full
+/// modules are a MATERIALIZED CTE, worked out once per claim: inlined, the
+/// planner may work them out again for every task it looks at.
 static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH blocked AS ({blocked}) \
+        "WITH blocked AS MATERIALIZED ({blocked}) \
          SELECT t.* FROM unnest($3::bigint[]) AS p(rank) CROSS JOIN LATERAL (SELECT {columns}, \
             resume_from_run_id, pending_trigger, pending_step_id, {uses_limited} AS uses_limited, {kin} \
          FROM tasks AS t \

@@ -37,7 +37,8 @@ use std::sync::LazyLock;
 /// single `ORDER BY priority DESC, next_run_at` over all scheduled tasks would
 /// instead walk through every not-yet-due task of a higher priority. Tasks
 /// that a concurrency or rate limit holds back are passed over (see
-/// [`crate::store::limits`]).
+/// [`crate::store::limits`]); the full modules are worked out once per claim
+/// (MATERIALIZED), not for every task looked at.
 static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
     let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
     ranks.sort_unstable_by(|a, b| b.cmp(a));
@@ -57,7 +58,7 @@ static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
         })
         .collect();
     format!(
-        "WITH blocked AS ({}), due AS ({}) \
+        "WITH blocked AS MATERIALIZED ({}), due AS ({}) \
          SELECT {}, resume_from_run_id, pending_trigger, pending_step_id, {} FROM tasks AS t \
          WHERE id IN (SELECT id FROM due ORDER BY priority DESC, next_run_at, id LIMIT ?2) \
          ORDER BY priority DESC, next_run_at, id",
