@@ -21,12 +21,16 @@ pub const LIMIT_WINDOW_MS: i64 = 60_000;
 
 /// The limited modules and their usage, as the columns `path, max_running,
 /// max_starts_per_minute, running, starts`; `now` is the query's parameter
-/// holding the claim's time in milliseconds (`$1` or `?1`).
+/// holding the claim's time in milliseconds (`$1` or `?1`). Both counts start
+/// from the module's few slots and look runs up by id: a join could start
+/// from every run instead.
 pub(super) fn usage_sql(now: &str) -> String {
     format!(
         "SELECT m.path, m.max_running, m.max_starts_per_minute, \
-            (SELECT count(*) FROM module_starts AS ms JOIN runs AS r ON r.id = ms.run_id \
-             WHERE ms.module = m.path AND r.status = 'running') AS running, \
+            (SELECT count(*) FROM module_starts AS ms \
+             WHERE ms.module = m.path \
+               AND EXISTS (SELECT 1 FROM runs AS r WHERE r.id = ms.run_id AND r.status = 'running')) \
+            AS running, \
             (SELECT count(*) FROM module_starts AS ms \
              WHERE ms.module = m.path AND ms.started_at > {now} - {LIMIT_WINDOW_MS}) AS starts \
          FROM modules AS m \
