@@ -693,12 +693,6 @@ pub struct ModuleLimits {
     pub max_starts_per_minute: Option<i64>,
 }
 
-impl ModuleLimits {
-    pub fn is_none(&self) -> bool {
-        self.max_running.is_none() && self.max_starts_per_minute.is_none()
-    }
-}
-
 /// A limited module and what it uses of its limits now.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ModuleUsage {
@@ -789,13 +783,6 @@ impl JsonText {
     /// The JSON as a value (to check it, or to check against it).
     pub fn value(&self) -> Value {
         serde_json::from_str(self.0.get()).expect("a RawValue holds valid JSON")
-    }
-
-    pub fn from_value(value: &Value) -> Self {
-        JsonText(
-            serde_json::value::RawValue::from_string(value.to_string())
-                .expect("a Value writes valid JSON"),
-        )
     }
 }
 
