@@ -10,6 +10,7 @@ mod extract;
 mod focus;
 mod health;
 mod hooks;
+mod linger;
 mod logs;
 mod metrics;
 mod module_metadata;
@@ -239,6 +240,7 @@ pub fn router(state: AppState) -> Router {
         // Last: the dashboard's static files, and a JSON 404 for anything else.
         .merge(web::router())
         .layer(middleware::from_fn(log_errors))
+        .layer(middleware::from_fn(linger::drain_unread_body))
         .with_state(state)
 }
 
