@@ -4,81 +4,115 @@
 //! 1. the due tasks are picked and locked, in claim order, with
 //!    `FOR UPDATE SKIP LOCKED`: a task another node is claiming (or a user
 //!    is changing) right now is passed over, so two nodes claiming at once
-//!    never take the same task and never wait for each other;
-//! 2. their runs are inserted and the tasks marked running on them, in one
-//!    statement;
-//! 3. their steps, details and sealed secrets are read, and for the runs
-//!    that resume another, the step runs they reuse; artifacts are carried
-//!    into resuming runs and checkpoints of fresh runs cleared;
-//! 4. the step runs are inserted;
-//! 5. the controllers' modules and the tasks' recent run durations are read,
-//!    so the executor reads nothing per run.
+//!    never take the same task and never wait for each other; in the same
+//!    statement their runs are inserted and the tasks marked running on
+//!    them (those that use a limited module get theirs once the limits
+//!    admit them);
+//! 2. their details and sealed secrets are read (only for tasks that have
+//!    any); artifacts are carried into resuming runs and checkpoints of
+//!    fresh runs cleared;
+//! 3. the step runs are planned, inserted and read back with their steps
+//!    and controllers' modules in one statement; the tasks' recent run
+//!    durations are read, so the executor reads nothing per run.
 
 use super::PostgresStore;
 use super::limits::{admit_due, take_slots};
-use super::rows::{KIN_COLUMNS, Kin, load_children, ms, task_columns, task_from_row, time};
+use super::rows::{
+    KIN_COLUMNS, Kin, STEP_COLUMNS, load_kin, ms, parse, step_from_row, task_columns,
+    task_from_row, time,
+};
 use crate::store::limits;
 use crate::store::{
-    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, Step, StepRunStatus, StepStatus,
+    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, StepRunStatus, StepStatus,
     StoreError, StoreResult, Task, TaskStatus,
 };
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
-/// The due tasks in claim order, locked (see the module docs): for each
-/// priority in `$3` (highest first), one range of the `tasks_due` index
-/// (`priority = rank`, due by `$1`), until `$2` are taken. One `ORDER BY
-/// priority DESC, …` over all priorities would instead walk past every
-/// not-yet-due task of a higher priority (a million high-priority tasks due
-/// tomorrow would make every claim read a million entries), as SQLite's claim
-/// says. The lateral join reads the priorities in the array's order and
-/// stops pulling (and locking) rows once `$2` are taken: one round trip for
-/// what was one query per priority. Tasks that a concurrency or rate limit
-/// holds back are passed over (see [`crate::store::limits`]); the full
-/// modules are a MATERIALIZED CTE, worked out once per claim: inlined, the
-/// planner may work them out again for every task it looks at.
-static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
+/// The due tasks in claim order, locked (see the module docs), and the runs
+/// of those that use no limited module started, in one statement (`$1` now,
+/// `$2` the batch size, `$3` the priorities, `$4` the node, `$5` the lease's
+/// end). A task that uses a limited module comes back without a run
+/// (`started_run` NULL): whether it may start is decided after the limits'
+/// lock is taken ([`admit_due`]).
+///
+/// The due tasks: for each priority in `$3` (highest first), one range of
+/// the `tasks_due` index (`priority = rank`, due by `$1`), until `$2` are
+/// taken. One `ORDER BY priority DESC, …` over all priorities would instead
+/// walk past every not-yet-due task of a higher priority (a million
+/// high-priority tasks due tomorrow would make every claim read a million
+/// entries), as SQLite's claim says. The lateral join reads the priorities
+/// in the array's order and stops pulling (and locking) rows once `$2` are
+/// taken. Tasks that a concurrency or rate limit holds back are passed over
+/// (see [`crate::store::limits`]); the full modules are a MATERIALIZED CTE,
+/// worked out once per claim: inlined, the planner may work them out again
+/// for every task it looks at.
+static DUE_AND_START_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH blocked AS MATERIALIZED ({blocked}) \
-         SELECT t.* FROM unnest($3::bigint[]) AS p(rank) CROSS JOIN LATERAL (SELECT {columns}, \
-            resume_from_run_id, pending_trigger, pending_step_id, {uses_limited} AS uses_limited, {kin} \
-         FROM tasks AS t \
-         WHERE status = 'scheduled' AND priority = p.rank AND next_run_at <= $1 \
-           AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
-                           WHERE s.task_id = t.id AND s.status = 'scheduled' \
-                             AND (NOT m.active OR m.path IN (SELECT path FROM blocked))) \
-           AND {task_rate} \
-         ORDER BY next_run_at, id LIMIT $2 \
-         FOR UPDATE OF t SKIP LOCKED) AS t LIMIT $2",
+        "WITH blocked AS MATERIALIZED ({blocked}), \
+         due AS (SELECT p.ord AS claim_order, t.* \
+            FROM unnest($3::bigint[]) WITH ORDINALITY AS p(rank, ord) \
+            CROSS JOIN LATERAL (SELECT {columns}, resume_from_run_id, pending_trigger, \
+                pending_step_id, {uses_limited} AS uses_limited, {kin} \
+              FROM tasks AS t \
+              WHERE status = 'scheduled' AND priority = p.rank AND next_run_at <= $1 \
+                AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
+                                WHERE s.task_id = t.id AND s.status = 'scheduled' \
+                                  AND (NOT m.active OR m.path IN (SELECT path FROM blocked))) \
+                AND {task_rate} \
+              ORDER BY next_run_at, id LIMIT $2 \
+              FOR UPDATE OF t SKIP LOCKED) AS t \
+            LIMIT $2), \
+         started AS ( \
+            INSERT INTO runs (task_id, attempt, status, trigger, node, started_at) \
+            SELECT id, attempts + 1, 'running', {trigger}, $4, $1 FROM due WHERE NOT uses_limited \
+            RETURNING id, task_id), \
+         marked AS (UPDATE tasks AS t SET {mark_running} FROM started WHERE t.id = started.task_id) \
+         SELECT d.*, s.id AS started_run FROM due AS d LEFT JOIN started AS s ON s.task_id = d.id \
+         ORDER BY d.claim_order, d.next_run_at, d.id",
         blocked = limits::blocked_modules_sql("$1"),
         columns = task_columns!(),
         uses_limited = limits::USES_LIMITED_SQL,
         kin = KIN_COLUMNS,
         task_rate = limits::task_rate_sql("$1"),
+        trigger = Shape::trigger_sql(),
+        mark_running = mark_running("$4", "$1", "$5"),
     )
 });
 
-/// The claimed tasks' runs, one row per task, and the tasks marked running
-/// on them, in one statement. The message starts empty even for a run that
-/// resumes: what the task shows is this run's own (a retry that succeeds
-/// does not keep the error of the run it retried).
-const START_RUNS: &str = "WITH started AS ( \
-        INSERT INTO runs (task_id, attempt, status, trigger, node, started_at) \
-        SELECT task_id, attempt, 'running', trigger, $4, $5 \
-        FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(task_id, attempt, trigger) \
-        RETURNING id, task_id) \
-     UPDATE tasks AS t SET status = 'running', attempts = t.attempts + 1, \
-        lease_owner = $4, lease_expires_at = $6, last_run_at = $5, updated_at = $5, \
-        cancel_requested = FALSE, current_run_id = started.id, pending_trigger = NULL, \
-        pending_step_id = NULL, \
-        progress = CASE WHEN t.resume_from_run_id IS NULL THEN 0 ELSE t.progress END, \
-        message = NULL \
-     FROM started WHERE t.id = started.task_id \
-     RETURNING started.id, started.task_id";
+/// The runs of admitted tasks that use a limited module, one row per task,
+/// and the tasks marked running on them, in one statement.
+static START_RUNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH started AS ( \
+            INSERT INTO runs (task_id, attempt, status, trigger, node, started_at) \
+            SELECT task_id, attempt, 'running', trigger, $4, $5 \
+            FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(task_id, attempt, trigger) \
+            RETURNING id, task_id) \
+         UPDATE tasks AS t SET {mark_running} FROM started WHERE t.id = started.task_id \
+         RETURNING started.id, started.task_id",
+        mark_running = mark_running("$4", "$5", "$6"),
+    )
+});
+
+/// How a claimed task is marked running on its run `started.id`. The
+/// message starts empty even for a run that resumes: what the task shows is
+/// this run's own (a retry that succeeds does not keep the error of the run
+/// it retried).
+fn mark_running(node: &str, now: &str, lease_until: &str) -> String {
+    format!(
+        "status = 'running', attempts = t.attempts + 1, lease_owner = {node}, \
+         lease_expires_at = {lease_until}, last_run_at = {now}, updated_at = {now}, \
+         cancel_requested = FALSE, current_run_id = started.id, pending_trigger = NULL, \
+         pending_step_id = NULL, \
+         progress = CASE WHEN t.resume_from_run_id IS NULL THEN 0 ELSE t.progress END, \
+         message = NULL"
+    )
+}
 
 /// Artifacts of resumed runs, copied into the runs resuming them.
 const CARRY_ARTIFACTS: &str = "INSERT INTO artifacts (task_id, run_id, step_id, name, size, created_at, updated_at) \
@@ -96,22 +130,67 @@ const CARRY_ARTIFACT_CHUNKS: &str = "INSERT INTO artifact_chunks (artifact_id, d
      JOIN artifact_chunks AS chunk ON chunk.artifact_id = resumed.id \
      ORDER BY chunk.id";
 
-/// The step runs of the resumed runs that the resuming runs reuse: those
-/// that completed (or were reused), of steps not changed since their run
-/// started (a changed step runs again: its result was made by the step as
-/// it was; see migration 0008).
-const REUSABLE: &str = "SELECT sr.run_id, sr.step_id, sr.result, sr.outcome, sr.module_hash, \
-            sr.progress, sr.message \
-     FROM step_runs AS sr JOIN runs AS r ON r.id = sr.run_id \
-     WHERE sr.run_id = ANY($1) AND sr.status IN ('completed', 'reused') \
-       AND NOT EXISTS (SELECT 1 FROM steps AS s \
-                       WHERE s.id = sr.step_id AND s.edited_at >= r.started_at)";
-
-const INSERT_STEP_RUNS: &str = "INSERT INTO step_runs (run_id, step_id, sort_order, controller, status, \
-            result, outcome, module_hash, progress, message) \
-     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
-                          $6::text[], $7::text[], $8::text[], $9::float8[], $10::text[]) \
-     RETURNING id, run_id, step_id";
+/// The claimed runs' step runs, planned, inserted and returned with their
+/// steps and their controllers' modules, in one statement (`$1` the runs,
+/// `$2` their tasks, `$3` the one step a single-step run runs, `$4` the run
+/// a resuming run continues). A step run is
+/// - `skipped` for a disabled step, and for every step but the one of a
+///   single-step run;
+/// - `reused`, with the result, outcome, module and progress copied, when
+///   the run resumes one whose step run completed (or was reused) and the
+///   step was not changed since that run started (a changed step runs
+///   again: its result was made by the step as it was; see migration 0008);
+/// - `pending` otherwise.
+static PLAN_STEP_RUNS: LazyLock<String> = LazyLock::new(|| {
+    let step_columns: Vec<String> = STEP_COLUMNS
+        .split(',')
+        .map(|column| format!("s.{}", column.trim()))
+        .collect();
+    format!(
+        "WITH claimed AS ( \
+            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) \
+              AS c(run_id, task_id, only_step, previous)), \
+         reusable AS ( \
+            SELECT c.run_id, sr.step_id, sr.result, sr.outcome, sr.module_hash, sr.progress, \
+                   sr.message \
+            FROM claimed AS c JOIN runs AS r ON r.id = c.previous \
+            JOIN step_runs AS sr ON sr.run_id = r.id \
+            WHERE sr.status IN ('completed', 'reused') \
+              AND NOT EXISTS (SELECT 1 FROM steps AS s \
+                              WHERE s.id = sr.step_id AND s.edited_at >= r.started_at)), \
+         planned AS ( \
+            SELECT c.run_id, s.id AS step_id, s.sort_order, s.controller, ru.result, ru.outcome, \
+                   ru.module_hash, ru.progress, ru.message, \
+                   CASE WHEN s.status = '{disabled}' THEN '{skipped}' \
+                        WHEN c.only_step IS NOT NULL \
+                          THEN CASE WHEN s.id = c.only_step THEN '{pending}' ELSE '{skipped}' END \
+                        WHEN ru.step_id IS NOT NULL THEN '{reused}' \
+                        ELSE '{pending}' END AS status \
+            FROM claimed AS c JOIN steps AS s ON s.task_id = c.task_id \
+            LEFT JOIN reusable AS ru ON ru.run_id = c.run_id AND ru.step_id = s.id), \
+         inserted AS ( \
+            INSERT INTO step_runs (run_id, step_id, sort_order, controller, status, result, \
+                   outcome, module_hash, progress, message) \
+            SELECT run_id, step_id, sort_order, controller, status, \
+                   CASE WHEN status = '{reused}' THEN result END, \
+                   CASE WHEN status = '{reused}' THEN outcome END, \
+                   CASE WHEN status = '{reused}' THEN module_hash END, \
+                   CASE WHEN status = '{reused}' THEN progress ELSE 0 END, \
+                   CASE WHEN status = '{reused}' THEN message END \
+            FROM planned \
+            RETURNING id, run_id, step_id, status) \
+         SELECT {step_columns}, i.id AS step_run_id, i.run_id, i.status AS plan, \
+                m.hash AS module_hash, m.active AS module_active \
+         FROM inserted AS i JOIN steps AS s ON s.id = i.step_id \
+         LEFT JOIN modules AS m ON m.path = s.controller \
+         ORDER BY i.run_id, s.sort_order, s.id",
+        step_columns = step_columns.join(", "),
+        disabled = StepStatus::Disabled.as_str(),
+        skipped = StepRunStatus::Skipped.as_str(),
+        pending = StepRunStatus::Pending.as_str(),
+        reused = StepRunStatus::Reused.as_str(),
+    )
+});
 
 const PAST_DURATIONS: &str = "SELECT u.task_id, r.seconds \
      FROM unnest($1::bigint[]) AS u(task_id) \
@@ -132,6 +211,20 @@ struct Shape {
 }
 
 impl Shape {
+    /// [`Shape::trigger`] in SQL, over a task row's columns.
+    fn trigger_sql() -> String {
+        format!(
+            "CASE WHEN pending_step_id IS NOT NULL THEN '{step}' \
+                  WHEN pending_trigger = '{manual}' THEN '{manual}' \
+                  WHEN resume_from_run_id IS NOT NULL THEN '{retry}' \
+                  ELSE '{schedule}' END",
+            step = RunTrigger::Step.as_str(),
+            manual = RunTrigger::Manual.as_str(),
+            retry = RunTrigger::Retry.as_str(),
+            schedule = RunTrigger::Schedule.as_str(),
+        )
+    }
+
     fn trigger(&self) -> RunTrigger {
         if self.pending_step.is_some() {
             RunTrigger::Step
@@ -148,15 +241,6 @@ impl Shape {
     fn resumes(&self) -> Option<i64> {
         self.resume_from.filter(|_| self.pending_step.is_none())
     }
-}
-
-/// A step run of the previous run that the new run reuses.
-struct Reusable {
-    result: Option<String>,
-    outcome: Option<String>,
-    module_hash: Option<String>,
-    progress: f64,
-    message: Option<String>,
 }
 
 /// A task just claimed.
@@ -193,18 +277,19 @@ async fn claim_in(
 ) -> Result<Vec<ClaimedRun>> {
     let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
     ranks.sort_unstable_by(|a, b| b.cmp(a));
-    let rows = sqlx::query(&DUE_SQL)
+    let rows = sqlx::query(&DUE_AND_START_SQL)
         .bind(ms(now))
         .bind(limit)
         .bind(&ranks)
+        .bind(node)
+        .bind(ms(lease_until))
         .fetch_all(&mut *tx)
         .await
-        .context("picking due tasks")?;
+        .context("picking due tasks and starting their runs")?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let mut due = Vec::with_capacity(rows.len());
-    let mut any_limited = false;
     let mut kin = Kin::default();
     for row in &rows {
         let shape = Shape {
@@ -212,57 +297,21 @@ async fn claim_in(
             pending_trigger: row.try_get("pending_trigger")?,
             pending_step: row.try_get("pending_step_id")?,
         };
-        let uses_limited: bool = row.try_get("uses_limited")?;
+        let run: Option<i64> = row.try_get("started_run")?;
         let task = task_from_row(row)?;
         kin.note(task.id, row)?;
-        due.push((task, shape));
-        any_limited |= uses_limited;
+        due.push((task, shape, run));
     }
-    // The modules' slots each admitted task takes, when any is limited.
-    let mut slots_of = HashMap::new();
-    if any_limited {
-        let order: Vec<i64> = due.iter().map(|(t, _)| t.id).collect();
-        slots_of = admit_due(tx, now, &order).await?;
-        due.retain(|(t, _)| slots_of.contains_key(&t.id));
-        kin.keep(|id| slots_of.contains_key(&id));
-        if due.is_empty() {
-            return Ok(Vec::new());
-        }
-    }
-
-    let task_ids: Vec<i64> = due.iter().map(|(t, _)| t.id).collect();
-    let attempts: Vec<i64> = due.iter().map(|(t, _)| t.attempts + 1).collect();
-    let triggers: Vec<&str> = due.iter().map(|(_, s)| s.trigger().as_str()).collect();
-    let run_rows: Vec<(i64, i64)> = sqlx::query_as(START_RUNS)
-        .bind(&task_ids)
-        .bind(&attempts)
-        .bind(&triggers)
-        .bind(node)
-        .bind(ms(now))
-        .bind(ms(lease_until))
-        .fetch_all(&mut *tx)
-        .await
-        .context("starting runs")?;
-    let run_of: HashMap<i64, i64> = run_rows
-        .into_iter()
-        .map(|(run, task)| (task, run))
-        .collect();
-    let run_ids: Vec<i64> = task_ids.iter().map(|id| run_of[id]).collect();
-    if any_limited {
-        let slots: Vec<(String, i64)> = slots_of
-            .into_iter()
-            .flat_map(|(task, modules)| {
-                let run = run_of[&task];
-                modules.into_iter().map(move |module| (module, run))
-            })
-            .collect();
-        take_slots(tx, now, &slots).await?;
+    start_limited(tx, node, now, lease_until, &mut due, &mut kin).await?;
+    if due.is_empty() {
+        return Ok(Vec::new());
     }
 
     let at = time(ms(now));
     let mut shapes = Vec::with_capacity(due.len());
     let mut tasks = Vec::with_capacity(due.len());
-    for ((mut task, shape), &run_id) in due.into_iter().zip(&run_ids) {
+    for (mut task, shape, run) in due {
+        let run_id = run.expect("every admitted task has a run");
         let first_run = task.last_run_at.is_none();
         // The row as the update left it.
         task.status = TaskStatus::Running;
@@ -277,7 +326,7 @@ async fn claim_in(
         tasks.push(task);
         shapes.push((shape, run_id, first_run));
     }
-    let mut sealed = load_children(tx, &mut tasks, true, &kin).await?;
+    let mut sealed = load_kin(tx, &mut tasks, true, &kin).await?;
     let claimed: Vec<Claimed> = tasks
         .into_iter()
         .zip(shapes)
@@ -289,25 +338,15 @@ async fn claim_in(
         })
         .collect();
 
-    let reusable = resume_and_clear(tx, &claimed).await?;
-    let step_run_ids = insert_step_runs(tx, &claimed, &reusable).await?;
-    let modules = modules(tx, &claimed).await?;
+    resume_and_clear(tx, &claimed).await?;
+    let mut planned = plan_step_runs(tx, &claimed).await?;
     let mut durations = past_durations(tx, &claimed).await?;
 
     Ok(claimed
         .into_iter()
-        .map(|c| {
-            let steps = c
-                .task
-                .steps
-                .iter()
-                .map(|step| PlannedStep {
-                    step: step.clone(),
-                    step_run_id: step_run_ids[&(c.run_id, step.id)],
-                    status: plan(&c.shape, step, reusable.get(&c.run_id)),
-                    module: modules.get(&step.controller).cloned(),
-                })
-                .collect();
+        .map(|mut c| {
+            let steps = planned.remove(&c.run_id).unwrap_or_default();
+            c.task.steps = steps.iter().map(|planned| planned.step.clone()).collect();
             ClaimedRun {
                 run_id: c.run_id,
                 attempt: c.task.attempts,
@@ -321,13 +360,72 @@ async fn claim_in(
         .collect())
 }
 
-/// Runs that resume another get its artifacts and the step runs they
-/// reuse (returned by new run id, then step id); fresh runs of tasks that
-/// ran before start without checkpoints.
-async fn resume_and_clear(
+/// The picked tasks that use a limited module (those without a run yet):
+/// the ones the limits admit get their runs and slots, the others are
+/// dropped from `due` (their locks go with the transaction).
+async fn start_limited(
     tx: &mut PgConnection,
-    claimed: &[Claimed],
-) -> Result<HashMap<i64, HashMap<i64, Reusable>>> {
+    node: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    due: &mut Vec<(Task, Shape, Option<i64>)>,
+    kin: &mut Kin,
+) -> Result<()> {
+    let order: Vec<i64> = due
+        .iter()
+        .filter(|(_, _, run)| run.is_none())
+        .map(|(t, _, _)| t.id)
+        .collect();
+    if order.is_empty() {
+        return Ok(());
+    }
+    let slots_of = admit_due(tx, now, &order).await?;
+    due.retain(|(t, _, run)| run.is_some() || slots_of.contains_key(&t.id));
+    let kept: HashSet<i64> = due.iter().map(|(t, _, _)| t.id).collect();
+    kin.keep(|id| kept.contains(&id));
+    let admitted: Vec<&(Task, Shape, Option<i64>)> =
+        due.iter().filter(|(_, _, run)| run.is_none()).collect();
+    if admitted.is_empty() {
+        return Ok(());
+    }
+    let task_ids: Vec<i64> = admitted.iter().map(|(t, _, _)| t.id).collect();
+    let attempts: Vec<i64> = admitted.iter().map(|(t, _, _)| t.attempts + 1).collect();
+    let triggers: Vec<&str> = admitted
+        .iter()
+        .map(|(_, s, _)| s.trigger().as_str())
+        .collect();
+    let run_rows: Vec<(i64, i64)> = sqlx::query_as(&START_RUNS)
+        .bind(&task_ids)
+        .bind(&attempts)
+        .bind(&triggers)
+        .bind(node)
+        .bind(ms(now))
+        .bind(ms(lease_until))
+        .fetch_all(&mut *tx)
+        .await
+        .context("starting runs")?;
+    let run_of: HashMap<i64, i64> = run_rows
+        .into_iter()
+        .map(|(run, task)| (task, run))
+        .collect();
+    for (task, _, run) in due.iter_mut() {
+        if run.is_none() {
+            *run = Some(run_of[&task.id]);
+        }
+    }
+    let slots: Vec<(String, i64)> = slots_of
+        .into_iter()
+        .flat_map(|(task, modules)| {
+            let run = run_of[&task];
+            modules.into_iter().map(move |module| (module, run))
+        })
+        .collect();
+    take_slots(tx, now, &slots).await
+}
+
+/// Runs that resume another get its artifacts; fresh runs of tasks that
+/// ran before start without checkpoints.
+async fn resume_and_clear(tx: &mut PgConnection, claimed: &[Claimed]) -> Result<()> {
     let resuming: Vec<(i64, i64)> = claimed
         .iter()
         .filter_map(|c| c.shape.resumes().map(|previous| (previous, c.run_id)))
@@ -344,9 +442,8 @@ async fn resume_and_clear(
             .await
             .context("clearing checkpoints of fresh runs")?;
     }
-    let mut reusable: HashMap<i64, HashMap<i64, Reusable>> = HashMap::new();
     if resuming.is_empty() {
-        return Ok(reusable);
+        return Ok(());
     }
     let previous: Vec<i64> = resuming.iter().map(|(p, _)| *p).collect();
     let runs: Vec<i64> = resuming.iter().map(|(_, r)| *r).collect();
@@ -362,128 +459,44 @@ async fn resume_and_clear(
         .execute(&mut *tx)
         .await
         .context("carrying artifact chunks into resuming runs")?;
-    let resumed_by: HashMap<i64, i64> = resuming.iter().copied().collect();
-    let rows = sqlx::query(REUSABLE)
+    Ok(())
+}
+
+/// The step runs of every claimed run, in one statement
+/// ([`PLAN_STEP_RUNS`]): by run id, each run's steps in order.
+async fn plan_step_runs(
+    tx: &mut PgConnection,
+    claimed: &[Claimed],
+) -> Result<HashMap<i64, Vec<PlannedStep>>> {
+    let runs: Vec<i64> = claimed.iter().map(|c| c.run_id).collect();
+    let tasks: Vec<i64> = claimed.iter().map(|c| c.task.id).collect();
+    let only_steps: Vec<Option<i64>> = claimed.iter().map(|c| c.shape.pending_step).collect();
+    let previous: Vec<Option<i64>> = claimed.iter().map(|c| c.shape.resumes()).collect();
+    let rows = sqlx::query(&PLAN_STEP_RUNS)
+        .bind(&runs)
+        .bind(&tasks)
+        .bind(&only_steps)
         .bind(&previous)
         .fetch_all(&mut *tx)
         .await
-        .context("loading reusable step runs")?;
-    for row in &rows {
-        let previous: i64 = row.try_get("run_id")?;
-        reusable.entry(resumed_by[&previous]).or_default().insert(
-            row.try_get("step_id")?,
-            Reusable {
-                result: row.try_get("result")?,
-                outcome: row.try_get("outcome")?,
-                module_hash: row.try_get("module_hash")?,
-                progress: row.try_get("progress")?,
-                message: row.try_get("message")?,
-            },
-        );
-    }
-    Ok(reusable)
-}
-
-/// What each step of a claimed task does in its new run.
-fn plan(shape: &Shape, step: &Step, reusable: Option<&HashMap<i64, Reusable>>) -> StepRunStatus {
-    if step.status == StepStatus::Disabled {
-        return StepRunStatus::Skipped;
-    }
-    if let Some(only) = shape.pending_step {
-        return if only == step.id {
-            StepRunStatus::Pending
-        } else {
-            StepRunStatus::Skipped
-        };
-    }
-    let reused = shape.resumes().is_some() && reusable.is_some_and(|r| r.contains_key(&step.id));
-    if reused {
-        StepRunStatus::Reused
-    } else {
-        StepRunStatus::Pending
-    }
-}
-
-/// Insert the step runs of every claimed run in one statement; returns
-/// their ids by (run id, step id).
-async fn insert_step_runs(
-    tx: &mut PgConnection,
-    claimed: &[Claimed],
-    reusable: &HashMap<i64, HashMap<i64, Reusable>>,
-) -> Result<HashMap<(i64, i64), i64>> {
-    let mut run_ids = Vec::new();
-    let mut step_ids = Vec::new();
-    let mut sort_orders = Vec::new();
-    let mut controllers = Vec::new();
-    let mut statuses = Vec::new();
-    let mut results = Vec::new();
-    let mut outcomes = Vec::new();
-    let mut hashes = Vec::new();
-    let mut progresses = Vec::new();
-    let mut messages = Vec::new();
-    for c in claimed {
-        let reusable = reusable.get(&c.run_id);
-        for step in &c.task.steps {
-            let status = plan(&c.shape, step, reusable);
-            let copied = (status == StepRunStatus::Reused)
-                .then(|| reusable.and_then(|r| r.get(&step.id)))
-                .flatten();
-            run_ids.push(c.run_id);
-            step_ids.push(step.id);
-            sort_orders.push(step.sort_order);
-            controllers.push(step.controller.as_str());
-            statuses.push(status.as_str());
-            results.push(copied.and_then(|r| r.result.as_deref()));
-            outcomes.push(copied.and_then(|r| r.outcome.as_deref()));
-            hashes.push(copied.and_then(|r| r.module_hash.as_deref()));
-            progresses.push(copied.map_or(0.0, |r| r.progress));
-            messages.push(copied.and_then(|r| r.message.as_deref()));
-        }
-    }
-    if run_ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(INSERT_STEP_RUNS)
-        .bind(&run_ids)
-        .bind(&step_ids)
-        .bind(&sort_orders)
-        .bind(&controllers)
-        .bind(&statuses)
-        .bind(&results)
-        .bind(&outcomes)
-        .bind(&hashes)
-        .bind(&progresses)
-        .bind(&messages)
-        .fetch_all(&mut *tx)
-        .await
         .context("inserting step runs")?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, run_id, step_id)| ((run_id, step_id), id))
-        .collect())
-}
-
-/// The registered modules the claimed steps name, by path.
-async fn modules(tx: &mut PgConnection, claimed: &[Claimed]) -> Result<HashMap<String, ModuleRef>> {
-    let mut paths: Vec<&str> = claimed
-        .iter()
-        .flat_map(|c| c.task.steps.iter().map(|s| s.controller.as_str()))
-        .collect();
-    paths.sort_unstable();
-    paths.dedup();
-    if paths.is_empty() {
-        return Ok(HashMap::new());
+    let mut planned: HashMap<i64, Vec<PlannedStep>> = HashMap::new();
+    for row in &rows {
+        let hash: Option<String> = row.try_get("module_hash")?;
+        let active: Option<bool> = row.try_get("module_active")?;
+        planned
+            .entry(row.try_get("run_id")?)
+            .or_default()
+            .push(PlannedStep {
+                step: step_from_row(row)?,
+                step_run_id: row.try_get("step_run_id")?,
+                status: parse(row.try_get("plan")?)?,
+                module: hash
+                    .zip(active)
+                    .map(|(hash, active)| ModuleRef { hash, active }),
+            });
     }
-    let rows: Vec<(String, String, bool)> =
-        sqlx::query_as("SELECT path, hash, active FROM modules WHERE path = ANY($1)")
-            .bind(&paths)
-            .fetch_all(&mut *tx)
-            .await
-            .context("loading the claimed steps' modules")?;
-    Ok(rows
-        .into_iter()
-        .map(|(path, hash, active)| (path, ModuleRef { hash, active }))
-        .collect())
+    Ok(planned)
 }
 
 /// How long each claimed task's last completed runs took, newest first.

@@ -85,7 +85,18 @@ pub(super) async fn load_children(
         let step = step_from_row(row)?;
         tasks[index[&step.task_id]].steps.push(step);
     }
+    load_kin(conn, tasks, sealed, kin).await
+}
 
+/// What [`load_children`] reads beside the steps: the details and secret
+/// names (with `sealed`, the sealed secrets too) of the tasks `kin` names.
+pub(super) async fn load_kin(
+    conn: &mut PgConnection,
+    tasks: &mut [Task],
+    sealed: bool,
+    kin: &Kin,
+) -> Result<HashMap<i64, Vec<SealedSecret>>> {
+    let index: HashMap<i64, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
     let rows = if kin.details.is_empty() {
         Vec::new()
     } else {

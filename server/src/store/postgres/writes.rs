@@ -36,9 +36,15 @@ pub(super) async fn apply_writes(store: &PostgresStore, ops: &[WriteOp]) -> Stor
     let batch = Batch::from_ops(ops);
     let mut attempt = 1;
     loop {
-        let mut tx = store.pool.begin().await?;
-        let applied = batch.apply(&mut tx).await.map_err(StoreError::from);
-        match super::settle(tx, applied).await {
+        let applied = if batch.one_statement() {
+            let mut conn = store.pool.acquire().await?;
+            batch.apply(&mut conn).await.map_err(StoreError::from)
+        } else {
+            let mut tx = store.pool.begin().await?;
+            let applied = batch.apply(&mut tx).await.map_err(StoreError::from);
+            super::settle(tx, applied).await
+        };
+        match applied {
             Err(error) if attempt < ATTEMPTS && super::retryable(&error) => {
                 tracing::warn!(
                     "applying {} executor writes: {error:#}; trying again",
@@ -75,33 +81,42 @@ const TASK_PROGRESS: &str = "UPDATE tasks AS t SET progress = u.progress, \
      JOIN runs AS r ON r.id = u.run \
      WHERE t.id = r.task_id AND t.current_run_id = u.run AND t.status = 'running'";
 
-/// Step ends; a start that came in the same batch rides on its end (and
+/// Step ends and run ends, in one statement (`$1`–`$12` the step ends,
+/// `$13`–`$24` the run ends); it answers which step runs (`kind` 's') and
+/// runs ('r') it ended.
+///
+/// Step ends: a start that came in the same batch rides on its end (and
 /// applies as a start would: only to a pending step run).
-const END_STEPS: &str = "UPDATE step_runs AS sr SET status = u.status, outcome = u.outcome, \
-        result = u.result, error = u.error, progress = u.progress, message = u.message, \
-        fuel_used = u.fuel, peak_memory = u.memory, finished_at = u.at, \
-        module_hash = CASE WHEN sr.status = 'pending' AND u.start_at IS NOT NULL \
-                           THEN u.start_hash ELSE sr.module_hash END, \
-        started_at = CASE WHEN sr.status = 'pending' AND u.start_at IS NOT NULL \
-                          THEN u.start_at ELSE sr.started_at END \
-     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], \
-                 $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], \
-                 $12::bigint[]) \
-          AS u(id, status, outcome, result, error, progress, message, fuel, memory, at, \
-               start_hash, start_at) \
-     WHERE sr.id = u.id AND sr.status IN ('pending', 'running') \
-     RETURNING sr.id";
-
+///
 /// Run ends: the task leaves the run (only if it is still on it), then the
 /// run ends and its unfinished step runs with it, and a task with a
 /// completion hook gets its delivery (migration 0010), in the run end's
-/// transaction so that a crash never loses one. One statement: the other
-/// writes read what the task update returned (and `tasks` as it was before
-/// it, which the hook URL does not change).
-const END_RUNS: &str = "WITH u AS ( \
-        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-                             $6::bigint[], $7::bigint[], $8::float8[], $9::text[], $10::bigint[], \
-                             $11::bigint[], $12::bool[]) \
+/// transaction so that a crash never loses one. The other writes read what
+/// the task update returned (and `tasks` as it was before it, which the hook
+/// URL does not change).
+///
+/// All parts of one statement see the rows as they were before it, so the
+/// step runs a run end closes leave out those this statement ends itself
+/// (PostgreSQL would apply only one of two updates of a row).
+const ENDS: &str = "WITH steps_done AS ( \
+        UPDATE step_runs AS sr SET status = u.status, outcome = u.outcome, \
+               result = u.result, error = u.error, progress = u.progress, message = u.message, \
+               fuel_used = u.fuel, peak_memory = u.memory, finished_at = u.at, \
+               module_hash = CASE WHEN sr.status = 'pending' AND u.start_at IS NOT NULL \
+                                  THEN u.start_hash ELSE sr.module_hash END, \
+               started_at = CASE WHEN sr.status = 'pending' AND u.start_at IS NOT NULL \
+                                 THEN u.start_at ELSE sr.started_at END \
+        FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], \
+                    $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[], \
+                    $12::bigint[]) \
+             AS u(id, status, outcome, result, error, progress, message, fuel, memory, at, \
+                  start_hash, start_at) \
+        WHERE sr.id = u.id AND sr.status IN ('pending', 'running') \
+        RETURNING sr.id), \
+     u AS ( \
+        SELECT * FROM unnest($13::bigint[], $14::bigint[], $15::text[], $16::text[], \
+                             $17::text[], $18::bigint[], $19::bigint[], $20::float8[], \
+                             $21::text[], $22::bigint[], $23::bigint[], $24::bool[]) \
           AS u(task, run, run_status, task_status, last_result, next_run_at, attempts, progress, \
                message, at, resume, rescued)), \
      ended AS ( \
@@ -123,13 +138,14 @@ const END_RUNS: &str = "WITH u AS ( \
                error = CASE sr.status WHEN 'running' THEN 'interrupted: the run ended' \
                                       ELSE sr.error END, \
                finished_at = CASE sr.status WHEN 'running' THEN e.at ELSE sr.finished_at END \
-        FROM ended AS e WHERE sr.run_id = e.run AND sr.status IN ('pending', 'running')), \
+        FROM ended AS e WHERE sr.run_id = e.run AND sr.status IN ('pending', 'running') \
+          AND sr.id <> ALL($1::bigint[])), \
      hooks_queued AS ( \
         INSERT INTO hook_deliveries (task_id, run_id, url, status, next_attempt_at, created_at) \
         SELECT t.id, e.run, t.hook_url, 'pending', e.at, e.at \
         FROM ended AS e JOIN tasks AS t ON t.id = e.task WHERE t.hook_url IS NOT NULL \
         ON CONFLICT (run_id) DO NOTHING) \
-     SELECT run FROM ended";
+     SELECT 's' AS kind, id FROM steps_done UNION ALL SELECT 'r', run FROM ended";
 
 /// One batch, sorted into its sets (see the module docs).
 #[derive(Default)]
@@ -313,7 +329,8 @@ impl Batch {
         batch
     }
 
-    /// Runs the sets' statements in order, inside the caller's transaction.
+    /// Runs the sets' statements in order, inside the caller's transaction
+    /// (or on a bare connection, when there is [one](Batch::one_statement)).
     async fn apply(&self, tx: &mut PgConnection) -> anyhow::Result<Applied> {
         if !self.starts.id.is_empty() {
             sqlx::query(START_STEPS)
@@ -325,51 +342,63 @@ impl Batch {
                 .context("recording step starts")?;
         }
         self.progress.apply(tx).await?;
+        self.apply_ends(tx).await
+    }
+
+    /// Whether the batch is one statement (starts only, or ends only): it
+    /// needs no transaction around it (PostgreSQL commits it as one, and the
+    /// commit waits for the WAL flush like any other), which saves the round
+    /// trips of `BEGIN` and `COMMIT`.
+    fn one_statement(&self) -> bool {
+        let starts = !self.starts.id.is_empty();
+        let progress = !self.progress.step_run.is_empty();
+        let ends = !self.step_ends.id.is_empty() || !self.run_ends.run.is_empty();
+        !(progress || starts && ends)
+    }
+
+    async fn apply_ends(&self, conn: &mut PgConnection) -> anyhow::Result<Applied> {
         let mut applied = Applied {
             steps: HashSet::new(),
             runs: HashSet::new(),
         };
-        let ends = &self.step_ends;
-        if !ends.id.is_empty() {
-            applied.steps = sqlx::query_scalar(END_STEPS)
-                .bind(&ends.id)
-                .bind(&ends.status)
-                .bind(&ends.outcome)
-                .bind(&ends.result)
-                .bind(&ends.error)
-                .bind(&ends.progress)
-                .bind(&ends.message)
-                .bind(&ends.fuel)
-                .bind(&ends.memory)
-                .bind(&ends.at)
-                .bind(&ends.start_hash)
-                .bind(&ends.start_at)
-                .fetch_all(&mut *tx)
-                .await
-                .context("recording step ends")?
-                .into_iter()
-                .collect();
+        let (steps, runs) = (&self.step_ends, &self.run_ends);
+        if steps.id.is_empty() && runs.run.is_empty() {
+            return Ok(applied);
         }
-        let ends = &self.run_ends;
-        if !ends.run.is_empty() {
-            applied.runs = sqlx::query_scalar(END_RUNS)
-                .bind(&ends.task)
-                .bind(&ends.run)
-                .bind(&ends.run_status)
-                .bind(&ends.task_status)
-                .bind(&ends.last_result)
-                .bind(&ends.next_run_at)
-                .bind(&ends.attempts)
-                .bind(&ends.progress)
-                .bind(&ends.message)
-                .bind(&ends.at)
-                .bind(&ends.resume)
-                .bind(&ends.rescued)
-                .fetch_all(&mut *tx)
-                .await
-                .context("recording run ends")?
-                .into_iter()
-                .collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(ENDS)
+            .bind(&steps.id)
+            .bind(&steps.status)
+            .bind(&steps.outcome)
+            .bind(&steps.result)
+            .bind(&steps.error)
+            .bind(&steps.progress)
+            .bind(&steps.message)
+            .bind(&steps.fuel)
+            .bind(&steps.memory)
+            .bind(&steps.at)
+            .bind(&steps.start_hash)
+            .bind(&steps.start_at)
+            .bind(&runs.task)
+            .bind(&runs.run)
+            .bind(&runs.run_status)
+            .bind(&runs.task_status)
+            .bind(&runs.last_result)
+            .bind(&runs.next_run_at)
+            .bind(&runs.attempts)
+            .bind(&runs.progress)
+            .bind(&runs.message)
+            .bind(&runs.at)
+            .bind(&runs.resume)
+            .bind(&runs.rescued)
+            .fetch_all(&mut *conn)
+            .await
+            .context("recording step and run ends")?;
+        for (kind, id) in rows {
+            if kind == "s" {
+                applied.steps.insert(id);
+            } else {
+                applied.runs.insert(id);
+            }
         }
         Ok(applied)
     }
