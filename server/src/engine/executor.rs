@@ -199,7 +199,6 @@ async fn execute_run(
         }
     };
     inner.running.remove(task.id);
-    inner.wake.notify_one();
     if applied {
         inner.metrics.run_ended(verdict);
         // Debug: at info, a busy node would write a line per run on its hot path.
@@ -219,6 +218,9 @@ async fn execute_run(
             updated_at: end.finished_at,
         }));
     }
+    // A worker is free: claim again, once those waiting on this run have
+    // heard of its end (on a small machine the claim would run first).
+    inner.wake.notify_one();
     RunSummary {
         task_id: task.id,
         run_id: claimed.run_id,
