@@ -56,8 +56,8 @@ static DUE_AND_START_SQL: LazyLock<String> = LazyLock::new(|| {
         "WITH blocked AS MATERIALIZED ({blocked}), \
          due AS (SELECT p.ord AS claim_order, t.* \
             FROM unnest($3::bigint[]) WITH ORDINALITY AS p(rank, ord) \
-            CROSS JOIN LATERAL (SELECT {columns}, resume_from_run_id, pending_trigger, \
-                pending_step_id, {uses_limited} AS uses_limited, {kin} \
+            CROSS JOIN LATERAL (SELECT {columns}, resume_from_run_id, pending_step_id, \
+                {trigger} AS run_trigger, {uses_limited} AS uses_limited, {kin} \
               FROM tasks AS t \
               WHERE status = 'scheduled' AND priority = p.rank AND next_run_at <= $1 \
                 AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
@@ -69,7 +69,7 @@ static DUE_AND_START_SQL: LazyLock<String> = LazyLock::new(|| {
             LIMIT $2), \
          started AS ( \
             INSERT INTO runs (task_id, attempt, status, trigger, node, started_at) \
-            SELECT id, attempts + 1, 'running', {trigger}, $4, $1 FROM due WHERE NOT uses_limited \
+            SELECT id, attempts + 1, 'running', run_trigger, $4, $1 FROM due WHERE NOT uses_limited \
             RETURNING id, task_id), \
          marked AS (UPDATE tasks AS t SET {mark_running} FROM started WHERE t.id = started.task_id) \
          SELECT d.*, s.id AS started_run FROM due AS d LEFT JOIN started AS s ON s.task_id = d.id \
@@ -216,12 +216,13 @@ const PAST_RUNS: i64 = 5;
 /// What decides the shape of a claimed task's run (read from the task row).
 struct Shape {
     resume_from: Option<i64>,
-    pending_trigger: Option<String>,
     pending_step: Option<i64>,
+    trigger: RunTrigger,
 }
 
 impl Shape {
-    /// [`Shape::trigger`] in SQL, over a task row's columns.
+    /// Why a due task runs, from its row's columns: a single step asked
+    /// for, a run asked for, a retry (it resumes a run), or its schedule.
     fn trigger_sql() -> String {
         format!(
             "CASE WHEN pending_step_id IS NOT NULL THEN '{step}' \
@@ -233,18 +234,6 @@ impl Shape {
             retry = RunTrigger::Retry.as_str(),
             schedule = RunTrigger::Schedule.as_str(),
         )
-    }
-
-    fn trigger(&self) -> RunTrigger {
-        if self.pending_step.is_some() {
-            RunTrigger::Step
-        } else if self.pending_trigger.as_deref() == Some(RunTrigger::Manual.as_str()) {
-            RunTrigger::Manual
-        } else if self.resume_from.is_some() {
-            RunTrigger::Retry
-        } else {
-            RunTrigger::Schedule
-        }
     }
 
     /// The run this one continues: not for a single-step run.
@@ -304,8 +293,8 @@ async fn claim_in(
     for row in &rows {
         let shape = Shape {
             resume_from: row.try_get("resume_from_run_id")?,
-            pending_trigger: row.try_get("pending_trigger")?,
             pending_step: row.try_get("pending_step_id")?,
+            trigger: parse(row.try_get("run_trigger")?)?,
         };
         let run: Option<i64> = row.try_get("started_run")?;
         let task = task_from_row(row)?;
@@ -360,7 +349,7 @@ async fn claim_in(
             ClaimedRun {
                 run_id: c.run_id,
                 attempt: c.task.attempts,
-                trigger: c.shape.trigger(),
+                trigger: c.shape.trigger,
                 secrets: sealed.remove(&c.task.id).unwrap_or_default(),
                 past_durations: durations.remove(&c.task.id).unwrap_or_default(),
                 steps,
@@ -402,7 +391,7 @@ async fn start_limited(
     let attempts: Vec<i64> = admitted.iter().map(|(t, _, _)| t.attempts + 1).collect();
     let triggers: Vec<&str> = admitted
         .iter()
-        .map(|(_, s, _)| s.trigger().as_str())
+        .map(|(_, s, _)| s.trigger.as_str())
         .collect();
     let run_rows: Vec<(i64, i64)> = sqlx::query_as(&START_RUNS)
         .bind(&task_ids)

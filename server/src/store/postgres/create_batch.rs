@@ -59,7 +59,7 @@ async fn reserve_task_and_step_ids(
     Ok((task_ids, step_ids))
 }
 
-/// `count` array parameters from `$first` on, cast to `types` in turn.
+/// Array parameters from `$first` on, one per type in `types`.
 fn array_params(first: usize, types: &[&str]) -> String {
     types
         .iter()
@@ -231,9 +231,12 @@ static INSERT_NEW_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Whether these new tasks go in with one statement alone (see
-/// [`insert_new`]): sealed secrets are written one by one.
+/// [`insert_new`]): a code may replace a task, and sealed secrets are
+/// written one by one.
 pub(super) fn one_statement(tasks: &[NewTask]) -> bool {
-    tasks.iter().all(|t| t.secrets.is_empty())
+    tasks
+        .iter()
+        .all(|t| t.code.is_none() && t.secrets.is_empty())
 }
 
 /// New tasks without a code: ids reserved, then one statement for all rows

@@ -62,7 +62,7 @@ pub(super) async fn create_many(
     // which PostgreSQL commits on its own: no `BEGIN` and `COMMIT` round
     // trips (the ids reserved before it are never handed out again, used
     // or not).
-    if tasks.iter().all(|t| t.code.is_none()) && create_batch::one_statement(&tasks) {
+    if create_batch::one_statement(&tasks) {
         let mut conn = store.pool.acquire().await?;
         let created = create_batch::insert_new(&mut conn, tasks, now).await?;
         return Ok(created.into_iter().map(|task| Ok((task, true))).collect());
