@@ -563,6 +563,27 @@ impl Store for PostgresStore {
 }
 
 #[cfg(test)]
+impl PostgresStore {
+    /// `synchronous_commit` as each of the pool's connections has it now
+    /// (all of them held at once, so none is read twice).
+    pub(crate) async fn synchronous_commit_of_every_connection(&self) -> Vec<String> {
+        let mut held = Vec::new();
+        let mut settings = Vec::new();
+        for _ in 0..self.pool.size() {
+            let mut conn = self.pool.acquire().await.expect("connection");
+            settings.push(
+                sqlx::query_scalar("SHOW synchronous_commit")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .expect("show synchronous_commit"),
+            );
+            held.push(conn);
+        }
+        settings
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::redacted;
 

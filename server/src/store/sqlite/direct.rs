@@ -1,99 +1,125 @@
-//! The engine's hot transactions (claims and the executor's write batches) run
-//! on the writer's SQLite handle directly, on the calling thread, through
-//! rusqlite.
+//! The engine's hot transactions (claims and the executor's write batches,
+//! and the API's plain creates) run through rusqlite on a connection of
+//! their own, [`HotConnection`], on the calling thread.
 //!
-//! Why: through sqlx every statement is a hand-off to the connection's worker
-//! thread and back, and on a busy node the task waiting for the answer queues
-//! behind hundreds of running steps before it sends the next statement. The
-//! writer then sat idle about 40 % of the time it was held, and it is the one
-//! resource every claim and every run end needs. Locked out of sqlx's worker,
-//! a whole transaction runs without a single hand-off, as plain per-row
-//! statements prepared once per hold of the handle: no JSON shredding either.
-//! (Not kept across holds: sqlx may close and reopen the writer, and a
-//! statement must not outlive its handle. The engine's writer holds the
-//! handle for many transactions in a row, see [`super::turn`].)
+//! Why not sqlx: through sqlx every statement is a hand-off to the
+//! connection's worker thread and back, and on a busy node the task waiting
+//! for the answer queues behind hundreds of running steps before it sends the
+//! next statement. The writer then sat idle about 40 % of the time it was
+//! held, and it is the one resource every claim and every run end needs.
+//! Here a whole transaction runs without a single hand-off, as plain per-row
+//! statements: no JSON shredding either.
+//!
+//! Why a connection of their own: its statements stay prepared for as long
+//! as it is open, and it runs with foreign-key checks and CHECK constraints
+//! off for good (see [`HotConnection::open`]). On the store's sqlx writer the
+//! hot transactions had to switch both off and on again around every hold,
+//! and a switch expires every prepared statement: each hold compiled the
+//! claim's statements again, which on an idle node was most of a claim's
+//! time. Two connections that write must never wait on each other's locks
+//! (SQLite's busy handler sleeps for milliseconds): the hot connection is
+//! used only while the caller holds the store's one sqlx writer connection,
+//! which is the store's write lock (see `turn.rs`).
 //!
 //! The transaction blocks the calling thread while it runs (some 20 µs per
 //! claimed task, a few milliseconds for a batch): the engine's writer runs on
-//! a thread of its own (`engine/committer.rs`), so API requests, live-view
+//! a thread of its own (`sqlite/group_commit.rs`), so API requests, live-view
 //! sessions and running steps never wait behind it. Everything else in the
 //! store stays on sqlx: it is not on the hot path.
 
-use crate::store::{Priority, RunResult, StoreResult, Task, TaskStatus};
+use crate::store::{Priority, RunResult, Task, TaskStatus};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Row, Transaction, TransactionBehavior};
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 use serde_json::Map;
-use sqlx::sqlite::SqliteConnection;
+use std::path::{Path, PathBuf};
 
 use super::rows::{parse, time};
 use super::writer_time::{self, Part};
 use std::time::Instant;
 
-/// Statements kept prepared while the handle is held: more than the hot
-/// transactions use (a claim a dozen, the executor's writes seven), so that a
-/// hold serving many of them prepares each once.
+/// Statements kept prepared: more than the hot transactions use (a claim a
+/// dozen, the executor's writes seven).
 const HOT_STATEMENTS: usize = 32;
 
-/// Run `work` on the connection's own SQLite handle. It runs synchronously on
-/// this thread while sqlx's worker for the connection waits; `work` must
-/// leave no transaction open (use [`rusqlite::Transaction`], which rolls back
-/// when dropped).
-pub(super) async fn with_handle<R>(
-    conn: &mut SqliteConnection,
-    work: impl FnOnce(&Connection) -> anyhow::Result<R>,
-) -> StoreResult<R> {
-    let mut locked = conn
-        .lock_handle()
-        .await
-        .context("locking the writer's SQLite handle")?;
-    let held_since = Instant::now();
-    let raw = locked.as_raw_handle();
-    // SAFETY (the one unsafe block of the store): `locked` gives this thread exclusive use of the handle until it
-    // is dropped, after `db`. `from_handle` never closes the handle; dropping
-    // `db` only finalizes the statements it prepared.
-    #[allow(unsafe_code)]
-    let db = unsafe { Connection::from_handle(raw.as_ptr()) }
-        .context("using the writer's SQLite handle")?;
-    db.set_prepared_statement_cache_capacity(HOT_STATEMENTS);
-    let result = work(&db);
-    drop(db);
-    drop(locked);
-    writer_time::add(Part::Held, held_since);
-    Ok(result?)
+/// The engine's own write connection (see the module docs). Opened with the
+/// store; reopened if it had to be given up (see [`HotConnection::discard`]).
+pub(super) struct HotConnection {
+    path: PathBuf,
+    synchronous: &'static str,
+    conn: Mutex<Option<Connection>>,
 }
 
-/// Run `work` with foreign-key checks and CHECK constraints off, and turn
-/// them back on however it ends (a panic included).
-///
-/// Why off: the foreign-key checks were about a tenth of the engine's
-/// throughput (every run and step-run insert looked its parent up again;
-/// deleting checkpoints walked the constraint machinery per row), and in the
-/// hot transactions they can find nothing: a claim inserts runs for tasks it
-/// has just read and step runs for runs it has just inserted; the executor's
-/// writes update no key and delete nothing. Each CHECK that lists more than
-/// two states (`status IN (…)`) built a temporary b-tree of its list for every
-/// row inserted or updated (about a twentieth of the writer's time), and the
-/// hot statements write only the texts of the Rust enums in `model.rs`, which
-/// are exactly those lists. Every other transaction keeps both, and
-/// `store/tests/sqlite.rs` runs `PRAGMA foreign_key_check` after a claim and
-/// a batch of run ends.
-///
-/// Once per hold of the handle, not per transaction: switching either pragma
-/// expires every prepared statement, and SQLite would compile each again at
-/// its next use (that was a tenth of the writer's time).
-pub(super) fn without_checks<R>(
-    db: &Connection,
-    work: impl FnOnce() -> anyhow::Result<R>,
-) -> anyhow::Result<R> {
-    // No-ops inside a transaction: `work` must open its own.
-    db.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA ignore_check_constraints = ON")?;
-    let _restore = ChecksBackOn(db);
-    work()
+impl HotConnection {
+    /// `synchronous` as the store is configured (`FULL` or `NORMAL`).
+    pub(super) fn open(path: &Path, synchronous: &'static str) -> anyhow::Result<Self> {
+        let hot = HotConnection {
+            path: path.to_path_buf(),
+            synchronous,
+            conn: Mutex::new(None),
+        };
+        *hot.conn.lock() = Some(hot.connect()?);
+        Ok(hot)
+    }
+
+    /// Foreign-key checks and CHECK constraints are off on this connection.
+    /// The foreign-key checks were about a tenth of the engine's throughput
+    /// (every run and step-run insert looked its parent up again; deleting
+    /// checkpoints walked the constraint machinery per row), and in the hot
+    /// transactions they can find nothing: a claim inserts runs for tasks it
+    /// has just read and step runs for runs it has just inserted; the
+    /// executor's writes update no key and delete nothing. Each CHECK that
+    /// lists more than two states (`status IN (…)`) built a temporary b-tree
+    /// of its list for every row inserted or updated (about a twentieth of
+    /// the writer's time), and the hot statements write only the texts of the
+    /// Rust enums in `model.rs`, which are exactly those lists. Every other
+    /// transaction (on sqlx) keeps both, and `store/tests/sqlite.rs` runs
+    /// `PRAGMA foreign_key_check` after a claim and a batch of run ends.
+    fn connect(&self) -> anyhow::Result<Connection> {
+        let db = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening {} for the engine's writes", self.path.display()))?;
+        db.execute_batch(&format!(
+            "PRAGMA synchronous = {}; PRAGMA foreign_keys = OFF; \
+             PRAGMA ignore_check_constraints = ON; PRAGMA temp_store = memory; \
+             PRAGMA busy_timeout = 10000",
+            self.synchronous
+        ))
+        .context("setting up the engine's write connection")?;
+        db.set_prepared_statement_cache_capacity(HOT_STATEMENTS);
+        Ok(db)
+    }
+
+    /// Run `work` on the connection, on this thread. The caller must hold the
+    /// store's sqlx writer (the write lock). `work` must leave no transaction
+    /// open: use [`hot_transaction`].
+    pub(super) fn with<R>(
+        &self,
+        work: impl FnOnce(&Connection) -> anyhow::Result<R>,
+    ) -> anyhow::Result<R> {
+        let held_since = Instant::now();
+        let mut slot = self.conn.lock();
+        if slot.is_none() {
+            *slot = Some(self.connect()?);
+        }
+        let result = work(slot.as_ref().expect("connected above"));
+        drop(slot);
+        writer_time::add(Part::Held, held_since);
+        result
+    }
+
+    /// Close the connection (its next use opens a fresh one): for a
+    /// connection whose settings could not be put back.
+    pub(super) fn discard(&self) {
+        *self.conn.lock() = None;
+    }
 }
 
 /// Run `work` in one IMMEDIATE transaction and commit it; on an error it is
-/// rolled back. Inside [`without_checks`] for the hot transactions.
+/// rolled back.
 pub(super) fn hot_transaction<R>(
     db: &Connection,
     work: impl FnOnce(&Transaction) -> anyhow::Result<R>,
@@ -104,17 +130,6 @@ pub(super) fn hot_transaction<R>(
     tx.commit().context("committing")?;
     writer_time::add(Part::Commit, committing);
     Ok(result)
-}
-
-struct ChecksBackOn<'a>(&'a Connection);
-
-impl Drop for ChecksBackOn<'_> {
-    fn drop(&mut self) {
-        let on = "PRAGMA foreign_keys = ON; PRAGMA ignore_check_constraints = OFF";
-        if let Err(error) = self.0.execute_batch(on) {
-            tracing::error!("turning foreign keys and CHECK constraints back on failed: {error}");
-        }
-    }
 }
 
 /// Milliseconds since the epoch back into a time.
@@ -186,29 +201,27 @@ mod tests {
             .expect("count")
     }
 
-    /// A direct transaction that fails leaves nothing behind, and the writer
-    /// goes on serving sqlx and direct writes alike (no transaction left open,
-    /// the handle not closed).
+    /// A hot transaction that fails leaves nothing behind, and the store goes
+    /// on serving sqlx and hot writes alike (no transaction left open).
     #[tokio::test]
-    async fn a_failed_direct_transaction_rolls_back_and_the_writer_goes_on() {
+    async fn a_failed_hot_transaction_rolls_back_and_the_writer_goes_on() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("s.db"), Durability::Full)
             .await
             .expect("open");
         let insert =
             "INSERT INTO module_blobs (hash, bytes, size, created_at) VALUES (?1, x'00', 1, 0)";
-        let mut conn = store.writer.acquire().await.expect("writer");
-        let failed = with_handle(&mut conn, |db| {
-            let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
-            tx.execute(insert, ["a"])?;
-            // The primary key refuses the second row: the whole transaction goes.
-            tx.execute(insert, ["a"])?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await;
+        let lock = store.writer.acquire().await.expect("writer");
+        let failed = store.hot.with(|db| {
+            hot_transaction(db, |tx| {
+                tx.execute(insert, ["a"])?;
+                // The primary key refuses the second row: the whole transaction goes.
+                tx.execute(insert, ["a"])?;
+                Ok(())
+            })
+        });
         assert!(failed.is_err(), "the duplicate key must fail");
-        drop(conn);
+        drop(lock);
         assert_eq!(count_blobs(&store).await, 0, "rolled back");
 
         sqlx::query(
@@ -216,17 +229,13 @@ mod tests {
         )
         .execute(&store.writer)
         .await
-        .expect("sqlx writes after a failed direct transaction");
-        let mut conn = store.writer.acquire().await.expect("writer");
-        with_handle(&mut conn, |db| {
-            let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
-            tx.execute(insert, ["c"])?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-        .expect("a direct write after it");
-        drop(conn);
+        .expect("sqlx writes after a failed hot transaction");
+        let lock = store.writer.acquire().await.expect("writer");
+        store
+            .hot
+            .with(|db| hot_transaction(db, |tx| Ok(tx.execute(insert, ["c"])?)))
+            .expect("a hot write after it");
+        drop(lock);
         assert_eq!(count_blobs(&store).await, 2);
     }
 }

@@ -75,6 +75,9 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Read-only connections for plain reads.
     reader: SqlitePool,
+    /// The engine's hot transactions, used only while `writer` is held (see
+    /// [`direct`]).
+    hot: Arc<direct::HotConnection>,
     durability: Durability,
     /// Holds the exclusive lock on `<file>.lock` until the store is dropped.
     _lock: File,
@@ -128,13 +131,23 @@ impl SqliteStore {
             .with_context(|| format!("opening database {}", path.display()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
+            // A local file cannot hang up (as for the writer).
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options.read_only(true))
             .await
             .with_context(|| format!("opening database {} for reading", path.display()))?;
+        let hot = Arc::new(direct::HotConnection::open(
+            path,
+            match durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+        )?);
         Ok(SqliteStore {
             writer,
             reader,
+            hot,
             durability,
             _lock: lock,
         })
@@ -143,12 +156,19 @@ impl SqliteStore {
 
 #[cfg(test)]
 impl SqliteStore {
-    /// The writer connection's `PRAGMA synchronous` (2 = FULL, 1 = NORMAL).
-    pub(crate) async fn writer_synchronous(&self) -> i64 {
-        sqlx::query_scalar("PRAGMA synchronous")
+    /// `PRAGMA synchronous` of the sqlx writer and of the hot connection
+    /// (2 = FULL, 1 = NORMAL).
+    pub(crate) async fn writer_synchronous(&self) -> (i64, i64) {
+        let writer = sqlx::query_scalar("PRAGMA synchronous")
             .fetch_one(&self.writer)
             .await
-            .expect("read synchronous")
+            .expect("read synchronous");
+        let _write_lock = self.writer.acquire().await.expect("writer");
+        let hot = self
+            .hot
+            .with(|db| Ok(db.query_row("PRAGMA synchronous", [], |row| row.get(0))?))
+            .expect("read the hot connection's synchronous");
+        (writer, hot)
     }
 
     /// Checkpoint the WAL into the database and truncate it to nothing, so

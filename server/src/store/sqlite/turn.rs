@@ -1,5 +1,5 @@
 //! The engine writer's turn: the executor's writes, then a claim, in one
-//! transaction on the writer's handle (see [`super::direct`]). A busy node
+//! transaction on the hot connection (see [`super::direct`]). A busy node
 //! records its runs' ends and claims their successors with one commit.
 //!
 //! A turn with writes commits as the store is configured (FULL: an fsync). A
@@ -60,9 +60,8 @@ impl SqliteStore {
     }
 }
 
-/// The engine writer's turns on one hold of the writer's handle, for as long
-/// as `turns` has one ready: the hold, the hand-offs to sqlx's connection
-/// thread it takes and the statements prepared in it serve many turns.
+/// The engine writer's turns on one hold of the write lock, for as long as
+/// `turns` has one ready: a busy writer takes the lock once for many turns.
 async fn write_turns(store: &SqliteStore, turns: &mut (dyn WriterTurns + Send)) -> StoreResult<()> {
     let durability = store.durability;
     with_writer(store, |db, full_again| {
@@ -94,25 +93,22 @@ pub(super) async fn write_then_claim(
     .await
 }
 
-/// Run `work` on the writer's handle. `work` is told whether
-/// `synchronous=FULL` is still in force (see [`Relaxed`]); if not, the
-/// connection is closed rather than returned to the pool.
+/// Run `work` on the store's hot connection (see [`direct`]), holding the
+/// sqlx writer meanwhile: no other write runs beside it. `work` is told
+/// whether `synchronous=FULL` is still in force (see [`Relaxed`]); if not,
+/// the hot connection is closed, and the next hold opens a fresh one.
 async fn with_writer<R>(
     store: &SqliteStore,
     work: impl FnOnce(&Connection, &mut bool) -> anyhow::Result<R>,
 ) -> StoreResult<R> {
-    let mut conn = store.writer.acquire().await?;
+    let _write_lock = store.writer.acquire().await?;
     let mut full_again = true;
-    let result = direct::with_handle(&mut conn, |db| {
-        direct::without_checks(db, || work(db, &mut full_again))
-    })
-    .await;
+    let result = store.hot.with(|db| work(db, &mut full_again));
     if !full_again {
-        // Never let a later write commit without its fsync: the pool opens a
-        // fresh connection with the configured `synchronous`.
-        conn.close_on_drop();
+        // Never let a later write commit without its fsync.
+        store.hot.discard();
     }
-    result
+    Ok(result?)
 }
 
 /// No writes and no task to claim: no transaction either.

@@ -1,4 +1,4 @@
-//! How long the writer's handle is held by the engine's hot transactions,
+//! How long the hot connection is held by the engine's hot transactions,
 //! and by which part. The engine's throughput on SQLite is bounded by this
 //! one connection, so the engine benchmark prints these next to the wall
 //! time: held time well under the wall time means the writer waits on the
@@ -28,7 +28,7 @@ pub struct WriterTime {
     pub commits: Duration,
     /// Hot transactions committed (the writer's turns).
     pub transactions: u64,
-    /// Holds of the handle they ran in (each prepares its statements again).
+    /// Holds of the write lock they ran in.
     pub holds: u64,
 }
 

@@ -285,6 +285,25 @@ async fn migrations_raced_by_two_nodes_apply_once() {
     assert_eq!(applied as usize, files);
 }
 
+/// A claim commits without waiting for the WAL flush (see `postgres/claim.rs`),
+/// for its own transaction only: every connection it ran on is back to
+/// `synchronous_commit = on` for the writes that must wait.
+#[tokio::test]
+async fn claims_relax_durability_for_themselves_only() {
+    let Some((_schema, store)) = postgres_store().await else {
+        return;
+    };
+    for i in 0..20 {
+        create(&store, new_task(&format!("t{i}")), 0).await;
+    }
+    for now in 1..=4 {
+        assert_eq!(claim(&store, now, 5).await.len(), 5);
+    }
+    let settings = store.synchronous_commit_of_every_connection().await;
+    assert!(!settings.is_empty());
+    assert!(settings.iter().all(|s| s == "on"), "{settings:?}");
+}
+
 /// The CHECK constraints refuse a status no Rust enum has, as SQLite's do.
 #[tokio::test]
 async fn check_constraints_refuse_unknown_states() {

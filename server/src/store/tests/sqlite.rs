@@ -72,23 +72,32 @@ async fn claims_relax_durability_for_themselves_only() {
     for i in 0..50 {
         create(&store, new_task(&format!("t{i}")), 0).await;
     }
-    assert_eq!(store.writer_synchronous().await, 2, "FULL to begin with");
+    assert_eq!(
+        store.writer_synchronous().await,
+        (2, 2),
+        "FULL to begin with"
+    );
     assert_eq!(claim(&store, 1, 5).await.len(), 5);
-    assert_eq!(store.writer_synchronous().await, 2, "FULL after a claim");
+    assert_eq!(
+        store.writer_synchronous().await,
+        (2, 2),
+        "FULL after a claim"
+    );
     for micros in (0..400).step_by(10) {
         let claim = store.claim_due(NODE, t(1), t(31), 1);
         let _ = tokio::time::timeout(std::time::Duration::from_micros(micros), claim).await;
         assert_eq!(
             store.writer_synchronous().await,
-            2,
+            (2, 2),
             "FULL after a claim dropped at {micros} µs"
         );
     }
 }
 
 /// Claims and the executor's write batches run with foreign-key checks and
-/// CHECK constraints off (see `sqlite::direct::without_checks`): they must
-/// leave both on for everything else, and no row without its parent.
+/// CHECK constraints off, on a connection of their own (see
+/// `sqlite::direct`): everything else keeps both, and no row is left
+/// without its parent.
 #[tokio::test]
 async fn hot_transactions_leave_foreign_keys_and_checks_on_and_intact() {
     let (_dir, store) = sqlite_store().await;
