@@ -270,13 +270,22 @@ pub async fn create_task(
     let new_task = request.validate(&state, caller.name()).await?;
     let wait = wait.map(|wait| task_actions::Wait::begin(&state, wait));
     let since = state.bus().published();
-    let (mut task, created) = state.creator().create(new_task).await?;
+    // A waited create is answered after its run: its commit may wait for
+    // the disk until then (the run's end is synced, and covers it).
+    let (mut task, created) = if wait.is_some() {
+        state.creator().create_deferred(new_task).await?
+    } else {
+        state.creator().create(new_task).await?
+    };
     // Live views show the task at once (a replaced one as scheduled again,
     // not with its previous run's final state).
     task_actions::publish_stored(&state, &task, since);
     state.engine().wake();
     if let Some(wait) = wait {
-        let mut task = wait.until_settled(&state, task).await?;
+        let settled = wait.until_settled(&state, task).await;
+        // Whatever the answer, the create is on disk before it.
+        state.store().sync_deferred().await?;
+        let mut task = settled?;
         schedules::fill_next_runs(std::slice::from_mut(&mut task), Utc::now());
         return Ok((task_actions::Wait::status_of(&task), Json(task)).into_response());
     }

@@ -10,7 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Most creates in one transaction.
 const BATCH: usize = 256;
 
-type Request = (NewTask, oneshot::Sender<StoreResult<(Task, bool)>>);
+/// A task, whether its commit may be deferred (see
+/// [`Store::create_tasks_deferred`]), and whom to answer.
+type Request = (NewTask, bool, oneshot::Sender<StoreResult<(Task, bool)>>);
 
 pub struct CreateBatcher {
     sender: mpsc::UnboundedSender<Request>,
@@ -23,11 +25,25 @@ impl CreateBatcher {
         Arc::new(CreateBatcher { sender })
     }
 
-    /// Create (or update by code) a task; returns once it is committed.
+    /// Create (or update by code) a task; returns once it is committed and
+    /// on disk.
     pub async fn create(&self, task: NewTask) -> StoreResult<(Task, bool)> {
+        self.send(task, false).await
+    }
+
+    /// Create a task whose answer waits for something else first: it may
+    /// not be on disk yet when this returns. Call [`Store::sync_deferred`]
+    /// before answering.
+    pub async fn create_deferred(&self, task: NewTask) -> StoreResult<(Task, bool)> {
+        self.send(task, true).await
+    }
+
+    async fn send(&self, task: NewTask, deferred: bool) -> StoreResult<(Task, bool)> {
         let stopped = || StoreError::Internal(anyhow::anyhow!("the task writer has stopped"));
         let (reply, answer) = oneshot::channel();
-        self.sender.send((task, reply)).map_err(|_| stopped())?;
+        self.sender
+            .send((task, deferred, reply))
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -35,8 +51,18 @@ impl CreateBatcher {
 async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::UnboundedReceiver<Request>) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        let (tasks, replies): (Vec<NewTask>, Vec<_>) = batch.drain(..).unzip();
-        match store.create_tasks(tasks, Utc::now()).await {
+        // One synced create in the batch syncs the whole transaction.
+        let deferred = batch.iter().all(|(_, deferred, _)| *deferred);
+        let (tasks, replies): (Vec<NewTask>, Vec<_>) = batch
+            .drain(..)
+            .map(|(task, _, reply)| (task, reply))
+            .unzip();
+        let created = if deferred {
+            store.create_tasks_deferred(tasks, Utc::now()).await
+        } else {
+            store.create_tasks(tasks, Utc::now()).await
+        };
+        match created {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);

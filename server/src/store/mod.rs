@@ -87,6 +87,24 @@ pub trait Store: Send + Sync + 'static {
         tasks: Vec<NewTask>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<(Task, bool)>>>;
+    /// As [`Store::create_tasks`], for creates that are answered only later
+    /// (`POST /tasks?wait=`): the commit need not be on disk yet, provided
+    /// the caller calls [`Store::sync_deferred`] before it answers. On an
+    /// idle node the run's end, which is synced, then makes the create
+    /// durable with it, and the task's path costs one fsync instead of two.
+    /// A driver may sync at once (the default).
+    async fn create_tasks_deferred(
+        &self,
+        tasks: Vec<NewTask>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
+        self.create_tasks(tasks, now).await
+    }
+    /// Make every create of [`Store::create_tasks_deferred`] committed so far
+    /// durable; nothing to do (and no fsync) when a synced commit since has.
+    async fn sync_deferred(&self) -> StoreResult<()> {
+        Ok(())
+    }
     async fn get_task(&self, id: i64) -> StoreResult<Option<Task>>;
     async fn list_tasks(&self, filter: &TaskFilter) -> StoreResult<Vec<Task>>;
     /// Apply a patch. `Conflict` when disabling a running task.

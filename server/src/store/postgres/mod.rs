@@ -564,12 +564,12 @@ impl Store for PostgresStore {
 
 #[cfg(test)]
 impl PostgresStore {
-    /// `synchronous_commit` as each of the pool's connections has it now
-    /// (all of them held at once, so none is read twice).
-    pub(crate) async fn synchronous_commit_of_every_connection(&self) -> Vec<String> {
+    /// `synchronous_commit` as each of the pool's idle connections has it
+    /// now (all of them held at once, so none is read twice).
+    pub(crate) async fn synchronous_commit_of_idle_connections(&self) -> Vec<String> {
         let mut held = Vec::new();
         let mut settings = Vec::new();
-        for _ in 0..self.pool.size() {
+        for _ in 0..self.pool.num_idle() {
             let mut conn = self.pool.acquire().await.expect("connection");
             settings.push(
                 sqlx::query_scalar("SHOW synchronous_commit")

@@ -34,6 +34,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, Row, Transaction, TransactionBehavior};
 use serde_json::Map;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::rows::{parse, time};
 use super::writer_time::{self, Part};
@@ -44,11 +45,27 @@ use std::time::Instant;
 const HOT_STATEMENTS: usize = 32;
 
 /// The engine's own write connection (see the module docs). Opened with the
-/// store; reopened if it had to be given up (see [`HotConnection::discard`]).
+/// store; reopened if its settings could not be put back (see [`Hold`]).
 pub(super) struct HotConnection {
     path: PathBuf,
     synchronous: &'static str,
     conn: Mutex<Option<Connection>>,
+    /// Creates committed without an fsync so far, counted (see
+    /// [`HotConnection::deferred_committed`]).
+    deferred: AtomicU64,
+    /// How many of those a synced commit has since made durable.
+    covered: AtomicU64,
+}
+
+/// What `work` tells [`HotConnection::with`] about its hold.
+pub(super) struct Hold {
+    /// `synchronous` is back at the store's setting (see [`Relaxed`]). If
+    /// not, the connection is closed and the next hold opens a fresh one.
+    pub full_again: bool,
+    /// A commit with `synchronous=FULL` succeeded: it made every commit
+    /// before it durable, deferred creates included (SQLite's WAL is one
+    /// file, written in order, and its fsync covers all of it).
+    pub synced: bool,
 }
 
 impl HotConnection {
@@ -58,6 +75,8 @@ impl HotConnection {
             path: path.to_path_buf(),
             synchronous,
             conn: Mutex::new(None),
+            deferred: AtomicU64::new(0),
+            covered: AtomicU64::new(0),
         };
         *hot.conn.lock() = Some(hot.connect()?);
         Ok(hot)
@@ -98,23 +117,79 @@ impl HotConnection {
     /// open: use [`hot_transaction`].
     pub(super) fn with<R>(
         &self,
-        work: impl FnOnce(&Connection) -> anyhow::Result<R>,
+        work: impl FnOnce(&Connection, &mut Hold) -> anyhow::Result<R>,
     ) -> anyhow::Result<R> {
         let held_since = Instant::now();
         let mut slot = self.conn.lock();
         if slot.is_none() {
             *slot = Some(self.connect()?);
         }
-        let result = work(slot.as_ref().expect("connected above"));
+        // Under the write lock: no deferred create commits during the hold
+        // but through `work` itself.
+        let deferred_before = self.deferred.load(Ordering::SeqCst);
+        let mut hold = Hold {
+            full_again: true,
+            synced: false,
+        };
+        let result = work(slot.as_ref().expect("connected above"), &mut hold);
+        if hold.synced {
+            self.covered.fetch_max(deferred_before, Ordering::SeqCst);
+        }
+        if !hold.full_again {
+            // Never let a later write commit without its fsync.
+            *slot = None;
+        }
         drop(slot);
         writer_time::add(Part::Held, held_since);
         result
     }
 
-    /// Close the connection (its next use opens a fresh one): for a
-    /// connection whose settings could not be put back.
-    pub(super) fn discard(&self) {
-        *self.conn.lock() = None;
+    /// A create committed without an fsync (inside [`HotConnection::with`]).
+    pub(super) fn deferred_committed(&self) {
+        self.deferred.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The WAL file to fsync if deferred creates are not yet covered by a
+    /// synced commit (`None` when they are), and how many creates that
+    /// fsync will cover (for [`HotConnection::synced`]).
+    pub(super) fn uncovered(&self) -> Option<(PathBuf, u64)> {
+        let deferred = self.deferred.load(Ordering::SeqCst);
+        if self.covered.load(Ordering::SeqCst) >= deferred {
+            return None;
+        }
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        Some((PathBuf::from(wal), deferred))
+    }
+
+    /// The WAL was synced after `deferred` creates had committed.
+    pub(super) fn synced(&self, deferred: u64) {
+        self.covered.fetch_max(deferred, Ordering::SeqCst);
+    }
+}
+
+/// `synchronous=NORMAL` on the hot connection until dropped (an error or a
+/// panic included), then FULL again; if that fails, `full_again` says so
+/// and [`HotConnection::with`] closes the connection.
+pub(super) struct Relaxed<'a> {
+    db: &'a Connection,
+    full_again: &'a mut bool,
+}
+
+impl<'a> Relaxed<'a> {
+    pub(super) fn on(db: &'a Connection, full_again: &'a mut bool) -> anyhow::Result<Self> {
+        db.execute_batch("PRAGMA synchronous = NORMAL")
+            .context("relaxing the engine's write connection")?;
+        Ok(Relaxed { db, full_again })
+    }
+}
+
+impl Drop for Relaxed<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = self.db.execute_batch("PRAGMA synchronous = FULL") {
+            tracing::error!("putting synchronous=FULL back failed: {error}");
+            *self.full_again = false;
+        }
     }
 }
 
@@ -212,7 +287,7 @@ mod tests {
         let insert =
             "INSERT INTO module_blobs (hash, bytes, size, created_at) VALUES (?1, x'00', 1, 0)";
         let lock = store.writer.acquire().await.expect("writer");
-        let failed = store.hot.with(|db| {
+        let failed = store.hot.with(|db, _| {
             hot_transaction(db, |tx| {
                 tx.execute(insert, ["a"])?;
                 // The primary key refuses the second row: the whole transaction goes.
@@ -233,7 +308,7 @@ mod tests {
         let lock = store.writer.acquire().await.expect("writer");
         store
             .hot
-            .with(|db| hot_transaction(db, |tx| Ok(tx.execute(insert, ["c"])?)))
+            .with(|db, _| hot_transaction(db, |tx| Ok(tx.execute(insert, ["c"])?)))
             .expect("a hot write after it");
         drop(lock);
         assert_eq!(count_blobs(&store).await, 2);

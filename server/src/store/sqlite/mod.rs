@@ -156,6 +156,11 @@ impl SqliteStore {
 
 #[cfg(test)]
 impl SqliteStore {
+    /// Whether a deferred create is not yet known to be on disk.
+    pub(crate) fn deferred_uncovered(&self) -> bool {
+        self.hot.uncovered().is_some()
+    }
+
     /// `PRAGMA synchronous` of the sqlx writer and of the hot connection
     /// (2 = FULL, 1 = NORMAL).
     pub(crate) async fn writer_synchronous(&self) -> (i64, i64) {
@@ -166,7 +171,7 @@ impl SqliteStore {
         let _write_lock = self.writer.acquire().await.expect("writer");
         let hot = self
             .hot
-            .with(|db| Ok(db.query_row("PRAGMA synchronous", [], |row| row.get(0))?))
+            .with(|db, _| Ok(db.query_row("PRAGMA synchronous", [], |row| row.get(0))?))
             .expect("read the hot connection's synchronous");
         (writer, hot)
     }
@@ -300,7 +305,34 @@ impl Store for SqliteStore {
         tasks: Vec<NewTask>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
-        tasks::create_many(self, tasks, now).await
+        tasks::create_many(self, tasks, now, false).await
+    }
+
+    async fn create_tasks_deferred(
+        &self,
+        tasks: Vec<NewTask>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
+        tasks::create_many(self, tasks, now, true).await
+    }
+
+    /// Deferred creates are in the WAL, written in order: an fsync of the
+    /// WAL file makes them durable (and a checkpoint that moved them into
+    /// the database file synced that file first).
+    async fn sync_deferred(&self) -> StoreResult<()> {
+        let Some((wal, covers)) = self.hot.uncovered() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || match File::open(&wal) {
+            Ok(file) => file.sync_data(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+        })
+        .await
+        .context("syncing the write-ahead log")?
+        .context("syncing the write-ahead log")?;
+        self.hot.synced(covers);
+        Ok(())
     }
 
     async fn get_task(&self, id: i64) -> StoreResult<Option<Task>> {

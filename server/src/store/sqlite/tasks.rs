@@ -1,8 +1,9 @@
 //! Tasks as users see them: create (or replace by code), read, list, patch,
 //! delete, cleanup and counts.
 
+use super::direct::Relaxed;
 use super::rows::{json_text, load_task, ms, opt_ms, parse, task_columns, task_from_row, time};
-use super::{SqliteStore, create_batch};
+use super::{Durability, SqliteStore, create_batch};
 use crate::store::ScheduleRow;
 use crate::store::{
     NewStep, NewTask, SealedSecret, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter,
@@ -51,18 +52,36 @@ pub(super) async fn create(
 /// Several creates in one transaction (one commit). A conflict (a running
 /// task's code) fails only its own item: it is detected before any write.
 /// Creates without a code (no upsert to decide) are inserted set-based.
+/// `deferred`: plain creates may commit without an fsync (see
+/// `Store::create_tasks_deferred`); creates with a code or secrets are
+/// always synced.
 pub(super) async fn create_many(
     store: &SqliteStore,
     tasks: Vec<NewTask>,
     now: DateTime<Utc>,
+    deferred: bool,
 ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
     if create_batch::plain(&tasks) {
         let write_lock = store.writer.acquire().await?;
         let hot = store.hot.clone();
+        let synced = store.durability == Durability::Full;
+        let deferred = deferred && synced;
         let created = tokio::task::spawn_blocking(move || {
             // Held until the transaction is over, even if the caller gives up.
             let _write_lock = write_lock;
-            hot.with(|db| create_batch::insert_plain(db, tasks, now))
+            hot.with(|db, hold| {
+                if !deferred {
+                    let created = create_batch::insert_plain(db, tasks, now)?;
+                    hold.synced = synced;
+                    return Ok(created);
+                }
+                let created = {
+                    let _relaxed = Relaxed::on(db, &mut hold.full_again)?;
+                    create_batch::insert_plain(db, tasks, now)?
+                };
+                hot.deferred_committed();
+                Ok(created)
+            })
         })
         .await
         .context("creating tasks on the engine's write connection")??;

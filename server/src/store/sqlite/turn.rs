@@ -10,10 +10,10 @@
 //! claimed again: no step was recorded as completed. That saves an fsync per
 //! claim on a node that is not busy, where it would delay the steps' start.
 
+use super::direct::{Hold, Relaxed};
 use super::writer_time::{self, Part};
 use super::{Durability, SqliteStore, claim, direct, writes};
 use crate::store::{ClaimedRun, StoreError, StoreResult, WriteOp};
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use std::time::Instant;
@@ -64,11 +64,11 @@ impl SqliteStore {
 /// `turns` has one ready: a busy writer takes the lock once for many turns.
 async fn write_turns(store: &SqliteStore, turns: &mut (dyn WriterTurns + Send)) -> StoreResult<()> {
     let durability = store.durability;
-    with_writer(store, |db, full_again| {
+    with_writer(store, |db, hold| {
         while let Some(turn) = turns.next_turn() {
-            let result = run_turn(db, durability, &turn.ops, turn.claim.as_ref(), full_again);
+            let result = run_turn(db, durability, &turn.ops, turn.claim.as_ref(), hold);
             turns.turn_done(result.map_err(StoreError::Internal));
-            if !*full_again {
+            if !hold.full_again {
                 break;
             }
         }
@@ -87,28 +87,17 @@ pub(super) async fn write_then_claim(
         return Ok((Vec::new(), Vec::new()));
     }
     let durability = store.durability;
-    with_writer(store, |db, full_again| {
-        run_turn(db, durability, ops, claim, full_again)
-    })
-    .await
+    with_writer(store, |db, hold| run_turn(db, durability, ops, claim, hold)).await
 }
 
 /// Run `work` on the store's hot connection (see [`direct`]), holding the
-/// sqlx writer meanwhile: no other write runs beside it. `work` is told
-/// whether `synchronous=FULL` is still in force (see [`Relaxed`]); if not,
-/// the hot connection is closed, and the next hold opens a fresh one.
+/// sqlx writer meanwhile: no other write runs beside it.
 async fn with_writer<R>(
     store: &SqliteStore,
-    work: impl FnOnce(&Connection, &mut bool) -> anyhow::Result<R>,
+    work: impl FnOnce(&Connection, &mut Hold) -> anyhow::Result<R>,
 ) -> StoreResult<R> {
     let _write_lock = store.writer.acquire().await?;
-    let mut full_again = true;
-    let result = store.hot.with(|db| work(db, &mut full_again));
-    if !full_again {
-        // Never let a later write commit without its fsync.
-        store.hot.discard();
-    }
-    Ok(result?)
+    Ok(store.hot.with(work)?)
 }
 
 /// No writes and no task to claim: no transaction either.
@@ -122,15 +111,17 @@ fn run_turn(
     durability: Durability,
     ops: &[WriteOp],
     claim: Option<&ClaimDue>,
-    full_again: &mut bool,
+    hold: &mut Hold,
 ) -> anyhow::Result<(Vec<bool>, Vec<ClaimedRun>)> {
     if nothing_to_do(ops, claim) {
         return Ok((Vec::new(), Vec::new()));
     }
     let claim = claim.filter(|c| c.limit > 0);
     let relax = ops.is_empty() && durability == Durability::Full;
-    let _relaxed = relax.then(|| Relaxed::on(db, full_again)).transpose()?;
-    direct::hot_transaction(db, |tx| {
+    let _relaxed = relax
+        .then(|| Relaxed::on(db, &mut hold.full_again))
+        .transpose()?;
+    let done = direct::hot_transaction(db, |tx| {
         let applied = writes::apply_in(tx, ops)?;
         let claimed = match claim {
             Some(due) => {
@@ -142,30 +133,7 @@ fn run_turn(
             None => Vec::new(),
         };
         Ok((applied, claimed))
-    })
-}
-
-/// `synchronous=NORMAL` on the writer until dropped (an error or a panic
-/// included), then FULL again; if that fails, `full_again` says so and the
-/// caller closes the connection.
-struct Relaxed<'a> {
-    db: &'a Connection,
-    full_again: &'a mut bool,
-}
-
-impl<'a> Relaxed<'a> {
-    fn on(db: &'a Connection, full_again: &'a mut bool) -> anyhow::Result<Self> {
-        db.execute_batch("PRAGMA synchronous = NORMAL")
-            .context("relaxing the writer for a claim")?;
-        Ok(Relaxed { db, full_again })
-    }
-}
-
-impl Drop for Relaxed<'_> {
-    fn drop(&mut self) {
-        if let Err(error) = self.db.execute_batch("PRAGMA synchronous = FULL") {
-            tracing::error!("putting synchronous=FULL back failed: {error}");
-            *self.full_again = false;
-        }
-    }
+    })?;
+    hold.synced = !relax && durability == Durability::Full;
+    Ok(done)
 }

@@ -299,7 +299,7 @@ async fn claims_relax_durability_for_themselves_only() {
     for now in 1..=4 {
         assert_eq!(claim(&store, now, 5).await.len(), 5);
     }
-    let settings = store.synchronous_commit_of_every_connection().await;
+    let settings = store.synchronous_commit_of_idle_connections().await;
     assert!(!settings.is_empty());
     assert!(settings.iter().all(|s| s == "on"), "{settings:?}");
 }
