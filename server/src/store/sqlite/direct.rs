@@ -62,10 +62,11 @@ pub(super) struct Hold {
     /// `synchronous` is back at the store's setting (see [`Relaxed`]). If
     /// not, the connection is closed and the next hold opens a fresh one.
     pub full_again: bool,
-    /// A commit with `synchronous=FULL` succeeded: it made every commit
-    /// before it durable, deferred creates included (SQLite's WAL is one
-    /// file, written in order, and its fsync covers all of it).
-    pub synced: bool,
+    /// A commit outside [`Relaxed`] succeeded. With the store at FULL it
+    /// made every commit before it durable, deferred creates included
+    /// (SQLite's WAL is one file, written in order, and its fsync covers
+    /// all of it).
+    pub committed: bool,
 }
 
 impl HotConnection {
@@ -129,10 +130,10 @@ impl HotConnection {
         let deferred_before = self.deferred.load(Ordering::SeqCst);
         let mut hold = Hold {
             full_again: true,
-            synced: false,
+            committed: false,
         };
         let result = work(slot.as_ref().expect("connected above"), &mut hold);
-        if hold.synced {
+        if hold.committed && self.synchronous == "FULL" {
             self.covered.fetch_max(deferred_before, Ordering::SeqCst);
         }
         if !hold.full_again {

@@ -64,15 +64,15 @@ pub(super) async fn create_many(
     if create_batch::plain(&tasks) {
         let write_lock = store.writer.acquire().await?;
         let hot = store.hot.clone();
-        let synced = store.durability == Durability::Full;
-        let deferred = deferred && synced;
+        // At NORMAL nothing is synced, so nothing is deferred either.
+        let deferred = deferred && store.durability == Durability::Full;
         let created = tokio::task::spawn_blocking(move || {
             // Held until the transaction is over, even if the caller gives up.
             let _write_lock = write_lock;
             hot.with(|db, hold| {
                 if !deferred {
                     let created = create_batch::insert_plain(db, tasks, now)?;
-                    hold.synced = synced;
+                    hold.committed = true;
                     return Ok(created);
                 }
                 let created = {

@@ -134,6 +134,6 @@ fn run_turn(
         };
         Ok((applied, claimed))
     })?;
-    hold.synced = !relax && durability == Durability::Full;
+    hold.committed = !relax;
     Ok(done)
 }
