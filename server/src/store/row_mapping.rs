@@ -93,6 +93,59 @@ where
     }
 }
 
+/// The columns of a row that holds two tables' columns, the second set
+/// under a prefix (`step_id`, `step_status`, …), read under their own names:
+/// a task and its steps come in one query, with one mapping of each.
+pub(super) struct Prefixed<'r, R> {
+    prefix: &'static str,
+    row: &'r R,
+}
+
+impl<'r, R: Columns> Prefixed<'r, R> {
+    pub(super) fn new(prefix: &'static str, row: &'r R) -> Self {
+        Prefixed { prefix, row }
+    }
+
+    fn name(&self, column: &str) -> String {
+        format!("{}{column}", self.prefix)
+    }
+}
+
+impl<R: Columns> Columns for Prefixed<'_, R> {
+    fn int(&self, column: &str) -> Result<i64> {
+        self.row.int(&self.name(column))
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        self.row.opt_int(&self.name(column))
+    }
+    fn float(&self, column: &str) -> Result<f64> {
+        self.row.float(&self.name(column))
+    }
+    fn opt_float(&self, column: &str) -> Result<Option<f64>> {
+        self.row.opt_float(&self.name(column))
+    }
+    fn flag(&self, column: &str) -> Result<bool> {
+        self.row.flag(&self.name(column))
+    }
+    fn text(&self, column: &str) -> Result<String> {
+        self.row.text(&self.name(column))
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        self.row.opt_text(&self.name(column))
+    }
+}
+
+/// `columns` (a list like [`STEP_COLUMNS`]) of the relation `from` (`"p."`,
+/// or `""` for the only one) each renamed with `prefix`, for reading through
+/// [`Prefixed`].
+pub(super) fn prefixed_columns(columns: &str, from: &str, prefix: &str) -> String {
+    columns
+        .split(',')
+        .map(|column| format!("{from}{0} AS {prefix}{0}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The columns [`task_from_row`] reads, for SELECT and RETURNING alike.
 macro_rules! task_columns {
     () => {

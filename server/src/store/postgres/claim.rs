@@ -1,5 +1,7 @@
-//! Claiming due tasks: one transaction per batch, a fixed number of
-//! statements whatever the batch size (rows travel as arrays, `unnest`ed).
+//! Claiming due tasks: a fixed number of statements per batch whatever its
+//! size (rows travel as arrays, `unnest`ed). Usually the whole claim is one
+//! statement (`claim_at_once.rs`, built from this module's parts); when a
+//! picked task uses a limited module, it is this transaction:
 //!
 //! 1. the due tasks are picked and locked, in claim order, with
 //!    `FOR UPDATE SKIP LOCKED`: a task another node is claiming (or a user
@@ -23,13 +25,13 @@ use super::rows::{
 };
 use crate::store::limits;
 use crate::store::{
-    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, StepRunStatus, StepStatus,
+    ClaimedRun, ModuleRef, PlannedStep, Priority, RunTrigger, Step, StepRunStatus, StepStatus,
     StoreError, StoreResult, Task, TaskStatus,
 };
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgConnection, PgRow};
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
@@ -64,7 +66,20 @@ use std::sync::LazyLock;
 /// would otherwise delay every step's start.
 static DUE_AND_START_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH blocked AS MATERIALIZED ({blocked}), \
+        "WITH {due}, {started} \
+         SELECT d.*, s.id AS started_run FROM due AS d LEFT JOIN started AS s ON s.task_id = d.id \
+         ORDER BY d.claim_order, d.next_run_at, d.id",
+        due = due_ctes(),
+        started = started_ctes("NOT uses_limited"),
+    )
+});
+
+/// The CTEs `blocked`, `relaxed` and `due` of a claim (see
+/// [`DUE_AND_START_SQL`]): the due tasks in claim order, locked, with what
+/// decides their runs' shape.
+pub(super) fn due_ctes() -> String {
+    format!(
+        "blocked AS MATERIALIZED ({blocked}), \
          relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)), \
          due AS (SELECT p.ord AS claim_order, t.* \
             FROM relaxed CROSS JOIN unnest($3::bigint[]) WITH ORDINALITY AS p(rank, ord) \
@@ -78,23 +93,28 @@ static DUE_AND_START_SQL: LazyLock<String> = LazyLock::new(|| {
                 AND {task_rate} \
               ORDER BY next_run_at, id LIMIT $2 \
               FOR UPDATE OF t SKIP LOCKED) AS t \
-            LIMIT $2), \
-         started AS ( \
-            INSERT INTO runs (task_id, attempt, status, trigger, node, started_at) \
-            SELECT id, attempts + 1, 'running', run_trigger, $4, $1 FROM due WHERE NOT uses_limited \
-            RETURNING id, task_id), \
-         marked AS (UPDATE tasks AS t SET {mark_running} FROM started WHERE t.id = started.task_id) \
-         SELECT d.*, s.id AS started_run FROM due AS d LEFT JOIN started AS s ON s.task_id = d.id \
-         ORDER BY d.claim_order, d.next_run_at, d.id",
+            LIMIT $2)",
         blocked = limits::blocked_modules_sql("$1"),
         columns = task_columns!(),
         uses_limited = limits::USES_LIMITED_SQL,
         kin = KIN_COLUMNS,
         task_rate = limits::task_rate_sql("$1"),
         trigger = Shape::trigger_sql(),
+    )
+}
+
+/// The CTEs `started` (`id, task_id`: the runs inserted for the due tasks
+/// that meet `condition`) and `marked` (those tasks marked running).
+pub(super) fn started_ctes(condition: &str) -> String {
+    format!(
+        "started AS ( \
+            INSERT INTO runs (task_id, attempt, status, trigger, node, started_at) \
+            SELECT id, attempts + 1, 'running', run_trigger, $4, $1 FROM due WHERE {condition} \
+            RETURNING id, task_id), \
+         marked AS (UPDATE tasks AS t SET {mark_running} FROM started WHERE t.id = started.task_id)",
         mark_running = mark_running("$4", "$1", "$5"),
     )
-});
+}
 
 /// The runs of admitted tasks that use a limited module, one row per task,
 /// and the tasks marked running on them, in one statement.
@@ -126,21 +146,33 @@ fn mark_running(node: &str, now: &str, lease_until: &str) -> String {
     )
 }
 
-/// Artifacts of resumed runs, copied into the runs resuming them.
-const CARRY_ARTIFACTS: &str = "INSERT INTO artifacts (task_id, run_id, step_id, name, size, created_at, updated_at) \
-     SELECT a.task_id, u.run_id, a.step_id, a.name, a.size, a.created_at, a.updated_at \
-     FROM unnest($1::bigint[], $2::bigint[]) AS u(previous, run_id) \
-     JOIN artifacts AS a ON a.run_id = u.previous";
+/// Artifacts of resumed runs, copied into the runs resuming them; `resuming`
+/// is a relation `u(previous, run_id)`.
+pub(super) fn carry_artifacts_sql(resuming: &str) -> String {
+    format!(
+        "INSERT INTO artifacts (task_id, run_id, step_id, name, size, created_at, updated_at) \
+         SELECT a.task_id, u.run_id, a.step_id, a.name, a.size, a.created_at, a.updated_at \
+         FROM {resuming} JOIN artifacts AS a ON a.run_id = u.previous"
+    )
+}
 
 /// The carried artifacts' chunks, in the order written (ids follow the
-/// insertion order).
-const CARRY_ARTIFACT_CHUNKS: &str = "INSERT INTO artifact_chunks (artifact_id, data) \
-     SELECT carried.id, chunk.data \
-     FROM unnest($1::bigint[], $2::bigint[]) AS u(previous, run_id) \
-     JOIN artifacts AS resumed ON resumed.run_id = u.previous \
-     JOIN artifacts AS carried ON carried.run_id = u.run_id AND carried.name = resumed.name \
-     JOIN artifact_chunks AS chunk ON chunk.artifact_id = resumed.id \
-     ORDER BY chunk.id";
+/// insertion order); `carried` holds the carried artifacts' rows (`id,
+/// run_id, name`): the table after [`carry_artifacts_sql`] ran, or its
+/// `RETURNING` within one statement.
+pub(super) fn carry_chunks_sql(resuming: &str, carried: &str) -> String {
+    format!(
+        "INSERT INTO artifact_chunks (artifact_id, data) \
+         SELECT carried.id, chunk.data \
+         FROM {resuming} \
+         JOIN artifacts AS resumed ON resumed.run_id = u.previous \
+         JOIN {carried} AS carried ON carried.run_id = u.run_id AND carried.name = resumed.name \
+         JOIN artifact_chunks AS chunk ON chunk.artifact_id = resumed.id \
+         ORDER BY chunk.id"
+    )
+}
+
+const RESUMING: &str = "unnest($1::bigint[], $2::bigint[]) AS u(previous, run_id)";
 
 /// The claimed runs' step runs, planned, inserted and returned with their
 /// steps and their controllers' modules, in one statement (`$1` the runs,
@@ -158,18 +190,37 @@ const CARRY_ARTIFACT_CHUNKS: &str = "INSERT INTO artifact_chunks (artifact_id, d
 /// their indexes: joined as sets, the planner may scan the whole tables
 /// (a claim of 64 runs took 10 ms once `step_runs` held 25,000 rows).
 static PLAN_STEP_RUNS: LazyLock<String> = LazyLock::new(|| {
-    let step_columns = |table: &str| -> String {
-        STEP_COLUMNS
-            .split(',')
-            .map(|column| format!("{table}.{}", column.trim()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     format!(
         "WITH claimed AS ( \
             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) \
               AS c(run_id, task_id, only_step, previous)), \
-         reusable AS ( \
+         {plan} \
+         SELECT {p_columns}, i.id AS step_run_id, p.run_id, p.plan, \
+                m.hash AS module_hash, m.active AS module_active \
+         FROM planned AS p JOIN inserted AS i ON i.run_id = p.run_id AND i.step_id = p.id \
+         LEFT JOIN modules AS m ON m.path = p.controller \
+         ORDER BY p.run_id, p.sort_order, p.id",
+        plan = plan_ctes(),
+        p_columns = qualified_step_columns("p"),
+    )
+});
+
+/// [`STEP_COLUMNS`] of the relation `table`.
+pub(super) fn qualified_step_columns(table: &str) -> String {
+    STEP_COLUMNS
+        .split(',')
+        .map(|column| format!("{table}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The CTEs `reusable`, `planned` (a claimed run's steps, each with its
+/// `plan`) and `inserted` (their step runs: `id, run_id, step_id`) over a
+/// relation `claimed(run_id, task_id, only_step, previous)`; see
+/// [`PLAN_STEP_RUNS`].
+pub(super) fn plan_ctes() -> String {
+    format!(
+        "reusable AS ( \
             SELECT c.run_id, ru.* FROM claimed AS c \
             CROSS JOIN LATERAL ( \
               SELECT sr.step_id, sr.result, sr.outcome, sr.module_hash, sr.progress, sr.message \
@@ -199,20 +250,14 @@ static PLAN_STEP_RUNS: LazyLock<String> = LazyLock::new(|| {
                    CASE WHEN plan = '{reused}' THEN progress ELSE 0 END, \
                    CASE WHEN plan = '{reused}' THEN message END \
             FROM planned \
-            RETURNING id, run_id, step_id) \
-         SELECT {p_columns}, i.id AS step_run_id, p.run_id, p.plan, \
-                m.hash AS module_hash, m.active AS module_active \
-         FROM planned AS p JOIN inserted AS i ON i.run_id = p.run_id AND i.step_id = p.id \
-         LEFT JOIN modules AS m ON m.path = p.controller \
-         ORDER BY p.run_id, p.sort_order, p.id",
-        s_columns = step_columns("s"),
-        p_columns = step_columns("p"),
+            RETURNING id, run_id, step_id)",
+        s_columns = qualified_step_columns("s"),
         disabled = StepStatus::Disabled.as_str(),
         skipped = StepRunStatus::Skipped.as_str(),
         pending = StepRunStatus::Pending.as_str(),
         reused = StepRunStatus::Reused.as_str(),
     )
-});
+}
 
 const PAST_DURATIONS: &str = "SELECT u.task_id, r.seconds \
      FROM unnest($1::bigint[]) AS u(task_id) \
@@ -226,7 +271,7 @@ const PAST_DURATIONS: &str = "SELECT u.task_id, r.seconds \
 const PAST_RUNS: i64 = 5;
 
 /// What decides the shape of a claimed task's run (read from the task row).
-struct Shape {
+pub(super) struct Shape {
     resume_from: Option<i64>,
     pending_step: Option<i64>,
     trigger: RunTrigger,
@@ -235,7 +280,7 @@ struct Shape {
 impl Shape {
     /// Why a due task runs, from its row's columns: a single step asked
     /// for, a run asked for, a retry (it resumes a run), or its schedule.
-    fn trigger_sql() -> String {
+    pub(super) fn trigger_sql() -> String {
         format!(
             "CASE WHEN pending_step_id IS NOT NULL THEN '{step}' \
                   WHEN pending_trigger = '{manual}' THEN '{manual}' \
@@ -255,15 +300,18 @@ impl Shape {
 }
 
 /// A task just claimed.
-struct Claimed {
-    task: Task,
+pub(super) struct Claimed {
+    pub(super) task: Task,
     shape: Shape,
-    run_id: i64,
+    pub(super) run_id: i64,
     /// It never ran before: only a claim sets `last_run_at`, and nothing
     /// clears it, so it has no checkpoints to clear and no past runs.
     first_run: bool,
 }
 
+/// Claim a batch: in one statement when no picked task uses a limited
+/// module ([`super::claim_at_once`]), else in a transaction that admits
+/// those by the limits ([`claim_in`]).
 pub(super) async fn claim_due(
     store: &PostgresStore,
     node: &str,
@@ -274,9 +322,37 @@ pub(super) async fn claim_due(
     if limit <= 0 {
         return Ok(Vec::new());
     }
+    let mut conn = store.pool.acquire().await?;
+    if let Some(claimed) =
+        super::claim_at_once::claim(&mut conn, node, now, lease_until, limit).await?
+    {
+        return Ok(claimed);
+    }
+    drop(conn);
     let mut tx = store.pool.begin().await?;
     let claimed = claim_in(&mut tx, node, now, lease_until, limit).await;
     super::settle(tx, claimed.map_err(StoreError::from)).await
+}
+
+/// The priorities' ranks, highest first (a claim's `$3`).
+pub(super) fn ranks() -> Vec<i64> {
+    let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
+    ranks.sort_unstable_by(|a, b| b.cmp(a));
+    ranks
+}
+
+/// A due task's row ([`due_ctes`]): the task as read, what shapes its run,
+/// and the run started for it (`started_run`, if any); notes its kin.
+pub(super) fn due_from_row(row: &PgRow, kin: &mut Kin) -> Result<(Task, Shape, Option<i64>)> {
+    let shape = Shape {
+        resume_from: row.try_get("resume_from_run_id")?,
+        pending_step: row.try_get("pending_step_id")?,
+        trigger: parse(row.try_get("run_trigger")?)?,
+    };
+    let run: Option<i64> = row.try_get("started_run")?;
+    let task = task_from_row(row)?;
+    kin.note(task.id, row)?;
+    Ok((task, shape, run))
 }
 
 async fn claim_in(
@@ -286,12 +362,10 @@ async fn claim_in(
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<ClaimedRun>> {
-    let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
-    ranks.sort_unstable_by(|a, b| b.cmp(a));
     let rows = sqlx::query(&DUE_AND_START_SQL)
         .bind(ms(now))
         .bind(limit)
-        .bind(&ranks)
+        .bind(ranks())
         .bind(node)
         .bind(ms(lease_until))
         .fetch_all(&mut *tx)
@@ -303,28 +377,34 @@ async fn claim_in(
     let mut due = Vec::with_capacity(rows.len());
     let mut kin = Kin::default();
     for row in &rows {
-        let shape = Shape {
-            resume_from: row.try_get("resume_from_run_id")?,
-            pending_step: row.try_get("pending_step_id")?,
-            trigger: parse(row.try_get("run_trigger")?)?,
-        };
-        let run: Option<i64> = row.try_get("started_run")?;
-        let task = task_from_row(row)?;
-        kin.note(task.id, row)?;
-        due.push((task, shape, run));
+        due.push(due_from_row(row, &mut kin)?);
     }
     start_limited(tx, node, now, lease_until, &mut due, &mut kin).await?;
     if due.is_empty() {
         return Ok(Vec::new());
     }
+    let claimed: Vec<Claimed> = due
+        .into_iter()
+        .map(|(task, shape, run)| {
+            Claimed::started(
+                task,
+                shape,
+                run.expect("every admitted task has a run"),
+                now,
+            )
+        })
+        .collect();
+    resume_and_clear(tx, &claimed).await?;
+    let planned = plan_step_runs(tx, &claimed).await?;
+    finish(tx, claimed, &kin, planned).await
+}
 
-    let at = time(ms(now));
-    let mut shapes = Vec::with_capacity(due.len());
-    let mut tasks = Vec::with_capacity(due.len());
-    for (mut task, shape, run) in due {
-        let run_id = run.expect("every admitted task has a run");
+impl Claimed {
+    /// A picked task started on `run_id` at `now`: the row as the claim's
+    /// update left it.
+    pub(super) fn started(mut task: Task, shape: Shape, run_id: i64, now: DateTime<Utc>) -> Self {
+        let at = time(ms(now));
         let first_run = task.last_run_at.is_none();
-        // The row as the update left it.
         task.status = TaskStatus::Running;
         task.attempts += 1;
         task.last_run_at = Some(at);
@@ -334,38 +414,43 @@ async fn claim_in(
             task.progress = 0.0;
         }
         task.message = None;
-        tasks.push(task);
-        shapes.push((shape, run_id, first_run));
-    }
-    let mut sealed = load_kin(tx, &mut tasks, true, &kin).await?;
-    let claimed: Vec<Claimed> = tasks
-        .into_iter()
-        .zip(shapes)
-        .map(|(task, (shape, run_id, first_run))| Claimed {
+        Claimed {
             task,
             shape,
             run_id,
             first_run,
-        })
-        .collect();
+        }
+    }
+}
 
-    resume_and_clear(tx, &claimed).await?;
-    let mut planned = plan_step_runs(tx, &claimed).await?;
-    let mut durations = past_durations(tx, &claimed).await?;
-
-    Ok(claimed
+/// The claimed runs with their planned steps, the tasks' details and sealed
+/// secrets (for those `kin` names) and their past runs' durations read.
+pub(super) async fn finish(
+    conn: &mut PgConnection,
+    claimed: Vec<Claimed>,
+    kin: &Kin,
+    mut planned: HashMap<i64, Vec<PlannedStep>>,
+) -> Result<Vec<ClaimedRun>> {
+    let mut durations = past_durations(conn, &claimed).await?;
+    let (mut tasks, shapes): (Vec<Task>, Vec<(Shape, i64)>) = claimed
         .into_iter()
-        .map(|mut c| {
-            let steps = planned.remove(&c.run_id).unwrap_or_default();
-            c.task.steps = steps.iter().map(|planned| planned.step.clone()).collect();
+        .map(|c| (c.task, (c.shape, c.run_id)))
+        .unzip();
+    let mut sealed = load_kin(conn, &mut tasks, true, kin).await?;
+    Ok(tasks
+        .into_iter()
+        .zip(shapes)
+        .map(|(mut task, (shape, run_id))| {
+            let steps = planned.remove(&run_id).unwrap_or_default();
+            task.steps = steps.iter().map(|planned| planned.step.clone()).collect();
             ClaimedRun {
-                run_id: c.run_id,
-                attempt: c.task.attempts,
-                trigger: c.shape.trigger,
-                secrets: sealed.remove(&c.task.id).unwrap_or_default(),
-                past_durations: durations.remove(&c.task.id).unwrap_or_default(),
+                run_id,
+                attempt: task.attempts,
+                trigger: shape.trigger,
+                secrets: sealed.remove(&task.id).unwrap_or_default(),
+                past_durations: durations.remove(&task.id).unwrap_or_default(),
                 steps,
-                task: c.task,
+                task,
             }
         })
         .collect())
@@ -458,13 +543,13 @@ async fn resume_and_clear(tx: &mut PgConnection, claimed: &[Claimed]) -> Result<
     }
     let previous: Vec<i64> = resuming.iter().map(|(p, _)| *p).collect();
     let runs: Vec<i64> = resuming.iter().map(|(_, r)| *r).collect();
-    sqlx::query(CARRY_ARTIFACTS)
+    sqlx::query(&carry_artifacts_sql(RESUMING))
         .bind(&previous)
         .bind(&runs)
         .execute(&mut *tx)
         .await
         .context("carrying artifacts into resuming runs")?;
-    sqlx::query(CARRY_ARTIFACT_CHUNKS)
+    sqlx::query(&carry_chunks_sql(RESUMING, "artifacts"))
         .bind(&previous)
         .bind(&runs)
         .execute(&mut *tx)
@@ -493,21 +578,27 @@ async fn plan_step_runs(
         .context("inserting step runs")?;
     let mut planned: HashMap<i64, Vec<PlannedStep>> = HashMap::new();
     for row in &rows {
-        let hash: Option<String> = row.try_get("module_hash")?;
-        let active: Option<bool> = row.try_get("module_active")?;
         planned
             .entry(row.try_get("run_id")?)
             .or_default()
-            .push(PlannedStep {
-                step: step_from_row(row)?,
-                step_run_id: row.try_get("step_run_id")?,
-                status: parse(row.try_get("plan")?)?,
-                module: hash
-                    .zip(active)
-                    .map(|(hash, active)| ModuleRef { hash, active }),
-            });
+            .push(planned_from_row(row, step_from_row(row)?)?);
     }
     Ok(planned)
+}
+
+/// A planned step's row: `step` read from it, and its columns `step_run_id`,
+/// `plan`, `module_hash` and `module_active`.
+pub(super) fn planned_from_row(row: &PgRow, step: Step) -> Result<PlannedStep> {
+    let hash: Option<String> = row.try_get("module_hash")?;
+    let active: Option<bool> = row.try_get("module_active")?;
+    Ok(PlannedStep {
+        step,
+        step_run_id: row.try_get("step_run_id")?,
+        status: parse(row.try_get("plan")?)?,
+        module: hash
+            .zip(active)
+            .map(|(hash, active)| ModuleRef { hash, active }),
+    })
 }
 
 /// How long each claimed task's last completed runs took, newest first.

@@ -3,15 +3,17 @@
 //! travel as one array per column, zipped by `unnest`). The API
 //! group-commits concurrent creates into batches of hundreds.
 //!
-//! Ids are reserved from the tables' identity sequences first (`nextval`
-//! never hands an id out twice, whatever the other nodes do), so each step
-//! and detail row is tied to its task without reading ids back.
+//! Ids come from the tables' identity sequences (`nextval` never hands an id
+//! out twice, whatever the other nodes do). New tasks take theirs inside the
+//! statement that inserts them, which returns them (a round trip fewer per
+//! create); a replaced task's new steps reserve theirs first.
 
 use super::rows::{ms, opt_ms};
 use super::tasks::{built, initial_state, insert_secret};
 use crate::store::{NewTask, StoreResult, Task};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 use sqlx::postgres::PgConnection;
 use std::sync::LazyLock;
 
@@ -34,29 +36,6 @@ pub(super) async fn reserve_ids(
     .with_context(|| format!("reserving {table} ids"))?;
     ids.sort_unstable();
     Ok(ids)
-}
-
-/// Fresh task and step ids in one round trip, each list ascending.
-async fn reserve_task_and_step_ids(
-    conn: &mut PgConnection,
-    tasks: usize,
-    steps: usize,
-) -> StoreResult<(Vec<i64>, Vec<i64>)> {
-    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    let (mut task_ids, mut step_ids): (Vec<i64>, Vec<i64>) = sqlx::query_as(
-        "SELECT ARRAY(SELECT nextval(pg_get_serial_sequence('tasks', 'id')) \
-                      FROM generate_series(1, $1::bigint)), \
-                ARRAY(SELECT nextval(pg_get_serial_sequence('steps', 'id')) \
-                      FROM generate_series(1, $2::bigint))",
-    )
-    .bind(count(tasks))
-    .bind(count(steps))
-    .fetch_one(&mut *conn)
-    .await
-    .context("reserving task and step ids")?;
-    task_ids.sort_unstable();
-    step_ids.sort_unstable();
-    Ok((task_ids, step_ids))
 }
 
 /// Array parameters from `$first` on, one per type in `types`.
@@ -94,6 +73,8 @@ fn insert_details_sql(first: usize) -> String {
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// The steps of these tasks as columns, `step_ids` handed out in order.
+/// `task_ids` are whatever key `tasks` pairs each new task with: its id, or
+/// its place in the batch for [`INSERT_NEW_SQL`].
 struct StepRows<'a> {
     ids: &'a [i64],
     task_ids: Vec<i64>,
@@ -129,8 +110,12 @@ impl<'a> StepRows<'a> {
     }
 
     fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        self.bind_all_but_ids(query.bind(self.ids))
+    }
+
+    /// The columns but the ids (for [`INSERT_NEW_SQL`], which takes them).
+    fn bind_all_but_ids<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
-            .bind(self.ids)
             .bind(&self.task_ids)
             .bind(&self.sort_orders)
             .bind(&self.controllers)
@@ -209,24 +194,56 @@ pub(super) async fn insert_details(
     Ok(())
 }
 
-/// New tasks, their steps and their details in one statement (`$1`–`$15`
-/// the tasks, then the steps' and the details' arrays): a round trip for
-/// the whole batch, and with nothing else to write, no transaction around it.
-/// The steps' and details' foreign keys are checked at the statement's end,
-/// when its tasks are in.
+/// New tasks, their steps and their details in one statement, ids included
+/// (`$1`–`$13` the tasks' columns, `$14` the time, then the steps' and the
+/// details' arrays, each tied to its task by the task's place in the batch,
+/// 1-based): a round trip for the whole batch, and with nothing else to
+/// write, no transaction around it. It returns the tasks' ids and the
+/// steps' ids, each in the order given. The steps' and details' foreign keys
+/// are checked at the statement's end, when its tasks are in.
 static INSERT_NEW_SQL: LazyLock<String> = LazyLock::new(|| {
+    let step_columns = "task_place, sort_order, controller, settings, max_execution_time, \
+                        max_memory, interrupt_on_step_fault, status";
     format!(
-        "WITH new_tasks AS ( \
+        "WITH task_ids AS MATERIALIZED ( \
+            SELECT place, nextval(pg_get_serial_sequence('tasks', 'id')) AS id \
+            FROM generate_series(1, cardinality($1::text[])) AS place), \
+         step_ids AS MATERIALIZED ( \
+            SELECT place, nextval(pg_get_serial_sequence('steps', 'id')) AS id \
+            FROM generate_series(1, cardinality($15::bigint[])) AS place), \
+         new_tasks AS ( \
             INSERT INTO tasks (id, name, status, priority, start_at, run_interval, \
                    max_execution_time, max_attempts, next_run_at, created_by, cron, timezone, \
                    hook_url, max_starts_per_minute, created_at, updated_at) \
-            SELECT u.*, $13, $13 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], \
-                   $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], \
-                   $10::text[], $11::text[], $12::text[], $14::text[], $15::bigint[]) AS u), \
-         new_steps AS ({steps}) \
-         {details}",
-        steps = insert_steps_sql(16),
-        details = insert_details_sql(16 + STEP_TYPES.len()),
+            SELECT i.id, u.name, u.status, u.priority, u.start_at, u.run_interval, \
+                   u.max_execution_time, u.max_attempts, u.next_run_at, u.created_by, u.cron, \
+                   u.timezone, u.hook_url, u.max_starts_per_minute, $14, $14 \
+            FROM unnest({tasks}) WITH ORDINALITY AS u(name, status, priority, start_at, \
+                   run_interval, max_execution_time, max_attempts, next_run_at, created_by, cron, \
+                   timezone, hook_url, max_starts_per_minute, place) \
+            JOIN task_ids AS i ON i.place = u.place), \
+         new_steps AS ( \
+            INSERT INTO steps (id, task_id, sort_order, controller, settings, max_execution_time, \
+                   max_memory, interrupt_on_step_fault, status) \
+            SELECT i.id, t.id, u.sort_order, u.controller, u.settings, u.max_execution_time, \
+                   u.max_memory, u.interrupt_on_step_fault, u.status \
+            FROM unnest({steps}) WITH ORDINALITY AS u({step_columns}, place) \
+            JOIN step_ids AS i ON i.place = u.place JOIN task_ids AS t ON t.place = u.task_place), \
+         new_details AS ( \
+            INSERT INTO task_details (task_id, key, value) \
+            SELECT t.id, u.key, u.value FROM unnest({details}) AS u(task_place, key, value) \
+            JOIN task_ids AS t ON t.place = u.task_place) \
+         SELECT ARRAY(SELECT id FROM task_ids ORDER BY place) AS task_ids, \
+                ARRAY(SELECT id FROM step_ids ORDER BY place) AS step_ids",
+        tasks = array_params(
+            1,
+            &[
+                "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "text",
+                "text", "text", "text", "bigint"
+            ]
+        ),
+        steps = array_params(15, &STEP_TYPES[1..]),
+        details = array_params(15 + STEP_TYPES.len() - 1, &["bigint", "text", "text"]),
     )
 });
 
@@ -249,8 +266,6 @@ pub(super) async fn insert_new(
     if tasks.is_empty() {
         return Ok(Vec::new());
     }
-    let step_count = tasks.iter().map(|t| t.steps.len()).sum();
-    let (ids, all_step_ids) = reserve_task_and_step_ids(conn, tasks.len(), step_count).await?;
     let states: Vec<_> = tasks.iter().map(|new| initial_state(new, now)).collect();
 
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
@@ -266,11 +281,11 @@ pub(super) async fn insert_new(
     let zones: Vec<&str> = tasks.iter().map(|t| t.timezone.as_str()).collect();
     let hooks: Vec<Option<&str>> = tasks.iter().map(|t| t.hook_url.as_deref()).collect();
     let rates: Vec<Option<i64>> = tasks.iter().map(|t| t.max_starts_per_minute).collect();
-    let pairs: Vec<(i64, &NewTask)> = ids.iter().copied().zip(&tasks).collect();
-    let steps = StepRows::new(&pairs, &all_step_ids);
-    let details = DetailRows::new(&pairs);
+    // Each task's place in the batch (1-based) ties its steps and details to it.
+    let places: Vec<(i64, &NewTask)> = (1..).zip(&tasks).collect();
+    let steps = StepRows::new(&places, &[]);
+    let details = DetailRows::new(&places);
     let query = sqlx::query(&INSERT_NEW_SQL)
-        .bind(&ids)
         .bind(&names)
         .bind(&statuses)
         .bind(&priorities)
@@ -282,16 +297,18 @@ pub(super) async fn insert_new(
         .bind(&created_by)
         .bind(&crons)
         .bind(&zones)
-        .bind(ms(now))
         .bind(&hooks)
-        .bind(&rates);
-    details
-        .bind(steps.bind(query))
-        .execute(&mut *conn)
+        .bind(&rates)
+        .bind(ms(now));
+    let row = details
+        .bind(steps.bind_all_but_ids(query))
+        .fetch_one(&mut *conn)
         .await
         .context("inserting tasks")?;
+    let ids: Vec<i64> = row.try_get("task_ids").context("reading new task ids")?;
+    let all_step_ids: Vec<i64> = row.try_get("step_ids").context("reading new step ids")?;
     // Sealed secrets are binary and rare: one statement each.
-    for (id, new) in &pairs {
+    for (id, new) in ids.iter().zip(&tasks) {
         for secret in &new.secrets {
             insert_secret(conn, *id, secret)
                 .await

@@ -15,6 +15,7 @@ mod actions;
 mod artifacts;
 mod blobs;
 mod claim;
+mod claim_at_once;
 mod counts;
 #[cfg(test)]
 pub(crate) use counts::COMPACT_ABOVE;

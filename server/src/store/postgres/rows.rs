@@ -8,13 +8,14 @@ use anyhow::{Context, Result};
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 pub(super) use crate::store::row_mapping::{
-    MISSING_MODULE_COLUMNS, MODULE_SELECT, NODE_COLUMNS, RUN_COLUMNS, STEP_COLUMNS,
+    MISSING_MODULE_COLUMNS, MODULE_SELECT, NODE_COLUMNS, Prefixed, RUN_COLUMNS, STEP_COLUMNS,
     STEP_RUN_COLUMNS, TOKEN_COLUMNS, event_from_row, metadata_text, missing_module_task_from_row,
     module_from_row, ms, node_from_row, opt_ms, parse, parse_json, performance_from_rows,
-    run_from_row, step_from_row, step_run_from_row, task_columns, task_from_row, time,
-    token_from_row,
+    prefixed_columns, run_from_row, step_from_row, step_run_from_row, task_columns, task_from_row,
+    time, token_from_row,
 };
 
 /// Columns of a task row `t` saying whether it has details and secrets:
@@ -147,30 +148,40 @@ pub(super) async fn load_kin(
     Ok(secrets)
 }
 
-/// Full tasks by id (result ordered as `ids`, missing ids left out).
-pub(super) async fn load_tasks(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Task>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {}, {KIN_COLUMNS} FROM tasks AS t WHERE id = ANY($1)",
-        task_columns!()
-    ))
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await
-    .context("loading tasks")?;
-    let mut by_id: HashMap<i64, Task> = HashMap::with_capacity(rows.len());
-    let mut kin = Kin::default();
-    for row in &rows {
-        let task = task_from_row(row)?;
-        kin.note(task.id, row)?;
-        by_id.insert(task.id, task);
-    }
-    let mut tasks: Vec<Task> = ids.iter().filter_map(|id| by_id.remove(id)).collect();
-    load_children(conn, &mut tasks, false, &kin).await?;
-    Ok(tasks)
-}
+/// One task with its steps, in one round trip (a task read is on the path of
+/// every `GET` and of every `?wait=` answer): the steps come as the rows of
+/// a lateral join, their columns prefixed with `step_`.
+static TASK_WITH_STEPS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {task}, {KIN_COLUMNS}, s.* FROM tasks AS t \
+         LEFT JOIN LATERAL (SELECT {steps} FROM steps WHERE task_id = t.id) AS s ON TRUE \
+         WHERE t.id = $1 ORDER BY s.step_sort_order, s.step_id",
+        task = task_columns!(),
+        steps = prefixed_columns(STEP_COLUMNS, "", "step_"),
+    )
+});
 
 pub(super) async fn load_task(conn: &mut PgConnection, id: i64) -> Result<Option<Task>> {
-    Ok(load_tasks(conn, &[id]).await?.pop())
+    let rows = sqlx::query(&TASK_WITH_STEPS_SQL)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await
+        .context("loading a task")?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut task = task_from_row(first)?;
+    let mut kin = Kin::default();
+    kin.note(task.id, first)?;
+    for row in &rows {
+        // A task without steps comes as one row with NULL step columns.
+        if row.try_get::<Option<i64>, _>("step_id")?.is_some() {
+            task.steps
+                .push(step_from_row(&Prefixed::new("step_", row))?);
+        }
+    }
+    load_kin(conn, std::slice::from_mut(&mut task), false, &kin).await?;
+    Ok(Some(task))
 }
 
 /// Fill in the step runs of these runs (one query), in step order.

@@ -58,10 +58,9 @@ pub(super) async fn create_many(
     tasks: Vec<NewTask>,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
-    // Without codes or secrets, the batch's rows go in with one statement,
-    // which PostgreSQL commits on its own: no `BEGIN` and `COMMIT` round
-    // trips (the ids reserved before it are never handed out again, used
-    // or not).
+    // Without codes or secrets, the batch's rows go in with one statement
+    // (ids included), which PostgreSQL commits on its own: no `BEGIN` and
+    // `COMMIT` round trips.
     if create_batch::one_statement(&tasks) {
         let mut conn = store.pool.acquire().await?;
         let created = create_batch::insert_new(&mut conn, tasks, now).await?;
