@@ -16,6 +16,7 @@ use crate::store::{ClaimedRun, PlannedStep, StepRunEnd, StepRunStatus, Task, Tas
 use chrono::Utc;
 use parking_lot::Mutex;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -218,9 +219,21 @@ async fn execute_run(
             updated_at: end.finished_at,
         }));
     }
-    // A worker is free: claim again, once those waiting on this run have
-    // heard of its end (on a small machine the claim would run first).
-    inner.wake.notify_one();
+    // A worker is free: claim again if the scheduler wants more, or if this
+    // end can make a task due (the task itself again, or one a limit of a
+    // module it ran held back). Else the last claim found nothing more due,
+    // and new tasks wake the scheduler themselves. Those waiting on this run
+    // have heard of its end first (on a small machine the claim would run
+    // first).
+    let due_again = end.task_status == TaskStatus::Scheduled
+        && end.next_run_at.is_some_and(|at| at <= Utc::now());
+    let freed_a_limit = claimed
+        .steps
+        .iter()
+        .any(|planned| planned.module.as_ref().is_some_and(|m| m.limited));
+    if inner.claims_wanted.load(Ordering::Acquire) || due_again || freed_a_limit {
+        inner.wake.notify_one();
+    }
     RunSummary {
         task_id: task.id,
         run_id: claimed.run_id,

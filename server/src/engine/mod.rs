@@ -36,6 +36,7 @@ use crate::secrets::SecretBox;
 use crate::store::{Claimant, RunWriter, Store, StoreResult};
 use chrono::Utc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -108,6 +109,13 @@ pub(crate) struct Inner {
     pub running: running::RunningRuns,
     /// Wakes the scheduler (a task became due, a worker became free).
     pub wake: Notify,
+    /// The scheduler would claim more if woken: its last claim took all it
+    /// asked for (a backlog), or it left free workers waiting for a batch or
+    /// had none. When false, the last claim found nothing more due, and a
+    /// run's end wakes it only if the end can make a task due (see
+    /// [`executor`]): on an idle node, a claim after every run found nothing
+    /// and competed with the answer to the client waiting on that run.
+    pub claims_wanted: AtomicBool,
     /// Where the steps' guests run, apart from the node's control work.
     pub steps: step_threads::StepThreads,
     /// What each module's steps took lately here, for the progress bar's weights.
@@ -161,6 +169,7 @@ impl Engine {
                 run_writer,
                 running: running::RunningRuns::default(),
                 wake: Notify::new(),
+                claims_wanted: AtomicBool::new(true),
                 steps: step_threads::StepThreads::start()
                     .expect("starting the steps' threads (the system is out of threads)"),
                 module_durations: step_weights::ModuleDurations::default(),

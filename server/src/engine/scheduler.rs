@@ -8,6 +8,7 @@ use super::{Inner, executor, hooks, node_report, rescuer, retention};
 use crate::store::NodeState;
 use chrono::Utc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -132,19 +133,22 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
     while !stop.is_cancelled() {
         let free = workers.available_permits() as i64;
         let mut claimed_all = false;
-        if free
+        let claiming = free
             >= if backlog && !quiet {
                 batch_when_busy
             } else {
                 1
-            }
-        {
+            };
+        // Until this claim says otherwise, a worker's end should wake the loop.
+        inner.claims_wanted.store(true, Ordering::Release);
+        if claiming {
             let want = free.min(inner.config.claim_batch);
             // Through the run writer: on SQLite the claim rides in its next transaction.
             match inner.run_writer.claim(want).await {
                 Ok(runs) => {
                     claimed_all = runs.len() as i64 == want;
                     backlog = claimed_all;
+                    inner.claims_wanted.store(claimed_all, Ordering::Release);
                     for run in runs {
                         let permit = workers
                             .clone()

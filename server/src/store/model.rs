@@ -485,6 +485,9 @@ pub struct ClaimedRun {
 pub struct ModuleRef {
     pub hash: String,
     pub active: bool,
+    /// The module has a concurrency or rate limit: the end of a run of it
+    /// may let a task the limit held back start.
+    pub limited: bool,
 }
 
 #[derive(Debug, Clone)]

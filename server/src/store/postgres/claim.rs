@@ -195,8 +195,7 @@ static PLAN_STEP_RUNS: LazyLock<String> = LazyLock::new(|| {
             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) \
               AS c(run_id, task_id, only_step, previous)), \
          {plan} \
-         SELECT {p_columns}, i.id AS step_run_id, p.run_id, p.plan, \
-                m.hash AS module_hash, m.active AS module_active \
+         SELECT {p_columns}, i.id AS step_run_id, p.run_id, p.plan, {MODULE_COLUMNS} \
          FROM planned AS p JOIN inserted AS i ON i.run_id = p.run_id AND i.step_id = p.id \
          LEFT JOIN modules AS m ON m.path = p.controller \
          ORDER BY p.run_id, p.sort_order, p.id",
@@ -204,6 +203,10 @@ static PLAN_STEP_RUNS: LazyLock<String> = LazyLock::new(|| {
         p_columns = qualified_step_columns("p"),
     )
 });
+
+/// What a claim reads of a planned step's module `m` (see [`planned_from_row`]).
+pub(super) const MODULE_COLUMNS: &str = "m.hash AS module_hash, m.active AS module_active, \
+     (m.max_running IS NOT NULL OR m.max_starts_per_minute IS NOT NULL) AS module_limited";
 
 /// [`STEP_COLUMNS`] of the relation `table`.
 pub(super) fn qualified_step_columns(table: &str) -> String {
@@ -587,17 +590,20 @@ async fn plan_step_runs(
 }
 
 /// A planned step's row: `step` read from it, and its columns `step_run_id`,
-/// `plan`, `module_hash` and `module_active`.
+/// `plan` and [`MODULE_COLUMNS`].
 pub(super) fn planned_from_row(row: &PgRow, step: Step) -> Result<PlannedStep> {
     let hash: Option<String> = row.try_get("module_hash")?;
     let active: Option<bool> = row.try_get("module_active")?;
+    let limited: Option<bool> = row.try_get("module_limited")?;
     Ok(PlannedStep {
         step,
         step_run_id: row.try_get("step_run_id")?,
         status: parse(row.try_get("plan")?)?,
-        module: hash
-            .zip(active)
-            .map(|(hash, active)| ModuleRef { hash, active }),
+        module: hash.zip(active).map(|(hash, active)| ModuleRef {
+            hash,
+            active,
+            limited: limited.unwrap_or(false),
+        }),
     })
 }
 

@@ -14,8 +14,8 @@
 //! change to them after the claim is a change made while the run runs.
 
 use super::claim::{
-    Claimed, carry_artifacts_sql, carry_chunks_sql, due_ctes, due_from_row, finish, plan_ctes,
-    planned_from_row, ranks, started_ctes,
+    Claimed, MODULE_COLUMNS, carry_artifacts_sql, carry_chunks_sql, due_ctes, due_from_row, finish,
+    plan_ctes, planned_from_row, ranks, started_ctes,
 };
 use super::rows::{Kin, Prefixed, STEP_COLUMNS, ms, prefixed_columns, step_from_row};
 use crate::store::{ClaimedRun, PlannedStep};
@@ -49,7 +49,7 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
          carried_chunks AS ({chunks}), \
          {plan} \
          SELECT d.*, l.some_limited, c.run_id AS started_run, {steps}, i.id AS step_run_id, \
-                p.plan, m.hash AS module_hash, m.active AS module_active \
+                p.plan, {MODULE_COLUMNS} \
          FROM due AS d CROSS JOIN limited AS l \
          LEFT JOIN claimed AS c ON c.task_id = d.id \
          LEFT JOIN planned AS p ON p.run_id = c.run_id \

@@ -135,7 +135,11 @@ const INSERT_STEP_RUN: Sql = (
                 module_hash, progress, message) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 );
-const MODULE: Sql = (7, "SELECT hash, active FROM modules WHERE path = ?1");
+const MODULE: Sql = (
+    7,
+    "SELECT hash, active, max_running IS NOT NULL OR max_starts_per_minute IS NOT NULL \
+     FROM modules WHERE path = ?1",
+);
 const PAST_DURATIONS: Sql = (
     8,
     "SELECT (finished_at - started_at) / 1000.0 FROM runs \
@@ -511,6 +515,7 @@ fn module(
             Ok(ModuleRef {
                 hash: row.get(0)?,
                 active: row.get(1)?,
+                limited: row.get(2)?,
             })
         })
         .optional()

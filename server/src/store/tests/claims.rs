@@ -200,10 +200,12 @@ pub(crate) async fn claim_waits_for_inactive_modules(store: &dyn Store) {
     let on = Some(ModuleRef {
         hash: "h-on".into(),
         active: true,
+        limited: false,
     });
     let off = Some(ModuleRef {
         hash: "h-off".into(),
         active: false,
+        limited: false,
     });
     for (controller, module) in &pinned {
         let expected = match controller.as_str() {

@@ -55,6 +55,13 @@ pub(crate) async fn module_max_running_caps_a_claim_and_frees_on_run_end(store: 
         [mail[0], mail[1], other[0], skipping],
         "one batch takes no more than the module's room, in claim order"
     );
+    let limited = |run: &ClaimedRun| run.steps[0].module.as_ref().is_some_and(|m| m.limited);
+    assert!(
+        first
+            .iter()
+            .all(|run| limited(run) == mail.contains(&run.task.id)),
+        "a claim says which steps' modules are limited"
+    );
     let usage = store.module_usage(t(1)).await.expect("usage");
     assert_eq!(usage.len(), 1);
     assert_eq!((usage[0].running, usage[0].starts_last_minute), (2, 2));
@@ -71,11 +78,9 @@ pub(crate) async fn module_max_running_caps_a_claim_and_frees_on_run_end(store: 
         .set_module_limits("m/mail", ModuleLimits::default(), t(6))
         .await
         .expect("lift");
-    assert_eq!(
-        ids(&claim(store, 7, 10).await),
-        [mail[3]],
-        "no limit, no wait"
-    );
+    let lifted = claim(store, 7, 10).await;
+    assert_eq!(ids(&lifted), [mail[3]], "no limit, no wait");
+    assert!(!limited(&lifted[0]), "the limit is gone");
     assert!(
         store.module_usage(t(7)).await.expect("usage").is_empty(),
         "a module without limits has no usage"
