@@ -172,7 +172,11 @@ pub(super) fn carry_chunks_sql(resuming: &str, carried: &str) -> String {
     )
 }
 
+/// The resuming runs of the transaction's claim: `$1` the runs they resume, `$2` their ids.
 const RESUMING: &str = "unnest($1::bigint[], $2::bigint[]) AS u(previous, run_id)";
+static CARRY_ARTIFACTS: LazyLock<String> = LazyLock::new(|| carry_artifacts_sql(RESUMING));
+static CARRY_ARTIFACT_CHUNKS: LazyLock<String> =
+    LazyLock::new(|| carry_chunks_sql(RESUMING, "artifacts"));
 
 /// The claimed runs' step runs, planned, inserted and returned with their
 /// steps and their controllers' modules, in one statement (`$1` the runs,
@@ -337,11 +341,24 @@ pub(super) async fn claim_due(
     super::settle(tx, claimed.map_err(StoreError::from)).await
 }
 
-/// The priorities' ranks, highest first (a claim's `$3`).
-pub(super) fn ranks() -> Vec<i64> {
+/// A claim statement built on [`due_ctes`] and [`started_ctes`], bound to
+/// their parameters: `$1` now, `$2` the batch size, `$3` the priorities'
+/// ranks (highest first), `$4` the node, `$5` the lease's end.
+pub(super) fn bind_claim<'q>(
+    sql: &'q str,
+    node: &'q str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
     ranks.sort_unstable_by(|a, b| b.cmp(a));
-    ranks
+    sqlx::query(sql)
+        .bind(ms(now))
+        .bind(limit)
+        .bind(ranks)
+        .bind(node)
+        .bind(ms(lease_until))
 }
 
 /// A due task's row ([`due_ctes`]): the task as read, what shapes its run,
@@ -365,12 +382,7 @@ async fn claim_in(
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<ClaimedRun>> {
-    let rows = sqlx::query(&DUE_AND_START_SQL)
-        .bind(ms(now))
-        .bind(limit)
-        .bind(ranks())
-        .bind(node)
-        .bind(ms(lease_until))
+    let rows = bind_claim(&DUE_AND_START_SQL, node, now, lease_until, limit)
         .fetch_all(&mut *tx)
         .await
         .context("picking due tasks and starting their runs")?;
@@ -546,13 +558,13 @@ async fn resume_and_clear(tx: &mut PgConnection, claimed: &[Claimed]) -> Result<
     }
     let previous: Vec<i64> = resuming.iter().map(|(p, _)| *p).collect();
     let runs: Vec<i64> = resuming.iter().map(|(_, r)| *r).collect();
-    sqlx::query(&carry_artifacts_sql(RESUMING))
+    sqlx::query(&CARRY_ARTIFACTS)
         .bind(&previous)
         .bind(&runs)
         .execute(&mut *tx)
         .await
         .context("carrying artifacts into resuming runs")?;
-    sqlx::query(&carry_chunks_sql(RESUMING, "artifacts"))
+    sqlx::query(&CARRY_ARTIFACT_CHUNKS)
         .bind(&previous)
         .bind(&runs)
         .execute(&mut *tx)

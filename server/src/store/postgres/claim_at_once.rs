@@ -14,10 +14,10 @@
 //! change to them after the claim is a change made while the run runs.
 
 use super::claim::{
-    Claimed, MODULE_COLUMNS, carry_artifacts_sql, carry_chunks_sql, due_ctes, due_from_row, finish,
-    plan_ctes, planned_from_row, ranks, started_ctes,
+    Claimed, MODULE_COLUMNS, bind_claim, carry_artifacts_sql, carry_chunks_sql, due_ctes,
+    due_from_row, finish, plan_ctes, planned_from_row, started_ctes,
 };
-use super::rows::{Kin, Prefixed, STEP_COLUMNS, ms, prefixed_columns, step_from_row};
+use super::rows::{Kin, Prefixed, STEP_COLUMNS, prefixed_columns, step_from_row};
 use crate::store::{ClaimedRun, PlannedStep};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -74,12 +74,7 @@ pub(super) async fn claim(
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> Result<Option<Vec<ClaimedRun>>> {
-    let rows = sqlx::query(&CLAIM_SQL)
-        .bind(ms(now))
-        .bind(limit)
-        .bind(ranks())
-        .bind(node)
-        .bind(ms(lease_until))
+    let rows = bind_claim(&CLAIM_SQL, node, now, lease_until, limit)
         .fetch_all(&mut *conn)
         .await
         .context("claiming due tasks")?;
