@@ -20,8 +20,8 @@
 use super::PostgresStore;
 use super::limits::{admit_due, take_slots};
 use super::rows::{
-    KIN_COLUMNS, Kin, STEP_COLUMNS, load_kin, ms, parse, step_from_row, task_columns,
-    task_from_row, time,
+    KIN_COLUMNS, Kin, Prefixed, STEP_COLUMNS, load_kin, ms, parse, prefixed_columns, step_from_row,
+    task_columns, task_from_row, time,
 };
 use crate::store::limits;
 use crate::store::{
@@ -70,7 +70,7 @@ static DUE_AND_START_SQL: LazyLock<String> = LazyLock::new(|| {
          SELECT d.*, s.id AS started_run FROM due AS d LEFT JOIN started AS s ON s.task_id = d.id \
          ORDER BY d.claim_order, d.next_run_at, d.id",
         due = due_ctes(),
-        started = started_ctes("NOT uses_limited"),
+        started = started_ctes(),
     )
 });
 
@@ -104,15 +104,17 @@ pub(super) fn due_ctes() -> String {
 }
 
 /// The CTEs `started` (`id, task_id`: the runs inserted for the due tasks
-/// that meet `condition`) and `marked` (those tasks marked running).
-pub(super) fn started_ctes(condition: &str) -> String {
+/// that do not use a limited module) and `marked` (those tasks marked
+/// running).
+fn started_ctes() -> String {
     format!(
         "started AS ( \
             INSERT INTO runs (task_id, attempt, status, trigger, node, started_at) \
-            SELECT id, attempts + 1, 'running', run_trigger, $4, $1 FROM due WHERE {condition} \
+            SELECT id, attempts + 1, 'running', run_trigger, $4, $1 FROM due \
+            WHERE NOT uses_limited \
             RETURNING id, task_id), \
          marked AS (UPDATE tasks AS t SET {mark_running} FROM started WHERE t.id = started.task_id)",
-        mark_running = mark_running("$4", "$1", "$5"),
+        mark_running = mark_running("started.id", "$4", "$1", "$5"),
     )
 }
 
@@ -127,19 +129,19 @@ static START_RUNS: LazyLock<String> = LazyLock::new(|| {
             RETURNING id, task_id) \
          UPDATE tasks AS t SET {mark_running} FROM started WHERE t.id = started.task_id \
          RETURNING started.id, started.task_id",
-        mark_running = mark_running("$4", "$5", "$6"),
+        mark_running = mark_running("started.id", "$4", "$5", "$6"),
     )
 });
 
-/// How a claimed task is marked running on its run `started.id`. The
-/// message starts empty even for a run that resumes: what the task shows is
-/// this run's own (a retry that succeeds does not keep the error of the run
-/// it retried).
-fn mark_running(node: &str, now: &str, lease_until: &str) -> String {
+/// How a claimed task is marked running on its run `run`. The message
+/// starts empty even for a run that resumes: what the task shows is this
+/// run's own (a retry that succeeds does not keep the error of the run it
+/// retried).
+pub(super) fn mark_running(run: &str, node: &str, now: &str, lease_until: &str) -> String {
     format!(
         "status = 'running', attempts = t.attempts + 1, lease_owner = {node}, \
          lease_expires_at = {lease_until}, last_run_at = {now}, updated_at = {now}, \
-         cancel_requested = FALSE, current_run_id = started.id, pending_trigger = NULL, \
+         cancel_requested = FALSE, current_run_id = {run}, pending_trigger = NULL, \
          pending_step_id = NULL, \
          progress = CASE WHEN t.resume_from_run_id IS NULL THEN 0 ELSE t.progress END, \
          message = NULL"
@@ -181,7 +183,36 @@ static CARRY_ARTIFACT_CHUNKS: LazyLock<String> =
 /// The claimed runs' step runs, planned, inserted and returned with their
 /// steps and their controllers' modules, in one statement (`$1` the runs,
 /// `$2` their tasks, `$3` the one step a single-step run runs, `$4` the run
-/// a resuming run continues). A step run is
+/// a resuming run continues); see [`plan_ctes`].
+static PLAN_STEP_RUNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH claimed AS ( \
+            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) \
+              AS c(run_id, task_id, only_step, previous)), \
+         {plan} \
+         SELECT p.*, {MODULE_COLUMNS} \
+         FROM planned AS p LEFT JOIN modules AS m ON m.path = p.step_controller \
+         WHERE p.step_run_id IS NOT NULL \
+         ORDER BY p.run_id, p.step_sort_order, p.step_id",
+        plan = plan_ctes(),
+    )
+});
+
+/// What a claim reads of a planned step's module `m` (see [`planned_from_row`]).
+pub(super) const MODULE_COLUMNS: &str = "m.hash AS module_hash, m.active AS module_active, \
+     (m.max_running IS NOT NULL OR m.max_starts_per_minute IS NOT NULL) AS module_limited";
+
+/// The CTEs `reusable`, `planned` and `inserted` over a relation `claimed`
+/// with at least the columns `run_id, task_id, only_step, previous`.
+///
+/// `planned` is each claimed row with each of its task's steps (columns
+/// prefixed `step_`, read through [`Prefixed`]), the step run's `plan` and
+/// its id `step_run_id`, taken from the sequence here, so that what the
+/// statement returns is read from `planned` alone: joined to `inserted`'s
+/// `RETURNING`, two relations the planner knows nothing about would be
+/// joined in a nested loop, quadratic in the batch. A task without steps
+/// keeps one row, with no step and no step run. `inserted` inserts the step
+/// runs. A step run is
 /// - `skipped` for a disabled step, and for every step but the one of a
 ///   single-step run;
 /// - `reused`, with the result, outcome, module and progress copied, when
@@ -193,38 +224,6 @@ static CARRY_ARTIFACT_CHUNKS: LazyLock<String> =
 /// Steps and reusable step runs are read per claimed run (`LATERAL`), by
 /// their indexes: joined as sets, the planner may scan the whole tables
 /// (a claim of 64 runs took 10 ms once `step_runs` held 25,000 rows).
-static PLAN_STEP_RUNS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH claimed AS ( \
-            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) \
-              AS c(run_id, task_id, only_step, previous)), \
-         {plan} \
-         SELECT {p_columns}, i.id AS step_run_id, p.run_id, p.plan, {MODULE_COLUMNS} \
-         FROM planned AS p JOIN inserted AS i ON i.run_id = p.run_id AND i.step_id = p.id \
-         LEFT JOIN modules AS m ON m.path = p.controller \
-         ORDER BY p.run_id, p.sort_order, p.id",
-        plan = plan_ctes(),
-        p_columns = qualified_step_columns("p"),
-    )
-});
-
-/// What a claim reads of a planned step's module `m` (see [`planned_from_row`]).
-pub(super) const MODULE_COLUMNS: &str = "m.hash AS module_hash, m.active AS module_active, \
-     (m.max_running IS NOT NULL OR m.max_starts_per_minute IS NOT NULL) AS module_limited";
-
-/// [`STEP_COLUMNS`] of the relation `table`.
-pub(super) fn qualified_step_columns(table: &str) -> String {
-    STEP_COLUMNS
-        .split(',')
-        .map(|column| format!("{table}.{}", column.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The CTEs `reusable`, `planned` (a claimed run's steps, each with its
-/// `plan`) and `inserted` (their step runs: `id, run_id, step_id`) over a
-/// relation `claimed(run_id, task_id, only_step, previous)`; see
-/// [`PLAN_STEP_RUNS`].
 pub(super) fn plan_ctes() -> String {
     format!(
         "reusable AS ( \
@@ -236,29 +235,32 @@ pub(super) fn plan_ctes() -> String {
                 AND NOT EXISTS (SELECT 1 FROM steps AS s \
                                 WHERE s.id = sr.step_id AND s.edited_at >= r.started_at)) AS ru \
             WHERE c.previous IS NOT NULL), \
-         planned AS ( \
-            SELECT c.run_id, {s_columns}, ru.result, ru.outcome, ru.module_hash, ru.progress, \
-                   ru.message, \
+         planned AS MATERIALIZED ( \
+            SELECT c.*, {s_columns}, ru.result AS reused_result, ru.outcome AS reused_outcome, \
+                   ru.module_hash AS reused_module_hash, ru.progress AS reused_progress, \
+                   ru.message AS reused_message, \
                    CASE WHEN s.status = '{disabled}' THEN '{skipped}' \
                         WHEN c.only_step IS NOT NULL \
                           THEN CASE WHEN s.id = c.only_step THEN '{pending}' ELSE '{skipped}' END \
                         WHEN ru.step_id IS NOT NULL THEN '{reused}' \
-                        ELSE '{pending}' END AS plan \
+                        ELSE '{pending}' END AS plan, \
+                   CASE WHEN s.id IS NOT NULL \
+                        THEN nextval(pg_get_serial_sequence('step_runs', 'id')) END AS step_run_id \
             FROM claimed AS c \
-            CROSS JOIN LATERAL (SELECT {STEP_COLUMNS} FROM steps WHERE task_id = c.task_id) AS s \
+            LEFT JOIN LATERAL (SELECT {STEP_COLUMNS} FROM steps WHERE task_id = c.task_id) AS s \
+              ON TRUE \
             LEFT JOIN reusable AS ru ON ru.run_id = c.run_id AND ru.step_id = s.id), \
          inserted AS ( \
-            INSERT INTO step_runs (run_id, step_id, sort_order, controller, status, result, \
+            INSERT INTO step_runs (id, run_id, step_id, sort_order, controller, status, result, \
                    outcome, module_hash, progress, message) \
-            SELECT run_id, id, sort_order, controller, plan, \
-                   CASE WHEN plan = '{reused}' THEN result END, \
-                   CASE WHEN plan = '{reused}' THEN outcome END, \
-                   CASE WHEN plan = '{reused}' THEN module_hash END, \
-                   CASE WHEN plan = '{reused}' THEN progress ELSE 0 END, \
-                   CASE WHEN plan = '{reused}' THEN message END \
-            FROM planned \
-            RETURNING id, run_id, step_id)",
-        s_columns = qualified_step_columns("s"),
+            SELECT step_run_id, run_id, step_id, step_sort_order, step_controller, plan, \
+                   CASE WHEN plan = '{reused}' THEN reused_result END, \
+                   CASE WHEN plan = '{reused}' THEN reused_outcome END, \
+                   CASE WHEN plan = '{reused}' THEN reused_module_hash END, \
+                   CASE WHEN plan = '{reused}' THEN reused_progress ELSE 0 END, \
+                   CASE WHEN plan = '{reused}' THEN reused_message END \
+            FROM planned WHERE step_run_id IS NOT NULL)",
+        s_columns = prefixed_columns(STEP_COLUMNS, "s.", "step_"),
         disabled = StepStatus::Disabled.as_str(),
         skipped = StepRunStatus::Skipped.as_str(),
         pending = StepRunStatus::Pending.as_str(),
@@ -596,7 +598,10 @@ async fn plan_step_runs(
         planned
             .entry(row.try_get("run_id")?)
             .or_default()
-            .push(planned_from_row(row, step_from_row(row)?)?);
+            .push(planned_from_row(
+                row,
+                step_from_row(&Prefixed::new("step_", row))?,
+            )?);
     }
     Ok(planned)
 }
