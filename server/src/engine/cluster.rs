@@ -107,12 +107,9 @@ async fn send_own_events(inner: Arc<Inner>, mut own_events: mpsc::UnboundedRecei
         }
         last_send = Instant::now();
         let events = coalesce(std::mem::take(&mut round));
-        for events in split(events) {
-            let message = Message {
-                events,
-                ..Message::from(&inner)
-            };
-            send(&inner, &message).await;
+        let payloads = event_payloads(&inner.config.node_id, events);
+        if let Err(error) = inner.store.notify_nodes(&payloads).await {
+            tracing::warn!("telling the other nodes failed: {error:#}");
         }
     }
 }
@@ -144,29 +141,47 @@ fn coalesce(events: Vec<Event>) -> Vec<Event> {
         .collect()
 }
 
-/// Cut events into groups whose message fits a payload. An event too large
-/// for any payload (a log line of kilobytes) is cut short.
-fn split(events: Vec<Event>) -> Vec<Vec<Event>> {
-    let mut groups = Vec::new();
-    let mut group = Vec::new();
-    let mut size = 0;
+/// A round's events as the payloads of [`Message`]s from `node_id`, each
+/// under [`MAX_PAYLOAD`]: every event is written as JSON once, and the
+/// messages are put together from those texts (a message is its node's
+/// name, then its events). An event too large for any payload (a log line
+/// of kilobytes) is cut short; one still too large is left out.
+fn event_payloads(node_id: &str, events: Vec<Event>) -> Vec<String> {
+    let head = format!("{},\"events\":[", own_prefix(node_id));
+    let fits = |text: &String| head.len() + text.len() + 2 <= MAX_PAYLOAD;
+    let mut payloads = Vec::new();
+    let mut payload = String::new();
     for mut event in events {
-        let mut length = serde_json::to_string(&event).map_or(0, |text| text.len()) + 1;
-        if length > MAX_PAYLOAD / 2 {
+        let mut text = event_json(&event);
+        if text.len() > MAX_PAYLOAD / 2 {
             shorten(&mut event);
-            length = serde_json::to_string(&event).map_or(0, |text| text.len()) + 1;
+            text = event_json(&event);
         }
-        if size + length > MAX_PAYLOAD - 200 && !group.is_empty() {
-            groups.push(std::mem::take(&mut group));
-            size = 0;
+        if !fits(&text) {
+            tracing::debug!("an event too large for a node message was left out");
+            continue;
         }
-        size += length;
-        group.push(event);
+        if !payload.is_empty() && payload.len() + 1 + text.len() + 2 > MAX_PAYLOAD {
+            payload.push_str("]}");
+            payloads.push(std::mem::take(&mut payload));
+        }
+        if payload.is_empty() {
+            payload.push_str(&head);
+        } else {
+            payload.push(',');
+        }
+        payload.push_str(&text);
     }
-    if !group.is_empty() {
-        groups.push(group);
+    if !payload.is_empty() {
+        payload.push_str("]}");
+        payloads.push(payload);
     }
-    groups
+    payloads
+}
+
+fn event_json(event: &Event) -> String {
+    // An event is plain data (strings, numbers, times): writing it cannot fail.
+    serde_json::to_string(event).unwrap_or_default()
 }
 
 /// Cut an event's free text to fit a node message (the full text is in the
@@ -208,7 +223,7 @@ async fn send(inner: &Inner, message: &Message) {
             return;
         }
     };
-    if let Err(error) = inner.store.notify_nodes(&payload).await {
+    if let Err(error) = inner.store.notify_nodes(&[payload]).await {
         tracing::warn!("telling the other nodes failed: {error:#}");
     }
 }
@@ -349,23 +364,26 @@ mod tests {
     }
 
     #[test]
-    fn every_message_fits_a_notify_payload() {
+    fn every_message_fits_a_notify_payload_and_reads_back_as_sent() {
+        let node = "node-with-a-long-name-\"0123456789\"";
         let mut events: Vec<Event> = (0..500).map(|i| task_state(i, 50.0)).collect();
         events.push(log(1, "x".repeat(20_000)));
-        let groups = split(events);
-        assert!(groups.len() > 1);
-        let mut count = 0;
-        for group in groups {
-            count += group.len();
-            let message = Message {
-                from: "node-with-a-long-name-0123456789".into(),
-                events: group,
-                cancel: Vec::new(),
-                modules: Vec::new(),
-            };
-            let length = serde_json::to_string(&message).expect("json").len();
-            assert!(length < 8_000, "{length} bytes");
+        let payloads = event_payloads(node, events);
+        assert!(payloads.len() > 1);
+        let mut read: Vec<Event> = Vec::new();
+        for payload in payloads {
+            assert!(payload.len() <= MAX_PAYLOAD, "{} bytes", payload.len());
+            assert!(payload.starts_with(&own_prefix(node)));
+            let message: Message = serde_json::from_str(&payload).expect("a message");
+            assert_eq!(message.from, node);
+            read.extend(message.events);
         }
-        assert_eq!(count, 501, "nothing dropped");
+        assert_eq!(read.len(), 501, "nothing dropped");
+        let task_ids: Vec<i64> = read.iter().take(500).map(Event::task_id).collect();
+        assert_eq!(task_ids, (0..500).collect::<Vec<_>>(), "in order");
+        let Some(Event::Log(line)) = read.last() else {
+            panic!("the log line comes last");
+        };
+        assert!(line.message.len() < 2_000, "cut short");
     }
 }

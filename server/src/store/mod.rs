@@ -262,10 +262,11 @@ pub trait Store: Send + Sync + 'static {
     async fn beat_node(&self, node: &Node) -> StoreResult<()>;
     /// Every node that ever reported itself, by id.
     async fn list_nodes(&self) -> StoreResult<Vec<Node>>;
-    /// Send a short message (PostgreSQL's NOTIFY payloads stop at 8,000
-    /// bytes) to every node sharing this store, this one included. A store
-    /// that one node has to itself sends nothing and answers `Ok`.
-    async fn notify_nodes(&self, payload: &str) -> StoreResult<()>;
+    /// Send short messages (PostgreSQL's NOTIFY payloads stop at 8,000
+    /// bytes), in order, to every node sharing this store, this one
+    /// included. A store that one node has to itself sends nothing and
+    /// answers `Ok`.
+    async fn notify_nodes(&self, payloads: &[String]) -> StoreResult<()>;
     /// The messages [`Store::notify_nodes`] sends, from any node, as they
     /// arrive (at most once each: one lost while the store reconnects is
     /// gone). `None` for a store that one node has to itself.

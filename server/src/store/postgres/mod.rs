@@ -50,6 +50,12 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 /// heartbeat, API requests and live views share them.
 pub const POOL_SIZE: u32 = 16;
 
+/// A pooled connection used this recently is handed out as it is; one idle
+/// longer is pinged first, and replaced if the server dropped it (a restart,
+/// an idle timeout). Pinging every one (sqlx's default) cost a round trip
+/// before every statement: on a busy node, most of them.
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
+
 /// How long opening waits for the server to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -117,6 +123,15 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(60))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= TRUSTED_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .with_context(unreachable)?;
@@ -382,8 +397,8 @@ impl Store for PostgresStore {
         nodes::list_nodes(self).await
     }
 
-    async fn notify_nodes(&self, payload: &str) -> StoreResult<()> {
-        notify::send(self, payload).await
+    async fn notify_nodes(&self, payloads: &[String]) -> StoreResult<()> {
+        notify::send(self, payloads).await
     }
 
     fn node_messages(&self) -> Option<broadcast::Receiver<Arc<str>>> {

@@ -71,12 +71,22 @@ pub(super) async fn listen(
     }))
 }
 
-pub(super) async fn send(store: &PostgresStore, payload: &str) -> StoreResult<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(&store.channel)
-        .bind(payload)
-        .execute(&store.pool)
-        .await
-        .context("notifying the other nodes")?;
+/// Every payload in one statement (one round trip, however many), in order:
+/// PostgreSQL delivers a transaction's notifications in the order sent. It
+/// folds two equal payloads of one transaction into one, which a node
+/// message never repeats (each carries other events).
+pub(super) async fn send(store: &PostgresStore, payloads: &[String]) -> StoreResult<()> {
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_notify($1, payload) FROM unnest($2::text[]) WITH ORDINALITY AS u(payload, n) \
+         ORDER BY n",
+    )
+    .bind(&store.channel)
+    .bind(payloads)
+    .execute(&store.pool)
+    .await
+    .context("notifying the other nodes")?;
     Ok(())
 }

@@ -501,7 +501,7 @@ impl Store for SqliteStore {
     }
 
     /// One node has the file to itself (see the lock): nobody to tell.
-    async fn notify_nodes(&self, _payload: &str) -> StoreResult<()> {
+    async fn notify_nodes(&self, _payloads: &[String]) -> StoreResult<()> {
         Ok(())
     }
 

@@ -243,13 +243,16 @@ async fn node_messages_reach_every_node_on_the_database() {
     let mut strangers = stranger
         .node_messages()
         .expect("PostgreSQL has node messages");
-    sender.notify_nodes("cancel 42").await.expect("notify");
+    let sent = ["cancel 42".to_string(), "cancel 43".to_string()];
+    sender.notify_nodes(&sent).await.expect("notify");
     for receiver in [&mut theirs, &mut own] {
-        let message = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
-            .await
-            .expect("the message arrives")
-            .expect("a message");
-        assert_eq!(&*message, "cancel 42");
+        for expected in &sent {
+            let message = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+                .await
+                .expect("the message arrives")
+                .expect("a message");
+            assert_eq!(&*message, expected.as_str(), "in the order sent");
+        }
     }
     let heard = tokio::time::timeout(Duration::from_millis(300), strangers.recv()).await;
     assert!(heard.is_err(), "another schema's store heard {heard:?}");
