@@ -145,17 +145,23 @@ fn coalesce(events: Vec<Event>) -> Vec<Event> {
 /// under [`MAX_PAYLOAD`]: every event is written as JSON once, and the
 /// messages are put together from those texts (a message is its node's
 /// name, then its events). An event too large for any payload (a log line
-/// of kilobytes) is cut short; one still too large is left out.
+/// of kilobytes) is cut short; one still too large, or that cannot be
+/// written, is left out (a malformed text would spoil its whole message).
 fn event_payloads(node_id: &str, events: Vec<Event>) -> Vec<String> {
     let head = format!("{},\"events\":[", own_prefix(node_id));
     let fits = |text: &String| head.len() + text.len() + 2 <= MAX_PAYLOAD;
     let mut payloads = Vec::new();
     let mut payload = String::new();
     for mut event in events {
-        let mut text = event_json(&event);
+        let Ok(mut text) = serde_json::to_string(&event) else {
+            continue;
+        };
         if text.len() > MAX_PAYLOAD / 2 {
             shorten(&mut event);
-            text = event_json(&event);
+            let Ok(shortened) = serde_json::to_string(&event) else {
+                continue;
+            };
+            text = shortened;
         }
         if !fits(&text) {
             tracing::debug!("an event too large for a node message was left out");
@@ -177,11 +183,6 @@ fn event_payloads(node_id: &str, events: Vec<Event>) -> Vec<String> {
         payloads.push(payload);
     }
     payloads
-}
-
-fn event_json(event: &Event) -> String {
-    // An event is plain data (strings, numbers, times): writing it cannot fail.
-    serde_json::to_string(event).unwrap_or_default()
 }
 
 /// Cut an event's free text to fit a node message (the full text is in the
