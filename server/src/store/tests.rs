@@ -414,3 +414,64 @@ pub(crate) fn log_event(task_id: i64, message: &str, at: i64) -> EventRecord {
         created_at: t(at),
     }
 }
+
+/// Deferred creates (see [`Store::create_tasks_deferred`]), for a store
+/// that defers them: `uncovered` says whether one is not yet known to be
+/// durable. A create is covered by the next synced commit that wrote (a
+/// run's end, a synced create, a create with secrets) or by
+/// `sync_deferred`, and not by a claim, which is not synced.
+pub(crate) async fn deferred_creates_are_covered(store: &dyn Store, uncovered: &dyn Fn() -> bool) {
+    assert!(!uncovered(), "nothing deferred yet");
+    let deferred = store
+        .create_tasks_deferred(vec![with_steps(new_task("waited"), &["m/a"])], t(0))
+        .await
+        .expect("create");
+    assert!(deferred[0].is_ok());
+    assert!(uncovered(), "the create is not synced yet");
+
+    let claimed = claim_one(store, 1).await;
+    assert!(uncovered(), "a claim syncs nothing");
+    store
+        .apply_writes(&[WriteOp::FinishRun {
+            task_id: claimed.task.id,
+            run_id: claimed.run_id,
+            end: run_end(RunStatus::Completed, TaskStatus::Completed, 2),
+        }])
+        .await
+        .expect("end the run");
+    assert!(!uncovered(), "covered by the run's end");
+
+    store
+        .create_tasks_deferred(vec![new_task("again")], t(3))
+        .await
+        .expect("create");
+    assert!(uncovered());
+    store.sync_deferred().await.expect("sync");
+    assert!(!uncovered(), "covered by the sync");
+    store
+        .sync_deferred()
+        .await
+        .expect("a sync with nothing to do");
+
+    store
+        .create_tasks_deferred(vec![new_task("third")], t(4))
+        .await
+        .expect("create");
+    store
+        .create_tasks(vec![new_task("synced")], t(4))
+        .await
+        .expect("create");
+    assert!(!uncovered(), "covered by the synced create");
+
+    let mut sealed = new_task("sealed");
+    sealed.secrets = vec![SealedSecret {
+        name: "key".into(),
+        nonce: vec![1],
+        ciphertext: vec![2],
+    }];
+    store
+        .create_tasks_deferred(vec![sealed], t(5))
+        .await
+        .expect("create");
+    assert!(!uncovered(), "a create with a secret is synced");
+}

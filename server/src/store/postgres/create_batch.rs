@@ -201,13 +201,28 @@ pub(super) async fn insert_details(
 /// write, no transaction around it. It returns the tasks' ids and the
 /// steps' ids, each in the order given. The steps' and details' foreign keys
 /// are checked at the statement's end, when its tasks are in.
-static INSERT_NEW_SQL: LazyLock<String> = LazyLock::new(|| {
+static INSERT_NEW_SQL: LazyLock<String> = LazyLock::new(|| insert_new_sql(false));
+
+/// [`INSERT_NEW_SQL`] committing without waiting for the WAL flush (the
+/// `relaxed` CTE sets `synchronous_commit` off for the statement's own
+/// transaction), for deferred creates (see [`super::deferred`]).
+static INSERT_NEW_RELAXED_SQL: LazyLock<String> = LazyLock::new(|| insert_new_sql(true));
+
+fn insert_new_sql(relaxed: bool) -> String {
+    let (relaxed_cte, relaxed_join) = if relaxed {
+        (
+            "relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)), ",
+            "relaxed CROSS JOIN ",
+        )
+    } else {
+        ("", "")
+    };
     let step_columns = "task_place, sort_order, controller, settings, max_execution_time, \
                         max_memory, interrupt_on_step_fault, status";
     format!(
-        "WITH task_ids AS MATERIALIZED ( \
+        "WITH {relaxed_cte}task_ids AS MATERIALIZED ( \
             SELECT place, nextval(pg_get_serial_sequence('tasks', 'id')) AS id \
-            FROM generate_series(1, cardinality($1::text[])) AS place), \
+            FROM {relaxed_join}generate_series(1, cardinality($1::text[])) AS place), \
          step_ids AS MATERIALIZED ( \
             SELECT place, nextval(pg_get_serial_sequence('steps', 'id')) AS id \
             FROM generate_series(1, cardinality($15::bigint[])) AS place), \
@@ -245,7 +260,7 @@ static INSERT_NEW_SQL: LazyLock<String> = LazyLock::new(|| {
         steps = array_params(15, &STEP_TYPES[1..]),
         details = array_params(15 + STEP_TYPES.len() - 1, &["bigint", "text", "text"]),
     )
-});
+}
 
 /// Whether these new tasks go in with one statement alone (see
 /// [`insert_new`]): a code may replace a task, and sealed secrets are
@@ -257,11 +272,14 @@ pub(super) fn one_statement(tasks: &[NewTask]) -> bool {
 }
 
 /// New tasks without a code: ids reserved, then one statement for all rows
-/// (and one per sealed secret).
+/// (and one per sealed secret). `relaxed`: the statement commits without
+/// waiting for the WAL flush (only when it is its own transaction, with no
+/// secrets: see [`one_statement`]).
 pub(super) async fn insert_new(
     conn: &mut PgConnection,
     tasks: Vec<NewTask>,
     now: DateTime<Utc>,
+    relaxed: bool,
 ) -> StoreResult<Vec<Task>> {
     if tasks.is_empty() {
         return Ok(Vec::new());
@@ -285,7 +303,12 @@ pub(super) async fn insert_new(
     let places: Vec<(i64, &NewTask)> = (1..).zip(&tasks).collect();
     let steps = StepRows::new(&places, &[]);
     let details = DetailRows::new(&places);
-    let query = sqlx::query(&INSERT_NEW_SQL)
+    let sql = if relaxed {
+        &INSERT_NEW_RELAXED_SQL
+    } else {
+        &INSERT_NEW_SQL
+    };
+    let query = sqlx::query(sql)
         .bind(&names)
         .bind(&statuses)
         .bind(&priorities)

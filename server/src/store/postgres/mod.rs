@@ -20,6 +20,7 @@ mod counts;
 #[cfg(test)]
 pub(crate) use counts::COMPACT_ABOVE;
 mod create_batch;
+mod deferred;
 mod hooks;
 mod limits;
 mod nodes;
@@ -62,12 +63,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// See the module docs.
 pub struct PostgresStore {
     pool: PgPool,
+    /// One connection whose statements use generic plans, for creates of a
+    /// few tasks (see `tasks::create_many`).
+    small_creates: PgPool,
     /// Where this store's `LISTEN` connection hands on what other nodes send.
     messages: broadcast::Sender<Arc<str>>,
     /// The channel the nodes sharing this store talk on.
     channel: String,
     /// The task forwarding notifications; stopped when the store is dropped.
     listener: tokio::task::JoinHandle<()>,
+    /// Creates committed without waiting for the WAL flush (see [`deferred`]).
+    deferred: deferred::DeferredCreates,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -120,18 +126,13 @@ impl PostgresStore {
             .with_context(unreachable)?
             .with_context(unreachable)?;
         probe.close().await.with_context(unreachable)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(connections)
-            .acquire_timeout(Duration::from_secs(60))
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= TRUSTED_IDLE {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
+        // Opened at its first use: most test stores never create.
+        let small_creates = pool_options(1).connect_lazy_with(
+            options
+                .clone()
+                .options([("plan_cache_mode", "force_generic_plan")]),
+        );
+        let pool = pool_options(connections)
             .connect_with(options)
             .await
             .with_context(unreachable)?;
@@ -148,11 +149,30 @@ impl PostgresStore {
             .with_context(|| format!("listening for other nodes on PostgreSQL at {shown}"))?;
         Ok(PostgresStore {
             pool,
+            small_creates,
             messages,
             channel,
             listener,
+            deferred: deferred::DeferredCreates::default(),
         })
     }
+}
+
+/// A pool of at most `connections`, which pings only connections idle for
+/// longer than [`TRUSTED_IDLE`].
+fn pool_options(connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(60))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TRUSTED_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// End a transaction as its work went: commit on success; on an error, roll
@@ -230,7 +250,28 @@ impl Store for PostgresStore {
         tasks: Vec<NewTask>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
-        tasks::create_many(self, tasks, now).await
+        tasks::create_many(self, tasks, now, false).await
+    }
+
+    async fn create_tasks_deferred(
+        &self,
+        tasks: Vec<NewTask>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
+        tasks::create_many(self, tasks, now, true).await
+    }
+
+    async fn sync_deferred(&self) -> StoreResult<()> {
+        if !self.deferred.uncovered() {
+            return Ok(());
+        }
+        let mark = self.deferred.mark();
+        sqlx::query(deferred::SYNC_SQL)
+            .execute(&self.pool)
+            .await
+            .context("syncing the write-ahead log")?;
+        self.deferred.covered_by(mark);
+        Ok(())
     }
 
     async fn get_task(&self, id: i64) -> StoreResult<Option<Task>> {
@@ -580,6 +621,24 @@ impl Store for PostgresStore {
 
 #[cfg(test)]
 impl PostgresStore {
+    /// Whether a deferred create is not yet known to be on disk.
+    pub(crate) fn deferred_uncovered(&self) -> bool {
+        self.deferred.uncovered()
+    }
+
+    /// How often the small creates' connection planned the task insert
+    /// generically, and how often with custom plans.
+    pub(crate) async fn small_create_plans(&self) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT COALESCE(sum(generic_plans), 0)::bigint, COALESCE(sum(custom_plans), 0)::bigint \
+             FROM pg_prepared_statements \
+             WHERE statement LIKE '%INSERT INTO tasks%' AND statement NOT LIKE '%pg_prepared%'",
+        )
+        .fetch_one(&self.small_creates)
+        .await
+        .expect("read the prepared statements")
+    }
+
     /// `synchronous_commit` as each of the pool's idle connections has it
     /// now (all of them held at once, so none is read twice).
     pub(crate) async fn synchronous_commit_of_idle_connections(&self) -> Vec<String> {

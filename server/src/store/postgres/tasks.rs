@@ -50,25 +50,53 @@ pub(super) async fn create(
     super::settle(tx, created).await
 }
 
+/// Batches of at most this many plain creates go in on a connection that
+/// plans its statements once (`plan_cache_mode = force_generic_plan`).
+/// PostgreSQL would otherwise plan the insert afresh at every call, for
+/// half a millisecond (`BENCHMARKS.md`, PostgreSQL, session 17): knowing its
+/// arrays' lengths, a custom plan always looks cheaper than the generic one.
+/// An idle node's creates come one at a time, and for a handful of rows
+/// the generic plan is as good. Larger batches keep custom plans, which fit
+/// their size.
+const GENERIC_PLAN_BATCH: usize = 8;
+
 /// Several creates in one transaction (one commit). A conflict (a running
 /// task's code) fails only its own item: it is detected before any write.
-/// Creates without a code are inserted set-based.
+/// Creates without a code are inserted set-based. `deferred`: plain creates
+/// commit without waiting for the WAL flush (see [`super::deferred`]);
+/// creates with a code or secrets always wait.
 pub(super) async fn create_many(
     store: &PostgresStore,
     tasks: Vec<NewTask>,
     now: DateTime<Utc>,
+    deferred: bool,
 ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
     // Without codes or secrets, the batch's rows go in with one statement
     // (ids included), which PostgreSQL commits on its own: no `BEGIN` and
     // `COMMIT` round trips.
     if create_batch::one_statement(&tasks) {
-        let mut conn = store.pool.acquire().await?;
-        let created = create_batch::insert_new(&mut conn, tasks, now).await?;
+        let mut conn = if tasks.len() <= GENERIC_PLAN_BATCH {
+            store.small_creates.acquire().await?
+        } else {
+            store.pool.acquire().await?
+        };
+        let mark = store.deferred.mark();
+        let created = create_batch::insert_new(&mut conn, tasks, now, deferred).await?;
+        if deferred {
+            store.deferred.committed();
+        } else if !created.is_empty() {
+            store.deferred.covered_by(mark);
+        }
         return Ok(created.into_iter().map(|task| Ok((task, true))).collect());
     }
     let mut tx = store.pool.begin().await?;
+    let mark = store.deferred.mark();
     let result = create_many_in(&mut tx, tasks, now).await;
-    super::settle(tx, result).await
+    let results = super::settle(tx, result).await?;
+    if results.iter().any(Result::is_ok) {
+        store.deferred.covered_by(mark);
+    }
+    Ok(results)
 }
 
 async fn create_many_in(
@@ -92,7 +120,9 @@ async fn create_many_in(
             plain.push(new);
         }
     }
-    let mut inserted = create_batch::insert_new(tx, plain, now).await?.into_iter();
+    let mut inserted = create_batch::insert_new(tx, plain, now, false)
+        .await?
+        .into_iter();
     Ok(results
         .into_iter()
         .map(|result| {

@@ -34,6 +34,7 @@ pub(super) async fn apply_writes(store: &PostgresStore, ops: &[WriteOp]) -> Stor
         return Ok(Vec::new());
     }
     let batch = Batch::from_ops(ops);
+    let deferred_mark = store.deferred.mark();
     let mut attempt = 1;
     loop {
         let applied = if batch.one_statement() {
@@ -52,7 +53,19 @@ pub(super) async fn apply_writes(store: &PostgresStore, ops: &[WriteOp]) -> Stor
                 );
                 attempt += 1;
             }
-            Ok(applied) => return Ok(batch.answers(&applied)),
+            Ok(applied) => {
+                let answers = batch.answers(&applied);
+                // A run end that applied updated its task: the commit wrote,
+                // and waited for the WAL flush (see `super::deferred`).
+                let ended_a_run = ops
+                    .iter()
+                    .zip(&answers)
+                    .any(|(op, applied)| *applied && matches!(op, WriteOp::FinishRun { .. }));
+                if ended_a_run {
+                    store.deferred.covered_by(deferred_mark);
+                }
+                return Ok(answers);
+            }
             Err(error) => return Err(error),
         }
     }

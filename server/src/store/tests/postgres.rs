@@ -307,6 +307,58 @@ async fn claims_relax_durability_for_themselves_only() {
     assert!(settings.iter().all(|s| s == "on"), "{settings:?}");
 }
 
+/// A deferred create commits without waiting for the WAL flush (for its own
+/// transaction only), and is known to be on disk once a synchronous commit
+/// that wrote follows it or `sync_deferred` writes one; a run end that
+/// applies nothing writes nothing, and covers nothing.
+#[tokio::test]
+async fn deferred_creates_are_covered_by_the_next_synchronous_commit_or_a_sync() {
+    let Some((_schema, store)) = postgres_store().await else {
+        return;
+    };
+    deferred_creates_are_covered(&store, &|| store.deferred_uncovered()).await;
+    let settings = store.synchronous_commit_of_idle_connections().await;
+    assert!(settings.iter().all(|s| s == "on"), "{settings:?}");
+
+    let deferred = store
+        .create_tasks_deferred(vec![new_task("last")], t(6))
+        .await
+        .expect("create");
+    let task_id = deferred[0].as_ref().expect("created").0.id;
+    store
+        .apply_writes(&[WriteOp::FinishRun {
+            task_id,
+            run_id: 1_000_000,
+            end: run_end(RunStatus::Completed, TaskStatus::Completed, 7),
+        }])
+        .await
+        .expect("end no run");
+    assert!(store.deferred_uncovered(), "a commit that wrote nothing");
+}
+
+/// Creates of a few tasks are planned once, not at every call (see
+/// `postgres/tasks.rs`); larger batches still work, on the main pool.
+#[tokio::test]
+async fn small_creates_are_planned_once() {
+    let Some((_schema, store)) = postgres_store().await else {
+        return;
+    };
+    for i in 0..7 {
+        let created = store
+            .create_tasks(vec![with_steps(new_task(&format!("t{i}")), &["m/a"])], t(0))
+            .await
+            .expect("create");
+        assert!(created[0].is_ok());
+    }
+    let (generic, custom) = store.small_create_plans().await;
+    assert_eq!(custom, 0, "no custom plan");
+    assert!(generic >= 7, "each create ran a generic plan ({generic})");
+    let batch: Vec<NewTask> = (0..20).map(|i| new_task(&format!("b{i}"))).collect();
+    let created = store.create_tasks(batch, t(1)).await.expect("create");
+    assert_eq!(created.iter().filter(|c| c.is_ok()).count(), 20);
+    assert_eq!(store.small_create_plans().await, (generic, custom));
+}
+
 /// The CHECK constraints refuse a status no Rust enum has, as SQLite's do.
 #[tokio::test]
 async fn check_constraints_refuse_unknown_states() {
