@@ -79,8 +79,7 @@ static DUE_AND_START_SQL: LazyLock<String> = LazyLock::new(|| {
 /// decides their runs' shape.
 pub(super) fn due_ctes() -> String {
     format!(
-        "blocked AS MATERIALIZED ({blocked}), \
-         relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)), \
+        "blocked AS MATERIALIZED ({blocked}), {relaxed}, \
          due AS (SELECT p.ord AS claim_order, t.* \
             FROM relaxed CROSS JOIN unnest($3::bigint[]) WITH ORDINALITY AS p(rank, ord) \
             CROSS JOIN LATERAL (SELECT {columns}, resume_from_run_id, pending_step_id, \
@@ -95,6 +94,7 @@ pub(super) fn due_ctes() -> String {
               FOR UPDATE OF t SKIP LOCKED) AS t \
             LIMIT $2)",
         blocked = limits::blocked_modules_sql("$1"),
+        relaxed = super::deferred::RELAXED_CTE,
         columns = task_columns!(),
         uses_limited = limits::USES_LIMITED_SQL,
         kin = KIN_COLUMNS,
@@ -331,14 +331,14 @@ pub(super) async fn claim_due(
     if limit <= 0 {
         return Ok(Vec::new());
     }
-    let mut conn = store.pool.acquire().await?;
+    let mut conn = store.hot.claims.acquire().await?;
     if let Some(claimed) =
         super::claim_at_once::claim(&mut conn, node, now, lease_until, limit).await?
     {
         return Ok(claimed);
     }
     drop(conn);
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.hot.claims.begin().await?;
     let claimed = claim_in(&mut tx, node, now, lease_until, limit).await;
     super::settle(tx, claimed.map_err(StoreError::from)).await
 }

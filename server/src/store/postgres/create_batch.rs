@@ -211,11 +211,11 @@ static INSERT_NEW_RELAXED_SQL: LazyLock<String> = LazyLock::new(|| insert_new_sq
 fn insert_new_sql(relaxed: bool) -> String {
     let (relaxed_cte, relaxed_join) = if relaxed {
         (
-            "relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)), ",
+            format!("{}, ", super::deferred::RELAXED_CTE),
             "relaxed CROSS JOIN ",
         )
     } else {
-        ("", "")
+        (String::new(), "")
     };
     let step_columns = "task_place, sort_order, controller, settings, max_execution_time, \
                         max_memory, interrupt_on_step_fault, status";

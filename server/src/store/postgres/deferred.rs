@@ -16,7 +16,16 @@
 //! something waits for the flush (a statement that changed no row commits
 //! without one).
 
+use super::PostgresStore;
+use crate::store::StoreResult;
+use anyhow::Context;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A CTE (`relaxed`) that turns `synchronous_commit` off for its statement's
+/// own transaction: the statement must join it (`relaxed CROSS JOIN …`) so
+/// that it runs first. It saves the round trip of a `SET LOCAL`.
+pub(super) const RELAXED_CTE: &str =
+    "relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))";
 
 /// A transactional WAL record (a logical decoding message, which any role
 /// may write and nothing reads back): its commit waits for the flush.
@@ -52,4 +61,19 @@ impl DeferredCreates {
     pub(super) fn uncovered(&self) -> bool {
         self.covered.load(Ordering::SeqCst) < self.committed.load(Ordering::SeqCst)
     }
+}
+
+/// Make every deferred create committed so far durable, if some may not be
+/// yet: a synchronous commit of a WAL record of its own ([`SYNC_SQL`]).
+pub(super) async fn sync(store: &PostgresStore) -> StoreResult<()> {
+    if !store.deferred.uncovered() {
+        return Ok(());
+    }
+    let mark = store.deferred.mark();
+    sqlx::query(SYNC_SQL)
+        .execute(&store.pool)
+        .await
+        .context("syncing the write-ahead log")?;
+    store.deferred.covered_by(mark);
+    Ok(())
 }

@@ -22,6 +22,7 @@ pub(crate) use counts::COMPACT_ABOVE;
 mod create_batch;
 mod deferred;
 mod hooks;
+mod hot_connections;
 mod limits;
 mod nodes;
 mod notify;
@@ -47,9 +48,11 @@ use tokio::sync::broadcast;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
-/// Connections per node: the engine's run writer and claimer, the
-/// heartbeat, API requests and live views share them.
-pub const POOL_SIZE: u32 = 16;
+/// Shared connections per node: API requests, live views, the heartbeat
+/// and the engine's other work share them. The claim, the run writer and
+/// small creates have one each of their own besides (see
+/// [`hot_connections`]), and the `LISTEN` one more.
+pub const POOL_SIZE: u32 = 14;
 
 /// A pooled connection used this recently is handed out as it is; one idle
 /// longer is pinged first, and replaced if the server dropped it (a restart,
@@ -63,9 +66,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// See the module docs.
 pub struct PostgresStore {
     pool: PgPool,
-    /// One connection whose statements use generic plans, for creates of a
-    /// few tasks (see `tasks::create_many`).
-    small_creates: PgPool,
+    /// Connections of their own for the claim, the run writer and small
+    /// creates (see [`hot_connections`]).
+    hot: hot_connections::HotConnections,
     /// Where this store's `LISTEN` connection hands on what other nodes send.
     messages: broadcast::Sender<Arc<str>>,
     /// The channel the nodes sharing this store talk on.
@@ -126,12 +129,7 @@ impl PostgresStore {
             .with_context(unreachable)?
             .with_context(unreachable)?;
         probe.close().await.with_context(unreachable)?;
-        // Opened at its first use: most test stores never create.
-        let small_creates = pool_options(1).connect_lazy_with(
-            options
-                .clone()
-                .options([("plan_cache_mode", "force_generic_plan")]),
-        );
+        let hot = hot_connections::HotConnections::lazy(&options);
         let pool = pool_options(connections)
             .connect_with(options)
             .await
@@ -149,7 +147,7 @@ impl PostgresStore {
             .with_context(|| format!("listening for other nodes on PostgreSQL at {shown}"))?;
         Ok(PostgresStore {
             pool,
-            small_creates,
+            hot,
             messages,
             channel,
             listener,
@@ -262,16 +260,7 @@ impl Store for PostgresStore {
     }
 
     async fn sync_deferred(&self) -> StoreResult<()> {
-        if !self.deferred.uncovered() {
-            return Ok(());
-        }
-        let mark = self.deferred.mark();
-        sqlx::query(deferred::SYNC_SQL)
-            .execute(&self.pool)
-            .await
-            .context("syncing the write-ahead log")?;
-        self.deferred.covered_by(mark);
-        Ok(())
+        deferred::sync(self).await
     }
 
     async fn get_task(&self, id: i64) -> StoreResult<Option<Task>> {
@@ -626,33 +615,40 @@ impl PostgresStore {
         self.deferred.uncovered()
     }
 
-    /// How often the small creates' connection planned the task insert
-    /// generically, and how often with custom plans.
-    pub(crate) async fn small_create_plans(&self) -> (i64, i64) {
-        sqlx::query_as(
-            "SELECT COALESCE(sum(generic_plans), 0)::bigint, COALESCE(sum(custom_plans), 0)::bigint \
-             FROM pg_prepared_statements \
-             WHERE statement LIKE '%INSERT INTO tasks%' AND statement NOT LIKE '%pg_prepared%'",
-        )
-        .fetch_one(&self.small_creates)
-        .await
-        .expect("read the prepared statements")
+    /// How often each hot connection (claims, writes, small creates; see
+    /// [`hot_connections`]) ran its statements' generic plans, and how
+    /// often custom ones: `(generic, custom)`.
+    pub(crate) async fn hot_plans(&self) -> [(i64, i64); 3] {
+        let mut plans = [(0, 0); 3];
+        for (pool, plans) in self.hot.all().into_iter().zip(&mut plans) {
+            *plans = sqlx::query_as(
+                "SELECT COALESCE(sum(generic_plans), 0)::bigint, \
+                        COALESCE(sum(custom_plans), 0)::bigint \
+                 FROM pg_prepared_statements WHERE statement NOT LIKE '%pg_prepared%'",
+            )
+            .fetch_one(pool)
+            .await
+            .expect("read the prepared statements");
+        }
+        plans
     }
 
-    /// `synchronous_commit` as each of the pool's idle connections has it
-    /// now (all of them held at once, so none is read twice).
+    /// `synchronous_commit` as each idle connection of the store's pools has
+    /// it now (all of them held at once, so none is read twice).
     pub(crate) async fn synchronous_commit_of_idle_connections(&self) -> Vec<String> {
         let mut held = Vec::new();
         let mut settings = Vec::new();
-        for _ in 0..self.pool.num_idle() {
-            let mut conn = self.pool.acquire().await.expect("connection");
-            settings.push(
-                sqlx::query_scalar("SHOW synchronous_commit")
-                    .fetch_one(&mut *conn)
-                    .await
-                    .expect("show synchronous_commit"),
-            );
-            held.push(conn);
+        for pool in std::iter::once(&self.pool).chain(self.hot.all()) {
+            for _ in 0..pool.num_idle() {
+                let mut conn = pool.acquire().await.expect("connection");
+                settings.push(
+                    sqlx::query_scalar("SHOW synchronous_commit")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .expect("show synchronous_commit"),
+                );
+                held.push(conn);
+            }
         }
         settings
     }

@@ -50,13 +50,12 @@ pub(super) async fn create(
     super::settle(tx, created).await
 }
 
-/// Batches of at most this many plain creates go in on a connection that
-/// plans its statements once (`plan_cache_mode = force_generic_plan`).
-/// PostgreSQL would otherwise plan the insert afresh at every call, for
-/// half a millisecond (`BENCHMARKS.md`, PostgreSQL, session 17): knowing its
-/// arrays' lengths, a custom plan always looks cheaper than the generic one.
-/// An idle node's creates come one at a time, and for a handful of rows
-/// the generic plan is as good. Larger batches keep custom plans, which fit
+/// Batches of at most this many plain creates go in on a connection of
+/// their own that plans generically (see [`super::hot_connections`]):
+/// knowing its arrays' lengths, PostgreSQL would otherwise plan the insert
+/// afresh at every call, for half a millisecond. An idle node's creates
+/// come one at a time, and for a handful of rows the generic plan is as
+/// good. Larger batches keep the shared pool's custom plans, which fit
 /// their size.
 const GENERIC_PLAN_BATCH: usize = 8;
 
@@ -76,7 +75,7 @@ pub(super) async fn create_many(
     // `COMMIT` round trips.
     if create_batch::one_statement(&tasks) {
         let mut conn = if tasks.len() <= GENERIC_PLAN_BATCH {
-            store.small_creates.acquire().await?
+            store.hot.small_creates.acquire().await?
         } else {
             store.pool.acquire().await?
         };

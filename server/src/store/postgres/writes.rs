@@ -38,10 +38,10 @@ pub(super) async fn apply_writes(store: &PostgresStore, ops: &[WriteOp]) -> Stor
     let mut attempt = 1;
     loop {
         let applied = if batch.one_statement() {
-            let mut conn = store.pool.acquire().await?;
+            let mut conn = store.hot.writes.acquire().await?;
             batch.apply(&mut conn).await.map_err(StoreError::from)
         } else {
-            let mut tx = store.pool.begin().await?;
+            let mut tx = store.hot.writes.begin().await?;
             let applied = batch.apply(&mut tx).await.map_err(StoreError::from);
             super::settle(tx, applied).await
         };

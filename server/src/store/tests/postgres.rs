@@ -336,10 +336,12 @@ async fn deferred_creates_are_covered_by_the_next_synchronous_commit_or_a_sync()
     assert!(store.deferred_uncovered(), "a commit that wrote nothing");
 }
 
-/// Creates of a few tasks are planned once, not at every call (see
-/// `postgres/tasks.rs`); larger batches still work, on the main pool.
+/// The claim, the run writer's batches and creates of a few tasks run on
+/// connections of their own that plan each statement once, generically (see
+/// `postgres/hot_connections.rs`); larger batches of creates still work, on
+/// the shared pool.
 #[tokio::test]
-async fn small_creates_are_planned_once() {
+async fn hot_statements_are_planned_once() {
     let Some((_schema, store)) = postgres_store().await else {
         return;
     };
@@ -350,13 +352,28 @@ async fn small_creates_are_planned_once() {
             .expect("create");
         assert!(created[0].is_ok());
     }
-    let (generic, custom) = store.small_create_plans().await;
-    assert_eq!(custom, 0, "no custom plan");
-    assert!(generic >= 7, "each create ran a generic plan ({generic})");
+    for now in 1..=7 {
+        let run = claim_one(&store, now).await;
+        let op = WriteOp::FinishRun {
+            task_id: run.task.id,
+            run_id: run.run_id,
+            end: run_end(RunStatus::Completed, TaskStatus::Completed, now),
+        };
+        assert_eq!(store.apply_writes(&[op]).await.expect("end"), [true]);
+    }
+    let [claims, writes, creates] = store.hot_plans().await;
+    for (what, (generic, custom)) in [("claim", claims), ("run end", writes), ("create", creates)] {
+        assert_eq!(custom, 0, "no custom plan of a {what}");
+        assert!(generic >= 7, "each {what} ran a generic plan ({generic})");
+    }
     let batch: Vec<NewTask> = (0..20).map(|i| new_task(&format!("b{i}"))).collect();
-    let created = store.create_tasks(batch, t(1)).await.expect("create");
+    let created = store.create_tasks(batch, t(8)).await.expect("create");
     assert_eq!(created.iter().filter(|c| c.is_ok()).count(), 20);
-    assert_eq!(store.small_create_plans().await, (generic, custom));
+    assert_eq!(
+        store.hot_plans().await[2],
+        creates,
+        "the batch went elsewhere"
+    );
 }
 
 /// The CHECK constraints refuse a status no Rust enum has, as SQLite's do.
