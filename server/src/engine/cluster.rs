@@ -81,19 +81,20 @@ pub(super) async fn send_module(inner: &Inner, hash: &str) {
     send(inner, &message).await;
 }
 
-/// Least time between two sends of events. An idle node sends an event at
-/// once (the last send was long ago); a busy one gathers what comes during
-/// the pace into one message. Without it a busy node sent a message per
-/// handful of events, each a transaction on the database that wakes every
-/// node's listener: a few thousand a second, for what a few hundred full
-/// messages carry.
-const PACE: Duration = Duration::from_millis(2);
+/// How long a round of events gathers what follows its first event before
+/// it is sent. Without it a busy node sent a message per handful of events,
+/// each a transaction on the database that wakes every node's listener: a
+/// few thousand a second, for what a few hundred full messages carry. An
+/// idle node gathers too: a short task's events (created, running, ended)
+/// come within a few milliseconds, and sent one by one, their statements
+/// and the listeners' wake-ups competed with the task's own statements for
+/// the cores.
+const PACE: Duration = Duration::from_millis(3);
 
 async fn send_own_events(inner: Arc<Inner>, mut own_events: mpsc::UnboundedReceiver<Event>) {
     let mut round = Vec::with_capacity(ROUND);
-    let mut last_send = Instant::now() - PACE;
     while own_events.recv_many(&mut round, ROUND).await > 0 {
-        let pace_ends = last_send + PACE;
+        let pace_ends = Instant::now() + PACE;
         while round.len() < ROUND {
             let room = ROUND - round.len();
             tokio::select! {
@@ -105,7 +106,6 @@ async fn send_own_events(inner: Arc<Inner>, mut own_events: mpsc::UnboundedRecei
                 _ = tokio::time::sleep_until(pace_ends) => break,
             }
         }
-        last_send = Instant::now();
         let events = coalesce(std::mem::take(&mut round));
         let payloads = event_payloads(&inner.config.node_id, events);
         if let Err(error) = inner.store.notify_nodes(&payloads).await {
