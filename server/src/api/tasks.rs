@@ -271,16 +271,27 @@ pub async fn create_task(
     let wait = wait.map(|wait| task_actions::Wait::begin(&state, wait));
     let since = state.bus().published();
     // A waited create is answered after its run: its commit may wait for
-    // the disk until then (the run's end is synced, and covers it).
-    let (mut task, created) = if wait.is_some() {
-        state.creator().create_deferred(new_task).await?
+    // the disk until then (the run's end is synced, and covers it). On an
+    // idle node its run starts in the create (`engine/start_at_create.rs`).
+    let slot = wait
+        .as_ref()
+        .and_then(|_| state.engine().start_slot(&new_task));
+    let (mut task, created, started) = if let Some(slot) = slot {
+        let (task, started) = state.engine().create_started(slot, new_task).await?;
+        (task, true, started)
+    } else if wait.is_some() {
+        let (task, created) = state.creator().create_deferred(new_task).await?;
+        (task, created, false)
     } else {
-        state.creator().create(new_task).await?
+        let (task, created) = state.creator().create(new_task).await?;
+        (task, created, false)
     };
     // Live views show the task at once (a replaced one as scheduled again,
     // not with its previous run's final state).
     task_actions::publish_stored(&state, &task, since);
-    state.engine().wake();
+    if !started {
+        state.engine().wake();
+    }
     if let Some(wait) = wait {
         let settled = wait.until_settled(&state, task).await;
         // Whatever the answer, the create is on disk before it.

@@ -16,6 +16,7 @@ mod retention;
 mod run_logs;
 mod running;
 mod scheduler;
+mod start_at_create;
 mod step_host;
 mod step_threads;
 mod step_weights;
@@ -28,6 +29,7 @@ pub use metrics::EngineMetrics;
 pub use policy::{RetryPolicy, RunVerdict};
 pub use progress::{RunProgress, eta_seconds};
 pub use scheduler::EngineHandle;
+pub use start_at_create::StartSlot;
 pub use stopping::Drained;
 
 use crate::events::EventBus;
@@ -38,7 +40,7 @@ use chrono::Utc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 /// How the engine of one node behaves. Defaults are documented on each field.
 #[derive(Debug, Clone)]
@@ -116,6 +118,10 @@ pub(crate) struct Inner {
     /// [`executor`]): on an idle node, a claim after every run found nothing
     /// and competed with the answer to the client waiting on that run.
     pub claims_wanted: AtomicBool,
+    /// The node's workers: a run holds one while it executes.
+    pub workers: Arc<Semaphore>,
+    /// Whether a create may start its run here (see [`start_at_create`]).
+    pub starts: start_at_create::StartsAtCreate,
     /// Where the steps' guests run, apart from the node's control work.
     pub steps: step_threads::StepThreads,
     /// What each module's steps took lately here, for the progress bar's weights.
@@ -155,6 +161,7 @@ impl Engine {
             node: config.node_id.clone(),
             lease: config.lease,
         });
+        let workers = Arc::new(Semaphore::new(config.workers.max(1)));
         let metrics = Arc::new(EngineMetrics::default());
         let compiles = metrics.clone();
         runtime.on_compile(move |took| compiles.compiled(took));
@@ -170,6 +177,8 @@ impl Engine {
                 running: running::RunningRuns::default(),
                 wake: Notify::new(),
                 claims_wanted: AtomicBool::new(true),
+                workers,
+                starts: Default::default(),
                 steps: step_threads::StepThreads::start()
                     .expect("starting the steps' threads (the system is out of threads)"),
                 module_durations: step_weights::ModuleDurations::default(),

@@ -10,7 +10,6 @@ use chrono::Utc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +29,7 @@ impl EngineHandle {
     /// Stop claiming; runs in progress are abandoned to the rescuer of the
     /// next start (their leases expire), exactly as after a crash.
     pub async fn shutdown(mut self) {
+        self.close_starts();
         self.stop.cancel();
         while self.loops.join_next().await.is_some() {}
     }
@@ -43,6 +43,7 @@ impl EngineHandle {
         grace: Duration,
         hurry: impl Future<Output = ()>,
     ) -> Drained {
+        self.close_starts();
         self.stop_claims.cancel();
         // Leases are renewed while the steps finish.
         let drained = stopping::drain(&self.inner, grace, hurry).await;
@@ -52,8 +53,16 @@ impl EngineHandle {
     }
 }
 
+impl EngineHandle {
+    /// Creates no longer start runs here (see `start_at_create.rs`).
+    fn close_starts(&self) {
+        self.inner.starts.open.store(false, Ordering::Release);
+    }
+}
+
 impl Drop for EngineHandle {
     fn drop(&mut self) {
+        self.close_starts();
         self.stop.cancel();
     }
 }
@@ -63,6 +72,7 @@ pub(super) fn start(inner: Arc<Inner>) -> EngineHandle {
     let stop_claims = stop.child_token();
     let mut loops = JoinSet::new();
     loops.spawn(claim_loop(inner.clone(), stop_claims.clone()));
+    inner.starts.open.store(true, Ordering::Release);
     loops.spawn(heartbeat_loop(
         inner.clone(),
         stop.clone(),
@@ -117,7 +127,7 @@ where
 /// Claim as many due tasks as there are free workers, run each in its own
 /// task, and sleep until woken or the poll interval passes.
 async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
-    let workers = Arc::new(Semaphore::new(inner.config.workers.max(1)));
+    let workers = inner.workers.clone();
     // While a backlog waits (the last claim got all it asked for), claim only
     // once a quarter of the workers is free: a claim of many costs about what
     // a claim of one does, and claiming one task per finished run would spend

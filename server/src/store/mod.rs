@@ -100,6 +100,47 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
         self.create_tasks(tasks, now).await
     }
+    /// Create a task that [`NewTask::starts_at_create`] as
+    /// [`Store::create_tasks_deferred`] does, and claim a due task for
+    /// `node` as [`Store::claim_due`] does (a batch of one) in the same go:
+    /// an idle node's waited task starts without a claim of its own. The
+    /// new task is claimed only when no task due before it waits (it never
+    /// jumps the queue). Returns the task as created (as claimed, when the
+    /// run is its own) and the run claimed, if any; a driver may claim
+    /// nothing, and the scheduler then claims as usual.
+    ///
+    /// The default is the two calls one after the other. PostgreSQL does it
+    /// in one statement, which claims only the new task, and only when no
+    /// other is due and its steps' modules are registered, active and not
+    /// limited (`postgres/create_and_claim.rs`).
+    async fn create_and_claim(
+        &self,
+        task: NewTask,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<(Task, Option<ClaimedRun>)> {
+        let created = self
+            .create_tasks_deferred(vec![task], now)
+            .await?
+            .pop()
+            .expect("one result per task")?
+            .0;
+        // The task is in: a failed claim must not fail its create (the
+        // caller would create it again); the scheduler claims it later.
+        let claimed = match self.claim_due(node, now, lease_until, 1).await {
+            Ok(mut runs) => runs.pop(),
+            Err(error) => {
+                tracing::warn!("claiming after a create failed: {error:#}");
+                None
+            }
+        };
+        let task = match &claimed {
+            Some(run) if run.task.id == created.id => run.task.clone(),
+            _ => created,
+        };
+        Ok((task, claimed))
+    }
     /// Make every create of [`Store::create_tasks_deferred`] committed so far
     /// durable; nothing to do (and no fsync) when a synced commit since has.
     async fn sync_deferred(&self) -> StoreResult<()> {

@@ -290,6 +290,20 @@ impl NewTask {
             steps,
         }
     }
+
+    /// Whether it may start in its create ([`super::Store::create_and_claim`]):
+    /// a plain new task (no code that could replace one, no sealed secrets),
+    /// enabled, with steps, due at once (no cron, no start in the future) and
+    /// no starts-per-minute limit of its own (only a claim admits by limits).
+    pub fn starts_at_create(&self, now: DateTime<Utc>) -> bool {
+        self.code.is_none()
+            && self.secrets.is_empty()
+            && !self.disabled
+            && !self.steps.is_empty()
+            && self.cron.is_none()
+            && self.start_at.is_none_or(|at| at <= now)
+            && self.max_starts_per_minute.is_none()
+    }
 }
 
 /// An encrypted secret value.

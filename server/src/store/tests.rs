@@ -55,6 +55,7 @@ macro_rules! conformance {
             claims::claim_waits_for_inactive_modules,
             claims::concurrent_claims_never_overlap,
             claims::leases_heartbeat_and_expiry,
+            claims::a_create_claims_its_task_when_nothing_else_is_due,
             limits::module_max_running_caps_a_claim_and_frees_on_run_end,
             limits::module_rate_counts_the_starts_of_the_last_minute,
             limits::task_rate_holds_back_its_own_runs,

@@ -302,6 +302,15 @@ impl Shape {
         )
     }
 
+    /// A task's first run, on its schedule: what a new task's claim has.
+    pub(super) fn fresh() -> Self {
+        Shape {
+            resume_from: None,
+            pending_step: None,
+            trigger: RunTrigger::Schedule,
+        }
+    }
+
     /// The run this one continues: not for a single-step run.
     fn resumes(&self) -> Option<i64> {
         self.resume_from.filter(|_| self.pending_step.is_none())

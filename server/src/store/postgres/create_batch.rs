@@ -39,7 +39,7 @@ pub(super) async fn reserve_ids(
 }
 
 /// Array parameters from `$first` on, one per type in `types`.
-fn array_params(first: usize, types: &[&str]) -> String {
+pub(super) fn array_params(first: usize, types: &[&str]) -> String {
     types
         .iter()
         .enumerate()
@@ -48,7 +48,7 @@ fn array_params(first: usize, types: &[&str]) -> String {
         .join(", ")
 }
 
-const STEP_TYPES: [&str; 9] = [
+pub(super) const STEP_TYPES: [&str; 9] = [
     "bigint", "bigint", "bigint", "text", "text", "bigint", "bigint", "boolean", "text",
 ];
 
@@ -70,12 +70,12 @@ fn insert_details_sql(first: usize) -> String {
     )
 }
 
-type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+pub(super) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// The steps of these tasks as columns, `step_ids` handed out in order.
 /// `task_ids` are whatever key `tasks` pairs each new task with: its id, or
 /// its place in the batch for [`INSERT_NEW_SQL`].
-struct StepRows<'a> {
+pub(super) struct StepRows<'a> {
     ids: &'a [i64],
     task_ids: Vec<i64>,
     sort_orders: Vec<i64>,
@@ -88,7 +88,7 @@ struct StepRows<'a> {
 }
 
 impl<'a> StepRows<'a> {
-    fn new(tasks: &[(i64, &'a NewTask)], step_ids: &'a [i64]) -> Self {
+    pub(super) fn new(tasks: &[(i64, &'a NewTask)], step_ids: &'a [i64]) -> Self {
         let steps: Vec<_> = tasks
             .iter()
             .flat_map(|(id, new)| new.steps.iter().map(move |step| (*id, step)))
@@ -114,7 +114,7 @@ impl<'a> StepRows<'a> {
     }
 
     /// The columns but the ids (for [`INSERT_NEW_SQL`], which takes them).
-    fn bind_all_but_ids<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+    pub(super) fn bind_all_but_ids<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
             .bind(&self.task_ids)
             .bind(&self.sort_orders)
@@ -128,14 +128,14 @@ impl<'a> StepRows<'a> {
 }
 
 /// The details of these tasks as columns.
-struct DetailRows<'a> {
+pub(super) struct DetailRows<'a> {
     task_ids: Vec<i64>,
     keys: Vec<&'a str>,
     values: Vec<String>,
 }
 
 impl<'a> DetailRows<'a> {
-    fn new(tasks: &[(i64, &'a NewTask)]) -> Self {
+    pub(super) fn new(tasks: &[(i64, &'a NewTask)]) -> Self {
         let mut rows = DetailRows {
             task_ids: Vec::new(),
             keys: Vec::new(),
@@ -151,7 +151,7 @@ impl<'a> DetailRows<'a> {
         rows
     }
 
-    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+    pub(super) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
             .bind(&self.task_ids)
             .bind(&self.keys)

@@ -17,6 +17,7 @@ mod blobs;
 mod claim;
 mod claim_at_once;
 mod counts;
+mod create_and_claim;
 #[cfg(test)]
 pub(crate) use counts::COMPACT_ABOVE;
 mod create_batch;
@@ -257,6 +258,16 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
         tasks::create_many(self, tasks, now, true).await
+    }
+
+    async fn create_and_claim(
+        &self,
+        task: NewTask,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<(Task, Option<ClaimedRun>)> {
+        create_and_claim::create_and_claim(self, task, node, now, lease_until).await
     }
 
     async fn sync_deferred(&self) -> StoreResult<()> {

@@ -336,3 +336,113 @@ pub(crate) async fn leases_heartbeat_and_expiry(store: &dyn Store) {
         .collect();
     assert_eq!(expired, [other.id], "finished runs hold no lease");
 }
+
+/// `create_and_claim` on an idle store: the task goes in claimed by the
+/// node, exactly as a create and a claim would leave it. With a task due
+/// before it, the new one waits its turn; a step on an inactive module
+/// keeps it scheduled, as a claim would.
+pub(crate) async fn a_create_claims_its_task_when_nothing_else_is_due(store: &dyn Store) {
+    store
+        .put_module("c/step", "h-step", b"step", None, None, t(0))
+        .await
+        .expect("module");
+    store
+        .put_module("c/off", "h-off", b"off", None, None, t(0))
+        .await
+        .expect("module");
+    store
+        .set_module_active("c/off", false, t(0))
+        .await
+        .expect("deactivate");
+    let mut new = with_steps(new_task("at once"), &["c/step", "c/step", "c/off"]);
+    new.steps[0].sort_order = 2;
+    new.steps[1].sort_order = 1;
+    new.steps[2].status = StepStatus::Disabled;
+    new.details = details(&[("k", json!("v"))]);
+    new.hook_url = Some("http://hooks.test/done".into());
+    assert!(new.starts_at_create(t(5)));
+    let (task, claimed) = store
+        .create_and_claim(new, "n1", t(5), t(65))
+        .await
+        .expect("create and claim");
+    let claimed = claimed.expect("an idle store claims the new task");
+    assert_eq!(claimed.task.id, task.id);
+    assert_eq!(claimed.task, task, "the task is returned as claimed");
+    assert_eq!(get(store, task.id).await, task, "and as stored");
+    assert_eq!(task.status, TaskStatus::Running);
+    assert_eq!(task.attempts, 1);
+    assert_eq!(task.current_run_id, Some(claimed.run_id));
+    assert_eq!(task.last_run_at, Some(t(5)));
+    assert_eq!(task.details, details(&[("k", json!("v"))]));
+    assert_eq!(
+        (claimed.attempt, claimed.trigger),
+        (1, RunTrigger::Schedule)
+    );
+    assert!(claimed.secrets.is_empty() && claimed.past_durations.is_empty());
+    let planned: Vec<(i64, StepRunStatus, Option<ModuleRef>)> = claimed
+        .steps
+        .iter()
+        .map(|p| (p.step.sort_order, p.status, p.module.clone()))
+        .collect();
+    let module = |hash: &str, active| {
+        Some(ModuleRef {
+            hash: hash.into(),
+            active,
+            limited: false,
+        })
+    };
+    assert_eq!(
+        planned,
+        [
+            (1, StepRunStatus::Pending, module("h-step", true)),
+            (2, StepRunStatus::Pending, module("h-step", true)),
+            (3, StepRunStatus::Skipped, module("h-off", false)),
+        ],
+        "in step order; a disabled step is skipped"
+    );
+    let runs = store.list_runs(task.id, 10).await.expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].id, runs[0].status, runs[0].node.as_str()),
+        (claimed.run_id, RunStatus::Running, "n1")
+    );
+    let stored: Vec<(i64, StepRunStatus)> =
+        runs[0].steps.iter().map(|s| (s.id, s.status)).collect();
+    let expected: Vec<(i64, StepRunStatus)> = claimed
+        .steps
+        .iter()
+        .map(|p| (p.step_run_id, p.status))
+        .collect();
+    assert_eq!(stored, expected, "the step runs are stored as planned");
+    complete(store, &claimed, 6).await;
+    assert_eq!(get(store, task.id).await.status, TaskStatus::Completed);
+
+    // A task due before it goes first.
+    let waiting = create(store, new_task("waiting"), 7).await;
+    let (later, claimed) = store
+        .create_and_claim(
+            with_steps(new_task("later"), &["c/step"]),
+            "n1",
+            t(8),
+            t(68),
+        )
+        .await
+        .expect("create and claim");
+    assert_ne!(claimed.as_ref().map(|c| c.task.id), Some(later.id));
+    let rest: Vec<i64> = claim(store, 9, 10)
+        .await
+        .iter()
+        .map(|c| c.task.id)
+        .collect();
+    let taken: Vec<i64> = claimed.iter().map(|c| c.task.id).chain(rest).collect();
+    assert_eq!(taken, [waiting.id, later.id], "in the queue's order");
+
+    // An enabled step on an inactive module: scheduled, as a claim leaves it.
+    let (held, claimed) = store
+        .create_and_claim(with_steps(new_task("held"), &["c/off"]), "n1", t(10), t(70))
+        .await
+        .expect("create and claim");
+    assert!(claimed.is_none());
+    assert_eq!(held.status, TaskStatus::Scheduled);
+    assert_eq!(get(store, held.id).await, held);
+}

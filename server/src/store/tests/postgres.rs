@@ -336,6 +336,42 @@ async fn deferred_creates_are_covered_by_the_next_synchronous_commit_or_a_sync()
     assert!(store.deferred_uncovered(), "a commit that wrote nothing");
 }
 
+/// A create that claims its task (`postgres/create_and_claim.rs`) commits
+/// as a deferred create does: without waiting for the WAL flush, for its
+/// own transaction only, and covered by the run's end. It runs on the small
+/// creates' connection, planned generically once.
+#[tokio::test]
+async fn a_create_that_claims_is_deferred_until_its_run_ends() {
+    let Some((_schema, store)) = postgres_store().await else {
+        return;
+    };
+    store
+        .put_module("m/a", "h-a", b"a", None, None, t(0))
+        .await
+        .expect("module");
+    for now in 1..=7 {
+        let new = with_steps(new_task(&format!("t{now}")), &["m/a"]);
+        let (_, run) = store
+            .create_and_claim(new, NODE, t(now), t(now + 30))
+            .await
+            .expect("create and claim");
+        let run = run.expect("claimed on an idle store");
+        assert!(store.deferred_uncovered(), "the create is not synced yet");
+        let op = WriteOp::FinishRun {
+            task_id: run.task.id,
+            run_id: run.run_id,
+            end: run_end(RunStatus::Completed, TaskStatus::Completed, now),
+        };
+        assert_eq!(store.apply_writes(&[op]).await.expect("end"), [true]);
+        assert!(!store.deferred_uncovered(), "the run's end covers it");
+    }
+    let settings = store.synchronous_commit_of_idle_connections().await;
+    assert!(settings.iter().all(|s| s == "on"), "{settings:?}");
+    let (generic, custom) = store.hot_plans().await[2];
+    assert_eq!(custom, 0, "no custom plan");
+    assert!(generic >= 7, "each ran a generic plan ({generic})");
+}
+
 /// The claim, the run writer's batches and creates of a few tasks run on
 /// connections of their own that plan each statement once, generically (see
 /// `postgres/hot_connections.rs`); larger batches of creates still work, on
