@@ -40,7 +40,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -160,18 +160,26 @@ impl PostgresStore {
 /// A pool of at most `connections`, which pings only connections idle for
 /// longer than [`TRUSTED_IDLE`].
 fn pool_options(connections: u32) -> PgPoolOptions {
+    unchecked_pool_options(connections)
+        .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta.idle_for)))
+}
+
+/// A pool of at most `connections` that hands out connections unchecked
+/// (its `before_acquire` is the caller's).
+fn unchecked_pool_options(connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(Duration::from_secs(60))
         .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= TRUSTED_IDLE {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        })
+}
+
+/// Ping a connection idle for [`TRUSTED_IDLE`] or longer before it is
+/// handed out (an error makes the pool replace it).
+async fn ping_if_idle(conn: &mut PgConnection, idle_for: Duration) -> sqlx::Result<bool> {
+    if idle_for >= TRUSTED_IDLE {
+        conn.ping().await?;
+    }
+    Ok(true)
 }
 
 /// End a transaction as its work went: commit on success; on an error, roll
@@ -642,6 +650,34 @@ impl PostgresStore {
             .expect("read the prepared statements");
         }
         plans
+    }
+
+    /// Make each hot connection's plans again before its next statement, as
+    /// it does every few seconds (see [`hot_connections`]), or (`false`)
+    /// keep them until this is called again.
+    pub(crate) fn replan_hot_connections(&self, now: bool) {
+        self.hot.set_plans_due(now);
+    }
+
+    /// The plan the run writer's connection would run its prepared statement
+    /// that begins with `prefix` by: `EXPLAIN EXECUTE` with every parameter
+    /// NULL (the plan is generic, so the values do not matter).
+    pub(crate) async fn hot_write_plan(&self, prefix: &str) -> String {
+        let mut conn = self.hot.writes.acquire().await.expect("connection");
+        let (name, parameters): (String, i32) = sqlx::query_as(
+            "SELECT name, cardinality(parameter_types) FROM pg_prepared_statements \
+             WHERE starts_with(statement, $1)",
+        )
+        .bind(prefix)
+        .fetch_one(&mut *conn)
+        .await
+        .expect("the statement is prepared on the run writer's connection");
+        let nulls = vec!["NULL"; usize::try_from(parameters).unwrap_or(0)].join(", ");
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({nulls})"))
+            .fetch_all(&mut *conn)
+            .await
+            .expect("explain the prepared statement");
+        plan.join("\n")
     }
 
     /// `synchronous_commit` as each idle connection of the store's pools has

@@ -223,7 +223,7 @@ pub(super) async fn create_in(
                         max_execution_time, max_attempts, next_run_at, created_by, created_at, updated_at, \
                         cron, timezone, hook_url, max_starts_per_minute) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (code) DO NOTHING RETURNING id",
+                 ON CONFLICT (code) WHERE code IS NOT NULL DO NOTHING RETURNING id",
             )
             .bind(&new.name)
             .bind(&new.code)

@@ -412,6 +412,81 @@ async fn hot_statements_are_planned_once() {
     );
 }
 
+/// A hot connection's plans are made again every few seconds: a plan made
+/// while the tables were empty reads a whole table, and where nothing
+/// analyzes them (autovacuum off) it stayed, and a run end read every step
+/// run ever recorded (`postgres/hot_connections.rs`).
+///
+/// PostgreSQL also throws plans away itself when other sessions' DDL floods
+/// its invalidation queue (the other tests make schemas all the while): an
+/// attempt in which that happened shows nothing, and is made again.
+#[tokio::test]
+async fn hot_plans_are_made_again_for_grown_tables() {
+    const ATTEMPTS: usize = 20;
+    for _ in 0..ATTEMPTS {
+        let Some((schema, store)) = postgres_store().await else {
+            return;
+        };
+        if plans_are_made_again(&schema, &store).await {
+            return;
+        }
+    }
+    panic!("in {ATTEMPTS} attempts, something else threw the run end's plan away each time");
+}
+
+/// One attempt of the test above: false if the first plan was thrown away
+/// before it was due.
+async fn plans_are_made_again(schema: &Schema, store: &PostgresStore) -> bool {
+    const RUN_END: &str = "WITH steps_done AS";
+    store.replan_hot_connections(false);
+    let mut conn = PgConnection::connect_with(&schema.options())
+        .await
+        .expect("connect");
+    sqlx::query("ALTER TABLE step_runs SET (autovacuum_enabled = false)")
+        .execute(&mut conn)
+        .await
+        .expect("no ANALYZE of step runs during the test");
+    let end_one = |now: i64| async move {
+        let run = claim_one(store, now).await;
+        let op = WriteOp::FinishRun {
+            task_id: run.task.id,
+            run_id: run.run_id,
+            end: run_end(RunStatus::Completed, TaskStatus::Completed, now),
+        };
+        assert_eq!(store.apply_writes(&[op]).await.expect("end"), [true]);
+        run.run_id
+    };
+    create(store, with_steps(new_task("first"), &["m/a"]), 0).await;
+    let run_id = end_one(1).await;
+    let empty = store.hot_write_plan(RUN_END).await;
+    assert!(
+        empty.contains("Seq Scan on step_runs"),
+        "on empty tables the run end reads step runs whole (else this test shows nothing):\n{empty}"
+    );
+
+    sqlx::query(
+        "INSERT INTO step_runs (run_id, step_id, sort_order, controller, status) \
+         SELECT $1, g, 0, 'm/a', 'completed' FROM generate_series(1000, 20999) AS g",
+    )
+    .bind(run_id)
+    .execute(&mut conn)
+    .await
+    .expect("20,000 step runs of history");
+    if store.hot_write_plan(RUN_END).await != empty {
+        return false;
+    }
+
+    store.replan_hot_connections(true);
+    let grown = store.hot_write_plan(RUN_END).await;
+    assert!(
+        !grown.contains("Seq Scan on step_runs"),
+        "made again for 20,000 step runs, it reads them by index:\n{grown}"
+    );
+    create(store, with_steps(new_task("second"), &["m/a"]), 2).await;
+    end_one(3).await;
+    true
+}
+
 /// The CHECK constraints refuse a status no Rust enum has, as SQLite's do.
 #[tokio::test]
 async fn check_constraints_refuse_unknown_states() {
