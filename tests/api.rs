@@ -71,6 +71,9 @@ async fn wait_returns_the_finished_task_or_202() {
     assert_eq!(status, StatusCode::OK, "{task}");
     assert_eq!(task["status"], "completed");
     assert_eq!(task["progress"], 100.0);
+    // The answer is the stored task (the run's end hands it over unread).
+    let (_, stored) = s.get(&format!("/tasks/{}", task["id"])).await;
+    assert_eq!(task, stored);
 
     let (status, task) = s.post("/tasks?wait=100ms", json!({"name": "slow", "steps": [{"controller": "demo/count", "settings": {"to": 100, "sleep_ms_per_report": 50}}]})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{task}");
@@ -126,6 +129,11 @@ async fn wait_goes_on_through_a_retry_due_within_it() {
     assert_eq!(status, StatusCode::OK, "{task}");
     assert_eq!(task["status"], "completed");
     assert_eq!(s.runs(task["id"].as_i64().unwrap()).await.len(), 2);
+    let (_, stored) = s.get(&format!("/tasks/{}", task["id"])).await;
+    assert_eq!(
+        task, stored,
+        "the answer is the task as its second run left it"
+    );
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use stepwise::runtime::{Runtime, RuntimeConfig, StepOutcome};
 use stepwise::secrets::SecretBox;
 use stepwise::store::{
     Durability, NewStep, NewTask, PostgresStore, Priority, RunStatus, SqliteStore, StepRunStatus,
-    StepStatus, Store, TaskStatus,
+    StepStatus, Store, TaskPatch, TaskStatus,
 };
 
 struct Harness {
@@ -134,6 +134,49 @@ async fn a_one_step_task_completes_and_pins_its_module_hash() {
     assert!(
         h.engine.try_execute_next().await.unwrap().is_none(),
         "nothing left"
+    );
+}
+
+/// A `?wait=` watches its task's run ends: a run that ends here hands over
+/// the task as it left it, which is the stored task, unless the task was
+/// changed while it ran (then the waiter reads it).
+#[tokio::test]
+async fn a_watched_run_end_hands_over_the_stored_task_unless_it_was_edited() {
+    let h = harness().await;
+    let id = h
+        .create(task(vec![step("demo/count", json!({"to": 1000}))]))
+        .await;
+    let watch = h.engine.watch_run_end(id);
+    h.engine.try_execute_next().await.unwrap().expect("claimed");
+    let stored = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(stored.status, TaskStatus::Completed);
+    assert_eq!(watch.ended_task(stored.updated_at), Some(stored));
+
+    let id = h
+        .create(task(vec![step(
+            "demo/count",
+            json!({"to": 4, "sleep_ms_per_report": 100}),
+        )]))
+        .await;
+    let watch = h.engine.watch_run_end(id);
+    let engine = h.engine.clone();
+    let running = tokio::spawn(async move { engine.try_execute_next().await });
+    while h.status(id).await != TaskStatus::Running {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let patch = TaskPatch {
+        name: Some("renamed while it ran".into()),
+        ..TaskPatch::default()
+    };
+    h.store.update_task(id, &patch, Utc::now()).await.unwrap();
+    running.await.unwrap().unwrap().expect("claimed");
+    let stored = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(stored.status, TaskStatus::Completed);
+    assert_eq!(stored.name, "renamed while it ran");
+    assert_eq!(
+        watch.ended_task(stored.updated_at),
+        None,
+        "the waiter reads it"
     );
 }
 

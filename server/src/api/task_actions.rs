@@ -59,15 +59,19 @@ impl Wait {
     /// ends (then its result is what the caller waits for). `task` is the
     /// task as the change left it: it is judged first, without reading it
     /// again (the events of what happened since are waiting in the
-    /// subscription, which began before the change).
+    /// subscription, which began before the change). A run that ends on this
+    /// node hands over the task as it left it, when nothing else changed it
+    /// meanwhile (see [`crate::engine::RunEndWatch`]); else it is read.
     pub async fn until_settled(mut self, state: &AppState, task: Task) -> Result<Task> {
         let task_id = task.id;
+        let run_ends = state.engine().watch_run_end(task_id);
         let mut task = task;
         loop {
             if self.settled(&task) {
                 return Ok(task);
             }
-            // Wake on this task's next event that is not progress, or re-check after a lag.
+            // Wake on this task's next event that is not progress (its
+            // time), or re-check after a lag.
             let woke = tokio::time::timeout_at(self.deadline, async {
                 loop {
                     match self.events.recv().await {
@@ -79,19 +83,23 @@ impl Wait {
                                 && (t.status != task.status.as_str()
                                     || t.updated_at != task.updated_at) =>
                         {
-                            return;
+                            return Some(t.updated_at);
                         }
                         Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Lagged(_)) => return None,
                         Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
                     }
                 }
             })
             .await;
-            if woke.is_err() {
-                return load_task(state, task_id).await;
-            }
-            task = load_task(state, task_id).await?;
+            task = match woke {
+                Err(_) => return load_task(state, task_id).await,
+                Ok(Some(updated_at)) => match run_ends.ended_task(updated_at) {
+                    Some(ended) => ended,
+                    None => load_task(state, task_id).await?,
+                },
+                Ok(None) => load_task(state, task_id).await?,
+            };
         }
     }
 

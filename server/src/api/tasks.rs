@@ -276,16 +276,17 @@ pub async fn create_task(
     let slot = wait
         .as_ref()
         .and_then(|_| state.engine().start_slot(&new_task));
-    let (mut task, created, started) = if let Some(slot) = slot {
-        let (task, started) = state.engine().create_started(slot, new_task).await?;
-        (task, true, started)
+    let (mut task, created, run_end) = if let Some(slot) = slot {
+        let (task, run_end) = state.engine().create_started(slot, new_task).await?;
+        (task, true, run_end)
     } else if wait.is_some() {
         let (task, created) = state.creator().create_deferred(new_task).await?;
-        (task, created, false)
+        (task, created, None)
     } else {
         let (task, created) = state.creator().create(new_task).await?;
-        (task, created, false)
+        (task, created, None)
     };
+    let started = run_end.is_some();
     // Live views show the task at once (a replaced one as scheduled again,
     // not with its previous run's final state).
     task_actions::publish_stored(&state, &task, since);
@@ -294,6 +295,7 @@ pub async fn create_task(
     }
     if let Some(wait) = wait {
         let settled = wait.until_settled(&state, task).await;
+        drop(run_end);
         // Whatever the answer, the create is on disk before it.
         state.store().sync_deferred().await?;
         let mut task = settled?;

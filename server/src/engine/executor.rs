@@ -12,7 +12,9 @@ use super::step_threads::Lingering;
 use super::step_weights;
 use crate::events::{Event, StepState, TaskState};
 use crate::runtime::{LogLevel, StepContext, StepLimits, StepOutcome, StepRequest};
-use crate::store::{ClaimedRun, PlannedStep, StepRunEnd, StepRunStatus, Task, TaskStatus, WriteOp};
+use crate::store::{
+    ClaimedRun, PlannedStep, StepRunEnd, StepRunStatus, Task, TaskStatus, WriteAnswer, WriteOp,
+};
 use chrono::Utc;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -173,10 +175,17 @@ async fn execute_run(
         Utc::now(),
         &inner.config.retry,
     );
+    // Someone here waits on this end: ask whether the task is still as
+    // claimed, so that they can be handed it (see `run_end_watch`).
+    let claimed_version = inner
+        .run_end_watches
+        .is_watched(task.id)
+        .then_some(task.updated_at);
     let finish = WriteOp::FinishRun {
         task_id: task.id,
         run_id: claimed.run_id,
         end: end.clone(),
+        claimed_version,
     };
     match (slot, lingering) {
         (Some(slot), Some(guest)) => {
@@ -187,8 +196,8 @@ async fn execute_run(
         }
         (slot, _) => drop(slot),
     }
-    let applied = match inner.run_writer.commit(finish).await {
-        Ok(applied) => applied,
+    let answer = match inner.run_writer.commit(finish).await {
+        Ok(answer) => answer,
         Err(e) => {
             // The lease will expire and the rescuer will end the run: nothing is lost.
             tracing::error!(
@@ -196,10 +205,16 @@ async fn execute_run(
                 run_id = claimed.run_id,
                 "ending the run failed: {e:#}"
             );
-            false
+            WriteAnswer::Skipped
         }
     };
     inner.running.remove(task.id);
+    let applied = answer.applied();
+    if answer == WriteAnswer::AppliedToClaimed {
+        inner
+            .run_end_watches
+            .ended(task.clone().after_run_end(&end));
+    }
     if applied {
         inner.metrics.run_ended(verdict);
         // Debug: at info, a busy node would write a line per run on its hot path.

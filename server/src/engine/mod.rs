@@ -13,6 +13,7 @@ mod policy;
 mod progress;
 mod rescuer;
 mod retention;
+mod run_end_watch;
 mod run_logs;
 mod running;
 mod scheduler;
@@ -28,6 +29,7 @@ pub use masking::{MASK, MIN_MASKED_BYTES};
 pub use metrics::EngineMetrics;
 pub use policy::{RetryPolicy, RunVerdict};
 pub use progress::{RunProgress, eta_seconds};
+pub use run_end_watch::RunEndWatch;
 pub use scheduler::EngineHandle;
 pub use start_at_create::StartSlot;
 pub use stopping::Drained;
@@ -130,6 +132,8 @@ pub(crate) struct Inner {
     pub started_at: chrono::DateTime<Utc>,
     /// What the engine counts; `/metrics` shows it.
     pub metrics: Arc<EngineMetrics>,
+    /// Requests waiting on a task's run end (see [`run_end_watch`]).
+    pub run_end_watches: Arc<run_end_watch::RunEndWatches>,
 }
 
 /// A task claimed for this node and not run yet (see [`Engine::claim_next`]).
@@ -184,6 +188,7 @@ impl Engine {
                 module_durations: step_weights::ModuleDurations::default(),
                 started_at: Utc::now(),
                 metrics,
+                run_end_watches: Default::default(),
             }),
         };
         cluster::start(&engine.inner);
@@ -222,6 +227,13 @@ impl Engine {
     /// Tell the scheduler to look for due tasks now (after a create or run-now).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// Watch a task's run ends until the watch is dropped: a run of it that
+    /// ends on this node leaves the task as it ended there, for a `?wait=`
+    /// answer to take instead of reading it (see [`RunEndWatch::ended_task`]).
+    pub fn watch_run_end(&self, task_id: i64) -> RunEndWatch {
+        RunEndWatch::new(&self.inner.run_end_watches, task_id)
     }
 
     /// Claim one due task and run it to its end, here and now. Returns `None`

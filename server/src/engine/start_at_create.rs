@@ -9,7 +9,7 @@
 //! worker is free, and no other create is starting a run this way (a burst
 //! of creates goes through the create batcher, in batches, as before).
 
-use super::{Engine, Inner, executor};
+use super::{Engine, Inner, RunEndWatch, executor};
 use crate::store::{NewTask, StoreResult, Task};
 use chrono::Utc;
 use std::sync::Arc;
@@ -65,13 +65,15 @@ impl Engine {
 
     /// Create `task` and run what the store claimed with it on the slot's
     /// worker (its own run, when nothing else was due). Returns the task as
-    /// the create (or its claim) left it, and whether a run started; when
-    /// none did, the scheduler is woken to claim as usual.
+    /// the create (or its claim) left it, and when a run started, a watch on
+    /// the task's run end, begun before the run (a short one ends before the
+    /// request's wait begins; hold the watch until the answer). When no run
+    /// started, the scheduler is woken to claim as usual.
     pub async fn create_started(
         &self,
         slot: StartSlot,
         task: NewTask,
-    ) -> StoreResult<(Task, bool)> {
+    ) -> StoreResult<(Task, Option<RunEndWatch>)> {
         let inner = &self.inner;
         let now = Utc::now();
         let (task, claimed) = inner
@@ -81,13 +83,14 @@ impl Engine {
         let StartSlot { permit, .. } = slot;
         match claimed {
             Some(run) => {
+                let watch = RunEndWatch::new(&inner.run_end_watches, task.id);
                 tokio::spawn(executor::execute(inner.clone(), run, Some(permit)));
-                Ok((task, true))
+                Ok((task, Some(watch)))
             }
             None => {
                 drop(permit);
                 inner.wake.notify_one();
-                Ok((task, false))
+                Ok((task, None))
             }
         }
     }

@@ -242,9 +242,11 @@ pub trait Store: Send + Sync + 'static {
     /// Apply several executor writes in order in one transaction (one commit
     /// for many runs). Returns, per op, whether it applied: a `FinishStep`
     /// only if the step run was not final yet (no step attempt is recorded
-    /// twice), a `FinishRun` as [`Store::finish_run`]; `StartStep` and
-    /// `SaveProgress` are always `true`.
-    async fn apply_writes(&self, ops: &[WriteOp]) -> StoreResult<Vec<bool>>;
+    /// twice), a `FinishRun` as [`Store::finish_run`] (and, if it gave a
+    /// `claimed_version`, whether its task was still at that version just
+    /// before: [`WriteAnswer::AppliedToClaimed`]); `StartStep` and
+    /// `SaveProgress` are always applied.
+    async fn apply_writes(&self, ops: &[WriteOp]) -> StoreResult<Vec<WriteAnswer>>;
     /// End a run and move its task on, in one transaction, only if the task is
     /// still on this run (a rescued run cannot be ended twice): pending and
     /// running step runs become skipped/interrupted. Returns whether applied.

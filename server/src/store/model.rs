@@ -376,6 +376,33 @@ pub struct Task {
     pub next_runs: Vec<DateTime<Utc>>,
 }
 
+impl Task {
+    /// The task as an applied run end leaves it in the store, given the task
+    /// as its claim returned it and nothing else changed it since (the store
+    /// says so: [`WriteAnswer::AppliedToClaimed`]). Times as stored, to the
+    /// millisecond; a run end without a message keeps the stored one.
+    pub fn after_run_end(mut self, end: &RunEnd) -> Task {
+        let stored = |at: DateTime<Utc>| {
+            DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
+        };
+        self.status = end.task_status;
+        self.last_result = Some(end.last_result);
+        self.next_run_at = end.next_run_at.map(stored);
+        self.attempts = end.attempts;
+        self.progress = if end.progress.is_finite() {
+            end.progress
+        } else {
+            0.0
+        };
+        if end.message.is_some() {
+            self.message.clone_from(&end.message);
+        }
+        self.updated_at = stored(end.finished_at);
+        self.current_run_id = None;
+        self
+    }
+}
+
 /// A Stepwise server sharing the store, as it last reported itself (see
 /// [`super::Store::beat_node`]). Whether it is alive is the reader's call:
 /// a node whose heartbeat is older than a lease is dead or cut off.
@@ -869,6 +896,11 @@ pub enum WriteOp {
         task_id: i64,
         run_id: i64,
         end: RunEnd,
+        /// The task's `updated_at` as its claim returned it, when someone
+        /// waits on this run's end: the answer then says whether the task
+        /// was still as the claim left it ([`WriteAnswer::AppliedToClaimed`]),
+        /// so that the waiter can be answered without reading it again.
+        claimed_version: Option<DateTime<Utc>>,
     },
     /// Like [`super::Store::save_step_progress`].
     SaveProgress {
@@ -878,6 +910,32 @@ pub enum WriteOp {
         task_progress: f64,
         message: Option<String>,
     },
+}
+
+/// What one executor write did (see [`super::Store::apply_writes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAnswer {
+    /// Not applied: its step run or run had ended already (rescued, say).
+    Skipped,
+    Applied,
+    /// A run end that gave a `claimed_version` applied to a task nothing
+    /// else had changed since its claim (its `updated_at` was that version):
+    /// the task is now the claimed one with the end applied
+    /// ([`Task::after_run_end`]).
+    AppliedToClaimed,
+}
+
+impl WriteAnswer {
+    pub fn applied(self) -> bool {
+        self != WriteAnswer::Skipped
+    }
+}
+
+/// So that a batch's answers compare with the `applied` flags they carry.
+impl PartialEq<bool> for WriteAnswer {
+    fn eq(&self, applied: &bool) -> bool {
+        self.applied() == *applied
+    }
 }
 
 /// Counts of tasks by status.

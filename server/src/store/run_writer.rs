@@ -15,7 +15,7 @@
 //! with the run, which a rescue then retries: a step attempt is never
 //! recorded as completed twice.
 
-use super::{ClaimedRun, Store, StoreError, StoreResult, WriteOp};
+use super::{ClaimedRun, Store, StoreError, StoreResult, WriteAnswer, WriteOp};
 use async_trait::async_trait;
 use chrono::Utc;
 use std::sync::Arc;
@@ -35,8 +35,8 @@ pub trait RunWriter: Send + Sync {
     /// Queue a write; it is applied in order with the others.
     fn queue(&self, op: WriteOp);
     /// Queue a write and wait until it (and everything queued before it) is
-    /// durable. Returns whether it applied (see [`Store::apply_writes`]).
-    async fn commit(&self, op: WriteOp) -> StoreResult<bool>;
+    /// durable. Returns what it did (see [`Store::apply_writes`]).
+    async fn commit(&self, op: WriteOp) -> StoreResult<WriteAnswer>;
     /// Claim up to `limit` due tasks for the claimant's node, with a lease
     /// of the claimant's length from now (see [`Store::claim_due`]).
     async fn claim(&self, limit: i64) -> StoreResult<Vec<ClaimedRun>>;
@@ -45,7 +45,7 @@ pub trait RunWriter: Send + Sync {
 /// Most writes in one transaction.
 pub(crate) const WRITE_BATCH: usize = 512;
 
-type Reply = oneshot::Sender<StoreResult<bool>>;
+type Reply = oneshot::Sender<StoreResult<WriteAnswer>>;
 
 /// A [`RunWriter`] over any store: one task writes whatever is queued with
 /// [`Store::apply_writes`] (one transaction per batch, in order), and claims
@@ -76,7 +76,7 @@ impl RunWriter for BatchedRunWriter {
         let _ = self.sender.send((op, None));
     }
 
-    async fn commit(&self, op: WriteOp) -> StoreResult<bool> {
+    async fn commit(&self, op: WriteOp) -> StoreResult<WriteAnswer> {
         let (reply, answer) = oneshot::channel();
         self.sender.send((op, Some(reply))).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?

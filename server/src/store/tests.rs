@@ -66,6 +66,7 @@ macro_rules! conformance {
             runs::batched_writes_match_single_writes,
             runs::batched_progress_keeps_the_last_value_and_message,
             runs::the_run_writer_keeps_order_and_claims,
+            runs::a_waited_run_end_says_whether_its_task_is_as_claimed,
             runs::resume_reuses_completed_steps,
             runs::rescued_run_is_retried_with_reuse,
             runs::step_progress_is_saved,
@@ -207,7 +208,7 @@ impl<S: Store + ?Sized> SingleWrites for S {
             step_run_id,
             end: end.clone(),
         };
-        Ok(self.apply_writes(&[op]).await?[0])
+        Ok(self.apply_writes(&[op]).await?[0].applied())
     }
 
     async fn save_step_progress(
@@ -437,6 +438,7 @@ pub(crate) async fn deferred_creates_are_covered(store: &dyn Store, uncovered: &
             task_id: claimed.task.id,
             run_id: claimed.run_id,
             end: run_end(RunStatus::Completed, TaskStatus::Completed, 2),
+            claimed_version: None,
         }])
         .await
         .expect("end the run");

@@ -380,7 +380,7 @@ impl Store for PostgresStore {
         runs::expired_runs(self, now, node).await
     }
 
-    async fn apply_writes(&self, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
+    async fn apply_writes(&self, ops: &[WriteOp]) -> StoreResult<Vec<WriteAnswer>> {
         writes::apply_writes(self, ops).await
     }
 
@@ -389,8 +389,9 @@ impl Store for PostgresStore {
             task_id,
             run_id,
             end: end.clone(),
+            claimed_version: None,
         };
-        Ok(writes::apply_writes(self, &[op]).await?[0])
+        Ok(writes::apply_writes(self, &[op]).await?[0].applied())
     }
 
     async fn list_runs(&self, task_id: i64, limit: i64) -> StoreResult<Vec<Run>> {

@@ -24,12 +24,15 @@
 
 use super::PostgresStore;
 use super::rows::{ms, opt_ms};
-use crate::store::{StoreError, StoreResult, WriteOp};
+use crate::store::{StoreError, StoreResult, WriteAnswer, WriteOp};
 use anyhow::Context;
 use sqlx::postgres::PgConnection;
 use std::collections::{HashMap, HashSet};
 
-pub(super) async fn apply_writes(store: &PostgresStore, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
+pub(super) async fn apply_writes(
+    store: &PostgresStore,
+    ops: &[WriteOp],
+) -> StoreResult<Vec<WriteAnswer>> {
     if ops.is_empty() {
         return Ok(Vec::new());
     }
@@ -57,10 +60,9 @@ pub(super) async fn apply_writes(store: &PostgresStore, ops: &[WriteOp]) -> Stor
                 let answers = batch.answers(&applied);
                 // A run end that applied updated its task: the commit wrote,
                 // and waited for the WAL flush (see `super::deferred`).
-                let ended_a_run = ops
-                    .iter()
-                    .zip(&answers)
-                    .any(|(op, applied)| *applied && matches!(op, WriteOp::FinishRun { .. }));
+                let ended_a_run = ops.iter().zip(&answers).any(|(op, answer)| {
+                    answer.applied() && matches!(op, WriteOp::FinishRun { .. })
+                });
                 if ended_a_run {
                     store.deferred.covered_by(deferred_mark);
                 }
@@ -95,8 +97,9 @@ const TASK_PROGRESS: &str = "UPDATE tasks AS t SET progress = u.progress, \
      WHERE t.id = r.task_id AND t.current_run_id = u.run AND t.status = 'running'";
 
 /// Step ends and run ends, in one statement (`$1`–`$12` the step ends,
-/// `$13`–`$24` the run ends); it answers which step runs (`kind` 's') and
-/// runs ('r') it ended.
+/// `$13`–`$25` the run ends); it answers which step runs (`kind` 's') and
+/// runs ('r') it ended, and of a run end that gave its task's claimed
+/// version, whether the task was still at it (`claimed`).
 ///
 /// Step ends: a start that came in the same batch rides on its end (and
 /// applies as a start would: only to a pending step run).
@@ -107,6 +110,10 @@ const TASK_PROGRESS: &str = "UPDATE tasks AS t SET progress = u.progress, \
 /// transaction so that a crash never loses one. The other writes read what
 /// the task update returned (and `tasks` as it was before it, which the hook
 /// URL does not change).
+///
+/// A waited run end's task version is read locked (`versions`), so it is the
+/// latest committed one, which the task update then replaces: a snapshot's
+/// read could miss an edit committed while the statement waited for the row.
 ///
 /// All parts of one statement see the rows as they were before it, so the
 /// step runs a run end closes leave out those this statement ends itself
@@ -129,9 +136,13 @@ const ENDS: &str = "WITH steps_done AS ( \
      u AS ( \
         SELECT * FROM unnest($13::bigint[], $14::bigint[], $15::text[], $16::text[], \
                              $17::text[], $18::bigint[], $19::bigint[], $20::float8[], \
-                             $21::text[], $22::bigint[], $23::bigint[], $24::bool[]) \
+                             $21::text[], $22::bigint[], $23::bigint[], $24::bool[], \
+                             $25::bigint[]) \
           AS u(task, run, run_status, task_status, last_result, next_run_at, attempts, progress, \
-               message, at, resume, rescued)), \
+               message, at, resume, rescued, claimed)), \
+     versions AS ( \
+        SELECT t.id, t.updated_at FROM tasks AS t JOIN u ON t.id = u.task \
+        WHERE u.claimed IS NOT NULL FOR UPDATE OF t), \
      ended AS ( \
         UPDATE tasks AS t SET status = u.task_status, last_result = u.last_result, \
                next_run_at = u.next_run_at, attempts = u.attempts, progress = u.progress, \
@@ -139,8 +150,10 @@ const ENDS: &str = "WITH steps_done AS ( \
                resume_from_run_id = u.resume, current_run_id = NULL, lease_owner = NULL, \
                lease_expires_at = NULL, cancel_requested = FALSE, pending_trigger = NULL, \
                pending_step_id = NULL \
-        FROM u WHERE t.id = u.task AND t.current_run_id = u.run AND t.status = 'running' \
-        RETURNING u.task, u.run, u.run_status, u.message, u.at, u.rescued), \
+        FROM u LEFT JOIN versions AS v ON v.id = u.task \
+        WHERE t.id = u.task AND t.current_run_id = u.run AND t.status = 'running' \
+        RETURNING u.task, u.run, u.run_status, u.message, u.at, u.rescued, \
+                  COALESCE(v.updated_at = u.claimed, FALSE) AS claimed), \
      runs_ended AS ( \
         UPDATE runs AS r SET status = e.run_status, message = e.message, finished_at = e.at, \
                rescued = e.rescued \
@@ -158,7 +171,8 @@ const ENDS: &str = "WITH steps_done AS ( \
         SELECT t.id, e.run, t.hook_url, 'pending', e.at, e.at \
         FROM ended AS e JOIN tasks AS t ON t.id = e.task WHERE t.hook_url IS NOT NULL \
         ON CONFLICT (run_id) DO NOTHING) \
-     SELECT 's' AS kind, id FROM steps_done UNION ALL SELECT 'r', run FROM ended";
+     SELECT 's' AS kind, id, FALSE AS claimed FROM steps_done \
+     UNION ALL SELECT 'r', run, claimed FROM ended";
 
 /// One batch, sorted into its sets (see the module docs).
 #[derive(Default)]
@@ -186,10 +200,11 @@ enum Answer {
     Never,
 }
 
-/// What the statements updated.
+/// What the statements updated: step runs, and runs (whether their task
+/// was at its claimed version).
 struct Applied {
     steps: HashSet<i64>,
-    runs: HashSet<i64>,
+    runs: HashMap<i64, bool>,
 }
 
 #[derive(Default)]
@@ -244,6 +259,7 @@ struct RunEnds {
     at: Vec<i64>,
     resume: Vec<Option<i64>>,
     rescued: Vec<bool>,
+    claimed: Vec<Option<i64>>,
 }
 
 impl Batch {
@@ -316,6 +332,7 @@ impl Batch {
                     task_id,
                     run_id,
                     end,
+                    claimed_version,
                 } => {
                     if !batch.runs_ending.insert(*run_id) {
                         Answer::Never
@@ -333,6 +350,7 @@ impl Batch {
                         ends.at.push(ms(end.finished_at));
                         ends.resume.push(end.resume_next.then_some(*run_id));
                         ends.rescued.push(end.rescued);
+                        ends.claimed.push(claimed_version.map(ms));
                         Answer::RunEnded(*run_id)
                     }
                 }
@@ -372,13 +390,13 @@ impl Batch {
     async fn apply_ends(&self, conn: &mut PgConnection) -> anyhow::Result<Applied> {
         let mut applied = Applied {
             steps: HashSet::new(),
-            runs: HashSet::new(),
+            runs: HashMap::new(),
         };
         let (steps, runs) = (&self.step_ends, &self.run_ends);
         if steps.id.is_empty() && runs.run.is_empty() {
             return Ok(applied);
         }
-        let rows: Vec<(String, i64)> = sqlx::query_as(ENDS)
+        let rows: Vec<(String, i64, bool)> = sqlx::query_as(ENDS)
             .bind(&steps.id)
             .bind(&steps.status)
             .bind(&steps.outcome)
@@ -403,27 +421,39 @@ impl Batch {
             .bind(&runs.at)
             .bind(&runs.resume)
             .bind(&runs.rescued)
+            .bind(&runs.claimed)
             .fetch_all(&mut *conn)
             .await
             .context("recording step and run ends")?;
-        for (kind, id) in rows {
+        for (kind, id, claimed) in rows {
             if kind == "s" {
                 applied.steps.insert(id);
             } else {
-                applied.runs.insert(id);
+                applied.runs.insert(id, claimed);
             }
         }
         Ok(applied)
     }
 
-    fn answers(&self, applied: &Applied) -> Vec<bool> {
+    fn answers(&self, applied: &Applied) -> Vec<WriteAnswer> {
+        let applied_if = |yes: bool| {
+            if yes {
+                WriteAnswer::Applied
+            } else {
+                WriteAnswer::Skipped
+            }
+        };
         self.answers
             .iter()
             .map(|answer| match answer {
-                Answer::Always => true,
-                Answer::StepEnded(id) => applied.steps.contains(id),
-                Answer::RunEnded(id) => applied.runs.contains(id),
-                Answer::Never => false,
+                Answer::Always => WriteAnswer::Applied,
+                Answer::StepEnded(id) => applied_if(applied.steps.contains(id)),
+                Answer::RunEnded(id) => match applied.runs.get(id) {
+                    Some(true) => WriteAnswer::AppliedToClaimed,
+                    Some(false) => WriteAnswer::Applied,
+                    None => WriteAnswer::Skipped,
+                },
+                Answer::Never => WriteAnswer::Skipped,
             })
             .collect()
     }

@@ -17,7 +17,9 @@
 use super::SqliteStore;
 use super::turn::{ClaimDue, WriterTurn, WriterTurns};
 use crate::store::run_writer::{WRITE_BATCH as BATCH, internal};
-use crate::store::{Claimant, ClaimedRun, RunWriter, StoreError, StoreResult, WriteOp};
+use crate::store::{
+    Claimant, ClaimedRun, RunWriter, StoreError, StoreResult, WriteAnswer, WriteOp,
+};
 use async_trait::async_trait;
 use chrono::Utc;
 use futures::FutureExt;
@@ -27,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-type Reply = oneshot::Sender<StoreResult<bool>>;
+type Reply = oneshot::Sender<StoreResult<WriteAnswer>>;
 type ClaimReply = oneshot::Sender<StoreResult<Vec<ClaimedRun>>>;
 
 enum Job {
@@ -70,7 +72,7 @@ impl RunWriter for SqliteRunWriter {
         let _ = self.sender.send(Job::Write(op, None));
     }
 
-    async fn commit(&self, op: WriteOp) -> StoreResult<bool> {
+    async fn commit(&self, op: WriteOp) -> StoreResult<WriteAnswer> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Job::Write(op, Some(reply)))
@@ -248,7 +250,7 @@ impl WriterTurns for Queue {
     /// If a turn of writes and a claim fails, they are tried apart, so that
     /// a claim that cannot be made (a damaged task row, say) never keeps
     /// runs' ends from being recorded, nor the reverse.
-    fn turn_done(&mut self, result: StoreResult<(Vec<bool>, Vec<ClaimedRun>)>) {
+    fn turn_done(&mut self, result: StoreResult<(Vec<WriteAnswer>, Vec<ClaimedRun>)>) {
         let Some(flight) = self.in_flight.take() else {
             return;
         };
@@ -293,7 +295,7 @@ impl WriterTurns for Queue {
     }
 }
 
-fn answer(flight: Flight, result: Result<(Vec<bool>, Vec<ClaimedRun>), StoreError>) {
+fn answer(flight: Flight, result: Result<(Vec<WriteAnswer>, Vec<ClaimedRun>), StoreError>) {
     match result {
         Ok((applied, claimed)) => {
             for (reply, applied) in flight.replies.into_iter().zip(applied) {
@@ -384,12 +386,14 @@ mod tests {
             task_id: task.id,
             run_id: claimed.run_id,
             end: completed(now),
+            claimed_version: None,
         };
         assert!(
             committer
                 .commit(finish)
                 .await
                 .expect("recorded after the panic")
+                .applied()
         );
         let task = store.get_task(task.id).await.expect("get").expect("task");
         assert_eq!(task.status, TaskStatus::Completed);
@@ -414,6 +418,7 @@ mod tests {
             task_id: running.id,
             run_id: claimed.run_id,
             end: completed(now),
+            claimed_version: None,
         };
         sender.send(Job::Write(finish, Some(reply))).expect("queue");
         let (reply, claim) = oneshot::channel();
@@ -426,7 +431,13 @@ mod tests {
         queue.hold();
         store.write_turns(&mut queue).await.expect("turns");
 
-        assert!(finished.await.expect("answered").expect("recorded"));
+        assert!(
+            finished
+                .await
+                .expect("answered")
+                .expect("recorded")
+                .applied()
+        );
         let error = claim.await.expect("answered").expect_err("the claim fails");
         assert!(format!("{error:#}").contains("JSON"), "{error:#}");
         let task = store

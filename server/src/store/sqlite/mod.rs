@@ -439,7 +439,7 @@ impl Store for SqliteStore {
         runs::expired_runs(self, now, node).await
     }
 
-    async fn apply_writes(&self, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
+    async fn apply_writes(&self, ops: &[WriteOp]) -> StoreResult<Vec<WriteAnswer>> {
         runs::apply_writes(self, ops).await
     }
 

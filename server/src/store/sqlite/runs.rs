@@ -6,7 +6,7 @@ use super::rows::{
     RUN_COLUMNS, json_ids, load_children, load_step_runs, ms, run_from_row, task_columns,
     task_from_row,
 };
-use crate::store::{Run, RunEnd, StoreError, StoreResult, Task, WriteOp};
+use crate::store::{Run, RunEnd, StoreError, StoreResult, Task, WriteAnswer, WriteOp};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteConnection;
 use std::collections::HashMap;
@@ -93,7 +93,10 @@ pub(super) async fn expired_runs(
 
 /// The executor's writes of many runs in one transaction: one fsync for all
 /// (see [`super::writes`]).
-pub(super) async fn apply_writes(store: &SqliteStore, ops: &[WriteOp]) -> StoreResult<Vec<bool>> {
+pub(super) async fn apply_writes(
+    store: &SqliteStore,
+    ops: &[WriteOp],
+) -> StoreResult<Vec<WriteAnswer>> {
     Ok(super::turn::write_then_claim(store, ops, None).await?.0)
 }
 
@@ -107,8 +110,9 @@ pub(super) async fn finish_run(
         task_id,
         run_id,
         end: end.clone(),
+        claimed_version: None,
     };
-    Ok(apply_writes(store, &[op]).await?[0])
+    Ok(apply_writes(store, &[op]).await?[0].applied())
 }
 
 pub(super) async fn list_runs(

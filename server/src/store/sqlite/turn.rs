@@ -13,7 +13,7 @@
 use super::direct::{Hold, Relaxed};
 use super::writer_time::{self, Part};
 use super::{Durability, SqliteStore, claim, direct, writes};
-use crate::store::{ClaimedRun, StoreError, StoreResult, WriteOp};
+use crate::store::{ClaimedRun, StoreError, StoreResult, WriteAnswer, WriteOp};
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use std::time::Instant;
@@ -25,7 +25,7 @@ pub(crate) trait WriterTurns {
     fn next_turn(&mut self) -> Option<&WriterTurn>;
     /// How the turn last given went: per op whether it applied, and the
     /// claimed runs. On an error nothing of the turn was written.
-    fn turn_done(&mut self, result: StoreResult<(Vec<bool>, Vec<ClaimedRun>)>);
+    fn turn_done(&mut self, result: StoreResult<(Vec<WriteAnswer>, Vec<ClaimedRun>)>);
 }
 
 /// One transaction of the engine's writer: writes, then a claim.
@@ -82,7 +82,7 @@ pub(super) async fn write_then_claim(
     store: &SqliteStore,
     ops: &[WriteOp],
     claim: Option<&ClaimDue>,
-) -> StoreResult<(Vec<bool>, Vec<ClaimedRun>)> {
+) -> StoreResult<(Vec<WriteAnswer>, Vec<ClaimedRun>)> {
     if nothing_to_do(ops, claim) {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -112,7 +112,7 @@ fn run_turn(
     ops: &[WriteOp],
     claim: Option<&ClaimDue>,
     hold: &mut Hold,
-) -> anyhow::Result<(Vec<bool>, Vec<ClaimedRun>)> {
+) -> anyhow::Result<(Vec<WriteAnswer>, Vec<ClaimedRun>)> {
     if nothing_to_do(ops, claim) {
         return Ok((Vec::new(), Vec::new()));
     }

@@ -5,14 +5,14 @@
 
 use super::at_hand::{AtHand, Sql};
 use super::rows::{ms, opt_ms};
-use crate::store::{RunEnd, StepRunEnd, WriteOp};
+use crate::store::{RunEnd, StepRunEnd, WriteAnswer, WriteOp};
 use anyhow::{Context, Result};
 use rusqlite::{Transaction, params};
 use serde_json::Value;
 use std::collections::HashMap;
 
 /// The statements of a batch of writes (see [`AtHand`]).
-type Hot<'c> = AtHand<'c, 8>;
+type Hot<'c> = AtHand<'c, 9>;
 
 const START_STEP: Sql = (
     0,
@@ -71,10 +71,15 @@ const QUEUE_HOOK: Sql = (
          ON CONFLICT (run_id) DO NOTHING",
 );
 
+/// The version of a task a waited run end asks about (see
+/// `WriteOp::FinishRun::claimed_version`), read in the writer's transaction
+/// just before the run end updates it: nothing else writes in between.
+const TASK_VERSION: Sql = (8, "SELECT updated_at FROM tasks WHERE id = ?1");
+
 /// Apply `ops` in order in the writer's open transaction (see
-/// [`super::turn`]); one `applied` answer per op, as the single-op store
-/// methods give it (`StartStep` is always `true`).
-pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<bool>> {
+/// [`super::turn`]); one answer per op, as the single-op store methods give
+/// it (`StartStep` and `SaveProgress` always apply).
+pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<WriteAnswer>> {
     let mut hot = Hot::new(tx);
     // A step that starts and ends within one batch (most do) is written once:
     // its start rides on its end.
@@ -97,17 +102,27 @@ pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<bool>> {
                     Some(start) => *start = Some((module_hash.as_deref(), ms(*at))),
                     None => start_step(&mut hot, *step_run_id, module_hash.as_deref(), ms(*at))?,
                 }
-                true
+                WriteAnswer::Applied
             }
             WriteOp::FinishStep { step_run_id, end } => {
                 let start = folded.get(step_run_id).copied().flatten();
-                end_step(&mut hot, *step_run_id, end, start)?
+                answer(end_step(&mut hot, *step_run_id, end, start)?)
             }
             WriteOp::FinishRun {
                 task_id,
                 run_id,
                 end,
-            } => end_run(&mut hot, *task_id, *run_id, end)?,
+                claimed_version,
+            } => {
+                let claimed = match claimed_version {
+                    Some(version) => task_version(&mut hot, *task_id)? == Some(ms(*version)),
+                    None => false,
+                };
+                match end_run(&mut hot, *task_id, *run_id, end)? {
+                    true if claimed => WriteAnswer::AppliedToClaimed,
+                    applied => answer(applied),
+                }
+            }
             WriteOp::SaveProgress {
                 run_id,
                 step_run_id,
@@ -123,11 +138,27 @@ pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<bool>> {
                     *task_progress,
                     message.as_deref(),
                 )?;
-                true
+                WriteAnswer::Applied
             }
         });
     }
     Ok(applied)
+}
+
+fn answer(applied: bool) -> WriteAnswer {
+    if applied {
+        WriteAnswer::Applied
+    } else {
+        WriteAnswer::Skipped
+    }
+}
+
+fn task_version(hot: &mut Hot, task_id: i64) -> Result<Option<i64>> {
+    use rusqlite::OptionalExtension;
+    hot.get(TASK_VERSION)?
+        .query_row(params![task_id], |row| row.get(0))
+        .optional()
+        .context("reading a waited task's version")
 }
 
 /// Only a pending step run starts: one already ended (rescued) stays ended.

@@ -162,6 +162,7 @@ pub(crate) async fn a_run_end_queues_one_delivery(store: &dyn Store) {
             task_id: run.task.id,
             run_id: run.run_id,
             end: run_end(RunStatus::Failed, TaskStatus::Failed, 12),
+            claimed_version: None,
         })
         .collect();
     assert_eq!(store.apply_writes(&ops).await.expect("batch"), [true, true]);
@@ -331,6 +332,7 @@ pub(crate) async fn concurrent_hook_claims_never_overlap(store: Arc<dyn Store>) 
             task_id: run.task.id,
             run_id: run.run_id,
             end: run_end(RunStatus::Completed, TaskStatus::Completed, 2),
+            claimed_version: None,
         })
         .collect();
     store.apply_writes(&ops).await.expect("end runs");

@@ -330,6 +330,7 @@ async fn deferred_creates_are_covered_by_the_next_synchronous_commit_or_a_sync()
             task_id,
             run_id: 1_000_000,
             end: run_end(RunStatus::Completed, TaskStatus::Completed, 7),
+            claimed_version: None,
         }])
         .await
         .expect("end no run");
@@ -361,6 +362,7 @@ async fn a_create_that_claims_is_deferred_until_its_run_ends() {
             task_id: run.task.id,
             run_id: run.run_id,
             end: run_end(RunStatus::Completed, TaskStatus::Completed, now),
+            claimed_version: None,
         };
         assert_eq!(store.apply_writes(&[op]).await.expect("end"), [true]);
         assert!(!store.deferred_uncovered(), "the run's end covers it");
@@ -394,6 +396,7 @@ async fn hot_statements_are_planned_once() {
             task_id: run.task.id,
             run_id: run.run_id,
             end: run_end(RunStatus::Completed, TaskStatus::Completed, now),
+            claimed_version: None,
         };
         assert_eq!(store.apply_writes(&[op]).await.expect("end"), [true]);
     }
@@ -452,6 +455,7 @@ async fn plans_are_made_again(schema: &Schema, store: &PostgresStore) -> bool {
             task_id: run.task.id,
             run_id: run.run_id,
             end: run_end(RunStatus::Completed, TaskStatus::Completed, now),
+            claimed_version: None,
         };
         assert_eq!(store.apply_writes(&[op]).await.expect("end"), [true]);
         run.run_id

@@ -497,6 +497,7 @@ pub(crate) async fn batched_writes_match_single_writes(store: &dyn Store) {
         task_id: c.task.id,
         run_id: c.run_id,
         end: run_end(run, task, 5),
+        claimed_version: None,
     };
     let ops = vec![
         start(&ok.steps[0]),
@@ -632,10 +633,17 @@ pub(crate) async fn the_run_writer_keeps_order_and_claims(store: Arc<dyn Store>)
         task_id: run.task.id,
         run_id: run.run_id,
         end,
+        claimed_version: None,
     };
-    assert!(writer.commit(finish(end.clone())).await.expect("end"));
     assert!(
-        !writer.commit(finish(end)).await.expect("again"),
+        writer
+            .commit(finish(end.clone()))
+            .await
+            .expect("end")
+            .applied()
+    );
+    assert!(
+        !writer.commit(finish(end)).await.expect("again").applied(),
         "a run ends once"
     );
     let runs = store.list_runs(run.task.id, 1).await.expect("runs");
@@ -646,6 +654,78 @@ pub(crate) async fn the_run_writer_keeps_order_and_claims(store: Arc<dyn Store>)
         "the steps' ends were written before the run's"
     );
     assert!(writer.claim(10).await.expect("claim").is_empty());
+}
+
+/// A run end that gives its task's claimed version (someone waits on it)
+/// says whether the task was still as the claim left it. When it was, the
+/// claimed task with the end applied is the stored task, field for field:
+/// that is what a waited answer is handed instead of reading the task. An
+/// edit while the run ran makes it a plain `Applied`, and the waiter reads.
+pub(crate) async fn a_waited_run_end_says_whether_its_task_is_as_claimed(store: Arc<dyn Store>) {
+    let store_ref: &dyn Store = &*store;
+    let mut waited = with_steps(new_task("waited"), &["v/a", "v/b"]);
+    waited.details = details(&[("shop", json!("A"))]);
+    waited.secrets = vec![SealedSecret {
+        name: "api_key".into(),
+        nonce: vec![1],
+        ciphertext: vec![2],
+    }];
+    let task = create(store_ref, waited, 0).await;
+    let edited = create(store_ref, with_steps(new_task("edited"), &["v/c"]), 0).await;
+    let writer = store.clone().run_writer(Claimant {
+        node: NODE.to_string(),
+        lease: std::time::Duration::from_secs(30),
+    });
+    let claimed = writer.claim(10).await.expect("claim");
+    let run_of = |id: i64| {
+        claimed
+            .iter()
+            .find(|c| c.task.id == id)
+            .expect("both tasks claimed")
+    };
+    let finish = |run: &ClaimedRun, end: &RunEnd| WriteOp::FinishRun {
+        task_id: run.task.id,
+        run_id: run.run_id,
+        end: end.clone(),
+        claimed_version: Some(run.task.updated_at),
+    };
+    // A failed run to be retried, with times finer than the store keeps and
+    // no message of its own (the stored one stays).
+    let sub_ms = chrono::Duration::microseconds(123_456);
+    let mut end = run_end(RunStatus::Failed, TaskStatus::Scheduled, 9);
+    end.finished_at = t(9) + sub_ms;
+    end.next_run_at = Some(t(70) + sub_ms);
+    end.attempts = 1;
+    end.resume_next = true;
+    end.progress = 42.5;
+    end.message = None;
+
+    let run = run_of(task.id);
+    assert_eq!(
+        writer.commit(finish(run, &end)).await.expect("end"),
+        WriteAnswer::AppliedToClaimed
+    );
+    let stored = store.get_task(task.id).await.expect("get").expect("task");
+    assert_eq!(run.task.clone().after_run_end(&end), stored);
+
+    let patch = TaskPatch {
+        name: Some("renamed while it ran".into()),
+        ..TaskPatch::default()
+    };
+    store
+        .update_task(edited.id, &patch, t(5))
+        .await
+        .expect("edit");
+    let run = run_of(edited.id);
+    assert_eq!(
+        writer.commit(finish(run, &end)).await.expect("end"),
+        WriteAnswer::Applied,
+        "the task changed since its claim"
+    );
+    assert_eq!(
+        writer.commit(finish(run, &end)).await.expect("again"),
+        WriteAnswer::Skipped
+    );
 }
 
 /// A retry resumes the run it retries (its progress goes on), but not that

@@ -165,10 +165,11 @@ async fn hot_transactions_leave_foreign_keys_and_checks_on_and_intact() {
             task_id: run.task.id,
             run_id: run.run_id,
             end: run_end(RunStatus::Completed, TaskStatus::Completed, 4),
+            claimed_version: None,
         });
     }
     let applied = store.apply_writes(&ops).await.expect("apply");
-    assert!(applied.iter().all(|a| *a), "{applied:?}");
+    assert!(applied.iter().all(|a| a.applied()), "{applied:?}");
     assert_eq!(
         store.writer_foreign_keys().await,
         (1, 0),
@@ -203,6 +204,7 @@ async fn a_writer_turn_whose_claim_fails_writes_nothing() {
         task_id: first.task.id,
         run_id: first.run_id,
         end: run_end(RunStatus::Completed, TaskStatus::Completed, 5),
+        claimed_version: None,
     };
     let mut turns = ScriptedTurns::default();
     turns.turns.extend([
@@ -346,7 +348,7 @@ async fn migrations_keep_data_written_before_them() {
 struct ScriptedTurns {
     turns: std::collections::VecDeque<WriterTurn>,
     given: Option<WriterTurn>,
-    results: Vec<StoreResult<(Vec<bool>, Vec<ClaimedRun>)>>,
+    results: Vec<StoreResult<(Vec<WriteAnswer>, Vec<ClaimedRun>)>>,
 }
 
 impl WriterTurns for ScriptedTurns {
@@ -355,7 +357,7 @@ impl WriterTurns for ScriptedTurns {
         self.given.as_ref()
     }
 
-    fn turn_done(&mut self, result: StoreResult<(Vec<bool>, Vec<ClaimedRun>)>) {
+    fn turn_done(&mut self, result: StoreResult<(Vec<WriteAnswer>, Vec<ClaimedRun>)>) {
         self.results.push(result);
     }
 }
@@ -405,6 +407,7 @@ async fn writer_turns_apply_then_claim() {
                     task_id: first.task.id,
                     run_id: first.run_id,
                     end: back_in_ten,
+                    claimed_version: None,
                 },
             ],
             // Due by then: the recurring task again (its end is in this
@@ -422,6 +425,7 @@ async fn writer_turns_apply_then_claim() {
                 task_id: first.task.id,
                 run_id: first.run_id,
                 end: run_end(RunStatus::Completed, TaskStatus::Completed, 6),
+                claimed_version: None,
             }],
             claim: None,
         },
