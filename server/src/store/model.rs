@@ -926,6 +926,15 @@ pub enum WriteAnswer {
 }
 
 impl WriteAnswer {
+    /// A write that either applied or found its row ended already.
+    pub fn from_applied(applied: bool) -> Self {
+        if applied {
+            WriteAnswer::Applied
+        } else {
+            WriteAnswer::Skipped
+        }
+    }
+
     pub fn applied(self) -> bool {
         self != WriteAnswer::Skipped
     }

@@ -436,18 +436,11 @@ impl Batch {
     }
 
     fn answers(&self, applied: &Applied) -> Vec<WriteAnswer> {
-        let applied_if = |yes: bool| {
-            if yes {
-                WriteAnswer::Applied
-            } else {
-                WriteAnswer::Skipped
-            }
-        };
         self.answers
             .iter()
             .map(|answer| match answer {
                 Answer::Always => WriteAnswer::Applied,
-                Answer::StepEnded(id) => applied_if(applied.steps.contains(id)),
+                Answer::StepEnded(id) => WriteAnswer::from_applied(applied.steps.contains(id)),
                 Answer::RunEnded(id) => match applied.runs.get(id) {
                     Some(true) => WriteAnswer::AppliedToClaimed,
                     Some(false) => WriteAnswer::Applied,

@@ -106,7 +106,7 @@ pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<WriteAns
             }
             WriteOp::FinishStep { step_run_id, end } => {
                 let start = folded.get(step_run_id).copied().flatten();
-                answer(end_step(&mut hot, *step_run_id, end, start)?)
+                WriteAnswer::from_applied(end_step(&mut hot, *step_run_id, end, start)?)
             }
             WriteOp::FinishRun {
                 task_id,
@@ -120,7 +120,7 @@ pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<WriteAns
                 };
                 match end_run(&mut hot, *task_id, *run_id, end)? {
                     true if claimed => WriteAnswer::AppliedToClaimed,
-                    applied => answer(applied),
+                    applied => WriteAnswer::from_applied(applied),
                 }
             }
             WriteOp::SaveProgress {
@@ -143,14 +143,6 @@ pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<WriteAns
         });
     }
     Ok(applied)
-}
-
-fn answer(applied: bool) -> WriteAnswer {
-    if applied {
-        WriteAnswer::Applied
-    } else {
-        WriteAnswer::Skipped
-    }
 }
 
 fn task_version(hot: &mut Hot, task_id: i64) -> Result<Option<i64>> {
