@@ -5,10 +5,10 @@
 
 use super::stopping::{self, Drained};
 use super::{Inner, executor, hooks, node_report, rescuer, retention};
-use crate::store::NodeState;
+use crate::store::{ClaimRoom, NodeState};
 use chrono::Utc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -140,6 +140,19 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
         (inner.config.workers.max(1) as i64 / 4).clamp(1, inner.config.claim_batch.max(1));
     let mut backlog = false;
     let mut quiet = false;
+    // A claim waits for its turn on the store's writer (on SQLite, behind the
+    // commit of the last runs' ends): it takes the workers free by then, not
+    // only those free when it was asked for, and says how many that was.
+    let asked = Arc::new(AtomicI64::new(0));
+    let room = {
+        let (workers, asked) = (workers.clone(), asked.clone());
+        let most = inner.config.claim_batch;
+        ClaimRoom::measured(move || {
+            let room = (workers.available_permits() as i64).min(most);
+            asked.store(room, Ordering::Release);
+            room
+        })
+    };
     while !stop.is_cancelled() {
         let free = workers.available_permits() as i64;
         let mut claimed_all = false;
@@ -152,11 +165,11 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
         // Until this claim says otherwise, a worker's end should wake the loop.
         inner.claims_wanted.store(true, Ordering::Release);
         if claiming {
-            let want = free.min(inner.config.claim_batch);
             // Through the run writer: on SQLite the claim rides in its next transaction.
-            match inner.run_writer.claim(want).await {
+            match inner.run_writer.claim(room.clone()).await {
                 Ok(runs) => {
-                    claimed_all = runs.len() as i64 == want;
+                    let asked = asked.load(Ordering::Acquire);
+                    claimed_all = asked > 0 && runs.len() as i64 == asked;
                     backlog = claimed_all;
                     inner.claims_wanted.store(claimed_all, Ordering::Release);
                     for run in runs {

@@ -21,7 +21,7 @@ pub use limits::LIMIT_WINDOW_MS;
 pub use log_query::{LogEntry, LogQuery};
 pub use model::*;
 pub use postgres::PostgresStore;
-pub use run_writer::{BatchedRunWriter, Claimant, RunWriter};
+pub use run_writer::{BatchedRunWriter, ClaimRoom, Claimant, RunWriter};
 pub use sqlite::{Durability, SqliteStore, WriterTime};
 
 use crate::schedule;

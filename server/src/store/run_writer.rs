@@ -29,6 +29,35 @@ pub struct Claimant {
     pub lease: Duration,
 }
 
+/// How many due tasks a claim may take, asked when the claim is made: a
+/// claim that waits for its turn on a busy writer takes the room there is
+/// by then (the workers freed meanwhile), not the room there was when it
+/// was asked for.
+#[derive(Clone)]
+pub struct ClaimRoom(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl ClaimRoom {
+    /// Room for `limit`, whenever the claim is made.
+    pub fn fixed(limit: i64) -> Self {
+        ClaimRoom(Arc::new(move || limit))
+    }
+
+    /// Room as `measure` says at the moment the claim is made.
+    pub fn measured(measure: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        ClaimRoom(Arc::new(measure))
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for ClaimRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClaimRoom")
+    }
+}
+
 /// See the module docs. Made by [`Store::run_writer`].
 #[async_trait]
 pub trait RunWriter: Send + Sync {
@@ -37,9 +66,10 @@ pub trait RunWriter: Send + Sync {
     /// Queue a write and wait until it (and everything queued before it) is
     /// durable. Returns what it did (see [`Store::apply_writes`]).
     async fn commit(&self, op: WriteOp) -> StoreResult<WriteAnswer>;
-    /// Claim up to `limit` due tasks for the claimant's node, with a lease
-    /// of the claimant's length from now (see [`Store::claim_due`]).
-    async fn claim(&self, limit: i64) -> StoreResult<Vec<ClaimedRun>>;
+    /// Claim due tasks for the claimant's node, as many as `room` says when
+    /// the claim is made, with a lease of the claimant's length from then
+    /// (see [`Store::claim_due`]).
+    async fn claim(&self, room: ClaimRoom) -> StoreResult<Vec<ClaimedRun>>;
 }
 
 /// Most writes in one transaction.
@@ -82,7 +112,11 @@ impl RunWriter for BatchedRunWriter {
         answer.await.map_err(|_| stopped())?
     }
 
-    async fn claim(&self, limit: i64) -> StoreResult<Vec<ClaimedRun>> {
+    async fn claim(&self, room: ClaimRoom) -> StoreResult<Vec<ClaimedRun>> {
+        let limit = room.now();
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
         let now = Utc::now();
         let lease_until = now + self.claimant.lease;
         self.store

@@ -48,6 +48,8 @@ const HOT_STATEMENTS: usize = 32;
 /// store; reopened if its settings could not be put back (see [`Hold`]).
 pub(super) struct HotConnection {
     path: PathBuf,
+    /// Its write-ahead log (`<path>-wal`).
+    wal: PathBuf,
     synchronous: &'static str,
     conn: Mutex<Option<Connection>>,
     /// Creates committed without an fsync so far, counted (see
@@ -58,7 +60,9 @@ pub(super) struct HotConnection {
 }
 
 /// What `work` tells [`HotConnection::with`] about its hold.
-pub(super) struct Hold {
+pub(super) struct Hold<'a> {
+    /// The store's write-ahead log, for [`Hold::sync_wal`].
+    wal: &'a Path,
     /// `synchronous` is back at the store's setting (see [`Relaxed`]). If
     /// not, the connection is closed and the next hold opens a fresh one.
     pub full_again: bool,
@@ -69,11 +73,36 @@ pub(super) struct Hold {
     pub committed: bool,
 }
 
+impl Hold<'_> {
+    /// Make every commit so far durable (a commit made under [`Relaxed`]
+    /// included): SQLite's WAL is one file, written in order, and its fsync
+    /// covers all of it.
+    pub(super) fn sync_wal(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        sync_file(self.wal).context("syncing the write-ahead log")?;
+        writer_time::add(Part::Sync, started);
+        self.committed = true;
+        Ok(())
+    }
+}
+
+/// fsync `file`'s data; a file that does not exist has nothing to sync.
+pub(super) fn sync_file(file: &Path) -> std::io::Result<()> {
+    match std::fs::File::open(file) {
+        Ok(file) => file.sync_data(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 impl HotConnection {
     /// `synchronous` as the store is configured (`FULL` or `NORMAL`).
     pub(super) fn open(path: &Path, synchronous: &'static str) -> anyhow::Result<Self> {
+        let mut wal = path.to_path_buf().into_os_string();
+        wal.push("-wal");
         let hot = HotConnection {
             path: path.to_path_buf(),
+            wal: PathBuf::from(wal),
             synchronous,
             conn: Mutex::new(None),
             deferred: AtomicU64::new(0),
@@ -129,6 +158,7 @@ impl HotConnection {
         // but through `work` itself.
         let deferred_before = self.deferred.load(Ordering::SeqCst);
         let mut hold = Hold {
+            wal: &self.wal,
             full_again: true,
             committed: false,
         };
@@ -158,9 +188,7 @@ impl HotConnection {
         if self.covered.load(Ordering::SeqCst) >= deferred {
             return None;
         }
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        Some((PathBuf::from(wal), deferred))
+        Some((self.wal.clone(), deferred))
     }
 
     /// The WAL was synced after `deferred` creates had committed.

@@ -5,7 +5,9 @@
 //! So one writer applies whatever is queued in one transaction, and a claim
 //! joins the next transaction (after that transaction's writes): under load
 //! one turn of the writer records a batch of run ends and claims their
-//! successors, with one commit (see [`SqliteStore::write_turns`]).
+//! successors, with one commit (see [`SqliteStore::write_turns`]). The claim
+//! is answered as soon as the transaction commits, the writes once it is
+//! synced (see `turn.rs`).
 //!
 //! The writer runs on a thread of its own, with a single-task runtime: the
 //! writer connection is the node's bottleneck, and on the engine's runtime
@@ -18,7 +20,7 @@ use super::SqliteStore;
 use super::turn::{ClaimDue, WriterTurn, WriterTurns};
 use crate::store::run_writer::{WRITE_BATCH as BATCH, internal};
 use crate::store::{
-    Claimant, ClaimedRun, RunWriter, StoreError, StoreResult, WriteAnswer, WriteOp,
+    ClaimRoom, Claimant, ClaimedRun, RunWriter, StoreError, StoreResult, WriteAnswer, WriteOp,
 };
 use async_trait::async_trait;
 use chrono::Utc;
@@ -34,8 +36,8 @@ type ClaimReply = oneshot::Sender<StoreResult<Vec<ClaimedRun>>>;
 
 enum Job {
     Write(WriteOp, Option<Reply>),
-    /// Claim up to this many due tasks.
-    Claim(i64, ClaimReply),
+    /// Claim as many due tasks as there is room for when the turn is cut.
+    Claim(ClaimRoom, ClaimReply),
 }
 
 pub(super) struct SqliteRunWriter {
@@ -81,11 +83,11 @@ impl RunWriter for SqliteRunWriter {
     }
 
     /// The claim joins the writer's next turn (after the writes queued
-    /// before this call).
-    async fn claim(&self, limit: i64) -> StoreResult<Vec<ClaimedRun>> {
+    /// before this call), and takes the room there is when that turn is cut.
+    async fn claim(&self, room: ClaimRoom) -> StoreResult<Vec<ClaimedRun>> {
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send(Job::Claim(limit, reply))
+            .send(Job::Claim(room, reply))
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -142,7 +144,7 @@ struct Queue {
     /// Received, not yet in a turn.
     jobs: Vec<Job>,
     /// Claims wait here when more than one arrives (one per turn).
-    claims: VecDeque<(i64, ClaimReply)>,
+    claims: VecDeque<(ClaimRoom, ClaimReply)>,
     /// The halves of a failed turn, tried apart.
     retries: VecDeque<Flight>,
     in_flight: Option<Flight>,
@@ -187,17 +189,17 @@ impl Queue {
                     ops.push(op);
                     replies.push(reply);
                 }
-                Job::Claim(limit, reply) => self.claims.push_back((limit, reply)),
+                Job::Claim(room, reply) => self.claims.push_back((room, reply)),
             }
         }
         let (claim, claim_reply) = match self.claims.pop_front() {
-            Some((limit, reply)) => {
+            Some((room, reply)) => {
                 let now = Utc::now();
                 let due = ClaimDue {
                     node: self.claimant.node.clone(),
                     now,
                     lease_until: now + self.claimant.lease,
-                    limit,
+                    limit: room.now(),
                 };
                 (Some(due), Some(reply))
             }
@@ -247,15 +249,23 @@ impl WriterTurns for Queue {
         Some(&self.in_flight.insert(flight).turn)
     }
 
-    /// If a turn of writes and a claim fails, they are tried apart, so that
-    /// a claim that cannot be made (a damaged task row, say) never keeps
-    /// runs' ends from being recorded, nor the reverse.
-    fn turn_done(&mut self, result: StoreResult<(Vec<WriteAnswer>, Vec<ClaimedRun>)>) {
+    /// The claim goes out at once; the writes wait for [`Self::turn_done`].
+    fn claimed(&mut self, runs: Vec<ClaimedRun>) {
+        let reply = self.in_flight.as_mut().and_then(|f| f.claim_reply.take());
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(runs));
+        }
+    }
+
+    /// If a turn of writes and a claim fails before its commit, they are
+    /// tried apart, so that a claim that cannot be made (a damaged task row,
+    /// say) never keeps runs' ends from being recorded, nor the reverse.
+    fn turn_done(&mut self, result: StoreResult<Vec<WriteAnswer>>) {
         let Some(flight) = self.in_flight.take() else {
             return;
         };
         match result {
-            Err(error) if !flight.turn.ops.is_empty() && flight.turn.claim.is_some() => {
+            Err(error) if !flight.turn.ops.is_empty() && flight.claim_reply.is_some() => {
                 tracing::warn!(
                     "a writer turn failed, trying its writes and claim apart: {error:#}"
                 );
@@ -290,21 +300,22 @@ impl WriterTurns for Queue {
                 }
                 answer(flight, Err(error));
             }
-            Ok(done) => answer(flight, Ok(done)),
+            Ok(applied) => answer(flight, Ok(applied)),
         }
     }
 }
 
-fn answer(flight: Flight, result: Result<(Vec<WriteAnswer>, Vec<ClaimedRun>), StoreError>) {
+/// Answer a flight's writes, and its claim if [`Queue::claimed`] has not.
+fn answer(flight: Flight, result: Result<Vec<WriteAnswer>, StoreError>) {
     match result {
-        Ok((applied, claimed)) => {
+        Ok(applied) => {
             for (reply, applied) in flight.replies.into_iter().zip(applied) {
                 if let Some(reply) = reply {
                     let _ = reply.send(Ok(applied));
                 }
             }
             if let Some(reply) = flight.claim_reply {
-                let _ = reply.send(Ok(claimed));
+                let _ = reply.send(Ok(Vec::new()));
             }
         }
         Err(error) => {
@@ -379,7 +390,7 @@ mod tests {
             },
         );
         committer
-            .claim(1)
+            .claim(ClaimRoom::fixed(1))
             .await
             .expect_err("the hold panicked, the claim is answered");
         let finish = WriteOp::FinishRun {
@@ -397,6 +408,44 @@ mod tests {
         );
         let task = store.get_task(task.id).await.expect("get").expect("task");
         assert_eq!(task.status, TaskStatus::Completed);
+    }
+
+    /// What is queued in `receiver`, written in one hold of the writer.
+    async fn turns_of(store: &SqliteStore, receiver: mpsc::UnboundedReceiver<Job>) -> Queue {
+        let claimant = Claimant {
+            node: "node".into(),
+            lease: Duration::from_secs(30),
+        };
+        let mut queue = Queue::new(receiver, claimant);
+        queue.hold();
+        store.write_turns(&mut queue).await.expect("turns");
+        queue
+    }
+
+    /// A claim takes the room there is when its turn is cut, not when it was
+    /// asked for: workers freed while it waited behind other writes count.
+    #[tokio::test]
+    async fn a_claim_takes_the_room_there_is_at_its_turn() {
+        let (_dir, store, _, _) = a_running_run().await;
+        let now = Utc::now();
+        for i in 0..5 {
+            store
+                .create_task(one_step_task(&format!("due {i}")), now)
+                .await
+                .expect("create");
+        }
+        let room = Arc::new(std::sync::atomic::AtomicI64::new(1));
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let (reply, claim) = oneshot::channel();
+        let measured = ClaimRoom::measured({
+            let room = room.clone();
+            move || room.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        sender.send(Job::Claim(measured, reply)).expect("queue");
+        room.store(3, std::sync::atomic::Ordering::SeqCst);
+        turns_of(&store, receiver).await;
+        let claimed = claim.await.expect("answered").expect("claimed");
+        assert_eq!(claimed.len(), 3);
     }
 
     /// A turn of writes and a claim that fails is tried again as its writes
@@ -422,14 +471,10 @@ mod tests {
         };
         sender.send(Job::Write(finish, Some(reply))).expect("queue");
         let (reply, claim) = oneshot::channel();
-        sender.send(Job::Claim(5, reply)).expect("queue");
-        let claimant = Claimant {
-            node: "node".into(),
-            lease: Duration::from_secs(30),
-        };
-        let mut queue = Queue::new(receiver, claimant);
-        queue.hold();
-        store.write_turns(&mut queue).await.expect("turns");
+        sender
+            .send(Job::Claim(ClaimRoom::fixed(5), reply))
+            .expect("queue");
+        let queue = turns_of(&store, receiver).await;
 
         assert!(
             finished

@@ -323,14 +323,10 @@ impl Store for SqliteStore {
         let Some((wal, covers)) = self.hot.uncovered() else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || match File::open(&wal) {
-            Ok(file) => file.sync_data(),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(error),
-        })
-        .await
-        .context("syncing the write-ahead log")?
-        .context("syncing the write-ahead log")?;
+        tokio::task::spawn_blocking(move || direct::sync_file(&wal))
+            .await
+            .context("syncing the write-ahead log")?
+            .context("syncing the write-ahead log")?;
         self.hot.synced(covers);
         Ok(())
     }

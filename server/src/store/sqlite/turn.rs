@@ -2,13 +2,26 @@
 //! transaction on the hot connection (see [`super::direct`]). A busy node
 //! records its runs' ends and claims their successors with one commit.
 //!
-//! A turn with writes commits as the store is configured (FULL: an fsync). A
-//! turn that only claims commits with `synchronous=NORMAL`: in WAL mode a
-//! commit's frames are made durable by the next synced commit, so the claim is
-//! on disk as soon as any later FULL commit (a step end, a run end) is — and
-//! if power fails before that, the task is simply still scheduled and is
-//! claimed again: no step was recorded as completed. That saves an fsync per
-//! claim on a node that is not busy, where it would delay the steps' start.
+//! A turn's writes are answered only once they are on disk (with the store at
+//! FULL: an fsync of the WAL). Its claim does not wait for that fsync:
+//!
+//! - A turn that only claims commits with `synchronous=NORMAL`. In WAL mode a
+//!   commit's frames are made durable by the next synced commit, so the claim
+//!   is on disk as soon as any later FULL commit (a step end, a run end) is.
+//!   If power fails before that, the task is simply still scheduled and is
+//!   claimed again: no step was recorded as completed. That saves an fsync
+//!   per claim on a node that is not busy, where it would delay the steps'
+//!   start.
+//! - A turn with writes and a claim commits the same way, hands its claimed
+//!   runs over ([`WriterTurns::claimed`]), and only then syncs the WAL and
+//!   answers its writes. A busy node's next runs start while the disk syncs
+//!   the last ones' ends, and their ends meet in the next turn: each fsync
+//!   covers the ends of every worker, not only of those that ended during the
+//!   last one. For readers, a turn's writes are visible up to one fsync
+//!   before they are durable (as a claim's always were); nothing is
+//!   acknowledged before it — not a run's end to its executor, so no event,
+//!   no `?wait=` answer and no hook.
+//! - A turn with writes alone commits at FULL.
 
 use super::direct::{Hold, Relaxed};
 use super::writer_time::{self, Part};
@@ -23,9 +36,14 @@ pub(crate) trait WriterTurns {
     /// The next turn, if one is ready now; `None` ends the hold on the writer
     /// (the caller waits for more work outside it, so other writers get in).
     fn next_turn(&mut self) -> Option<&WriterTurn>;
-    /// How the turn last given went: per op whether it applied, and the
-    /// claimed runs. On an error nothing of the turn was written.
-    fn turn_done(&mut self, result: StoreResult<(Vec<WriteAnswer>, Vec<ClaimedRun>)>);
+    /// The claim of the turn last given committed: its runs may start,
+    /// before the turn's writes are synced (see the module docs). Not called
+    /// if the turn failed before its commit.
+    fn claimed(&mut self, runs: Vec<ClaimedRun>);
+    /// How the turn last given went: per op whether it applied, once on
+    /// disk. An error before [`WriterTurns::claimed`] means nothing of the
+    /// turn was written; one after it, that the sync failed.
+    fn turn_done(&mut self, result: StoreResult<Vec<WriteAnswer>>);
 }
 
 /// One transaction of the engine's writer: writes, then a claim.
@@ -49,9 +67,9 @@ impl SqliteStore {
     /// `turns` has one ready. Each turn applies its ops as
     /// `Store::apply_writes` does, then claims as `Store::claim_due` does,
     /// and commits both together: under load a node records a batch of run
-    /// ends and claims their successors with one commit (and one fsync). A
-    /// turn with no ops commits without an fsync (see the module docs). Errs
-    /// only if no turn could be run at all.
+    /// ends and claims their successors with one commit (and one fsync). The
+    /// claimed runs are handed over before the writes are synced (see the
+    /// module docs). Errs only if no turn could be run at all.
     pub(crate) async fn write_turns(
         &self,
         turns: &mut (dyn WriterTurns + Send),
@@ -66,7 +84,14 @@ async fn write_turns(store: &SqliteStore, turns: &mut (dyn WriterTurns + Send)) 
     let durability = store.durability;
     with_writer(store, |db, hold| {
         while let Some(turn) = turns.next_turn() {
-            let result = run_turn(db, durability, &turn.ops, turn.claim.as_ref(), hold);
+            let committed = commit_turn(db, durability, &turn.ops, turn.claim.as_ref(), hold);
+            let result = committed.and_then(|committed| {
+                turns.claimed(committed.claimed);
+                if committed.unsynced {
+                    hold.sync_wal()?;
+                }
+                Ok(committed.answers)
+            });
             turns.turn_done(result.map_err(StoreError::Internal));
             if !hold.full_again {
                 break;
@@ -87,7 +112,14 @@ pub(super) async fn write_then_claim(
         return Ok((Vec::new(), Vec::new()));
     }
     let durability = store.durability;
-    with_writer(store, |db, hold| run_turn(db, durability, ops, claim, hold)).await
+    with_writer(store, |db, hold| {
+        let committed = commit_turn(db, durability, ops, claim, hold)?;
+        if committed.unsynced {
+            hold.sync_wal()?;
+        }
+        Ok((committed.answers, committed.claimed))
+    })
+    .await
 }
 
 /// Run `work` on the store's hot connection (see [`direct`]), holding the
@@ -105,23 +137,36 @@ fn nothing_to_do(ops: &[WriteOp], claim: Option<&ClaimDue>) -> bool {
     ops.is_empty() && claim.is_none_or(|c| c.limit <= 0)
 }
 
-/// One transaction: `ops` in order, then the claim.
-fn run_turn(
+/// A turn's transaction, committed.
+struct Committed {
+    answers: Vec<WriteAnswer>,
+    claimed: Vec<ClaimedRun>,
+    /// Its writes are not on disk until the WAL is synced ([`Hold::sync_wal`]).
+    unsynced: bool,
+}
+
+/// One transaction: `ops` in order, then the claim. With the store at FULL, a
+/// turn with a claim commits without an fsync (see the module docs).
+fn commit_turn(
     db: &Connection,
     durability: Durability,
     ops: &[WriteOp],
     claim: Option<&ClaimDue>,
     hold: &mut Hold,
-) -> anyhow::Result<(Vec<WriteAnswer>, Vec<ClaimedRun>)> {
+) -> anyhow::Result<Committed> {
     if nothing_to_do(ops, claim) {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(Committed {
+            answers: Vec::new(),
+            claimed: Vec::new(),
+            unsynced: false,
+        });
     }
     let claim = claim.filter(|c| c.limit > 0);
-    let relax = ops.is_empty() && durability == Durability::Full;
+    let relax = durability == Durability::Full && claim.is_some();
     let _relaxed = relax
         .then(|| Relaxed::on(db, &mut hold.full_again))
         .transpose()?;
-    let done = direct::hot_transaction(db, |tx| {
+    let (answers, claimed) = direct::hot_transaction(db, |tx| {
         let applied = writes::apply_in(tx, ops)?;
         let claimed = match claim {
             Some(due) => {
@@ -135,5 +180,9 @@ fn run_turn(
         Ok((applied, claimed))
     })?;
     hold.committed = !relax;
-    Ok(done)
+    Ok(Committed {
+        answers,
+        claimed,
+        unsynced: relax && !ops.is_empty(),
+    })
 }

@@ -613,7 +613,7 @@ pub(crate) async fn the_run_writer_keeps_order_and_claims(store: Arc<dyn Store>)
         node: NODE.to_string(),
         lease: std::time::Duration::from_secs(30),
     });
-    let mut claimed = writer.claim(10).await.expect("claim");
+    let mut claimed = writer.claim(ClaimRoom::fixed(10)).await.expect("claim");
     assert_eq!(claimed.len(), 1);
     let run = claimed.remove(0);
     for (i, planned) in run.steps.iter().enumerate() {
@@ -653,7 +653,13 @@ pub(crate) async fn the_run_writer_keeps_order_and_claims(store: Arc<dyn Store>)
         [StepRunStatus::Completed, StepRunStatus::Completed],
         "the steps' ends were written before the run's"
     );
-    assert!(writer.claim(10).await.expect("claim").is_empty());
+    assert!(
+        writer
+            .claim(ClaimRoom::fixed(10))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
 }
 
 /// A run end that gives its task's claimed version (someone waits on it)
@@ -676,7 +682,7 @@ pub(crate) async fn a_waited_run_end_says_whether_its_task_is_as_claimed(store: 
         node: NODE.to_string(),
         lease: std::time::Duration::from_secs(30),
     });
-    let claimed = writer.claim(10).await.expect("claim");
+    let claimed = writer.claim(ClaimRoom::fixed(10)).await.expect("claim");
     let run_of = |id: i64| {
         claimed
             .iter()

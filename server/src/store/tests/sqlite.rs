@@ -109,6 +109,47 @@ async fn deferred_creates_are_covered_by_the_next_synced_commit_or_a_sync() {
     assert_eq!(store.writer_synchronous().await, (2, 2), "FULL after it");
 }
 
+/// A turn with writes and a claim hands its runs over before it syncs the
+/// WAL, and answers its writes after: they are on disk then, and with them
+/// every commit before (a deferred create here), at FULL as before.
+#[tokio::test]
+async fn a_turns_claim_goes_out_before_its_writes_are_synced() {
+    let (_dir, store) = sqlite_store().await;
+    create(&store, with_steps(new_task("first"), &["m/a"]), 0).await;
+    let first = claim_one(&store, 1).await;
+    let next = create(&store, with_steps(new_task("next"), &["m/a"]), 1).await;
+    store
+        .create_tasks_deferred(vec![new_task("waited")], t(2))
+        .await
+        .expect("create");
+    assert!(store.deferred_uncovered());
+    let mut turns = ScriptedTurns::default();
+    turns.turns.push_back(WriterTurn {
+        ops: vec![WriteOp::FinishRun {
+            task_id: first.task.id,
+            run_id: first.run_id,
+            end: run_end(RunStatus::Completed, TaskStatus::Completed, 5),
+            claimed_version: None,
+        }],
+        claim: Some(claim_due(10, 1)),
+    });
+    store.write_turns(&mut turns).await.expect("writer turns");
+    assert_eq!(turns.calls, ["claimed", "done"]);
+    let (applied, claimed) = turns.results.remove(0).expect("the turn");
+    assert_eq!(applied, [true]);
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].task.id, next.id);
+    assert!(
+        !store.deferred_uncovered(),
+        "the turn's writes were answered after a sync of the WAL"
+    );
+    assert_eq!(store.writer_synchronous().await, (2, 2), "FULL after it");
+    assert_eq!(
+        get(&store, first.task.id).await.status,
+        TaskStatus::Completed
+    );
+}
+
 /// With `--durability normal` nothing is synced, so nothing is deferred.
 #[tokio::test]
 async fn with_durability_normal_no_create_is_deferred() {
@@ -343,12 +384,15 @@ async fn migrations_keep_data_written_before_them() {
     );
 }
 
-/// Turns given by a test: each taken in order, each result kept.
+/// Turns given by a test: each taken in order, each result kept (with the
+/// runs its claim handed over), and the order of the writer's calls.
 #[derive(Default)]
 struct ScriptedTurns {
     turns: std::collections::VecDeque<WriterTurn>,
     given: Option<WriterTurn>,
+    claimed: Vec<ClaimedRun>,
     results: Vec<StoreResult<(Vec<WriteAnswer>, Vec<ClaimedRun>)>>,
+    calls: Vec<&'static str>,
 }
 
 impl WriterTurns for ScriptedTurns {
@@ -357,8 +401,15 @@ impl WriterTurns for ScriptedTurns {
         self.given.as_ref()
     }
 
-    fn turn_done(&mut self, result: StoreResult<(Vec<WriteAnswer>, Vec<ClaimedRun>)>) {
-        self.results.push(result);
+    fn claimed(&mut self, runs: Vec<ClaimedRun>) {
+        self.calls.push("claimed");
+        self.claimed = runs;
+    }
+
+    fn turn_done(&mut self, result: StoreResult<Vec<WriteAnswer>>) {
+        self.calls.push("done");
+        let claimed = std::mem::take(&mut self.claimed);
+        self.results.push(result.map(|answers| (answers, claimed)));
     }
 }
 
