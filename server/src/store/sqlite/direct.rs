@@ -87,6 +87,9 @@ impl Hold<'_> {
 }
 
 /// fsync `file`'s data; a file that does not exist has nothing to sync.
+/// Opened anew each time rather than kept open: SQLite may delete and make
+/// the WAL again (when its last connection closes), and an fsync through a
+/// handle to the old file would make nothing durable.
 pub(super) fn sync_file(file: &Path) -> std::io::Result<()> {
     match std::fs::File::open(file) {
         Ok(file) => file.sync_data(),
