@@ -204,6 +204,9 @@ pub trait Store: Send + Sync + 'static {
         finished_before: DateTime<Utc>,
         status: Option<TaskStatus>,
     ) -> StoreResult<u64>;
+    /// Tasks by status, every status included. Dashboards poll it, so it
+    /// must not count the tasks: each store keeps the counts as tasks move,
+    /// in the transactions that move them.
     async fn count_by_status(&self) -> StoreResult<StatusCounts>;
 
     // ---- runs --------------------------------------------------------------

@@ -950,6 +950,21 @@ impl PartialEq<bool> for WriteAnswer {
 /// Counts of tasks by status.
 pub type StatusCounts = Vec<(TaskStatus, i64)>;
 
+/// Every status's count from a store's `(status, count)` rows, zero for a
+/// status they lack.
+pub fn status_counts<'a>(rows: impl Iterator<Item = (&'a str, i64)> + Clone) -> StatusCounts {
+    TaskStatus::ALL
+        .iter()
+        .map(|status| {
+            let mut rows = rows.clone();
+            let count = rows
+                .find(|(s, _)| *s == status.as_str())
+                .map_or(0, |(_, n)| n);
+            (*status, count)
+        })
+        .collect()
+}
+
 /// Artifact names are file names: 1–128 of `[A-Za-z0-9._-]`, not starting with a dot.
 pub fn validate_artifact_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

@@ -20,6 +20,7 @@ macro_rules! conformance_cases {
                 };
                 let store: std::sync::Arc<dyn $crate::store::Store> = std::sync::Arc::new(store);
                 $crate::store::tests::$module::$case($crate::store::tests::CaseStore::of(&store)).await;
+                $crate::store::tests::counts_agree_with_the_tasks(store.as_ref()).await;
             }
         )*
     };
@@ -139,6 +140,33 @@ impl<G, S> Fresh<G, S> for (G, S) {
 impl<G, S> Fresh<G, S> for Option<(G, S)> {
     fn fresh(self) -> Option<(G, S)> {
         self
+    }
+}
+
+/// After every case: the counts by status (kept apart from the tasks, see
+/// `count_by_status`) are those of the tasks the store lists.
+pub(crate) async fn counts_agree_with_the_tasks(store: &dyn Store) {
+    let mut listed: std::collections::BTreeMap<TaskStatus, i64> = Default::default();
+    let mut filter = TaskFilter {
+        limit: 500,
+        ..TaskFilter::default()
+    };
+    loop {
+        let page = store.list_tasks(&filter).await.expect("list tasks");
+        for task in &page {
+            *listed.entry(task.status).or_default() += 1;
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == filter.limit => filter.before_id = Some(last.id),
+            _ => break,
+        }
+    }
+    for (status, counted) in store.count_by_status().await.expect("counts") {
+        let listed = listed.get(&status).copied().unwrap_or(0);
+        assert_eq!(
+            counted, listed,
+            "{status}: counted {counted}, but {listed} such tasks are listed"
+        );
     }
 }
 

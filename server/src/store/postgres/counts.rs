@@ -3,7 +3,7 @@
 //! of each status), so that a count does not scan the tasks.
 
 use super::PostgresStore;
-use crate::store::{StatusCounts, StoreResult, TaskStatus};
+use crate::store::{StatusCounts, StoreResult, status_counts};
 use anyhow::Context;
 
 const SUMS: &str =
@@ -30,16 +30,7 @@ pub(super) async fn count_by_status(store: &PostgresStore) -> StoreResult<Status
     if sums.iter().map(|(_, _, rows)| rows).sum::<i64>() > COMPACT_ABOVE {
         compact(store).await;
     }
-    Ok(TaskStatus::ALL
-        .iter()
-        .map(|status| {
-            let count = sums
-                .iter()
-                .find(|(s, _, _)| s == status.as_str())
-                .map_or(0, |(_, n, _)| *n);
-            (*status, count)
-        })
-        .collect())
+    Ok(status_counts(sums.iter().map(|(s, n, _)| (s.as_str(), *n))))
 }
 
 /// Compacts the delta rows; a failure only leaves more rows for the next

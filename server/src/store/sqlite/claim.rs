@@ -17,6 +17,7 @@
 //! writes of that turn.
 
 use super::at_hand::{AtHand, Sql};
+use super::counts::TaskMoves;
 use super::direct::{TASK_COLUMNS, task_from_row};
 use super::limits::{admit_due, take_slots};
 use super::rows::{json_ids, ms, parse, parse_json, task_columns, time};
@@ -203,7 +204,11 @@ struct Due {
 }
 
 /// Claim in the writer's open transaction (see [`super::turn`]).
-pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result<Vec<ClaimedRun>> {
+pub(super) fn claim_in_transaction(
+    tx: &Transaction,
+    claim: &ClaimDue,
+    moves: &mut TaskMoves,
+) -> Result<Vec<ClaimedRun>> {
     let ClaimDue {
         node,
         now,
@@ -245,9 +250,11 @@ pub(super) fn claim_in_transaction(tx: &Transaction, claim: &ClaimDue) -> Result
             if let Some(modules) = slots_of.remove(&task.id) {
                 slots.extend(modules.into_iter().map(|module| (module, run_id)));
             }
-            mark_running
+            let marked = mark_running
                 .execute(params![task.id, run_id, node, ms(lease_until), ms(now)])
                 .context("marking a task running")?;
+            // `pick_due` chose scheduled tasks, in this transaction.
+            moves.moved(TaskStatus::Scheduled, TaskStatus::Running, marked as i64);
             // Only a claim sets `last_run_at`, and nothing clears it: a task
             // without one has never run, so it has no checkpoints to clear
             // and no past runs to read.

@@ -186,7 +186,7 @@ pub(super) fn insert_plain(
     if tasks.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = hot_transaction(db, |tx| {
+    let rows = hot_transaction(db, |tx, moves| {
         let (first_task, first_step): (i64, i64) = tx
             .prepare_cached(NEXT_IDS_SQL)?
             .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -195,6 +195,9 @@ pub(super) fn insert_plain(
         tx.prepare_cached(INSERT_TASKS_SQL)?
             .execute(params![rows.tasks, ms(now)])
             .context("inserting tasks")?;
+        for (status, _) in &rows.states {
+            moves.add(*status, 1);
+        }
         if let Some(steps) = &rows.steps {
             tx.prepare_cached(INSERT_STEPS_SQL)?
                 .execute([steps])

@@ -36,6 +36,7 @@ use serde_json::Map;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::counts::{self, TaskMoves};
 use super::rows::{parse, time};
 use super::writer_time::{self, Part};
 use std::time::Instant;
@@ -225,14 +226,17 @@ impl Drop for Relaxed<'_> {
     }
 }
 
-/// Run `work` in one IMMEDIATE transaction and commit it; on an error it is
+/// Run `work` in one IMMEDIATE transaction and commit it, with the task
+/// counts of the moves `work` reports (see [`counts`]); on an error it is
 /// rolled back.
 pub(super) fn hot_transaction<R>(
     db: &Connection,
-    work: impl FnOnce(&Transaction) -> anyhow::Result<R>,
+    work: impl FnOnce(&Transaction, &mut TaskMoves) -> anyhow::Result<R>,
 ) -> anyhow::Result<R> {
     let tx = Transaction::new_unchecked(db, TransactionBehavior::Immediate)?;
-    let result = work(&tx)?;
+    let mut moves = TaskMoves::default();
+    let result = work(&tx, &mut moves)?;
+    counts::fold(&tx, &moves)?;
     let committing = Instant::now();
     tx.commit().context("committing")?;
     writer_time::add(Part::Commit, committing);
@@ -320,7 +324,7 @@ mod tests {
             "INSERT INTO module_blobs (hash, bytes, size, created_at) VALUES (?1, x'00', 1, 0)";
         let lock = store.writer.acquire().await.expect("writer");
         let failed = store.hot.with(|db, _| {
-            hot_transaction(db, |tx| {
+            hot_transaction(db, |tx, _| {
                 tx.execute(insert, ["a"])?;
                 // The primary key refuses the second row: the whole transaction goes.
                 tx.execute(insert, ["a"])?;
@@ -340,7 +344,7 @@ mod tests {
         let lock = store.writer.acquire().await.expect("writer");
         store
             .hot
-            .with(|db, _| hot_transaction(db, |tx| Ok(tx.execute(insert, ["c"])?)))
+            .with(|db, _| hot_transaction(db, |tx, _| Ok(tx.execute(insert, ["c"])?)))
             .expect("a hot write after it");
         drop(lock);
         assert_eq!(count_blobs(&store).await, 2);

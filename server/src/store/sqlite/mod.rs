@@ -14,6 +14,7 @@ mod artifacts;
 mod at_hand;
 mod blobs;
 mod claim;
+mod counts;
 mod create_batch;
 mod direct;
 mod group_commit;
@@ -120,6 +121,12 @@ impl SqliteStore {
             // write a round trip to the connection's thread.
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, counts::WRITER_TRIGGERS).await?;
+                    Ok(())
+                })
+            })
             .connect_with(
                 options
                     .clone()
@@ -395,7 +402,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_by_status(&self) -> StoreResult<StatusCounts> {
-        tasks::count_by_status(self).await
+        counts::count_by_status(self).await
     }
 
     async fn claim_due(

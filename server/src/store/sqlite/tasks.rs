@@ -6,8 +6,8 @@ use super::rows::{json_text, load_task, ms, opt_ms, parse, task_columns, task_fr
 use super::{Durability, SqliteStore, create_batch};
 use crate::store::ScheduleRow;
 use crate::store::{
-    NewStep, NewTask, SealedSecret, StatusCounts, Step, StoreError, StoreResult, Task, TaskFilter,
-    TaskPatch, TaskStatus,
+    NewStep, NewTask, SealedSecret, Step, StoreError, StoreResult, Task, TaskFilter, TaskPatch,
+    TaskStatus,
 };
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -548,21 +548,4 @@ pub(super) async fn delete_finished(
         Some(&statuses),
     )
     .await
-}
-
-pub(super) async fn count_by_status(store: &SqliteStore) -> StoreResult<StatusCounts> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM tasks GROUP BY status")
-            .fetch_all(&store.reader)
-            .await?;
-    Ok(TaskStatus::ALL
-        .iter()
-        .map(|status| {
-            let count = rows
-                .iter()
-                .find(|(s, _)| s == status.as_str())
-                .map_or(0, |(_, n)| *n);
-            (*status, count)
-        })
-        .collect())
 }

@@ -166,12 +166,12 @@ fn commit_turn(
     let _relaxed = relax
         .then(|| Relaxed::on(db, &mut hold.full_again))
         .transpose()?;
-    let (answers, claimed) = direct::hot_transaction(db, |tx| {
-        let applied = writes::apply_in(tx, ops)?;
+    let (answers, claimed) = direct::hot_transaction(db, |tx, moves| {
+        let applied = writes::apply_in(tx, ops, moves)?;
         let claimed = match claim {
             Some(due) => {
                 let started = Instant::now();
-                let claimed = claim::claim_in_transaction(tx, due)?;
+                let claimed = claim::claim_in_transaction(tx, due, moves)?;
                 writer_time::add(Part::Claim, started);
                 claimed
             }

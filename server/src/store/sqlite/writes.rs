@@ -4,8 +4,9 @@
 //! hand-off between statements.
 
 use super::at_hand::{AtHand, Sql};
+use super::counts::TaskMoves;
 use super::rows::{ms, opt_ms};
-use crate::store::{RunEnd, StepRunEnd, WriteAnswer, WriteOp};
+use crate::store::{RunEnd, StepRunEnd, TaskStatus, WriteAnswer, WriteOp};
 use anyhow::{Context, Result};
 use rusqlite::{Transaction, params};
 use serde_json::Value;
@@ -79,7 +80,11 @@ const TASK_VERSION: Sql = (8, "SELECT updated_at FROM tasks WHERE id = ?1");
 /// Apply `ops` in order in the writer's open transaction (see
 /// [`super::turn`]); one answer per op, as the single-op store methods give
 /// it (`StartStep` and `SaveProgress` always apply).
-pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<WriteAnswer>> {
+pub(super) fn apply_in(
+    tx: &Transaction,
+    ops: &[WriteOp],
+    moves: &mut TaskMoves,
+) -> Result<Vec<WriteAnswer>> {
     let mut hot = Hot::new(tx);
     // A step that starts and ends within one batch (most do) is written once:
     // its start rides on its end.
@@ -118,7 +123,7 @@ pub(super) fn apply_in(tx: &Transaction, ops: &[WriteOp]) -> Result<Vec<WriteAns
                     Some(version) => task_version(&mut hot, *task_id)? == Some(ms(*version)),
                     None => false,
                 };
-                match end_run(&mut hot, *task_id, *run_id, end)? {
+                match end_run(&mut hot, *task_id, *run_id, end, moves)? {
                     true if claimed => WriteAnswer::AppliedToClaimed,
                     applied => WriteAnswer::from_applied(applied),
                 }
@@ -193,7 +198,13 @@ fn end_step(
 /// The guarded task update decides: a run ends only while its task is still
 /// running on it (not rescued meanwhile). Then the run, and its step runs
 /// left pending (skipped) or running (interrupted), and its completion hook.
-fn end_run(hot: &mut Hot, task_id: i64, run_id: i64, end: &RunEnd) -> Result<bool> {
+fn end_run(
+    hot: &mut Hot,
+    task_id: i64,
+    run_id: i64,
+    end: &RunEnd,
+    moves: &mut TaskMoves,
+) -> Result<bool> {
     let finished_at = ms(end.finished_at);
     let changed = hot
         .get(END_RUN_TASK)?
@@ -213,6 +224,7 @@ fn end_run(hot: &mut Hot, task_id: i64, run_id: i64, end: &RunEnd) -> Result<boo
     if changed == 0 {
         return Ok(false);
     }
+    moves.moved(TaskStatus::Running, end.task_status, 1);
     hot.get(END_RUN)?
         .execute(params![
             run_id,
