@@ -109,10 +109,12 @@ pub trait Store: Send + Sync + 'static {
     /// run is its own) and the run claimed, if any; a driver may claim
     /// nothing, and the scheduler then claims as usual.
     ///
-    /// The default is the two calls one after the other. PostgreSQL does it
-    /// in one statement, which claims only the new task, and only when no
-    /// other is due and its steps' modules are registered, active and not
-    /// limited (`postgres/create_and_claim.rs`).
+    /// The default is the two calls one after the other
+    /// ([`create_then_claim`]). PostgreSQL does it in one statement, which
+    /// claims only the new task, and only when no other is due and its steps'
+    /// modules are registered, active and not limited
+    /// (`postgres/create_and_claim.rs`); SQLite in one transaction
+    /// (`sqlite/create_and_claim.rs`).
     async fn create_and_claim(
         &self,
         task: NewTask,
@@ -120,26 +122,7 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<(Task, Option<ClaimedRun>)> {
-        let created = self
-            .create_tasks_deferred(vec![task], now)
-            .await?
-            .pop()
-            .expect("one result per task")?
-            .0;
-        // The task is in: a failed claim must not fail its create (the
-        // caller would create it again); the scheduler claims it later.
-        let claimed = match self.claim_due(node, now, lease_until, 1).await {
-            Ok(mut runs) => runs.pop(),
-            Err(error) => {
-                tracing::warn!("claiming after a create failed: {error:#}");
-                None
-            }
-        };
-        let task = match &claimed {
-            Some(run) if run.task.id == created.id => run.task.clone(),
-            _ => created,
-        };
-        Ok((task, claimed))
+        create_then_claim(self, task, node, now, lease_until).await
     }
     /// Make every create of [`Store::create_tasks_deferred`] committed so far
     /// durable; nothing to do (and no fsync) when a synced commit since has.
@@ -605,4 +588,39 @@ pub async fn read_artifact<S: Store + ?Sized>(
         bytes.extend(store.artifact_chunk(id).await?.unwrap_or_default());
     }
     Ok(Some(bytes))
+}
+
+/// [`Store::create_and_claim`] as two calls: the create, then a claim of one.
+pub(crate) async fn create_then_claim<S: Store + ?Sized>(
+    store: &S,
+    task: NewTask,
+    node: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> StoreResult<(Task, Option<ClaimedRun>)> {
+    let created = store
+        .create_tasks_deferred(vec![task], now)
+        .await?
+        .pop()
+        .expect("one result per task")?
+        .0;
+    // The task is in: a failed claim must not fail its create (the caller
+    // would create it again); the scheduler claims it later.
+    let claimed = match store.claim_due(node, now, lease_until, 1).await {
+        Ok(mut runs) => runs.pop(),
+        Err(error) => {
+            tracing::warn!("claiming after a create failed: {error:#}");
+            None
+        }
+    };
+    Ok((as_claimed(created, claimed.as_ref()), claimed))
+}
+
+/// The task a create-and-claim returns: as its claim left it when the run
+/// claimed is its own, as created otherwise.
+pub(crate) fn as_claimed(created: Task, claimed: Option<&ClaimedRun>) -> Task {
+    match claimed {
+        Some(run) if run.task.id == created.id => run.task.clone(),
+        _ => created,
+    }
 }

@@ -8,13 +8,14 @@
 //! above a sequence moves it up, so no id is handed out twice). That ties
 //! each step and detail row to its task without reading ids back.
 
+use super::counts::TaskMoves;
 use super::direct::hot_transaction;
 use super::rows::{json_text, ms, opt_ms};
 use super::tasks::{built, initial_state, insert_secret};
 use crate::store::{NewTask, StoreResult, Task, TaskStatus};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Transaction, params};
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteConnection;
 
@@ -186,30 +187,36 @@ pub(super) fn insert_plain(
     if tasks.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = hot_transaction(db, |tx, moves| {
-        let (first_task, first_step): (i64, i64) = tx
-            .prepare_cached(NEXT_IDS_SQL)?
-            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .context("reserving task and step ids")?;
-        let rows = Rows::new(&tasks, first_task, first_step, now);
-        tx.prepare_cached(INSERT_TASKS_SQL)?
-            .execute(params![rows.tasks, ms(now)])
-            .context("inserting tasks")?;
-        for (status, _) in &rows.states {
-            moves.add(*status, 1);
-        }
-        if let Some(steps) = &rows.steps {
-            tx.prepare_cached(INSERT_STEPS_SQL)?
-                .execute([steps])
-                .context("inserting steps")?;
-        }
-        if let Some(details) = &rows.details {
-            tx.prepare_cached(INSERT_DETAILS_SQL)?
-                .execute([details])
-                .context("inserting task details")?;
-        }
-        Ok((first_task, rows))
-    })?;
-    let (first_task, rows) = rows;
+    hot_transaction(db, |tx, moves| insert_plain_in(tx, tasks, now, moves))
+}
+
+/// [`insert_plain`]'s statements, in the hot transaction `tx` (not empty).
+pub(super) fn insert_plain_in(
+    tx: &Transaction,
+    tasks: Vec<NewTask>,
+    now: DateTime<Utc>,
+    moves: &mut TaskMoves,
+) -> anyhow::Result<Vec<Task>> {
+    let (first_task, first_step): (i64, i64) = tx
+        .prepare_cached(NEXT_IDS_SQL)?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .context("reserving task and step ids")?;
+    let rows = Rows::new(&tasks, first_task, first_step, now);
+    tx.prepare_cached(INSERT_TASKS_SQL)?
+        .execute(params![rows.tasks, ms(now)])
+        .context("inserting tasks")?;
+    for (status, _) in &rows.states {
+        moves.add(*status, 1);
+    }
+    if let Some(steps) = &rows.steps {
+        tx.prepare_cached(INSERT_STEPS_SQL)?
+            .execute([steps])
+            .context("inserting steps")?;
+    }
+    if let Some(details) = &rows.details {
+        tx.prepare_cached(INSERT_DETAILS_SQL)?
+            .execute([details])
+            .context("inserting task details")?;
+    }
     Ok(rows.built(first_task, tasks, now))
 }

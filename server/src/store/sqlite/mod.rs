@@ -15,6 +15,7 @@ mod at_hand;
 mod blobs;
 mod claim;
 mod counts;
+mod create_and_claim;
 mod create_batch;
 mod direct;
 mod group_commit;
@@ -321,6 +322,16 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
         tasks::create_many(self, tasks, now, true).await
+    }
+
+    async fn create_and_claim(
+        &self,
+        task: NewTask,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<(Task, Option<ClaimedRun>)> {
+        create_and_claim::create_and_claim(self, task, node, now, lease_until).await
     }
 
     /// Deferred creates are in the WAL, written in order: an fsync of the

@@ -231,6 +231,29 @@ async fn hot_transactions_leave_foreign_keys_and_checks_on_and_intact() {
     assert_eq!(store.writer_foreign_keys().await, (1, 0), "after a delete");
 }
 
+/// A create and its claim are one transaction on SQLite; when the claim
+/// fails, the task is created all the same (the caller must not create it
+/// again) and left for the scheduler.
+#[tokio::test]
+async fn a_create_whose_claim_fails_is_created_all_the_same() {
+    let (_dir, store) = sqlite_store().await;
+    let broken = create(&store, with_steps(new_task("broken"), &["m/b"]), 0).await;
+    store.break_steps_of(broken.id).await;
+    let new = with_steps(new_task("waited"), &["m/a"]);
+    assert!(new.starts_at_create(t(5)));
+    let (task, claimed) = store
+        .create_and_claim(new, "n1", t(5), t(65))
+        .await
+        .expect("the create succeeds");
+    assert!(
+        claimed.is_none(),
+        "the broken task, due first, fails the claim"
+    );
+    assert_eq!(get(&store, task.id).await.status, TaskStatus::Scheduled);
+    let counts = store.count_by_status().await.expect("counts");
+    assert!(counts.contains(&(TaskStatus::Scheduled, 2)), "{counts:?}");
+}
+
 /// A writer turn is one transaction: when its claim fails, its writes are
 /// not kept either (the engine's writer then tries them apart).
 #[tokio::test]
