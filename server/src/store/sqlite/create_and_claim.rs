@@ -8,11 +8,11 @@
 //! commit is not synced, like any waited create's (`create_tasks_deferred`):
 //! the run's end, synced, covers it, and the answer waits for that.
 
+use super::SqliteStore;
 use super::claim::claim_in_transaction;
 use super::create_batch::{insert_plain_in, plain};
-use super::direct::{Relaxed, hot_transaction};
+use super::hot_request::hot_request;
 use super::turn::ClaimDue;
-use super::{Durability, SqliteStore};
 use crate::store::{ClaimedRun, NewTask, StoreResult, Task, as_claimed, create_then_claim};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -33,30 +33,13 @@ pub(super) async fn create_and_claim(
         lease_until,
         limit: 1,
     };
-    let deferred = store.durability == Durability::Full;
-    let write_lock = store.writer.acquire().await?;
-    let hot = store.hot.clone();
     let retry = task.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        // Held until the transaction is over, even if the caller gives up.
-        let _write_lock = write_lock;
-        hot.with(|db, hold| {
-            let _relaxed = deferred
-                .then(|| Relaxed::on(db, &mut hold.full_again))
-                .transpose()?;
-            let done = hot_transaction(db, |tx, moves| {
-                let created = insert_plain_in(tx, vec![task], now, moves)?;
-                let claimed = claim_in_transaction(tx, &claim, moves)?;
-                Ok((created, claimed))
-            })?;
-            if deferred {
-                hot.deferred_committed();
-            }
-            Ok(done)
-        })
+    let done = hot_request(store, true, "creating and claiming", move |tx, moves| {
+        let created = insert_plain_in(tx, vec![task], now, moves)?;
+        let claimed = claim_in_transaction(tx, &claim, moves)?;
+        Ok((created, claimed))
     })
-    .await
-    .context("creating and claiming on the engine's write connection")?;
+    .await?;
     match done {
         Ok((mut created, mut claimed)) => {
             let created = created.pop().context("one task created")?;

@@ -9,13 +9,12 @@
 //! each step and detail row to its task without reading ids back.
 
 use super::counts::TaskMoves;
-use super::direct::hot_transaction;
 use super::rows::{json_text, ms, opt_ms};
 use super::tasks::{built, initial_state, insert_secret};
 use crate::store::{NewTask, StoreResult, Task, TaskStatus};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Transaction, params};
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteConnection;
 
@@ -166,31 +165,19 @@ pub(super) async fn insert_new(
     Ok(rows.built(first_task, tasks, now))
 }
 
-/// Whether [`insert_plain`] can take these: no code to upsert, no secrets.
+/// Whether [`insert_plain_in`] can take these: no code to upsert, no secrets.
 pub(super) fn plain(tasks: &[NewTask]) -> bool {
     tasks
         .iter()
         .all(|task| task.code.is_none() && task.secrets.is_empty())
 }
 
-/// Insert [`plain`] tasks in a transaction of their own on the hot
-/// connection (see [`super::direct`]): the statements stay prepared, and a
-/// create is one hand-off to a blocking thread instead of a round trip to
-/// sqlx's connection thread per statement. The hot connection has its
+/// Insert [`plain`] tasks (not none) in the hot transaction `tx`, on the
+/// hot connection (see [`super::direct`]): the statements stay prepared,
+/// and a create is one hand-off to a blocking thread instead of a round trip
+/// to sqlx's connection thread per statement. The hot connection has its
 /// CHECK constraints off: every value here comes from a validated
 /// [`NewTask`] (the API checks ranges; statuses are Rust enums).
-pub(super) fn insert_plain(
-    db: &Connection,
-    tasks: Vec<NewTask>,
-    now: DateTime<Utc>,
-) -> anyhow::Result<Vec<Task>> {
-    if tasks.is_empty() {
-        return Ok(Vec::new());
-    }
-    hot_transaction(db, |tx, moves| insert_plain_in(tx, tasks, now, moves))
-}
-
-/// [`insert_plain`]'s statements, in the hot transaction `tx` (not empty).
 pub(super) fn insert_plain_in(
     tx: &Transaction,
     tasks: Vec<NewTask>,

@@ -20,6 +20,7 @@ mod create_batch;
 mod direct;
 mod group_commit;
 mod hooks;
+mod hot_request;
 mod limits;
 mod nodes;
 mod records;

@@ -1,9 +1,9 @@
 //! Tasks as users see them: create (or replace by code), read, list, patch,
 //! delete, cleanup and counts.
 
-use super::direct::Relaxed;
+use super::hot_request::hot_request;
 use super::rows::{json_text, load_task, ms, opt_ms, parse, task_columns, task_from_row, time};
-use super::{Durability, SqliteStore, create_batch};
+use super::{SqliteStore, create_batch};
 use crate::store::ScheduleRow;
 use crate::store::{
     NewStep, NewTask, SealedSecret, Step, StoreError, StoreResult, Task, TaskFilter, TaskPatch,
@@ -62,29 +62,13 @@ pub(super) async fn create_many(
     deferred: bool,
 ) -> StoreResult<Vec<StoreResult<(Task, bool)>>> {
     if create_batch::plain(&tasks) {
-        let write_lock = store.writer.acquire().await?;
-        let hot = store.hot.clone();
-        // At NORMAL nothing is synced, so nothing is deferred either.
-        let deferred = deferred && store.durability == Durability::Full;
-        let created = tokio::task::spawn_blocking(move || {
-            // Held until the transaction is over, even if the caller gives up.
-            let _write_lock = write_lock;
-            hot.with(|db, hold| {
-                if !deferred {
-                    let created = create_batch::insert_plain(db, tasks, now)?;
-                    hold.committed = true;
-                    return Ok(created);
-                }
-                let created = {
-                    let _relaxed = Relaxed::on(db, &mut hold.full_again)?;
-                    create_batch::insert_plain(db, tasks, now)?
-                };
-                hot.deferred_committed();
-                Ok(created)
-            })
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let created = hot_request(store, deferred, "creating tasks", move |tx, moves| {
+            create_batch::insert_plain_in(tx, tasks, now, moves)
         })
-        .await
-        .context("creating tasks on the engine's write connection")??;
+        .await??;
         return Ok(created.into_iter().map(|task| Ok((task, true))).collect());
     }
     let mut tx = store.writer.begin().await?;
