@@ -880,3 +880,54 @@ async fn a_new_task_gets_a_free_worker_while_long_steps_hold_the_others() {
     }
     handle.shutdown().await;
 }
+
+/// Runs that end quickly are claimed ahead of the workers (see
+/// `server/src/engine/workers.rs`): a claim answered after the writer's next
+/// commit would otherwise leave the workers that freed meanwhile idle. Never
+/// more than about a claim batch waits, and every task runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_runs_are_claimed_ahead_of_the_workers_and_each_runs_once() {
+    const TASKS: usize = 400;
+    let h = harness_with(|config| {
+        config.workers = 2;
+        config.claim_batch = 16;
+    })
+    .await;
+    let tasks = (0..TASKS)
+        .map(|_| task(vec![step("fixture/noop", json!({}))]))
+        .collect();
+    let created = h.store.create_tasks(tasks, Utc::now()).await.unwrap();
+    let ids: Vec<i64> = created.into_iter().map(|c| c.unwrap().0.id).collect();
+    let handle = h.engine.start();
+    let mut most_waiting = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        most_waiting = most_waiting.max(h.engine.runs_claimed_ahead());
+        let counts = h.store.count_by_status().await.unwrap();
+        let completed = counts
+            .iter()
+            .find(|(status, _)| *status == TaskStatus::Completed)
+            .map_or(0, |(_, n)| *n);
+        if completed == TASKS as i64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{completed} of {TASKS} tasks completed in 60 s: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    handle.shutdown().await;
+    assert!(most_waiting > 0, "no run was claimed ahead of the workers");
+    // A claim takes the free workers it counted, or one fewer when a
+    // create took one meanwhile (none here).
+    assert!(
+        most_waiting <= 16,
+        "at most a claim batch waits for the workers, not {most_waiting}"
+    );
+    assert_eq!(h.engine.runs_claimed_ahead(), 0);
+    for id in ids {
+        let runs = h.store.list_runs(id, 10).await.unwrap();
+        assert_eq!(runs.len(), 1, "task {id} ran {} times", runs.len());
+    }
+}

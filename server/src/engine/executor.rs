@@ -7,9 +7,11 @@ use super::metrics::StepFacts;
 use super::policy::{self, RunVerdict};
 use super::progress::RunProgress;
 use super::run_logs::RunLogs;
+use super::running::Registration;
 use super::step_host::{EngineStepHost, RunContext};
 use super::step_threads::Lingering;
 use super::step_weights;
+use super::workers::{WaitingRun, WorkerSlot};
 use crate::events::{Event, StepState, TaskState};
 use crate::runtime::{LogLevel, StepContext, StepLimits, StepOutcome, StepRequest};
 use crate::store::{
@@ -20,7 +22,6 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -43,7 +44,34 @@ pub struct RunSummary {
 pub(super) async fn execute(
     inner: Arc<Inner>,
     claimed: ClaimedRun,
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<WorkerSlot>,
+) -> RunSummary {
+    let registered = inner.running.register(claimed.task.id, claimed.run_id);
+    execute_registered(inner, claimed, registered, slot).await
+}
+
+/// A run claimed ahead of a free worker (see `workers.rs`): registered at
+/// once, so that its lease is renewed and a cancel finds it while it waits,
+/// then executed on the next worker that frees. One cancelled meanwhile ends
+/// at once, without a worker: it runs no step.
+pub(super) async fn execute_when_free(
+    inner: Arc<Inner>,
+    claimed: ClaimedRun,
+    waiting: WaitingRun,
+) -> RunSummary {
+    let registered = inner.running.register(claimed.task.id, claimed.run_id);
+    let slot = tokio::select! {
+        slot = waiting.slot() => Some(slot),
+        _ = registered.token.cancelled() => None,
+    };
+    execute_registered(inner, claimed, registered, slot).await
+}
+
+async fn execute_registered(
+    inner: Arc<Inner>,
+    claimed: ClaimedRun,
+    registered: Registration,
+    slot: Option<WorkerSlot>,
 ) -> RunSummary {
     if let Some(due) = claimed.task.next_run_at {
         inner
@@ -52,15 +80,17 @@ pub(super) async fn execute(
     }
     // Every log line of the run (and of its steps, below) carries these.
     let span = tracing::info_span!("run", task_id = claimed.task.id, run_id = claimed.run_id);
-    execute_run(inner, claimed, slot).instrument(span).await
+    execute_run(inner, claimed, registered, slot)
+        .instrument(span)
+        .await
 }
 
 async fn execute_run(
     inner: Arc<Inner>,
     claimed: ClaimedRun,
-    slot: Option<OwnedSemaphorePermit>,
+    registered: Registration,
+    slot: Option<WorkerSlot>,
 ) -> RunSummary {
-    let registered = inner.running.register(claimed.task.id, claimed.run_id);
     let token = registered.token;
     // A cancel came between the claim and now: it is this run's if the store
     // says so (the note may be about a run of the task on another node). If

@@ -22,6 +22,7 @@ mod step_host;
 mod step_threads;
 mod step_weights;
 mod stopping;
+mod workers;
 
 pub use event_writer::EventWriter;
 pub use executor::RunSummary;
@@ -42,7 +43,7 @@ use chrono::Utc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 /// How the engine of one node behaves. Defaults are documented on each field.
 #[derive(Debug, Clone)]
@@ -121,7 +122,7 @@ pub(crate) struct Inner {
     /// and competed with the answer to the client waiting on that run.
     pub claims_wanted: AtomicBool,
     /// The node's workers: a run holds one while it executes.
-    pub workers: Arc<Semaphore>,
+    pub workers: workers::Workers,
     /// Whether a create may start its run here (see [`start_at_create`]).
     pub starts: start_at_create::StartsAtCreate,
     /// Where the steps' guests run, apart from the node's control work.
@@ -165,7 +166,7 @@ impl Engine {
             node: config.node_id.clone(),
             lease: config.lease,
         });
-        let workers = Arc::new(Semaphore::new(config.workers.max(1)));
+        let workers = workers::Workers::new(config.workers);
         let metrics = Arc::new(EngineMetrics::default());
         let compiles = metrics.clone();
         runtime.on_compile(move |took| compiles.compiled(took));
@@ -303,6 +304,12 @@ impl Engine {
         if self.inner.store.node_messages().is_some() {
             cluster::send_module(&self.inner, hash).await;
         }
+    }
+
+    /// Runs claimed ahead of the workers, waiting for one to free (see
+    /// `workers.rs`).
+    pub fn runs_claimed_ahead(&self) -> i64 {
+        self.inner.workers.waiting()
     }
 
     /// Run ids currently executing on this node.

@@ -4,6 +4,7 @@
 //! callable service.
 
 use super::stopping::{self, Drained};
+use super::workers::Ahead;
 use super::{Inner, executor, hooks, node_report, rescuer, retention};
 use crate::store::{ClaimRoom, NodeState};
 use chrono::Utc;
@@ -124,10 +125,10 @@ where
     }
 }
 
-/// Claim as many due tasks as there are free workers, run each in its own
-/// task, and sleep until woken or the poll interval passes.
+/// Claim as many due tasks as there are free workers, and a few ahead of
+/// them when runs end quickly (see `workers.rs`); run each in its own task,
+/// and sleep until woken or the poll interval passes.
 async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
-    let workers = inner.workers.clone();
     // While a backlog waits (the last claim got all it asked for), claim only
     // once a quarter of the workers is free: a claim of many costs about what
     // a claim of one does, and claiming one task per finished run would spend
@@ -136,27 +137,33 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
     // passes with no run ending (long steps hold the workers), claim for
     // the free ones anyway, or a new task would wait for a quarter of the
     // node's steps to end.
-    let batch_when_busy =
-        (inner.config.workers.max(1) as i64 / 4).clamp(1, inner.config.claim_batch.max(1));
+    let most = inner.config.claim_batch.max(1);
+    let batch_when_busy = (inner.config.workers.max(1) as i64 / 4).clamp(1, most);
     let mut backlog = false;
     let mut quiet = false;
+    let mut ahead = Ahead::new(&inner.workers);
+    // How many to claim ahead, as of the loop's last look.
+    let ahead_now = Arc::new(AtomicI64::new(0));
     // A claim waits for its turn on the store's writer (on SQLite, behind the
-    // commit of the last runs' ends): it takes the workers free by then, not
-    // only those free when it was asked for, and says how many that was.
+    // commit of the last runs' ends): it takes the room there is by then,
+    // not only what there was when it was asked for, and says how much that
+    // was.
     let asked = Arc::new(AtomicI64::new(0));
     let room = {
-        let (workers, asked) = (workers.clone(), asked.clone());
-        let most = inner.config.claim_batch;
+        let (inner, asked, ahead_now) = (inner.clone(), asked.clone(), ahead_now.clone());
         ClaimRoom::measured(move || {
-            let room = (workers.available_permits() as i64).min(most);
+            let room = inner
+                .workers
+                .room(ahead_now.load(Ordering::Acquire))
+                .min(most);
             asked.store(room, Ordering::Release);
             room
         })
     };
     while !stop.is_cancelled() {
-        let free = workers.available_permits() as i64;
+        ahead_now.store(ahead.now(&inner.workers, most), Ordering::Release);
         let mut claimed_all = false;
-        let claiming = free
+        let claiming = inner.workers.room(ahead_now.load(Ordering::Acquire))
             >= if backlog && !quiet {
                 batch_when_busy
             } else {
@@ -173,19 +180,22 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
                     backlog = claimed_all;
                     inner.claims_wanted.store(claimed_all, Ordering::Release);
                     for run in runs {
-                        let permit = workers
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("semaphore open");
                         let inner = inner.clone();
-                        tokio::spawn(executor::execute(inner, run, Some(permit)));
+                        match inner.workers.try_take() {
+                            Some(slot) => {
+                                tokio::spawn(executor::execute(inner, run, Some(slot)));
+                            }
+                            None => {
+                                let waiting = inner.workers.wait();
+                                tokio::spawn(executor::execute_when_free(inner, run, waiting));
+                            }
+                        }
                     }
                 }
                 Err(e) => tracing::warn!("claiming due tasks failed: {e:#}"),
             }
         }
-        if claimed_all && workers.available_permits() > 0 {
+        if claimed_all && inner.workers.room(ahead_now.load(Ordering::Acquire)) > 0 {
             continue;
         }
         quiet = tokio::select! {

@@ -9,17 +9,17 @@
 //! worker is free, and no other create is starting a run this way (a burst
 //! of creates goes through the create batcher, in batches, as before).
 
+use super::workers::WorkerSlot;
 use super::{Engine, Inner, RunEndWatch, executor};
 use crate::store::{NewTask, StoreResult, Task};
 use chrono::Utc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::OwnedSemaphorePermit;
 
 /// A free worker held for a task started in its create, and the node's one
 /// such start in flight.
 pub struct StartSlot {
-    permit: OwnedSemaphorePermit,
+    permit: WorkerSlot,
     _starting: Starting,
 }
 
@@ -53,7 +53,7 @@ impl Engine {
         {
             return None;
         }
-        let permit = inner.workers.clone().try_acquire_owned().ok()?;
+        let permit = inner.workers.try_take()?;
         if inner.starts.starting.swap(true, Ordering::AcqRel) {
             return None;
         }
