@@ -150,12 +150,10 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
     // was.
     let asked = Arc::new(AtomicI64::new(0));
     let room = {
-        let (inner, asked, ahead_now) = (inner.clone(), asked.clone(), ahead_now.clone());
+        let (workers, asked) = (inner.workers.clone(), asked.clone());
+        let ahead_now = ahead_now.clone();
         ClaimRoom::measured(move || {
-            let room = inner
-                .workers
-                .room(ahead_now.load(Ordering::Acquire))
-                .min(most);
+            let room = workers.room(ahead_now.load(Ordering::Acquire)).min(most);
             asked.store(room, Ordering::Release);
             room
         })

@@ -31,6 +31,8 @@ pub(super) const AHEAD_HORIZON: Duration = Duration::from_millis(10);
 /// its moving average).
 const RATE_SMOOTHING: Duration = Duration::from_millis(100);
 
+/// Cheap to clone: every clone counts the same workers.
+#[derive(Clone)]
 pub(crate) struct Workers {
     slots: Arc<Semaphore>,
     /// Slots given back so far.
