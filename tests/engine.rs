@@ -931,3 +931,74 @@ async fn quick_runs_are_claimed_ahead_of_the_workers_and_each_runs_once() {
         assert_eq!(runs.len(), 1, "task {id} ran {} times", runs.len());
     }
 }
+
+/// A run claimed ahead waits for a worker; a cancel ends it at once, without
+/// one, while the step that holds the only worker goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_claimed_ahead_is_cancelled_without_waiting_for_a_worker() {
+    let h = harness_with(|config| {
+        config.workers = 1;
+        config.claim_batch = 8;
+    })
+    .await;
+    // Quick runs first, so that the node claims ahead; then a step that
+    // holds the one worker, and behind it the runs claimed ahead.
+    let quick = (0..300)
+        .map(|_| task(vec![step("fixture/noop", json!({}))]))
+        .collect();
+    h.store.create_tasks(quick, Utc::now()).await.unwrap();
+    let mut endless = step("fixture/loop", json!({}));
+    endless.max_execution_time = 600;
+    let held = h.create(task(vec![endless])).await;
+    let behind: Vec<i64> = h
+        .store
+        .create_tasks(
+            (0..4)
+                .map(|_| task(vec![step("fixture/noop", json!({}))]))
+                .collect(),
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.unwrap().0.id)
+        .collect();
+    let handle = h.engine.start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let mut waiting = None;
+        for id in &behind {
+            if h.status(*id).await == TaskStatus::Running && h.engine.runs_claimed_ahead() > 0 {
+                waiting = Some(*id);
+            }
+        }
+        if let Some(id) = waiting {
+            break id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run was claimed ahead behind the held worker"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert_eq!(h.status(held).await, TaskStatus::Running);
+    h.engine.cancel(waiting).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while h.status(waiting).await != TaskStatus::Cancelled {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run claimed ahead waited for the worker"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        h.status(held).await,
+        TaskStatus::Running,
+        "the held step goes on"
+    );
+    h.engine.cancel(held).await.unwrap();
+    for id in &behind {
+        h.engine.cancel(*id).await.unwrap();
+    }
+    handle.shutdown().await;
+}
