@@ -144,13 +144,15 @@ async fn throughput(
     let share = |d: Duration| 100.0 * d.as_secs_f64() / elapsed;
     eprintln!(
         "writer held {:.0} % of the time: claims {:.0} %, write batches {:.0} % \
-         (COMMITs of both {:.0} %) in {} transactions, {} holds; {:.1} µs of claim per task",
+         (COMMITs of both {:.0} %) in {} transactions, {} holds; per task {:.1} µs held, \
+         {:.1} µs of it claiming",
         share(writer.held),
         share(writer.claims),
         share(writer.held.saturating_sub(writer.claims)),
         share(writer.commits),
         writer.transactions,
         writer.holds,
+        writer.held.as_secs_f64() * 1e6 / tasks as f64,
         writer.claims.as_secs_f64() * 1e6 / tasks as f64
     );
     (
@@ -206,6 +208,13 @@ async fn main() {
     let probe = tempfile::tempdir().unwrap();
     println!("{}\n", yardstick::Yardstick::measure(probe.path()));
     println!("| workload | synchronous | tasks/s | steps/s |\n|---|---|---|---|");
+    // STEPWISE_BENCH_QUICK=1: the one-step FULL workload alone, to compare
+    // builds in turn (the writer's time per task is what a store change moves).
+    if std::env::var_os("STEPWISE_BENCH_QUICK").is_some() {
+        let (tasks, steps, _) = throughput(20_000, 1, Durability::Full, false).await;
+        println!("| 20,000 one-step no-op tasks | FULL | {tasks:.0} | {steps:.0} |");
+        return;
+    }
     for (durability, name) in [(Durability::Full, "FULL"), (Durability::Normal, "NORMAL")] {
         let (tasks, steps, _) = throughput(20_000, 1, durability, false).await;
         println!("| 20,000 one-step no-op tasks | {name} | {tasks:.0} | {steps:.0} |");

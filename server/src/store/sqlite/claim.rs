@@ -40,35 +40,65 @@ use std::sync::LazyLock;
 /// that a concurrency or rate limit holds back are passed over (see
 /// [`crate::store::limits`]); the full modules are worked out once per claim
 /// (MATERIALIZED), not for every task looked at.
-static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
+static DUE_SQL: LazyLock<String> = LazyLock::new(|| due_sql(true));
+
+/// [`DUE_SQL`] when no module is deactivated or limited (most stores, most
+/// of the time; see [`MODULES_HELD_SQL`]): no task can then be held back by
+/// its modules, and the two walks of each due task's steps and their modules
+/// that would find nothing are left out, a good part of a claim's reads.
+static DUE_PLAIN_SQL: LazyLock<String> = LazyLock::new(|| due_sql(false));
+
+/// Whether any module is deactivated or limited, read once per claim, in the
+/// claim's transaction (the modules are a few rows): then the claim must look
+/// at each due task's modules ([`DUE_SQL`]).
+const MODULES_HELD_SQL: &str = "SELECT EXISTS (SELECT 1 FROM modules WHERE active = 0 \
+        OR max_running IS NOT NULL OR max_starts_per_minute IS NOT NULL)";
+
+/// The due-task query, with or without the conditions on the tasks' modules.
+fn due_sql(modules_held: bool) -> String {
     let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
     ranks.sort_unstable_by(|a, b| b.cmp(a));
+    let held_by_modules = if modules_held {
+        "AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
+                         WHERE s.task_id = t.id AND s.status = 'scheduled' \
+                           AND (m.active = 0 OR m.path IN (SELECT path FROM blocked)))"
+    } else {
+        ""
+    };
     let per_priority: Vec<String> = ranks
         .iter()
         .map(|rank| {
             format!(
                 "SELECT * FROM (SELECT id, priority, next_run_at FROM tasks AS t \
                  WHERE status = 'scheduled' AND priority = {rank} AND next_run_at <= ?1 \
-                   AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
-                                   WHERE s.task_id = t.id AND s.status = 'scheduled' \
-                                     AND (m.active = 0 OR m.path IN (SELECT path FROM blocked))) \
-                   AND {task_rate} \
+                   {held_by_modules} AND {task_rate} \
                  ORDER BY next_run_at, id LIMIT ?2)",
                 task_rate = limits::task_rate_sql("?1"),
             )
         })
         .collect();
+    let blocked = if modules_held {
+        format!(
+            "blocked AS MATERIALIZED ({}), ",
+            limits::blocked_modules_sql("?1")
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "WITH blocked AS MATERIALIZED ({}), due AS ({}) \
+        "WITH {blocked}due AS ({}) \
          SELECT {}, resume_from_run_id, pending_trigger, pending_step_id, {} FROM tasks AS t \
          WHERE id IN (SELECT id FROM due ORDER BY priority DESC, next_run_at, id LIMIT ?2) \
          ORDER BY priority DESC, next_run_at, id",
-        limits::blocked_modules_sql("?1"),
         per_priority.join(" UNION ALL "),
         task_columns!(),
-        limits::USES_LIMITED_SQL,
+        if modules_held {
+            limits::USES_LIMITED_SQL
+        } else {
+            "0"
+        },
     )
-});
+}
 
 /// Marks one due task running on its new run. No RETURNING: the claim
 /// already read the row, and SQLite buffers returned rows in a temporary
@@ -329,7 +359,16 @@ pub(super) fn claim_in_transaction(
 }
 
 fn pick_due(tx: &Transaction, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>> {
-    let mut statement = tx.prepare_cached(&DUE_SQL)?;
+    let modules_held: bool = tx
+        .prepare_cached(MODULES_HELD_SQL)?
+        .query_row([], |row| row.get(0))
+        .context("looking for deactivated or limited modules")?;
+    let due_sql = if modules_held {
+        &*DUE_SQL
+    } else {
+        &*DUE_PLAIN_SQL
+    };
+    let mut statement = tx.prepare_cached(due_sql)?;
     let mut rows = statement.query(params![ms(now), limit])?;
     let mut due = Vec::new();
     while let Some(row) = rows.next().context("picking due tasks")? {
