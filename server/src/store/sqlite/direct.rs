@@ -45,6 +45,16 @@ use std::time::Instant;
 /// dozen, the executor's writes seven).
 const HOT_STATEMENTS: usize = 32;
 
+/// The hot connection's lookaside: slots of this many bytes ...
+const LOOKASIDE_SLOT: i32 = 1200;
+/// ... and this many of them (1.2 MB). SQLite serves a connection's small
+/// allocations (cursors, records being built, values) from its lookaside
+/// before it calls `malloc`. The default (40 slots) is taken for good by the
+/// dozens of statements this connection keeps prepared, so every row the
+/// writer read or wrote went to the C allocator: with room to spare, the
+/// writer spent markedly less per task (see BENCHMARKS.md, session 26).
+const LOOKASIDE_SLOTS: i32 = 1000;
+
 /// The engine's own write connection (see the module docs). Opened with the
 /// store; reopened if its settings could not be put back (see [`Hold`]).
 pub(super) struct HotConnection {
@@ -135,6 +145,7 @@ impl HotConnection {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .with_context(|| format!("opening {} for the engine's writes", self.path.display()))?;
+        set_lookaside(&db);
         db.execute_batch(&format!(
             "PRAGMA synchronous = {}; PRAGMA foreign_keys = OFF; \
              PRAGMA ignore_check_constraints = ON; PRAGMA temp_store = memory; \
@@ -198,6 +209,30 @@ impl HotConnection {
     /// The WAL was synced after `deferred` creates had committed.
     pub(super) fn synced(&self, deferred: u64) {
         self.covered.fetch_max(deferred, Ordering::SeqCst);
+    }
+}
+
+/// Give a connection just opened the lookaside of [`LOOKASIDE_SLOTS`]. If
+/// SQLite refuses (it may while the lookaside is in use), the connection
+/// keeps its default: slower, not wrong.
+fn set_lookaside(db: &Connection) {
+    // SAFETY: the handle is this open connection's, used on this thread
+    // only; a null buffer asks SQLite to allocate the slots itself, and the
+    // variadic arguments are the (pointer, int, int) this option takes.
+    #[allow(unsafe_code)]
+    let code = unsafe {
+        rusqlite::ffi::sqlite3_db_config(
+            db.handle(),
+            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            std::ptr::null_mut::<std::ffi::c_void>(),
+            LOOKASIDE_SLOT as std::ffi::c_int,
+            LOOKASIDE_SLOTS as std::ffi::c_int,
+        )
+    };
+    if code != rusqlite::ffi::SQLITE_OK {
+        tracing::warn!(
+            "the engine's write connection keeps SQLite's default lookaside (code {code})"
+        );
     }
 }
 
