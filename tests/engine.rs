@@ -99,6 +99,15 @@ impl Harness {
         self.store.get_task(id).await.unwrap().unwrap().status
     }
 
+    /// Poll until the task has `status`; fail with `why` after `timeout`.
+    async fn wait_for_status(&self, id: i64, status: TaskStatus, timeout: Duration, why: &str) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.status(id).await != status {
+            assert!(tokio::time::Instant::now() < deadline, "{why}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Run due tasks until the given task is not scheduled-and-due any more.
     async fn run_until_settled(&self, id: i64) {
         for _ in 0..200 {
@@ -867,14 +876,13 @@ async fn a_new_task_gets_a_free_worker_while_long_steps_hold_the_others() {
     assert!(!h.engine.cancel(endless[0]).await.unwrap());
     let id = h.create(task(vec![step("fixture/noop", json!({}))])).await;
     h.engine.wake();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while h.status(id).await != TaskStatus::Completed {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new task was not run with a worker free"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    h.wait_for_status(
+        id,
+        TaskStatus::Completed,
+        Duration::from_secs(10),
+        "the new task was not run with a worker free",
+    )
+    .await;
     for id in &endless[1..] {
         h.engine.cancel(*id).await.unwrap();
     }
@@ -983,14 +991,13 @@ async fn a_run_claimed_ahead_is_cancelled_without_waiting_for_a_worker() {
     };
     assert_eq!(h.status(held).await, TaskStatus::Running);
     h.engine.cancel(waiting).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while h.status(waiting).await != TaskStatus::Cancelled {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the run claimed ahead waited for the worker"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    h.wait_for_status(
+        waiting,
+        TaskStatus::Cancelled,
+        Duration::from_secs(5),
+        "the run claimed ahead waited for the worker",
+    )
+    .await;
     assert_eq!(
         h.status(held).await,
         TaskStatus::Running,
