@@ -47,6 +47,28 @@ pub(super) fn blocked_modules_sql(now: &str) -> String {
     )
 }
 
+/// Whether any module is deactivated or limited (one row, one column), read
+/// once per claim: only then can a task be held back by its modules, and
+/// only then must the claim look at each due task's steps and their modules
+/// ([`not_held_by_modules_sql`], [`uses_limited_sql`]). On most stores, most
+/// of the time, none is, and those two walks per due task, which could only
+/// find nothing, are a good part of a claim's reads. (`NOT active` reads
+/// SQLite's 0/1 and PostgreSQL's boolean alike.)
+pub(super) const MODULES_HELD_SQL: &str = "SELECT EXISTS (SELECT 1 FROM modules WHERE NOT active \
+        OR max_running IS NOT NULL OR max_starts_per_minute IS NOT NULL)";
+
+/// A condition on the task row `t`: none of its enabled steps names a
+/// deactivated module or a full one (the paths in the claim's CTE `blocked`,
+/// see [`blocked_modules_sql`]). `fence` ends the subquery: see
+/// [`uses_limited_sql`].
+pub(super) fn not_held_by_modules_sql(fence: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
+         WHERE s.task_id = t.id AND s.status = 'scheduled' \
+           AND (NOT m.active OR m.path IN (SELECT path FROM blocked)) {fence})"
+    )
+}
+
 /// A condition on the task row `t`: it may start one more run by its own
 /// rate limit.
 pub(super) fn task_rate_sql(now: &str) -> String {
@@ -59,10 +81,21 @@ pub(super) fn task_rate_sql(now: &str) -> String {
 
 /// A column of the picked task row `t`: whether an enabled step of it names
 /// a limited module (only then does the claim read usage and call [`admit`]).
-pub(super) const USES_LIMITED_SQL: &str = "EXISTS (SELECT 1 FROM steps AS ls JOIN modules AS lm \
-        ON lm.path = ls.controller \
-     WHERE ls.task_id = t.id AND ls.status = 'scheduled' \
-       AND (lm.max_running IS NOT NULL OR lm.max_starts_per_minute IS NOT NULL))";
+///
+/// `fence` ends the subquery. On PostgreSQL it is `OFFSET 0`, which keeps
+/// the subquery a lookup of the task's own steps: without it, the planner
+/// may turn this `EXISTS` (and [`not_held_by_modules_sql`]'s) into a hash
+/// of every enabled step of every task (once a module is deactivated, its
+/// statistics make that look cheap), read whole by each claim however few
+/// tasks it takes. SQLite looks each task's steps up anyway (and needs no
+/// fence: it would need a `LIMIT` with it).
+pub(super) fn uses_limited_sql(fence: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM steps AS ls JOIN modules AS lm ON lm.path = ls.controller \
+         WHERE ls.task_id = t.id AND ls.status = 'scheduled' \
+           AND (lm.max_running IS NOT NULL OR lm.max_starts_per_minute IS NOT NULL) {fence})"
+    )
+}
 
 /// The enabled steps' modules of some tasks, as `task_id, controller`; the
 /// tasks' ids are the query's first parameter, as `ids_in` puts them

@@ -318,6 +318,18 @@ pub(crate) fn with_steps(mut task: NewTask, controllers: &[&str]) -> NewTask {
     task
 }
 
+/// Registers the module `m/off` (hash `h-off`) and deactivates it.
+pub(crate) async fn put_inactive_module(store: &dyn Store) {
+    store
+        .put_module("m/off", "h-off", b"off", None, None, t(0))
+        .await
+        .expect("put module");
+    store
+        .set_module_active("m/off", false, t(0))
+        .await
+        .expect("deactivate");
+}
+
 pub(crate) async fn create(store: &dyn Store, task: NewTask, now: i64) -> Task {
     store
         .create_task(task, t(now))

@@ -52,7 +52,14 @@ use std::sync::LazyLock;
 /// taken. Tasks that a concurrency or rate limit holds back are passed over
 /// (see [`crate::store::limits`]); the full modules are a MATERIALIZED CTE,
 /// worked out once per claim: inlined, the planner may work them out again
-/// for every task it looks at.
+/// for every task it looks at. Whether any module is deactivated or limited
+/// at all is another (`held`, one row): when none is, each due task's
+/// conditions on its modules are true at once, without the walks of its
+/// steps and their modules (PostgreSQL evaluates `OR` and `AND` left to right
+/// and stops at the first that decides, and a CTE no row reads is never
+/// worked out), as SQLite's claim does with two statements. When one is,
+/// those walks look up each due task's own steps, never every step of every
+/// task (see [`limits::uses_limited_sql`] on its fence).
 ///
 /// The claim's transaction commits without waiting for its WAL to reach the
 /// disk (`synchronous_commit` off for this transaction only, set by the
@@ -74,29 +81,31 @@ static DUE_AND_START_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The CTEs `blocked`, `relaxed` and `due` of a claim (see
+/// The CTEs `held`, `blocked`, `relaxed` and `due` of a claim (see
 /// [`DUE_AND_START_SQL`]): the due tasks in claim order, locked, with what
 /// decides their runs' shape.
 pub(super) fn due_ctes() -> String {
     format!(
-        "blocked AS MATERIALIZED ({blocked}), {relaxed}, \
+        "held AS MATERIALIZED ({held} AS modules_held), \
+         blocked AS MATERIALIZED ({blocked}), {relaxed}, \
          due AS (SELECT p.ord AS claim_order, t.* \
             FROM relaxed CROSS JOIN unnest($3::bigint[]) WITH ORDINALITY AS p(rank, ord) \
             CROSS JOIN LATERAL (SELECT {columns}, resume_from_run_id, pending_step_id, \
-                {trigger} AS run_trigger, {uses_limited} AS uses_limited, {kin} \
+                {trigger} AS run_trigger, \
+                ((SELECT modules_held FROM held) AND {uses_limited}) AS uses_limited, {kin} \
               FROM tasks AS t \
               WHERE status = 'scheduled' AND priority = p.rank AND next_run_at <= $1 \
-                AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
-                                WHERE s.task_id = t.id AND s.status = 'scheduled' \
-                                  AND (NOT m.active OR m.path IN (SELECT path FROM blocked))) \
+                AND (NOT (SELECT modules_held FROM held) OR {not_held}) \
                 AND {task_rate} \
               ORDER BY next_run_at, id LIMIT $2 \
               FOR UPDATE OF t SKIP LOCKED) AS t \
             LIMIT $2)",
+        held = limits::MODULES_HELD_SQL,
         blocked = limits::blocked_modules_sql("$1"),
+        not_held = limits::not_held_by_modules_sql("OFFSET 0"),
         relaxed = super::deferred::RELAXED_CTE,
         columns = task_columns!(),
-        uses_limited = limits::USES_LIMITED_SQL,
+        uses_limited = limits::uses_limited_sql("OFFSET 0"),
         kin = KIN_COLUMNS,
         task_rate = limits::task_rate_sql("$1"),
         trigger = Shape::trigger_sql(),
@@ -223,7 +232,10 @@ pub(super) const MODULE_COLUMNS: &str = "m.hash AS module_hash, m.active AS modu
 ///
 /// Steps and reusable step runs are read per claimed run (`LATERAL`), by
 /// their indexes: joined as sets, the planner may scan the whole tables
-/// (a claim of 64 runs took 10 ms once `step_runs` held 25,000 rows).
+/// (a claim of 64 runs took 10 ms once `step_runs` held 25,000 rows). Each
+/// `LATERAL` subquery ends with `OFFSET 0`, which keeps PostgreSQL from
+/// pulling it up into such a join: with many tasks queued, a generic plan
+/// expects hundreds of claimed runs and hashes every step of every task.
 pub(super) fn plan_ctes() -> String {
     format!(
         "reusable AS ( \
@@ -233,7 +245,8 @@ pub(super) fn plan_ctes() -> String {
               FROM step_runs AS sr JOIN runs AS r ON r.id = sr.run_id \
               WHERE sr.run_id = c.previous AND sr.status IN ('completed', 'reused') \
                 AND NOT EXISTS (SELECT 1 FROM steps AS s \
-                                WHERE s.id = sr.step_id AND s.edited_at >= r.started_at)) AS ru \
+                                WHERE s.id = sr.step_id AND s.edited_at >= r.started_at) \
+              OFFSET 0) AS ru \
             WHERE c.previous IS NOT NULL), \
          planned AS MATERIALIZED ( \
             SELECT c.*, {s_columns}, ru.result AS reused_result, ru.outcome AS reused_outcome, \
@@ -247,7 +260,8 @@ pub(super) fn plan_ctes() -> String {
                    CASE WHEN s.id IS NOT NULL \
                         THEN nextval(pg_get_serial_sequence('step_runs', 'id')) END AS step_run_id \
             FROM claimed AS c \
-            LEFT JOIN LATERAL (SELECT {STEP_COLUMNS} FROM steps WHERE task_id = c.task_id) AS s \
+            LEFT JOIN LATERAL (SELECT {STEP_COLUMNS} FROM steps WHERE task_id = c.task_id \
+                               OFFSET 0) AS s \
               ON TRUE \
             LEFT JOIN reusable AS ru ON ru.run_id = c.run_id AND ru.step_id = s.id), \
          inserted AS ( \

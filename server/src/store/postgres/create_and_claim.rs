@@ -32,7 +32,9 @@ use std::sync::LazyLock;
 /// lease's end, `$14` the priorities' ranks, then the steps' and the
 /// details' arrays (their task's place, always 1, first). One row per step,
 /// in the order given: the ids of the task and of its run (NULL when it did
-/// not start), the step's, its step run's, its plan and its module.
+/// not start), the step's, its step run's, its plan and its module. The
+/// `OFFSET 0` keeps the look at a due task's modules a lookup of its own
+/// steps (see `uses_limited_sql` in `store/limits.rs`).
 static CREATE_AND_CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH {relaxed}, \
@@ -53,7 +55,7 @@ static CREATE_AND_CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
                          AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m \
                                            ON m.path = s.controller \
                                          WHERE s.task_id = t.id AND s.status = 'scheduled' \
-                                           AND NOT m.active) \
+                                           AND NOT m.active OFFSET 0) \
                        LIMIT 1) AS due) \
                AND NOT EXISTS ( \
                      SELECT 1 FROM step_rows AS s JOIN modules_of AS m ON m.place = s.place \

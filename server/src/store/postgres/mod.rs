@@ -661,24 +661,15 @@ impl PostgresStore {
     }
 
     /// The plan the run writer's connection would run its prepared statement
-    /// that begins with `prefix` by: `EXPLAIN EXECUTE` with every parameter
-    /// NULL (the plan is generic, so the values do not matter).
+    /// that begins with `prefix` by (see [`explain_prepared`]).
     pub(crate) async fn hot_write_plan(&self, prefix: &str) -> String {
-        let mut conn = self.hot.writes.acquire().await.expect("connection");
-        let (name, parameters): (String, i32) = sqlx::query_as(
-            "SELECT name, cardinality(parameter_types) FROM pg_prepared_statements \
-             WHERE starts_with(statement, $1)",
-        )
-        .bind(prefix)
-        .fetch_one(&mut *conn)
-        .await
-        .expect("the statement is prepared on the run writer's connection");
-        let nulls = vec!["NULL"; usize::try_from(parameters).unwrap_or(0)].join(", ");
-        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({nulls})"))
-            .fetch_all(&mut *conn)
-            .await
-            .expect("explain the prepared statement");
-        plan.join("\n")
+        explain_prepared(&self.hot.writes, prefix).await
+    }
+
+    /// The plan the claims' connection would run its prepared statement that
+    /// begins with `prefix` by (see [`explain_prepared`]).
+    pub(crate) async fn hot_claim_plan(&self, prefix: &str) -> String {
+        explain_prepared(&self.hot.claims, prefix).await
     }
 
     /// `synchronous_commit` as each idle connection of the store's pools has
@@ -700,6 +691,28 @@ impl PostgresStore {
         }
         settings
     }
+}
+
+/// The plan a hot connection of `pool` would run its prepared statement
+/// that begins with `prefix` by: `EXPLAIN EXECUTE` with every parameter NULL
+/// (the plan is generic, so the values do not matter).
+#[cfg(test)]
+async fn explain_prepared(pool: &PgPool, prefix: &str) -> String {
+    let mut conn = pool.acquire().await.expect("connection");
+    let (name, parameters): (String, i32) = sqlx::query_as(
+        "SELECT name, cardinality(parameter_types) FROM pg_prepared_statements \
+         WHERE starts_with(statement, $1)",
+    )
+    .bind(prefix)
+    .fetch_one(&mut *conn)
+    .await
+    .expect("the statement is prepared on the hot connection");
+    let nulls = vec!["NULL"; usize::try_from(parameters).unwrap_or(0)].join(", ");
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({nulls})"))
+        .fetch_all(&mut *conn)
+        .await
+        .expect("explain the prepared statement");
+    plan.join("\n")
 }
 
 #[cfg(test)]

@@ -42,28 +42,20 @@ use std::sync::LazyLock;
 /// (MATERIALIZED), not for every task looked at.
 static DUE_SQL: LazyLock<String> = LazyLock::new(|| due_sql(true));
 
-/// [`DUE_SQL`] when no module is deactivated or limited (most stores, most
-/// of the time; see [`MODULES_HELD_SQL`]): no task can then be held back by
-/// its modules, and the two walks of each due task's steps and their modules
-/// that would find nothing are left out, a good part of a claim's reads.
+/// [`DUE_SQL`] when no module is deactivated or limited (see
+/// [`limits::MODULES_HELD_SQL`], read in the claim's transaction): no task
+/// can then be held back by its modules, and the walks of each due task's
+/// steps and their modules are left out.
 static DUE_PLAIN_SQL: LazyLock<String> = LazyLock::new(|| due_sql(false));
-
-/// Whether any module is deactivated or limited, read once per claim, in the
-/// claim's transaction (the modules are a few rows): then the claim must look
-/// at each due task's modules ([`DUE_SQL`]).
-const MODULES_HELD_SQL: &str = "SELECT EXISTS (SELECT 1 FROM modules WHERE active = 0 \
-        OR max_running IS NOT NULL OR max_starts_per_minute IS NOT NULL)";
 
 /// The due-task query, with or without the conditions on the tasks' modules.
 fn due_sql(modules_held: bool) -> String {
     let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
     ranks.sort_unstable_by(|a, b| b.cmp(a));
     let held_by_modules = if modules_held {
-        "AND NOT EXISTS (SELECT 1 FROM steps AS s JOIN modules AS m ON m.path = s.controller \
-                         WHERE s.task_id = t.id AND s.status = 'scheduled' \
-                           AND (m.active = 0 OR m.path IN (SELECT path FROM blocked)))"
+        format!("AND {}", limits::not_held_by_modules_sql(""))
     } else {
-        ""
+        String::new()
     };
     let per_priority: Vec<String> = ranks
         .iter()
@@ -93,9 +85,9 @@ fn due_sql(modules_held: bool) -> String {
         per_priority.join(" UNION ALL "),
         task_columns!(),
         if modules_held {
-            limits::USES_LIMITED_SQL
+            limits::uses_limited_sql("")
         } else {
-            "0"
+            "0".to_string()
         },
     )
 }
@@ -360,7 +352,7 @@ pub(super) fn claim_in_transaction(
 
 fn pick_due(tx: &Transaction, now: DateTime<Utc>, limit: i64) -> Result<Vec<Due>> {
     let modules_held: bool = tx
-        .prepare_cached(MODULES_HELD_SQL)?
+        .prepare_cached(limits::MODULES_HELD_SQL)?
         .query_row([], |row| row.get(0))
         .context("looking for deactivated or limited modules")?;
     let due_sql = if modules_held {

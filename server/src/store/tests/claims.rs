@@ -167,14 +167,7 @@ pub(crate) async fn claim_waits_for_inactive_modules(store: &dyn Store) {
         .put_module("m/on", "h-on", b"on", None, None, t(0))
         .await
         .expect("module");
-    store
-        .put_module("m/off", "h-off", b"off", None, None, t(0))
-        .await
-        .expect("module");
-    store
-        .set_module_active("m/off", false, t(0))
-        .await
-        .expect("deactivate");
+    put_inactive_module(store).await;
     let blocked = create(
         store,
         with_steps(new_task("blocked"), &["m/on", "m/off"]),

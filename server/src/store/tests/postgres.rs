@@ -491,6 +491,57 @@ async fn plans_are_made_again(schema: &Schema, store: &PostgresStore) -> bool {
     true
 }
 
+/// Once a module is deactivated, a claim still reads only the due tasks' own
+/// steps. With many tasks scheduled, it used to be planned as a hash of
+/// every enabled step of every task, built by each claim, whose time then
+/// grew with the whole queue (see `uses_limited_sql` in `store/limits.rs`).
+#[tokio::test]
+async fn a_claim_with_a_module_held_reads_only_the_due_tasks_steps() {
+    let Some((schema, store)) = postgres_store().await else {
+        return;
+    };
+    put_inactive_module(&store).await;
+    for i in 0..3 {
+        create(
+            &store,
+            with_steps(new_task(&format!("due {i}")), &["m/a"]),
+            0,
+        )
+        .await;
+    }
+    let mut conn = PgConnection::connect_with(&schema.options())
+        .await
+        .expect("connect");
+    for queue in [
+        "INSERT INTO tasks (name, status, priority, run_interval, max_execution_time, \
+                max_attempts, next_run_at, created_at, updated_at) \
+         SELECT 'later', 'scheduled', t.priority, 0, 10, 1, $1 + g, 0, 0 \
+         FROM generate_series(1, 20000) AS g, (SELECT priority FROM tasks LIMIT 1) AS t",
+        "INSERT INTO steps (task_id, sort_order, controller, settings, max_execution_time, \
+                interrupt_on_step_fault, status) \
+         SELECT id, 0, 'm/a', '{}', 10, FALSE, 'scheduled' FROM tasks WHERE name = 'later'",
+        "ANALYZE tasks, steps, modules",
+    ] {
+        let query = sqlx::query(queue);
+        let query = if queue.contains("$1") {
+            query.bind(t(3600).timestamp_millis())
+        } else {
+            query
+        };
+        query
+            .execute(&mut conn)
+            .await
+            .expect("20,000 tasks scheduled for later");
+    }
+    store.replan_hot_connections(true);
+    assert_eq!(claim(&store, 1, 10).await.len(), 3, "the due tasks run");
+    let plan = store.hot_claim_plan("WITH held AS").await;
+    assert!(
+        !plan.contains("Seq Scan on steps"),
+        "the claim reads the due tasks' steps by index:\n{plan}"
+    );
+}
+
 /// The CHECK constraints refuse a status no Rust enum has, as SQLite's do.
 #[tokio::test]
 async fn check_constraints_refuse_unknown_states() {

@@ -190,14 +190,7 @@ pub(crate) async fn alert_facts_backlog_running_and_failing_modules(store: &dyn 
 
     // The backlog: three claimable due tasks; not the ones waiting for an
     // inactive module, due later, or disabled.
-    store
-        .put_module("m/off", "h-off", b"off", None, None, t(0))
-        .await
-        .expect("put module");
-    store
-        .set_module_active("m/off", false, t(0))
-        .await
-        .expect("deactivate");
+    put_inactive_module(store).await;
     create(store, with_steps(new_task("waits"), &["m/off"]), 350).await;
     let oldest = create(store, new_task("oldest"), 400).await;
     create(store, new_task("second"), 500).await;
