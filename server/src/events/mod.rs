@@ -177,19 +177,37 @@ impl Event {
 struct Latest {
     /// Events published so far, all tasks (the last one's [`Published::index`]).
     published: u64,
-    /// Per task, the index of its last event.
-    last_index: HashMap<i64, u64>,
-    seq: HashMap<i64, u64>,
-    /// Set once states have been forgotten (see [`TASKS_KEPT`]): a task seen
+    /// Set once tasks have been forgotten (see [`TASKS_KEPT`]): a task seen
     /// again then continues from the publish index, which is above any seq
     /// it had (a task's seq never exceeds the events published in all).
     forgot: bool,
-    /// Look for states to forget when this many tasks are kept (more than
+    /// Look for tasks to forget when this many are kept (more than
     /// [`TASKS_KEPT`] while most are running: a scan per publish would cost
     /// more than the memory).
     forget_at: usize,
-    tasks: HashMap<i64, TaskState>,
-    steps: HashMap<i64, Vec<StepState>>,
+    /// What the bus knows of each task, in one entry, so that a publish
+    /// looks its task up once: hash lookups by task id, most of them cache
+    /// misses on a busy server, are most of what a publish costs.
+    tasks: HashMap<i64, Known>,
+}
+
+/// What the bus knows of one task.
+#[derive(Default)]
+struct Known {
+    /// The task's last sequence number.
+    seq: u64,
+    /// The index of its last event.
+    last_index: u64,
+    /// Its latest state (none before its first task event, or once deleted).
+    state: Option<TaskState>,
+    /// Its current run's steps.
+    steps: Vec<StepState>,
+}
+
+impl Known {
+    fn is_running(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.status == "running")
+    }
 }
 
 /// In-process publish/subscribe with the latest state per task.
@@ -253,9 +271,9 @@ impl EventBus {
     pub fn publish_unless_newer(&self, event: Event, since: u64) -> Option<u64> {
         let mut latest = self.latest.lock();
         if latest
-            .last_index
+            .tasks
             .get(&event.task_id())
-            .is_some_and(|&index| index > since)
+            .is_some_and(|known| known.last_index > since)
         {
             return None;
         }
@@ -265,47 +283,52 @@ impl EventBus {
     fn publish_locked(&self, latest: &mut Latest, mut event: Event, origin: Origin) -> u64 {
         let task_id = event.task_id();
         let first = if latest.forgot { latest.published } else { 0 };
-        let seq = {
-            let counter = latest.seq.entry(task_id).or_insert(first);
-            *counter += 1;
-            *counter
-        };
+        latest.published += 1;
+        let index = latest.published;
+        let known = latest.tasks.entry(task_id).or_insert_with(|| Known {
+            seq: first,
+            ..Known::default()
+        });
+        known.seq += 1;
+        known.last_index = index;
+        let seq = known.seq;
         event.set_seq(seq);
         match &mut event {
             Event::Task(state) => {
                 state.progress = round_to(state.progress, 2);
                 state.eta_seconds = state.eta_seconds.map(|eta| round_to(eta, 1));
-                if let Some(previous) = latest.tasks.get(&task_id)
+                if let Some(previous) = &known.state
                     && previous.run_id == state.run_id
                     && state.status == "running"
                 {
                     // Progress never goes backwards within a run.
                     state.progress = state.progress.max(previous.progress);
                 }
-                if previous_run_differs(latest, task_id, state.run_id) {
-                    latest.steps.remove(&task_id);
+                let previous_run_differs = known.steps.first().is_some_and(|step| {
+                    Some(step.run_id) != state.run_id && state.run_id.is_some()
+                });
+                if previous_run_differs {
+                    known.steps.clear();
                 }
-                latest.tasks.insert(task_id, state.clone());
+                known.state = Some(state.clone());
             }
             Event::Step(state) => {
                 state.progress = round_to(state.progress, 2);
-                let steps = latest.steps.entry(task_id).or_default();
-                steps.retain(|s| s.run_id == state.run_id && s.step_id != state.step_id);
-                steps.push(state.clone());
+                known
+                    .steps
+                    .retain(|s| s.run_id == state.run_id && s.step_id != state.step_id);
+                known.steps.push(state.clone());
             }
             Event::Log(_) => {}
             Event::Deleted { .. } => {
-                latest.tasks.remove(&task_id);
-                latest.steps.remove(&task_id);
+                known.state = None;
+                known.steps = Vec::new();
             }
         }
-        // Sent under the lock so subscribers see each task's events in seq order.
-        latest.published += 1;
-        let index = latest.published;
-        latest.last_index.insert(task_id, index);
         if latest.tasks.len() > latest.forget_at.max(TASKS_KEPT) {
             forget_idle(latest);
         }
+        // Sent under the lock so subscribers see each task's events in seq order.
         if self.sender.receiver_count() > 0 {
             let _ = self.sender.send(event.clone());
         }
@@ -314,8 +337,7 @@ impl EventBus {
         {
             let _ = outbox.send(event.clone());
         }
-        self.feed
-            .push(Arc::new(Published::new(latest.published, event)));
+        self.feed.push(Arc::new(Published::new(index, event)));
         seq
     }
 
@@ -337,24 +359,29 @@ impl EventBus {
     /// The latest known state of a task and its current run's steps.
     pub fn latest(&self, task_id: i64) -> Option<(TaskState, Vec<StepState>)> {
         let latest = self.latest.lock();
-        let task = latest.tasks.get(&task_id)?.clone();
-        Some((
-            task,
-            latest.steps.get(&task_id).cloned().unwrap_or_default(),
-        ))
+        let known = latest.tasks.get(&task_id)?;
+        Some((known.state.clone()?, known.steps.clone()))
     }
 
     /// The latest state of every task the bus has seen, by task id.
     pub fn latest_all(&self) -> Vec<TaskState> {
         let latest = self.latest.lock();
-        let mut all: Vec<TaskState> = latest.tasks.values().cloned().collect();
+        let mut all: Vec<TaskState> = latest
+            .tasks
+            .values()
+            .filter_map(|known| known.state.clone())
+            .collect();
         all.sort_by_key(|t| t.task_id);
         all
     }
 
     /// Current sequence number of a task (0 if none yet).
     pub fn seq(&self, task_id: i64) -> u64 {
-        self.latest.lock().seq.get(&task_id).copied().unwrap_or(0)
+        self.latest
+            .lock()
+            .tasks
+            .get(&task_id)
+            .map_or(0, |known| known.seq)
     }
 }
 
@@ -370,32 +397,16 @@ enum Origin {
 fn forget_idle(latest: &mut Latest) {
     let mut idle: Vec<(u64, i64)> = latest
         .tasks
-        .values()
-        .filter(|t| t.status != "running")
-        .map(|t| {
-            (
-                latest.last_index.get(&t.task_id).copied().unwrap_or(0),
-                t.task_id,
-            )
-        })
+        .iter()
+        .filter(|(_, known)| !known.is_running())
+        .map(|(&task_id, known)| (known.last_index, task_id))
         .collect();
     idle.sort_unstable();
     for (_, task_id) in idle.into_iter().take(TASKS_KEPT / 10) {
         latest.tasks.remove(&task_id);
-        latest.steps.remove(&task_id);
-        latest.seq.remove(&task_id);
-        latest.last_index.remove(&task_id);
     }
     latest.forgot = true;
     latest.forget_at = latest.tasks.len() + TASKS_KEPT / 10;
-}
-
-fn previous_run_differs(latest: &Latest, task_id: i64, run_id: Option<i64>) -> bool {
-    latest
-        .steps
-        .get(&task_id)
-        .and_then(|steps| steps.first())
-        .is_some_and(|step| Some(step.run_id) != run_id && run_id.is_some())
 }
 
 #[cfg(test)]
@@ -429,6 +440,19 @@ mod tests {
         // Seen again, task 1 goes on above every seq it had.
         assert!(bus.publish(done(1)) > first_seq);
         assert_eq!(bus.seq(1), bus.latest(1).unwrap().0.seq);
+    }
+
+    #[test]
+    fn a_deleted_task_has_no_state_and_its_seq_goes_on() {
+        let bus = EventBus::new();
+        bus.publish(task(1, 1, 10.0));
+        let deleted = bus.publish(Event::Deleted { task_id: 1, seq: 0 });
+        assert_eq!(deleted, 2);
+        assert!(bus.latest(1).is_none());
+        assert!(bus.latest_all().is_empty());
+        assert_eq!(bus.seq(1), 2);
+        assert_eq!(bus.publish(task(1, 2, 0.0)), 3);
+        assert_eq!(bus.latest(1).unwrap().1, []);
     }
 
     #[test]
