@@ -52,10 +52,19 @@ static DUE_PLAIN_SQL: LazyLock<String> = LazyLock::new(|| due_sql(false));
 fn due_sql(modules_held: bool) -> String {
     let mut ranks: Vec<i64> = Priority::ALL.iter().map(|p| p.rank()).collect();
     ranks.sort_unstable_by(|a, b| b.cmp(a));
-    let held_by_modules = if modules_held {
-        format!("AND {}", limits::not_held_by_modules_sql(""))
+    // The conditions on the tasks' modules: the full modules, the walk that
+    // passes over tasks they hold back, and whether a task uses a limited one.
+    let (blocked, held_by_modules, uses_limited) = if modules_held {
+        (
+            format!(
+                "blocked AS MATERIALIZED ({}), ",
+                limits::blocked_modules_sql("?1")
+            ),
+            format!("AND {}", limits::not_held_by_modules_sql("")),
+            limits::uses_limited_sql(""),
+        )
     } else {
-        String::new()
+        (String::new(), String::new(), "0".to_string())
     };
     let per_priority: Vec<String> = ranks
         .iter()
@@ -69,14 +78,6 @@ fn due_sql(modules_held: bool) -> String {
             )
         })
         .collect();
-    let blocked = if modules_held {
-        format!(
-            "blocked AS MATERIALIZED ({}), ",
-            limits::blocked_modules_sql("?1")
-        )
-    } else {
-        String::new()
-    };
     format!(
         "WITH {blocked}due AS ({}) \
          SELECT {}, resume_from_run_id, pending_trigger, pending_step_id, {} FROM tasks AS t \
@@ -84,11 +85,7 @@ fn due_sql(modules_held: bool) -> String {
          ORDER BY priority DESC, next_run_at, id",
         per_priority.join(" UNION ALL "),
         task_columns!(),
-        if modules_held {
-            limits::uses_limited_sql("")
-        } else {
-            "0".to_string()
-        },
+        uses_limited,
     )
 }
 
