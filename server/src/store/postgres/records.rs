@@ -191,23 +191,26 @@ pub(super) async fn count_tokens(store: &PostgresStore) -> StoreResult<i64> {
 /// holds many row locks for long.
 pub(super) const DELETE_BATCH: i64 = 500;
 
-/// Finished runs that ended before `before` (with their step runs and
-/// artifacts, by cascade), except each task's latest run, a run its task
-/// still points at and a run whose completion hook is still to be delivered
-/// (its delivery would go with it); then events older than `before`. Returns runs + events
-/// removed.
+/// Finished runs that ended before `before`, with their step runs (no
+/// foreign key cascades to them: migration 0014) and their artifacts (by
+/// cascade), except each task's latest run, a run its task still points at
+/// and a run whose completion hook is still to be delivered (its delivery
+/// would go with it); then events older than `before`. Returns runs +
+/// events removed.
 pub(super) async fn prune(store: &PostgresStore, before: DateTime<Utc>) -> StoreResult<u64> {
     let before = ms(before);
     let runs = delete_in_batches(
         store,
-        "DELETE FROM runs WHERE id IN ( \
+        "WITH doomed AS MATERIALIZED ( \
              SELECT id FROM runs AS r WHERE r.status <> 'running' AND r.finished_at < $1 \
                AND r.id < (SELECT max(latest.id) FROM runs AS latest WHERE latest.task_id = r.task_id) \
                AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.id = r.task_id \
                                AND (tasks.resume_from_run_id = r.id OR tasks.current_run_id = r.id)) \
                AND NOT EXISTS (SELECT 1 FROM hook_deliveries AS d \
                                WHERE d.run_id = r.id AND d.status = 'pending') \
-             LIMIT $2)",
+             LIMIT $2), \
+         steps AS (DELETE FROM step_runs WHERE run_id IN (SELECT id FROM doomed)) \
+         DELETE FROM runs WHERE id IN (SELECT id FROM doomed)",
         before,
     )
     .await

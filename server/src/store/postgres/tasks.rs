@@ -553,6 +553,22 @@ async fn delete_in(tx: &mut PgConnection, id: i64) -> StoreResult<()> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+    delete_runs_of(tx, &[id]).await
+}
+
+/// The runs of deleted tasks, with their step runs: no foreign key cascades
+/// to them (migration 0014). Run after the tasks' delete, as a statement of
+/// its own, so that its snapshot holds every run a claim committed before
+/// the delete took the tasks' rows; no claim can start one after, as a
+/// claim inserts a run only for a task it holds locked.
+async fn delete_runs_of(tx: &mut PgConnection, task_ids: &[i64]) -> StoreResult<()> {
+    sqlx::query(
+        "WITH gone AS (DELETE FROM runs WHERE task_id = ANY($1) RETURNING id) \
+         DELETE FROM step_runs WHERE run_id IN (SELECT id FROM gone)",
+    )
+    .bind(task_ids)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -570,22 +586,30 @@ pub(super) async fn delete_finished(
         Some(status) => vec![status.as_str().to_string()],
         None => FINISHED.iter().map(|s| s.as_str().to_string()).collect(),
     };
-    // Batched: deleting a task cascades to its runs, step runs and events.
+    // Batched, a transaction a batch: deleting a task cascades to its events
+    // and the rest it owns, and `delete_runs_of` takes its runs.
     // `status = ANY(…)` is re-checked on the latest row version, so a task
     // run again meanwhile by another node is left alone.
     let mut deleted = 0;
     loop {
-        let batch = sqlx::query(
-            "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
-                 WHERE status = ANY($3) AND updated_at < $1 LIMIT $2) \
-               AND status = ANY($3) AND updated_at < $1",
-        )
-        .bind(ms(finished_before))
-        .bind(super::records::DELETE_BATCH)
-        .bind(&statuses)
-        .execute(&store.pool)
-        .await?
-        .rows_affected();
+        let mut tx = store.pool.begin().await?;
+        let batch: StoreResult<Vec<i64>> = async {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
+                     WHERE status = ANY($3) AND updated_at < $1 LIMIT $2) \
+                   AND status = ANY($3) AND updated_at < $1 \
+                 RETURNING id",
+            )
+            .bind(ms(finished_before))
+            .bind(super::records::DELETE_BATCH)
+            .bind(&statuses)
+            .fetch_all(&mut *tx)
+            .await?;
+            delete_runs_of(&mut tx, &ids).await?;
+            Ok(ids)
+        }
+        .await;
+        let batch = super::settle(tx, batch).await?.len() as u64;
         deleted += batch;
         if batch < super::records::DELETE_BATCH as u64 {
             return Ok(deleted);

@@ -165,6 +165,32 @@ async fn postgres_store() -> Option<(Schema, PostgresStore)> {
 
 conformance!(postgres_store);
 
+#[async_trait::async_trait]
+impl NoOrphans for Schema {
+    /// The two links no foreign key checks (migration 0014); every other is
+    /// a foreign key PostgreSQL checks itself.
+    async fn assert_no_orphans(&self) {
+        let mut conn = PgConnection::connect_with(&self.options())
+            .await
+            .expect("connect");
+        let (runs, step_runs): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM runs AS r \
+                     WHERE NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.id = r.task_id)), \
+                    (SELECT count(*) FROM step_runs AS s \
+                     WHERE NOT EXISTS (SELECT 1 FROM runs AS r WHERE r.id = s.run_id))",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("count orphans");
+        assert_eq!(
+            (runs, step_runs),
+            (0, 0),
+            "runs without their task, step runs without their run"
+        );
+        let _ = conn.close().await;
+    }
+}
+
 /// Four nodes (four stores, four pools) claim 400 due tasks at once: every
 /// task is claimed exactly once, with one run each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -16,6 +16,25 @@ async fn sqlite_store() -> (TempDir, SqliteStore) {
 
 conformance!(sqlite_store);
 
+#[async_trait::async_trait]
+impl NoOrphans for TempDir {
+    /// `PRAGMA foreign_key_check` on the store's file: SQLite's engine
+    /// writes with foreign keys off (see `sqlite::direct`).
+    async fn assert_no_orphans(&self) {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", self.path().join("stepwise.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("open the store's file");
+        let orphans: Vec<(String, String)> =
+            sqlx::query_as("SELECT \"table\", parent FROM pragma_foreign_key_check")
+                .fetch_all(&mut conn)
+                .await
+                .expect("foreign_key_check");
+        assert!(orphans.is_empty(), "rows without their parent: {orphans:?}");
+    }
+}
+
 #[tokio::test]
 async fn second_open_is_refused_while_the_first_lives() {
     let dir = tempfile::tempdir().expect("temp dir");
