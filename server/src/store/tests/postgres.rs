@@ -191,6 +191,65 @@ impl NoOrphans for Schema {
     }
 }
 
+/// One node deletes tasks while another claims and completes them, until
+/// all are gone: no run is left without its task. No foreign key holds that
+/// (migration 0014); a claim inserts a run only for a task it holds locked,
+/// and a delete takes the task's runs in a statement after it took the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_deleted_while_another_node_runs_them_leave_no_run_behind() {
+    let Some(schema) = fresh_schema().await else {
+        return;
+    };
+    let (claimer, deleter) = (schema.open().await, schema.open().await);
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        ids.push(
+            create(&claimer, new_task(&format!("raced {n}")), 0)
+                .await
+                .id,
+        );
+    }
+    let claims = async {
+        loop {
+            let batch = claim(&claimer, 1, 8).await;
+            if batch.is_empty() {
+                return;
+            }
+            for run in &batch {
+                complete(&claimer, run, 2).await;
+            }
+        }
+    };
+    // Passes over the tasks left: one found running is deleted on a later
+    // pass, with the run it has by then.
+    let deletes = async {
+        let (mut left, mut deleted_after_a_run) = (ids.clone(), 0);
+        while !left.is_empty() {
+            let mut running = Vec::new();
+            for id in left {
+                match deleter.delete_task(id).await {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict(_)) => running.push(id),
+                    Err(error) => panic!("delete {id}: {error}"),
+                }
+            }
+            if running.is_empty() {
+                return deleted_after_a_run;
+            }
+            deleted_after_a_run += running.len();
+            left = running;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        deleted_after_a_run
+    };
+    let ((), deleted_after_a_run) = tokio::join!(claims, deletes);
+    assert!(
+        deleted_after_a_run > 0,
+        "some tasks were deleted after they ran"
+    );
+    schema.assert_no_orphans().await;
+}
+
 /// Four nodes (four stores, four pools) claim 400 due tasks at once: every
 /// task is claimed exactly once, with one run each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
