@@ -17,6 +17,7 @@ use stepwise::store::{
     Durability, NewStep, NewTask, PostgresStore, Priority, RunStatus, SqliteStore, StepRunStatus,
     StepStatus, Store, TaskPatch, TaskStatus,
 };
+use tokio::sync::broadcast::error::RecvError;
 
 struct Harness {
     engine: Engine,
@@ -971,12 +972,25 @@ async fn a_run_claimed_ahead_is_cancelled_without_waiting_for_a_worker() {
         .into_iter()
         .map(|c| c.unwrap().0.id)
         .collect();
+    let mut events = h.engine.bus().subscribe();
     let handle = h.engine.start();
+    // Runs claimed in one batch take the worker in no set order, so a run
+    // behind may run before the held step does. Only once the held step runs
+    // is every run still behind surely waiting for the worker.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(Event::Step(state))) if state.task_id == held && state.status == "running" => {
+                break;
+            }
+            Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
+            Ok(Err(RecvError::Closed)) | Err(_) => panic!("the held step never started"),
+        }
+    }
     let waiting = loop {
         let mut waiting = None;
         for id in &behind {
-            if h.status(*id).await == TaskStatus::Running && h.engine.runs_claimed_ahead() > 0 {
+            if h.status(*id).await == TaskStatus::Running {
                 waiting = Some(*id);
             }
         }
@@ -989,6 +1003,7 @@ async fn a_run_claimed_ahead_is_cancelled_without_waiting_for_a_worker() {
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
+    assert!(h.engine.runs_claimed_ahead() > 0);
     assert_eq!(h.status(held).await, TaskStatus::Running);
     h.engine.cancel(waiting).await.unwrap();
     h.wait_for_status(

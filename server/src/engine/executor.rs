@@ -7,7 +7,6 @@ use super::metrics::StepFacts;
 use super::policy::{self, RunVerdict};
 use super::progress::RunProgress;
 use super::run_logs::RunLogs;
-use super::running::Registration;
 use super::step_host::{EngineStepHost, RunContext};
 use super::step_threads::Lingering;
 use super::step_weights;
@@ -46,8 +45,8 @@ pub(super) async fn execute(
     claimed: ClaimedRun,
     slot: Option<WorkerSlot>,
 ) -> RunSummary {
-    let registered = inner.running.register(claimed.task.id, claimed.run_id);
-    execute_registered(inner, claimed, registered, slot).await
+    let token = register(&inner, &claimed).await;
+    execute_registered(inner, claimed, token, slot).await
 }
 
 /// A run claimed ahead of a free worker (see `workers.rs`): registered at
@@ -59,18 +58,38 @@ pub(super) async fn execute_when_free(
     claimed: ClaimedRun,
     waiting: WaitingRun,
 ) -> RunSummary {
-    let registered = inner.running.register(claimed.task.id, claimed.run_id);
+    let token = register(&inner, &claimed).await;
     let slot = tokio::select! {
         slot = waiting.slot() => Some(slot),
-        _ = registered.token.cancelled() => None,
+        _ = token.cancelled() => None,
     };
-    execute_registered(inner, claimed, registered, slot).await
+    execute_registered(inner, claimed, token, slot).await
+}
+
+/// Register the run as executing here, and take up a cancel that came
+/// between its claim and now (see `running.rs`). That cancel is this run's
+/// if the store says so: the note may be about a run of the task on another
+/// node. If the store cannot say, the next heartbeat will. Done before a run
+/// claimed ahead waits for a worker, so that such a cancel ends it at once,
+/// not when a worker frees.
+async fn register(inner: &Inner, claimed: &ClaimedRun) -> CancellationToken {
+    let registered = inner.running.register(claimed.task.id, claimed.run_id);
+    if registered.cancel_came_early
+        && inner
+            .store
+            .cancel_requested(claimed.run_id)
+            .await
+            .unwrap_or(false)
+    {
+        registered.token.cancel();
+    }
+    registered.token
 }
 
 async fn execute_registered(
     inner: Arc<Inner>,
     claimed: ClaimedRun,
-    registered: Registration,
+    token: CancellationToken,
     slot: Option<WorkerSlot>,
 ) -> RunSummary {
     if let Some(due) = claimed.task.next_run_at {
@@ -80,7 +99,7 @@ async fn execute_registered(
     }
     // Every log line of the run (and of its steps, below) carries these.
     let span = tracing::info_span!("run", task_id = claimed.task.id, run_id = claimed.run_id);
-    execute_run(inner, claimed, registered, slot)
+    execute_run(inner, claimed, token, slot)
         .instrument(span)
         .await
 }
@@ -88,23 +107,9 @@ async fn execute_registered(
 async fn execute_run(
     inner: Arc<Inner>,
     claimed: ClaimedRun,
-    registered: Registration,
+    token: CancellationToken,
     slot: Option<WorkerSlot>,
 ) -> RunSummary {
-    let token = registered.token;
-    // A cancel came between the claim and now: it is this run's if the store
-    // says so (the note may be about a run of the task on another node). If
-    // the store cannot say, the next heartbeat will.
-    if registered.cancel_came_early
-        && inner
-            .store
-            .cancel_requested(claimed.run_id)
-            .await
-            .unwrap_or(false)
-    {
-        token.cancel();
-    }
-
     let (secrets, secret_errors) = inner.secrets.open_all(&claimed.secrets);
     let progress = run_progress(&inner, &claimed).await;
     let task = claimed.task;
@@ -530,3 +535,6 @@ fn publish_step(
         error,
     }));
 }
+
+#[cfg(test)]
+mod tests;

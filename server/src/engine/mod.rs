@@ -100,6 +100,24 @@ impl EngineConfig {
     }
 }
 
+/// An engine on a fresh SQLite file in `dir`, for the crate's own tests.
+#[cfg(test)]
+pub(crate) async fn engine_for_tests(dir: &std::path::Path, config: EngineConfig) -> Engine {
+    use crate::runtime::RuntimeConfig;
+    use crate::store::{Durability, SqliteStore};
+    let store = SqliteStore::open(&dir.join("db.sqlite"), Durability::Normal)
+        .await
+        .expect("opening a fresh SQLite store");
+    let runtime = Runtime::new(RuntimeConfig::local(dir.join("compiled"))).expect("the runtime");
+    Engine::new(
+        Arc::new(store),
+        Arc::new(runtime),
+        Arc::new(EventBus::new()),
+        Arc::new(SecretBox::from_key(&[7; 32])),
+        config,
+    )
+}
+
 /// What the engine's parts share.
 pub(crate) struct Inner {
     pub store: Arc<dyn Store>,

@@ -3,11 +3,9 @@
 
 use super::*;
 use crate::api::{ApiConfig, generate_token, hash_token};
-use crate::engine::{Engine, EngineConfig};
-use crate::events::{EventBus, FLUSH_INTERVAL, LogLine, PROGRESS_INTERVAL, TaskState};
-use crate::runtime::{Runtime, RuntimeConfig};
-use crate::secrets::SecretBox;
-use crate::store::{Durability, NewStep, NewTask, SqliteStore, Store};
+use crate::engine::{EngineConfig, engine_for_tests};
+use crate::events::{FLUSH_INTERVAL, LogLine, PROGRESS_INTERVAL, TaskState};
+use crate::store::{NewStep, NewTask};
 use chrono::Utc;
 use futures::channel::mpsc;
 use serde_json::{Value, json};
@@ -22,19 +20,8 @@ struct Harness {
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("db.sqlite"), Durability::Normal)
-            .await
-            .unwrap(),
-    );
-    let runtime = Runtime::new(RuntimeConfig::local(dir.path().join("compiled"))).unwrap();
-    let engine = Engine::new(
-        store.clone(),
-        Arc::new(runtime),
-        Arc::new(EventBus::new()),
-        Arc::new(SecretBox::from_key(&[7; 32])),
-        EngineConfig::new("test"),
-    );
+    let engine = engine_for_tests(dir.path(), EngineConfig::new("test")).await;
+    let store = engine.store().clone();
     let viewer = generate_token();
     store
         .create_token("viewer", Role::Viewer, &hash_token(&viewer), Utc::now())
