@@ -20,8 +20,8 @@
 use super::PostgresStore;
 use super::limits::{admit_due, take_slots};
 use super::rows::{
-    KIN_COLUMNS, Kin, Prefixed, STEP_COLUMNS, load_kin, ms, parse, prefixed_columns, step_from_row,
-    task_columns, task_from_row, time,
+    KIN_COLUMNS, Kin, Prefixed, STEP_COLUMNS, load_kin, ms, next_id, parse, prefixed_columns,
+    step_from_row, task_columns, task_from_row, time,
 };
 use crate::store::limits;
 use crate::store::{
@@ -258,7 +258,7 @@ pub(super) fn plan_ctes() -> String {
                         WHEN ru.step_id IS NOT NULL THEN '{reused}' \
                         ELSE '{pending}' END AS plan, \
                    CASE WHEN s.id IS NOT NULL \
-                        THEN nextval(pg_get_serial_sequence('step_runs', 'id')) END AS step_run_id \
+                        THEN {next_step_run_id} END AS step_run_id \
             FROM claimed AS c \
             LEFT JOIN LATERAL (SELECT {STEP_COLUMNS} FROM steps WHERE task_id = c.task_id \
                                OFFSET 0) AS s \
@@ -275,6 +275,7 @@ pub(super) fn plan_ctes() -> String {
                    CASE WHEN plan = '{reused}' THEN reused_message END \
             FROM planned WHERE step_run_id IS NOT NULL)",
         s_columns = prefixed_columns(STEP_COLUMNS, "s.", "step_"),
+        next_step_run_id = next_id("'step_runs'"),
         disabled = StepStatus::Disabled.as_str(),
         skipped = StepRunStatus::Skipped.as_str(),
         pending = StepRunStatus::Pending.as_str(),

@@ -17,7 +17,7 @@ use super::claim::{
     Claimed, MODULE_COLUMNS, bind_claim, carry_artifacts_sql, carry_chunks_sql, due_ctes,
     due_from_row, finish, mark_running, plan_ctes, planned_from_row,
 };
-use super::rows::{Kin, Prefixed, step_from_row};
+use super::rows::{Kin, Prefixed, next_id, step_from_row};
 use crate::store::{ClaimedRun, PlannedStep};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -49,7 +49,7 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
             SELECT d.*, d.id AS task_id, d.pending_step_id AS only_step, \
                    CASE WHEN d.pending_step_id IS NULL THEN d.resume_from_run_id END AS previous, \
                    d.last_run_at IS NULL AS first_run, \
-                   nextval(pg_get_serial_sequence('runs', 'id')) AS run_id \
+                   {next_run_id} AS run_id \
             FROM due AS d WHERE NOT (SELECT some_limited FROM limited)), \
          started AS ( \
             INSERT INTO runs (id, task_id, attempt, status, trigger, node, started_at) \
@@ -65,6 +65,7 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
          LEFT JOIN modules AS m ON m.path = p.step_controller \
          ORDER BY p.claim_order, p.next_run_at, p.id, p.step_sort_order, p.step_id",
         due = due_ctes(),
+        next_run_id = next_id("'runs'"),
         mark_running = mark_running("claimed.run_id", "$4", "$1", "$5"),
         carry = carry_artifacts_sql(resuming),
         chunks = carry_chunks_sql(resuming, "carried"),

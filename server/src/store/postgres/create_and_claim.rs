@@ -17,7 +17,7 @@
 use super::PostgresStore;
 use super::claim::{Claimed, Shape, planned_from_row};
 use super::create_batch::{DetailRows, STEP_TYPES, StepRows, array_params};
-use super::rows::ms;
+use super::rows::{ms, next_id};
 use super::tasks::{built, initial_state};
 use crate::store::{
     ClaimedRun, NewTask, PlannedStep, Priority, RunTrigger, StepRunStatus, StepStatus, StoreResult,
@@ -39,7 +39,7 @@ static CREATE_AND_CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH {relaxed}, \
          step_rows AS MATERIALIZED ( \
-            SELECT u.*, nextval(pg_get_serial_sequence('steps', 'id')) AS id \
+            SELECT u.*, {next_step_id} AS id \
             FROM relaxed CROSS JOIN unnest({steps}) WITH ORDINALITY AS u(task_place, sort_order, \
                    controller, settings, max_execution_time, max_memory, interrupt_on_step_fault, \
                    status, place)), \
@@ -62,8 +62,8 @@ static CREATE_AND_CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
                      WHERE s.status = '{enabled}' \
                        AND (m.hash IS NULL OR NOT m.active OR m.limited)) AS starts), \
          ids AS MATERIALIZED ( \
-            SELECT nextval(pg_get_serial_sequence('tasks', 'id')) AS task_id, \
-                   CASE WHEN starts THEN nextval(pg_get_serial_sequence('runs', 'id')) END AS run_id \
+            SELECT {next_task_id} AS task_id, \
+                   CASE WHEN starts THEN {next_run_id} END AS run_id \
             FROM go), \
          new_task AS ( \
             INSERT INTO tasks (id, name, status, priority, start_at, run_interval, \
@@ -95,7 +95,7 @@ static CREATE_AND_CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
             SELECT s.place, s.id AS step_id, s.sort_order, s.controller, i.run_id, \
                    CASE WHEN s.status = '{disabled}' THEN '{skipped}' ELSE '{pending}' END AS plan, \
                    CASE WHEN i.run_id IS NOT NULL \
-                        THEN nextval(pg_get_serial_sequence('step_runs', 'id')) END AS step_run_id \
+                        THEN {next_step_run_id} END AS step_run_id \
             FROM step_rows AS s CROSS JOIN ids AS i), \
          new_step_runs AS ( \
             INSERT INTO step_runs (id, run_id, step_id, sort_order, controller, status) \
@@ -106,6 +106,10 @@ static CREATE_AND_CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
          FROM ids AS i CROSS JOIN planned AS p JOIN modules_of AS m ON m.place = p.place \
          ORDER BY p.place",
         relaxed = super::deferred::RELAXED_CTE,
+        next_task_id = next_id("'tasks'"),
+        next_step_id = next_id("'steps'"),
+        next_run_id = next_id("'runs'"),
+        next_step_run_id = next_id("'step_runs'"),
         steps = array_params(15, &STEP_TYPES[1..]),
         details = array_params(15 + STEP_TYPES.len() - 1, &["bigint", "text", "text"]),
         enabled = StepStatus::Scheduled.as_str(),

@@ -8,7 +8,7 @@
 //! statement that inserts them, which returns them (a round trip fewer per
 //! create); a replaced task's new steps reserve theirs first.
 
-use super::rows::{ms, opt_ms};
+use super::rows::{ms, next_id, opt_ms};
 use super::tasks::{built, initial_state, insert_secret};
 use crate::store::{NewTask, StoreResult, Task};
 use anyhow::Context;
@@ -16,6 +16,14 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 use std::sync::LazyLock;
+
+/// `$2` fresh ids of the identity column of the table named `$1`.
+static RESERVE_IDS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM generate_series(1, $2::bigint)",
+        next_id("$1")
+    )
+});
 
 /// `count` fresh ids of `table`'s identity column, ascending.
 pub(super) async fn reserve_ids(
@@ -26,14 +34,12 @@ pub(super) async fn reserve_ids(
     if count == 0 {
         return Ok(Vec::new());
     }
-    let mut ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT nextval(pg_get_serial_sequence($1, 'id')) FROM generate_series(1, $2::bigint)",
-    )
-    .bind(table)
-    .bind(i64::try_from(count).unwrap_or(i64::MAX))
-    .fetch_all(&mut *conn)
-    .await
-    .with_context(|| format!("reserving {table} ids"))?;
+    let mut ids: Vec<i64> = sqlx::query_scalar(RESERVE_IDS.as_str())
+        .bind(table)
+        .bind(i64::try_from(count).unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await
+        .with_context(|| format!("reserving {table} ids"))?;
     ids.sort_unstable();
     Ok(ids)
 }
@@ -219,12 +225,13 @@ fn insert_new_sql(relaxed: bool) -> String {
     };
     let step_columns = "task_place, sort_order, controller, settings, max_execution_time, \
                         max_memory, interrupt_on_step_fault, status";
+    let (next_task_id, next_step_id) = (next_id("'tasks'"), next_id("'steps'"));
     format!(
         "WITH {relaxed_cte}task_ids AS MATERIALIZED ( \
-            SELECT place, nextval(pg_get_serial_sequence('tasks', 'id')) AS id \
+            SELECT place, {next_task_id} AS id \
             FROM {relaxed_join}generate_series(1, cardinality($1::text[])) AS place), \
          step_ids AS MATERIALIZED ( \
-            SELECT place, nextval(pg_get_serial_sequence('steps', 'id')) AS id \
+            SELECT place, {next_step_id} AS id \
             FROM generate_series(1, cardinality($15::bigint[])) AS place), \
          new_tasks AS ( \
             INSERT INTO tasks (id, name, status, priority, start_at, run_interval, \

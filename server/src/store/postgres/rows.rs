@@ -18,6 +18,15 @@ pub(super) use crate::store::row_mapping::{
     time, token_from_row,
 };
 
+/// The next id of a table's identity column, for an id a statement takes
+/// before it inserts the row (`table` is SQL for the table's name: a quoted
+/// name or a parameter). The sequence is looked up once per statement, as an
+/// `InitPlan`: written inline, `pg_get_serial_sequence` searched the catalogs
+/// again for every row, which cost several times the `nextval` itself.
+pub(super) fn next_id(table: &str) -> String {
+    format!("nextval((SELECT pg_get_serial_sequence({table}, 'id')::regclass))")
+}
+
 /// Columns of a task row `t` saying whether it has details and secrets:
 /// most tasks have neither, and a round trip that finds nothing costs what
 /// one that finds something does (see [`Kin`]).
