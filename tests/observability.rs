@@ -190,6 +190,37 @@ async fn json_log_lines_carry_the_run() {
     assert_eq!(step["spans"][0]["run_id"], run_id, "{step}");
 }
 
+/// A text log that is not a terminal (a file, a pipe, a journal) is plain
+/// text: no colour escape codes around levels and field names, and a run's
+/// lines still name their run and step.
+#[tokio::test]
+async fn a_redirected_text_log_is_plain_and_names_the_run() {
+    let dir = tempfile::tempdir().expect("data directory");
+    let server = TestServer::spawn_with_env(
+        dir.path(),
+        &[],
+        &[("STEPWISE_LOG", "info,stepwise::engine=debug")],
+    )
+    .await;
+    server.upload("fixture/noop").await;
+    let task = run(&server, "fixture/noop", json!({})).await;
+    let run_id = server.runs(task["id"].as_i64().unwrap()).await[0]["id"].clone();
+    let log = server.log_text();
+    assert!(
+        !log.contains('\x1b'),
+        "escape codes in a redirected log:\n{log}"
+    );
+    let ended = log
+        .lines()
+        .find(|line| line.contains("run ended"))
+        .unwrap_or_else(|| panic!("no run end in the log:\n{log}"));
+    assert!(ended.contains(" DEBUG "), "{ended}");
+    assert!(
+        ended.contains(&format!("run{{task_id={} run_id={run_id}}}", task["id"])),
+        "{ended}"
+    );
+}
+
 /// The log lines of a task as the page answers them.
 async fn task_logs(server: &TestServer, query: &str) -> (Vec<Value>, Option<i64>) {
     let (status, page) = server.get(query).await;

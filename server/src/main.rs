@@ -1,6 +1,7 @@
 //! The `stepwise` binary: parse the command line, call the library.
 
 use clap::Parser;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use stepwise::cli::{Cli, Command, LogFormat};
 
@@ -90,8 +91,12 @@ fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STEPWISE_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,sqlx=warn,wasmtime=warn,cranelift=warn")
     });
+    // Colours only on a terminal: a log redirected to a file or a journal
+    // would otherwise be full of escape codes. `NO_COLOR` turns them off there too.
+    let colours = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => log.init(),

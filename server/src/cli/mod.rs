@@ -123,7 +123,8 @@ pub enum DurabilityArg {
 /// How the server writes its own log (stderr).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// One human-readable line per event.
+    /// One human-readable line per event, coloured only on a terminal
+    /// (`NO_COLOR` turns the colours off there too).
     #[default]
     Text,
     /// One JSON object per line, with the fields of the run and step spans

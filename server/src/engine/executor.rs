@@ -99,7 +99,11 @@ async fn execute_registered(
     }
     // Every log line of the run (and of its steps, below) carries these.
     let span = tracing::info_span!("run", task_id = claimed.task.id, run_id = claimed.run_id);
-    execute_run(inner, claimed, token, slot)
+    // Boxed, as each step is below: a future held inline is moved whole
+    // every time the future around it is built or spawned, and a run's
+    // future with its step's inline was tens of kilobytes, copied several
+    // times per run (see `spawned_run_futures_stay_small`).
+    Box::pin(execute_run(inner, claimed, token, slot))
         .instrument(span)
         .await
 }
@@ -153,7 +157,7 @@ async fn execute_run(
             step_id = planned.step.id,
             module = %planned.step.controller
         );
-        let (status, outcome, error) = execute_step(
+        let (status, outcome, error) = Box::pin(execute_step(
             &run,
             &task,
             claimed.attempt,
@@ -161,7 +165,7 @@ async fn execute_run(
             &token,
             task_deadline,
             &mut lingering,
-        )
+        ))
         .instrument(span)
         .await;
         if status == StepRunStatus::Completed {

@@ -42,3 +42,35 @@ async fn a_cancel_noted_before_a_run_claimed_ahead_registers_ends_it_without_a_w
     let task = store.get_task(task_id).await.unwrap().unwrap();
     assert_eq!(task.status, TaskStatus::Cancelled);
 }
+
+/// Most a run's spawned future may take. Each one is moved whole when it is
+/// spawned, and a run's steps once made it tens of kilobytes, copied several
+/// times per run: they are boxed, so what is spawned holds pointers to them.
+const SPAWNED_RUN_MOST: usize = 3 << 10;
+
+#[tokio::test]
+async fn spawned_run_futures_stay_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_for_tests(dir.path(), EngineConfig::new("test")).await;
+    let task = NewTask::new("sized", vec![NewStep::new("fixture/noop", json!({}))]);
+    engine.store().create_task(task, Utc::now()).await.unwrap();
+    let claimed = engine
+        .claim_next()
+        .await
+        .unwrap()
+        .expect("the task is due")
+        .0;
+    let inner = engine.inner.clone();
+    let now = execute(inner.clone(), claimed.clone(), None);
+    let waiting = inner.workers.wait();
+    let when_free = execute_when_free(inner.clone(), claimed, waiting);
+    for (name, size) in [
+        ("execute", std::mem::size_of_val(&now)),
+        ("execute_when_free", std::mem::size_of_val(&when_free)),
+    ] {
+        assert!(
+            size <= SPAWNED_RUN_MOST,
+            "{name}'s future is {size} bytes: box what it holds inline"
+        );
+    }
+}
