@@ -210,6 +210,16 @@ impl HotConnection {
     pub(super) fn synced(&self, deferred: u64) {
         self.covered.fetch_max(deferred, Ordering::SeqCst);
     }
+
+    /// Make every commit so far durable, without the write lock (see
+    /// `wal_syncer.rs`): the creates deferred before the fsync begins are
+    /// covered by it.
+    pub(super) fn sync_all(&self) -> anyhow::Result<()> {
+        let deferred = self.deferred.load(Ordering::SeqCst);
+        sync_file(&self.wal).context("syncing the write-ahead log")?;
+        self.synced(deferred);
+        Ok(())
+    }
 }
 
 /// Give a connection just opened the lookaside of [`LOOKASIDE_SLOTS`]. If

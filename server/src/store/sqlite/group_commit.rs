@@ -18,6 +18,7 @@
 
 use super::SqliteStore;
 use super::turn::{ClaimDue, WriterTurn, WriterTurns};
+use super::wal_syncer::WalSyncer;
 use crate::store::run_writer::{WRITE_BATCH as BATCH, internal};
 use crate::store::{
     ClaimRoom, Claimant, ClaimedRun, RunWriter, StoreError, StoreResult, WriteAnswer, WriteOp,
@@ -108,7 +109,8 @@ async fn write_turns(
     receiver: mpsc::UnboundedReceiver<Job>,
     claimant: Claimant,
 ) {
-    let mut queue = Queue::new(receiver, claimant);
+    let syncer = WalSyncer::start(store.hot.clone());
+    let mut queue = Queue::new(receiver, claimant, syncer);
     loop {
         if !queue.has_work() && queue.receiver.recv_many(&mut queue.jobs, BATCH).await == 0 {
             return;
@@ -149,10 +151,12 @@ struct Queue {
     retries: VecDeque<Flight>,
     in_flight: Option<Flight>,
     hold_until: Instant,
+    /// Syncs the WAL for turns whose writes wait while the writer goes on.
+    syncer: WalSyncer,
 }
 
 impl Queue {
-    fn new(receiver: mpsc::UnboundedReceiver<Job>, claimant: Claimant) -> Self {
+    fn new(receiver: mpsc::UnboundedReceiver<Job>, claimant: Claimant, syncer: WalSyncer) -> Self {
         Queue {
             receiver,
             claimant,
@@ -161,6 +165,16 @@ impl Queue {
             retries: VecDeque::new(),
             in_flight: None,
             hold_until: Instant::now(),
+            syncer,
+        }
+    }
+
+    /// Take what the channel holds now, up to a turn's worth.
+    fn receive_queued(&mut self) {
+        while self.jobs.len() < BATCH
+            && let Ok(job) = self.receiver.try_recv()
+        {
+            self.jobs.push(job);
         }
     }
 
@@ -176,11 +190,7 @@ impl Queue {
 
     /// The next turn from what is queued now.
     fn cut(&mut self) -> Option<Flight> {
-        while self.jobs.len() < BATCH
-            && let Ok(job) = self.receiver.try_recv()
-        {
-            self.jobs.push(job);
-        }
+        self.receive_queued();
         let mut ops = Vec::with_capacity(self.jobs.len());
         let mut replies = Vec::with_capacity(self.jobs.len());
         for job in self.jobs.drain(..) {
@@ -255,6 +265,29 @@ impl WriterTurns for Queue {
         if let Some(reply) = reply {
             let _ = reply.send(Ok(runs));
         }
+    }
+
+    /// With more work queued, the writes are answered from the syncing
+    /// thread, after its next fsync. A flight's claim was answered already.
+    fn sync_later(&mut self, answers: Vec<WriteAnswer>) -> Option<Vec<WriteAnswer>> {
+        self.receive_queued();
+        if !self.has_work() {
+            return Some(answers);
+        }
+        let Some(flight) = self.in_flight.take() else {
+            return Some(answers);
+        };
+        self.syncer.after_sync(Box::new(move |synced| {
+            let result = synced.map(|()| answers).map_err(StoreError::Internal);
+            if let Err(error) = &result {
+                tracing::error!(
+                    "syncing {} executor writes failed: {error:#}",
+                    flight.turn.ops.len()
+                );
+            }
+            answer(flight, result);
+        }));
+        None
     }
 
     /// If a turn of writes and a claim fails before its commit, they are
@@ -416,7 +449,8 @@ mod tests {
             node: "node".into(),
             lease: Duration::from_secs(30),
         };
-        let mut queue = Queue::new(receiver, claimant);
+        let syncer = WalSyncer::start(store.hot.clone());
+        let mut queue = Queue::new(receiver, claimant, syncer);
         queue.hold();
         store.write_turns(&mut queue).await.expect("turns");
         queue

@@ -30,6 +30,7 @@ mod stats;
 mod steps;
 mod tasks;
 mod turn;
+mod wal_syncer;
 mod writer_time;
 mod writes;
 

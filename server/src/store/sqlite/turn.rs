@@ -12,16 +12,17 @@
 //!   claimed again: no step was recorded as completed. That saves an fsync
 //!   per claim on a node that is not busy, where it would delay the steps'
 //!   start.
-//! - A turn with writes and a claim commits the same way, hands its claimed
-//!   runs over ([`WriterTurns::claimed`]), and only then syncs the WAL and
-//!   answers its writes. A busy node's next runs start while the disk syncs
-//!   the last ones' ends, and their ends meet in the next turn: each fsync
-//!   covers the ends of every worker, not only of those that ended during the
-//!   last one. For readers, a turn's writes are visible up to one fsync
-//!   before they are durable (as a claim's always were); nothing is
-//!   acknowledged before it — not a run's end to its executor, so no event,
-//!   no `?wait=` answer and no hook.
-//! - A turn with writes alone commits at FULL.
+//! - A turn with writes commits the same way, hands its claimed runs over
+//!   ([`WriterTurns::claimed`]), and only then syncs the WAL and answers its
+//!   writes. A busy node's next runs start while the disk syncs the last
+//!   ones' ends, and their ends meet in the next turn: each fsync covers the
+//!   ends of every worker, not only of those that ended during the last one.
+//!   When more work is waiting, the sync is left to a thread of its own
+//!   ([`WriterTurns::sync_later`], `wal_syncer.rs`) and the writer goes on
+//!   with the next turn meanwhile. For readers, a turn's writes are visible
+//!   up to one fsync before they are durable (as a claim's always were);
+//!   nothing is acknowledged before it — not a run's end to its executor, so
+//!   no event, no `?wait=` answer and no hook.
 
 use super::direct::{Hold, Relaxed};
 use super::writer_time::{self, Part};
@@ -40,6 +41,12 @@ pub(crate) trait WriterTurns {
     /// before the turn's writes are synced (see the module docs). Not called
     /// if the turn failed before its commit.
     fn claimed(&mut self, runs: Vec<ClaimedRun>);
+    /// The turn last given committed, its writes not synced yet (see the
+    /// module docs): when more work is waiting, take them, to answer after
+    /// a sync off this thread (see `wal_syncer.rs`), and return `None`: the
+    /// writer goes on with the next turn. Otherwise give them back: the
+    /// caller syncs now, and reports through [`WriterTurns::turn_done`].
+    fn sync_later(&mut self, answers: Vec<WriteAnswer>) -> Option<Vec<WriteAnswer>>;
     /// How the turn last given went: per op whether it applied, once on
     /// disk. An error before [`WriterTurns::claimed`] means nothing of the
     /// turn was written; one after it, that the sync failed.
@@ -87,12 +94,20 @@ async fn write_turns(store: &SqliteStore, turns: &mut (dyn WriterTurns + Send)) 
             let committed = commit_turn(db, durability, &turn.ops, turn.claim.as_ref(), hold);
             let result = committed.and_then(|committed| {
                 turns.claimed(committed.claimed);
-                if committed.unsynced {
-                    hold.sync_wal()?;
+                if !committed.unsynced {
+                    return Ok(Some(committed.answers));
                 }
-                Ok(committed.answers)
+                let Some(answers) = turns.sync_later(committed.answers) else {
+                    return Ok(None);
+                };
+                hold.sync_wal()?;
+                Ok(Some(answers))
             });
-            turns.turn_done(result.map_err(StoreError::Internal));
+            match result {
+                Ok(None) => {}
+                Ok(Some(answers)) => turns.turn_done(Ok(answers)),
+                Err(error) => turns.turn_done(Err(StoreError::Internal(error))),
+            }
             if !hold.full_again {
                 break;
             }
@@ -145,8 +160,9 @@ struct Committed {
     unsynced: bool,
 }
 
-/// One transaction: `ops` in order, then the claim. With the store at FULL, a
-/// turn with a claim commits without an fsync (see the module docs).
+/// One transaction: `ops` in order, then the claim. With the store at FULL it
+/// commits without an fsync, and its writes are synced after (see the module
+/// docs).
 fn commit_turn(
     db: &Connection,
     durability: Durability,
@@ -162,7 +178,7 @@ fn commit_turn(
         });
     }
     let claim = claim.filter(|c| c.limit > 0);
-    let relax = durability == Durability::Full && claim.is_some();
+    let relax = durability == Durability::Full;
     let _relaxed = relax
         .then(|| Relaxed::on(db, &mut hold.full_again))
         .transpose()?;

@@ -143,15 +143,7 @@ async fn a_turns_claim_goes_out_before_its_writes_are_synced() {
         .expect("create");
     assert!(store.deferred_uncovered());
     let mut turns = ScriptedTurns::default();
-    turns.turns.push_back(WriterTurn {
-        ops: vec![WriteOp::FinishRun {
-            task_id: first.task.id,
-            run_id: first.run_id,
-            end: run_end(RunStatus::Completed, TaskStatus::Completed, 5),
-            claimed_version: None,
-        }],
-        claim: Some(claim_due(10, 1)),
-    });
+    turns.turns.push_back(end_then_claim(&first));
     store.write_turns(&mut turns).await.expect("writer turns");
     assert_eq!(turns.calls, ["claimed", "done"]);
     let (applied, claimed) = turns.results.remove(0).expect("the turn");
@@ -441,6 +433,9 @@ struct ScriptedTurns {
     claimed: Vec<ClaimedRun>,
     results: Vec<StoreResult<(Vec<WriteAnswer>, Vec<ClaimedRun>)>>,
     calls: Vec<&'static str>,
+    /// Take every turn's writes to sync later, as a writer with more work
+    /// queued does (kept as they are, unsynced).
+    sync_later: bool,
 }
 
 impl WriterTurns for ScriptedTurns {
@@ -454,10 +449,75 @@ impl WriterTurns for ScriptedTurns {
         self.claimed = runs;
     }
 
+    /// Synced by the writer, in its turn, unless `sync_later` is set: what
+    /// the calls' order shows.
+    fn sync_later(&mut self, answers: Vec<WriteAnswer>) -> Option<Vec<WriteAnswer>> {
+        if !self.sync_later {
+            return Some(answers);
+        }
+        self.calls.push("later");
+        let claimed = std::mem::take(&mut self.claimed);
+        self.results.push(Ok((answers, claimed)));
+        None
+    }
+
     fn turn_done(&mut self, result: StoreResult<Vec<WriteAnswer>>) {
         self.calls.push("done");
         let claimed = std::mem::take(&mut self.claimed);
         self.results.push(result.map(|answers| (answers, claimed)));
+    }
+}
+
+/// A turn whose writes are left to sync later is not synced by the writer,
+/// which goes on with its next turn at once: the deferred create before
+/// them is still not known to be on disk after both.
+#[tokio::test]
+async fn a_turn_synced_later_lets_the_writer_go_on() {
+    let (_dir, store) = sqlite_store().await;
+    create(&store, with_steps(new_task("first"), &["m/a"]), 0).await;
+    let first = claim_one(&store, 1).await;
+    create(&store, with_steps(new_task("next"), &["m/a"]), 1).await;
+    store
+        .create_tasks_deferred(vec![new_task("waited")], t(2))
+        .await
+        .expect("create");
+    let mut turns = ScriptedTurns {
+        sync_later: true,
+        ..ScriptedTurns::default()
+    };
+    turns.turns.extend([
+        end_then_claim(&first),
+        WriterTurn {
+            ops: vec![WriteOp::StartStep {
+                step_run_id: first.steps[0].step_run_id,
+                module_hash: None,
+                at: t(11),
+            }],
+            claim: None,
+        },
+    ]);
+    store.write_turns(&mut turns).await.expect("writer turns");
+    assert_eq!(turns.calls, ["claimed", "later", "claimed", "later"]);
+    let (applied, claimed) = turns.results.remove(0).expect("the first turn");
+    assert_eq!(applied, [true]);
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        store.deferred_uncovered(),
+        "the writer synced a turn it had handed on"
+    );
+    assert_eq!(store.writer_synchronous().await, (2, 2), "FULL after them");
+}
+
+/// A turn that completes `run` at 5 and claims one task at 10.
+fn end_then_claim(run: &ClaimedRun) -> WriterTurn {
+    WriterTurn {
+        ops: vec![WriteOp::FinishRun {
+            task_id: run.task.id,
+            run_id: run.run_id,
+            end: run_end(RunStatus::Completed, TaskStatus::Completed, 5),
+            claimed_version: None,
+        }],
+        claim: Some(claim_due(10, 1)),
     }
 }
 
