@@ -25,7 +25,9 @@ pub struct WriterTime {
     /// Of which claims (their commit included).
     pub claims: Duration,
     /// Of which `COMMIT` statements of either kind (a FULL one waits for the
-    /// disk), and the WAL syncs after a turn's relaxed commit (see `turn.rs`).
+    /// disk), and the WAL syncs the writer makes itself after a turn's
+    /// relaxed commit (see `turn.rs`; those left to the sync thread, see
+    /// `wal_syncer.rs`, are not held time).
     pub commits: Duration,
     /// Hot transactions committed (the writer's turns).
     pub transactions: u64,
