@@ -195,29 +195,18 @@ impl HotConnection {
         self.deferred.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The WAL file to fsync if deferred creates are not yet covered by a
-    /// synced commit (`None` when they are), and how many creates that
-    /// fsync will cover (for [`HotConnection::synced`]).
-    pub(super) fn uncovered(&self) -> Option<(PathBuf, u64)> {
-        let deferred = self.deferred.load(Ordering::SeqCst);
-        if self.covered.load(Ordering::SeqCst) >= deferred {
-            return None;
-        }
-        Some((self.wal.clone(), deferred))
-    }
-
-    /// The WAL was synced after `deferred` creates had committed.
-    pub(super) fn synced(&self, deferred: u64) {
-        self.covered.fetch_max(deferred, Ordering::SeqCst);
+    /// Whether a deferred create is not yet covered by a synced commit.
+    pub(super) fn uncovered(&self) -> bool {
+        self.covered.load(Ordering::SeqCst) < self.deferred.load(Ordering::SeqCst)
     }
 
     /// Make every commit so far durable, without the write lock (see
-    /// `wal_syncer.rs`): the creates deferred before the fsync begins are
-    /// covered by it.
+    /// `wal_syncer.rs`, and `Store::sync_deferred`): the creates deferred
+    /// before the fsync begins are covered by it.
     pub(super) fn sync_all(&self) -> anyhow::Result<()> {
         let deferred = self.deferred.load(Ordering::SeqCst);
         sync_file(&self.wal).context("syncing the write-ahead log")?;
-        self.synced(deferred);
+        self.covered.fetch_max(deferred, Ordering::SeqCst);
         Ok(())
     }
 }

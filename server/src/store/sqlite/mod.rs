@@ -168,7 +168,7 @@ impl SqliteStore {
 impl SqliteStore {
     /// Whether a deferred create is not yet known to be on disk.
     pub(crate) fn deferred_uncovered(&self) -> bool {
-        self.hot.uncovered().is_some()
+        self.hot.uncovered()
     }
 
     /// `PRAGMA synchronous` of the sqlx writer and of the hot connection
@@ -340,14 +340,13 @@ impl Store for SqliteStore {
     /// WAL file makes them durable (and a checkpoint that moved them into
     /// the database file synced that file first).
     async fn sync_deferred(&self) -> StoreResult<()> {
-        let Some((wal, covers)) = self.hot.uncovered() else {
+        if !self.hot.uncovered() {
             return Ok(());
-        };
-        tokio::task::spawn_blocking(move || direct::sync_file(&wal))
+        }
+        let hot = self.hot.clone();
+        tokio::task::spawn_blocking(move || hot.sync_all())
             .await
-            .context("syncing the write-ahead log")?
-            .context("syncing the write-ahead log")?;
-        self.hot.synced(covers);
+            .context("syncing the write-ahead log")??;
         Ok(())
     }
 
