@@ -161,12 +161,10 @@ async fn json_log_lines_carry_the_run() {
     let task = run(&server, "fixture/noop", json!({})).await;
     let id = task["id"].as_i64().unwrap();
     let run_id = server.runs(id).await[0]["id"].clone();
-    // The run's end is logged once its end is committed, before the task shows it.
-    let lines: Vec<Value> = server
-        .log
-        .lock()
-        .unwrap()
-        .iter()
+    // The run's end is logged once its end is durable, which can trail the task showing it.
+    let log = server.wait_for_log("run ended").await;
+    let lines: Vec<Value> = log
+        .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect();
     let ended: Vec<&Value> = lines
@@ -205,7 +203,7 @@ async fn a_redirected_text_log_is_plain_and_names_the_run() {
     server.upload("fixture/noop").await;
     let task = run(&server, "fixture/noop", json!({})).await;
     let run_id = server.runs(task["id"].as_i64().unwrap()).await[0]["id"].clone();
-    let log = server.log_text();
+    let log = server.wait_for_log("run ended").await;
     assert!(
         !log.contains('\x1b'),
         "escape codes in a redirected log:\n{log}"

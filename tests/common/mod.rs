@@ -172,6 +172,21 @@ impl TestServer {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The log once a line contains `needle`, waiting up to 10 s for it.
+    /// A line can trail what a client sees: a run end is committed (and
+    /// readable) before its fsync is answered and the engine logs it, and the
+    /// server's output reaches the test through a pipe and a reader thread.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) || started.elapsed() > Duration::from_secs(10) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Any request with a token (None = no Authorization header).
     pub async fn request(
         &self,
