@@ -89,12 +89,14 @@ impl Default for Feed {
 }
 
 impl Feed {
-    /// Queue a published event; nothing is kept before the first subscriber.
+    /// Queue a published event; nothing is kept (or even made: a node with
+    /// no live view publishes every run's events) before the first subscriber.
     /// The caller holds the bus's lock, so the queue is in publish order.
-    pub fn push(&self, published: Arc<Published>) {
+    pub fn push(&self, index: u64, event: &Event) {
         if !self.started.load(Ordering::Acquire) {
             return;
         }
+        let published = Arc::new(Published::new(index, event.clone()));
         let mut queue = self.input.queue.lock();
         queue.events.push(published);
         if queue.idle {

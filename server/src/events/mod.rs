@@ -329,15 +329,15 @@ impl EventBus {
             forget_idle(latest);
         }
         // Sent under the lock so subscribers see each task's events in seq order.
-        if self.sender.receiver_count() > 0 {
-            let _ = self.sender.send(event.clone());
-        }
+        self.feed.push(index, &event);
         if origin == Origin::Here
             && let Some(outbox) = self.outbox.get()
         {
             let _ = outbox.send(event.clone());
         }
-        self.feed.push(Arc::new(Published::new(index, event)));
+        if self.sender.receiver_count() > 0 {
+            let _ = self.sender.send(event);
+        }
         seq
     }
 
@@ -401,9 +401,13 @@ fn forget_idle(latest: &mut Latest) {
         .filter(|(_, known)| !known.is_running())
         .map(|(&task_id, known)| (known.last_index, task_id))
         .collect();
-    idle.sort_unstable();
-    for (_, task_id) in idle.into_iter().take(TASKS_KEPT / 10) {
-        latest.tasks.remove(&task_id);
+    // Only which are the oldest matters, not their order: a partial sort.
+    let forget = (TASKS_KEPT / 10).min(idle.len());
+    if forget < idle.len() {
+        idle.select_nth_unstable(forget);
+    }
+    for (_, task_id) in &idle[..forget] {
+        latest.tasks.remove(task_id);
     }
     latest.forgot = true;
     latest.forget_at = latest.tasks.len() + TASKS_KEPT / 10;
@@ -437,6 +441,11 @@ mod tests {
         assert!(bus.latest_all().len() <= TASKS_KEPT, "bounded");
         assert!(bus.latest(1).is_none(), "the oldest idle task is forgotten");
         assert!(bus.latest(2).is_some(), "a running task is kept");
+        // One forgetting so far: exactly the oldest tenth of the idle tasks.
+        let last = TASKS_KEPT as i64 + 2;
+        let oldest_kept = TASKS_KEPT as i64 / 10 + 2;
+        assert!((3..oldest_kept).all(|id| bus.latest(id).is_none()));
+        assert!((oldest_kept..=last).all(|id| bus.latest(id).is_some()));
         // Seen again, task 1 goes on above every seq it had.
         assert!(bus.publish(done(1)) > first_seq);
         assert_eq!(bus.seq(1), bus.latest(1).unwrap().0.seq);
