@@ -112,8 +112,11 @@ async fn write_turns(
     let syncer = WalSyncer::start(store.hot.clone());
     let mut queue = Queue::new(receiver, claimant, syncer);
     loop {
-        if !queue.has_work() && queue.receiver.recv_many(&mut queue.jobs, BATCH).await == 0 {
-            return;
+        if !queue.has_work() {
+            if queue.receiver.recv_many(&mut queue.jobs, BATCH).await == 0 {
+                return;
+            }
+            queue.linger().await;
         }
         queue.hold();
         // A bug that panics in a hold must not stop the node's writes and
@@ -137,6 +140,14 @@ struct Flight {
     replies: Vec<Option<Reply>>,
     claim_reply: Option<ClaimReply>,
 }
+
+/// How long an idle writer given only writes that nobody waits for (step
+/// starts and ends, progress) waits for more before it writes them. A run's
+/// step start is followed within microseconds by its end and the run's end
+/// for most steps; written apart, an idle node paid a transaction and an
+/// fsync for each, and the run's end, which a client may be waiting on,
+/// queued behind them. Anything awaited (a commit, a claim) cuts it short.
+const UNAWAITED_LINGER: Duration = Duration::from_millis(1);
 
 /// The writer's side of [`SqliteStore::write_turns`]: turns are cut from what is
 /// queued when the store asks for the next one.
@@ -176,6 +187,31 @@ impl Queue {
         {
             self.jobs.push(job);
         }
+    }
+
+    /// While everything taken is a write nobody waits for, wait up to
+    /// [`UNAWAITED_LINGER`] for more (see there).
+    async fn linger(&mut self) {
+        let until = tokio::time::Instant::now() + UNAWAITED_LINGER;
+        while self.jobs.len() < BATCH && self.nobody_waits() {
+            let room = BATCH - self.jobs.len();
+            match tokio::time::timeout_at(until, self.receiver.recv_many(&mut self.jobs, room))
+                .await
+            {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Whether all that is taken are writes only queued, not awaited.
+    fn nobody_waits(&self) -> bool {
+        self.claims.is_empty()
+            && self.retries.is_empty()
+            && self
+                .jobs
+                .iter()
+                .all(|job| matches!(job, Job::Write(_, None)))
     }
 
     /// A hold of the store's writer starts: turns are given until [`HOLD`]
@@ -526,5 +562,63 @@ mod tests {
             .expect("task");
         assert_eq!(task.status, TaskStatus::Completed);
         assert!(!queue.has_work());
+    }
+
+    /// An idle writer given only writes nobody waits for waits a little for
+    /// more (a run's step end for its run's end: one turn, one fsync); what
+    /// someone waits for ends that wait at once.
+    #[tokio::test]
+    async fn writes_nobody_waits_for_wait_for_more_until_a_commit_comes() {
+        let (_dir, store, task, claimed) = a_running_run().await;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let claimant = Claimant {
+            node: "node".into(),
+            lease: Duration::from_secs(30),
+        };
+        let mut queue = Queue::new(receiver, claimant, WalSyncer::start(store.hot.clone()));
+        let finish = WriteOp::FinishRun {
+            task_id: task.id,
+            run_id: claimed.run_id,
+            end: completed(Utc::now()),
+            claimed_version: None,
+        };
+        tokio::time::pause();
+
+        sender
+            .send(Job::Write(finish.clone(), None))
+            .expect("queue");
+        queue.receiver.recv_many(&mut queue.jobs, 1).await;
+        let started = tokio::time::Instant::now();
+        queue.linger().await;
+        assert!(started.elapsed() >= UNAWAITED_LINGER, "waited for more");
+        assert_eq!(queue.jobs.len(), 1);
+
+        let (reply, _answer) = oneshot::channel();
+        sender
+            .send(Job::Write(finish.clone(), None))
+            .expect("queue");
+        sender
+            .send(Job::Write(finish.clone(), Some(reply)))
+            .expect("queue");
+        let started = tokio::time::Instant::now();
+        queue.linger().await;
+        assert_eq!(queue.jobs.len(), 3, "the commit joined the queued writes");
+        assert_eq!(started.elapsed(), Duration::ZERO, "and cut the wait short");
+
+        queue.jobs.clear();
+        let (reply, _claim) = oneshot::channel();
+        sender.send(Job::Write(finish, None)).expect("queue");
+        sender
+            .send(Job::Claim(ClaimRoom::fixed(1), reply))
+            .expect("queue");
+        queue.receiver.recv_many(&mut queue.jobs, 1).await;
+        let started = tokio::time::Instant::now();
+        queue.linger().await;
+        assert_eq!(queue.jobs.len(), 2, "a claim joins the queued write");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "and cuts the wait short too"
+        );
     }
 }
