@@ -128,10 +128,27 @@ impl RunWriter for BatchedRunWriter {
 /// How long a batch that nobody waits for (step starts and ends, progress:
 /// queued, not committed) waits for more before it is written. A run's
 /// step start is followed within microseconds by its end and the run's end
-/// for most steps; written apart, an idle node paid two commits per task
-/// (a round trip and a WAL flush each) and the run end waited for the
-/// first. A batch with a commit in it is written at once.
-const UNAWAITED_LINGER: Duration = Duration::from_millis(1);
+/// for most steps; written apart, an idle node paid a commit (a WAL flush or
+/// an fsync) for each, and the run's end, which a client may be waiting on,
+/// queued behind them. A batch with anything awaited in it is written at once.
+pub(crate) const UNAWAITED_LINGER: Duration = Duration::from_millis(1);
+
+/// While nothing in `batch` is awaited, receive more into it for up to
+/// [`UNAWAITED_LINGER`] (both drivers' run writers do, see there).
+pub(crate) async fn linger<T>(
+    receiver: &mut mpsc::UnboundedReceiver<T>,
+    batch: &mut Vec<T>,
+    awaited: impl Fn(&T) -> bool,
+) {
+    let until = tokio::time::Instant::now() + UNAWAITED_LINGER;
+    while batch.len() < WRITE_BATCH && !batch.iter().any(&awaited) {
+        let room = WRITE_BATCH - batch.len();
+        match tokio::time::timeout_at(until, receiver.recv_many(batch, room)).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
 
 async fn write_batches(
     store: Arc<dyn Store>,
@@ -139,16 +156,7 @@ async fn write_batches(
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while receiver.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        let lingering_until = tokio::time::Instant::now() + UNAWAITED_LINGER;
-        while batch.len() < WRITE_BATCH && batch.iter().all(|(_, reply)| reply.is_none()) {
-            let room = WRITE_BATCH - batch.len();
-            match tokio::time::timeout_at(lingering_until, receiver.recv_many(&mut batch, room))
-                .await
-            {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
+        linger(&mut receiver, &mut batch, |(_, reply)| reply.is_some()).await;
         let (ops, replies): (Vec<WriteOp>, Vec<Option<Reply>>) = batch.drain(..).unzip();
         match store.apply_writes(&ops).await {
             Ok(applied) => {

@@ -19,7 +19,7 @@
 use super::SqliteStore;
 use super::turn::{ClaimDue, WriterTurn, WriterTurns};
 use super::wal_syncer::WalSyncer;
-use crate::store::run_writer::{WRITE_BATCH as BATCH, internal};
+use crate::store::run_writer::{WRITE_BATCH as BATCH, internal, linger};
 use crate::store::{
     ClaimRoom, Claimant, ClaimedRun, RunWriter, StoreError, StoreResult, WriteAnswer, WriteOp,
 };
@@ -141,14 +141,6 @@ struct Flight {
     claim_reply: Option<ClaimReply>,
 }
 
-/// How long an idle writer given only writes that nobody waits for (step
-/// starts and ends, progress) waits for more before it writes them. A run's
-/// step start is followed within microseconds by its end and the run's end
-/// for most steps; written apart, an idle node paid a transaction and an
-/// fsync for each, and the run's end, which a client may be waiting on,
-/// queued behind them. Anything awaited (a commit, a claim) cuts it short.
-const UNAWAITED_LINGER: Duration = Duration::from_millis(1);
-
 /// The writer's side of [`SqliteStore::write_turns`]: turns are cut from what is
 /// queued when the store asks for the next one.
 struct Queue {
@@ -189,29 +181,14 @@ impl Queue {
         }
     }
 
-    /// While everything taken is a write nobody waits for, wait up to
-    /// [`UNAWAITED_LINGER`] for more (see there).
+    /// An idle writer given only writes that nobody waits for waits a
+    /// little for more (see [`linger`]); a commit or a claim ends the wait.
+    /// Called with nothing else to do: no claims or retries wait.
     async fn linger(&mut self) {
-        let until = tokio::time::Instant::now() + UNAWAITED_LINGER;
-        while self.jobs.len() < BATCH && self.nobody_waits() {
-            let room = BATCH - self.jobs.len();
-            match tokio::time::timeout_at(until, self.receiver.recv_many(&mut self.jobs, room))
-                .await
-            {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// Whether all that is taken are writes only queued, not awaited.
-    fn nobody_waits(&self) -> bool {
-        self.claims.is_empty()
-            && self.retries.is_empty()
-            && self
-                .jobs
-                .iter()
-                .all(|job| matches!(job, Job::Write(_, None)))
+        linger(&mut self.receiver, &mut self.jobs, |job| {
+            !matches!(job, Job::Write(_, None))
+        })
+        .await;
     }
 
     /// A hold of the store's writer starts: turns are given until [`HOLD`]
@@ -402,6 +379,7 @@ fn answer(flight: Flight, result: Result<Vec<WriteAnswer>, StoreError>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::run_writer::UNAWAITED_LINGER;
     use crate::store::{
         Durability, NewStep, NewTask, RunEnd, RunResult, RunStatus, Store, Task, TaskStatus,
     };
@@ -479,14 +457,18 @@ mod tests {
         assert_eq!(task.status, TaskStatus::Completed);
     }
 
-    /// What is queued in `receiver`, written in one hold of the writer.
-    async fn turns_of(store: &SqliteStore, receiver: mpsc::UnboundedReceiver<Job>) -> Queue {
+    /// The writer's queue over `receiver`, for a node "node".
+    fn queue_of(store: &SqliteStore, receiver: mpsc::UnboundedReceiver<Job>) -> Queue {
         let claimant = Claimant {
             node: "node".into(),
             lease: Duration::from_secs(30),
         };
-        let syncer = WalSyncer::start(store.hot.clone());
-        let mut queue = Queue::new(receiver, claimant, syncer);
+        Queue::new(receiver, claimant, WalSyncer::start(store.hot.clone()))
+    }
+
+    /// What is queued in `receiver`, written in one hold of the writer.
+    async fn turns_of(store: &SqliteStore, receiver: mpsc::UnboundedReceiver<Job>) -> Queue {
+        let mut queue = queue_of(store, receiver);
         queue.hold();
         store.write_turns(&mut queue).await.expect("turns");
         queue
@@ -571,11 +553,7 @@ mod tests {
     async fn writes_nobody_waits_for_wait_for_more_until_a_commit_comes() {
         let (_dir, store, task, claimed) = a_running_run().await;
         let (sender, receiver) = mpsc::unbounded_channel();
-        let claimant = Claimant {
-            node: "node".into(),
-            lease: Duration::from_secs(30),
-        };
-        let mut queue = Queue::new(receiver, claimant, WalSyncer::start(store.hot.clone()));
+        let mut queue = queue_of(&store, receiver);
         let finish = WriteOp::FinishRun {
             task_id: task.id,
             run_id: claimed.run_id,
