@@ -72,7 +72,16 @@ async fn metrics_count_runs_steps_and_clients() {
     let failed = run(&server, "fixture/fail", json!({"permanent": true})).await;
     assert_eq!(failed["status"], "failed");
 
-    let after = scrape(&server).await;
+    // A run is counted once its end is durable, which can trail the task showing it.
+    let failed_runs = [("outcome", "failed_permanently")];
+    let started = std::time::Instant::now();
+    let mut after = scrape(&server).await;
+    while value(&after, "stepwise_runs_total", &failed_runs) == 0.0
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        after = scrape(&server).await;
+    }
     assert_eq!(
         value(&after, "stepwise_runs_total", &[("outcome", "succeeded")]),
         2.0
