@@ -890,6 +890,10 @@ async fn a_new_task_gets_a_free_worker_while_long_steps_hold_the_others() {
     handle.shutdown().await;
 }
 
+/// A horizon over which any machine frees a few slots running no-op steps,
+/// so that the tests of claiming ahead do not hang on the machine's speed.
+const CLAIM_AHEAD_ON_ANY_MACHINE: Duration = Duration::from_secs(1);
+
 /// Runs that end quickly are claimed ahead of the workers (see
 /// `server/src/engine/workers.rs`): a claim answered after the writer's next
 /// commit would otherwise leave the workers that freed meanwhile idle. Never
@@ -900,6 +904,9 @@ async fn quick_runs_are_claimed_ahead_of_the_workers_and_each_runs_once() {
     let h = harness_with(|config| {
         config.workers = 2;
         config.claim_batch = 16;
+        // The default horizon claims ahead only once runs end faster than
+        // one per 10 ms, which a debug build beside other tests may not.
+        config.claim_ahead = CLAIM_AHEAD_ON_ANY_MACHINE;
     })
     .await;
     let tasks = (0..TASKS)
@@ -948,6 +955,7 @@ async fn a_run_claimed_ahead_is_cancelled_without_waiting_for_a_worker() {
     let h = harness_with(|config| {
         config.workers = 1;
         config.claim_batch = 8;
+        config.claim_ahead = CLAIM_AHEAD_ON_ANY_MACHINE;
     })
     .await;
     // Quick runs first, so that the node claims ahead; then a step that

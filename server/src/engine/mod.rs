@@ -73,6 +73,11 @@ pub struct EngineConfig {
     pub retention: Option<Duration>,
     /// Tasks claimed per query (default 64).
     pub claim_batch: i64,
+    /// How far ahead of its workers the node claims when runs end quickly:
+    /// the runs its workers will likely take within this time, at the rate
+    /// they freed lately, at most `claim_batch` (default 10 ms, about a busy
+    /// writer's commit; see `engine/workers.rs`).
+    pub claim_ahead: Duration,
     /// Where this node's API listens, for the nodes view (default none).
     pub address: Option<String>,
     /// Completion hooks: allowed hosts, retry waits (see [`crate::hooks`]).
@@ -94,6 +99,7 @@ impl EngineConfig {
             max_log_lines_per_run: 10_000,
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             claim_batch: 64,
+            claim_ahead: workers::AHEAD_HORIZON,
             address: None,
             hooks: crate::hooks::HookSettings::default(),
         }

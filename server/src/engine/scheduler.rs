@@ -141,7 +141,7 @@ async fn claim_loop(inner: Arc<Inner>, stop: CancellationToken) {
     let batch_when_busy = (inner.config.workers.max(1) as i64 / 4).clamp(1, most);
     let mut backlog = false;
     let mut quiet = false;
-    let mut ahead = Ahead::new(&inner.workers);
+    let mut ahead = Ahead::new(&inner.workers, inner.config.claim_ahead);
     // How many to claim ahead, as of the loop's last look.
     let ahead_now = Arc::new(AtomicI64::new(0));
     // A claim waits for its turn on the store's writer (on SQLite, behind the

@@ -10,7 +10,8 @@
 //! times as many.
 //!
 //! So the claim loop claims ahead: besides the free workers, as many runs
-//! as the node's workers have lately freed in [`AHEAD_HORIZON`], and each
+//! as the node's workers have lately freed in a short horizon
+//! (`EngineConfig::claim_ahead`, [`AHEAD_HORIZON`] by default), and each
 //! waits for the next slot to free. Runs that end quickly keep the
 //! pipeline full; long runs free slots seldom, so nothing is claimed ahead
 //! of them and no task waits here while another node could run it. A run
@@ -22,10 +23,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// How far ahead the node claims: the runs its workers will likely take
-/// within this time, at the rate they freed lately. About a busy writer's
-/// commit, so that a run claimed ahead waits about as long as the claim
-/// itself took.
+/// How far ahead the node claims by default: the runs its workers will
+/// likely take within this time, at the rate they freed lately. About a busy
+/// writer's commit, so that a run claimed ahead waits about as long as the
+/// claim itself took.
 pub(super) const AHEAD_HORIZON: Duration = Duration::from_millis(10);
 /// How quickly the measured rate follows a change (the time constant of
 /// its moving average).
@@ -125,8 +126,9 @@ impl Drop for WaitingRun {
 }
 
 /// How many runs to claim ahead: what the workers freed lately, per
-/// [`AHEAD_HORIZON`], as a moving average of the rate.
+/// horizon, as a moving average of the rate.
 pub(super) struct Ahead {
+    horizon: Duration,
     at: Instant,
     freed: u64,
     /// Slots freed per second.
@@ -134,8 +136,9 @@ pub(super) struct Ahead {
 }
 
 impl Ahead {
-    pub(super) fn new(workers: &Workers) -> Self {
+    pub(super) fn new(workers: &Workers, horizon: Duration) -> Self {
         Ahead {
+            horizon,
             at: Instant::now(),
             freed: workers.freed.load(Ordering::Relaxed),
             rate: 0.0,
@@ -154,7 +157,7 @@ impl Ahead {
             self.rate += weight * (recent - self.rate);
             (self.at, self.freed) = (now, freed);
         }
-        ((self.rate * AHEAD_HORIZON.as_secs_f64()) as i64).clamp(0, most.max(0))
+        ((self.rate * self.horizon.as_secs_f64()) as i64).clamp(0, most.max(0))
     }
 }
 
@@ -193,7 +196,7 @@ mod tests {
     #[test]
     fn nothing_is_claimed_ahead_of_slow_runs() {
         let workers = Workers::new(32);
-        let mut ahead = Ahead::new(&workers);
+        let mut ahead = Ahead::new(&workers, AHEAD_HORIZON);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(ahead.now(&workers, 64), 0, "no slot freed: nothing ahead");
         // One run a second ends: far less than one per horizon.
@@ -205,7 +208,7 @@ mod tests {
     #[test]
     fn quick_runs_are_claimed_ahead_up_to_the_most() {
         let workers = Workers::new(32);
-        let mut ahead = Ahead::new(&workers);
+        let mut ahead = Ahead::new(&workers, AHEAD_HORIZON);
         let mut claimed = 0;
         // 20,000 runs a second for half a second, in 5 ms steps.
         for _ in 0..100 {
