@@ -891,7 +891,7 @@ async fn a_new_task_gets_a_free_worker_while_long_steps_hold_the_others() {
 }
 
 /// A horizon over which any machine frees a few slots running no-op steps,
-/// so that the tests of claiming ahead do not hang on the machine's speed.
+/// so that the tests of claiming ahead do not depend on the machine's speed.
 const CLAIM_AHEAD_ON_ANY_MACHINE: Duration = Duration::from_secs(1);
 
 /// Runs that end quickly are claimed ahead of the workers (see
