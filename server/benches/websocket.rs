@@ -57,6 +57,9 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const START_LEAD: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// The run stops here even if tasks are not done (the bench is bounded).
 const RUN_LIMIT: Duration = Duration::from_secs(75);
+/// Seconds of the run whose delays are also reported apart (the last holds
+/// the rest of the run).
+const BY_SECOND: usize = 12;
 /// After the last task ends, how long subscribers get to read its final event.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Connections opened at the same time while subscribing.
@@ -171,6 +174,11 @@ fn cpu_seconds(pid: &str) -> f64 {
 struct Shared {
     /// Delays of the states published by progress calls.
     delays: Histogram,
+    /// The same, by the second of the run the state was published in: a
+    /// tail made in one part of the run (the start's burst) shows apart.
+    delays_by_second: Vec<Histogram>,
+    /// When the tasks were due (all at once).
+    start_at: DateTime<Utc>,
     /// Delays of the `running` states published when a run starts or its
     /// step ends (all 100 tasks start at one instant: one burst to everyone).
     starts: Histogram,
@@ -361,8 +369,7 @@ async fn watch(mut socket: Socket, shared: Arc<Shared>, stop: CancellationToken)
             "events" => {
                 let (mut freshest, mut oldest) = (None, None);
                 for event in &message.events {
-                    if let Some(delay) = seen.event(event, received, &shared.delays, &shared.starts)
-                    {
+                    if let Some(delay) = seen.event(event, received, &shared) {
                         freshest = Some(freshest.map_or(delay, |f: u64| f.min(delay)));
                         oldest = Some(oldest.map_or(delay, |f: u64| f.max(delay)));
                     }
@@ -393,8 +400,7 @@ impl Seen {
         &mut self,
         event: &IncomingEvent,
         received: DateTime<Utc>,
-        delays: &Histogram,
-        starts: &Histogram,
+        shared: &Shared,
     ) -> Option<u64> {
         self.events += 1;
         let last = self.seqs.entry(event.task_id).or_default();
@@ -404,22 +410,23 @@ impl Seen {
         *last = event.seq;
         match (event.kind, event.status) {
             ("task", Some("running")) => {
-                let micros = event
+                let at = event
                     .updated_at
-                    .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
-                    .map(|at| {
-                        received
-                            .signed_duration_since(at)
-                            .num_microseconds()
-                            .unwrap_or(0)
-                            .max(0) as u64
-                    })?;
+                    .and_then(|at| DateTime::parse_from_rfc3339(at).ok())?;
+                let micros = received
+                    .signed_duration_since(at)
+                    .num_microseconds()
+                    .unwrap_or(0)
+                    .max(0) as u64;
                 if event.current_step.is_none() {
                     // A run starting or its step ending: not a progress call.
-                    starts.record(micros);
+                    shared.starts.record(micros);
                     return None;
                 }
-                delays.record(micros);
+                shared.delays.record(micros);
+                let second = at.signed_duration_since(shared.start_at).num_seconds();
+                let last = shared.delays_by_second.len() - 1;
+                shared.delays_by_second[(second.max(0) as usize).min(last)].record(micros);
                 self.progress_events += 1;
                 return Some(micros);
             }
@@ -474,6 +481,8 @@ async fn main() {
         .expect("subscriber runtime");
     let shared = Arc::new(Shared {
         delays: Histogram::new(),
+        delays_by_second: (0..BY_SECOND).map(|_| Histogram::new()).collect(),
+        start_at,
         starts: Histogram::new(),
         frame_delays: Histogram::new(),
         frame_oldest: Histogram::new(),
@@ -568,6 +577,7 @@ async fn main() {
         own_cpu,
         peak_rss,
         delays: &shared.delays,
+        delays_by_second: &shared.delays_by_second,
         starts: &shared.starts,
         frame_delays: &shared.frame_delays,
         frame_oldest: &shared.frame_oldest,
@@ -592,6 +602,7 @@ struct Report<'a> {
     own_cpu: f64,
     peak_rss: f64,
     delays: &'a Histogram,
+    delays_by_second: &'a [Histogram],
     starts: &'a Histogram,
     frame_delays: &'a Histogram,
     frame_oldest: &'a Histogram,
@@ -674,6 +685,17 @@ fn report(r: Report) {
         r.delays.quantile_ms(0.9),
         p99,
         r.delays.quantile_ms(1.0)
+    );
+    let by_second: Vec<String> = r
+        .delays_by_second
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.count() > 0)
+        .map(|(second, h)| format!("{second}: {:.1}", h.quantile_ms(0.99)))
+        .collect();
+    println!(
+        "| the same delay's p99 by the second of the run it was published in (ms; the last counts the rest) | {} |",
+        by_second.join(" · ")
     );
     println!(
         "| delay of the other `running` states (a run starting, its step ending; all 100 at once; {} samples) | p50 {:.2} ms, p99 {:.2} ms, max {:.0} ms |",

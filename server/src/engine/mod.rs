@@ -336,6 +336,12 @@ impl Engine {
         self.inner.workers.waiting()
     }
 
+    /// The most runs that waited claimed ahead at once since the engine
+    /// was made.
+    pub fn most_runs_claimed_ahead(&self) -> i64 {
+        self.inner.workers.most_waiting()
+    }
+
     /// Run ids currently executing on this node.
     pub fn running_runs(&self) -> Vec<i64> {
         self.inner.running.run_ids()

@@ -40,6 +40,9 @@ pub(crate) struct Workers {
     freed: Arc<AtomicU64>,
     /// Runs claimed ahead and waiting for a slot.
     waiting: Arc<AtomicI64>,
+    /// The most runs that waited at once: kept, because a sample of
+    /// `waiting` misses a queue that drains within a millisecond.
+    most_waiting: Arc<AtomicI64>,
 }
 
 /// A worker held by a run; freed when dropped.
@@ -67,6 +70,7 @@ impl Workers {
             slots: Arc::new(Semaphore::new(count.max(1))),
             freed: Arc::default(),
             waiting: Arc::default(),
+            most_waiting: Arc::default(),
         }
     }
 
@@ -82,7 +86,8 @@ impl Workers {
     /// Count a run as waiting for a slot, from now until
     /// [`WaitingRun::slot`] gives it one.
     pub(super) fn wait(&self) -> WaitingRun {
-        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let now_waiting = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
+        self.most_waiting.fetch_max(now_waiting, Ordering::AcqRel);
         WaitingRun {
             slots: self.slots.clone(),
             freed: self.freed.clone(),
@@ -93,6 +98,11 @@ impl Workers {
     /// Runs claimed ahead and waiting for a slot.
     pub(super) fn waiting(&self) -> i64 {
         self.waiting.load(Ordering::Acquire)
+    }
+
+    /// The most runs that were claimed ahead and waiting at once, so far.
+    pub(super) fn most_waiting(&self) -> i64 {
+        self.most_waiting.load(Ordering::Acquire)
     }
 
     /// How many runs the claim loop may claim now: the free workers, and
@@ -175,6 +185,11 @@ mod tests {
         assert_eq!(workers.room(3), 2);
         drop(waiting);
         assert_eq!(workers.room(3), 3, "a dropped wait is no longer counted");
+        assert_eq!(
+            workers.most_waiting(),
+            1,
+            "but the most that waited is kept"
+        );
 
         let taker = tokio::spawn(workers.wait().slot());
         assert_eq!(
